@@ -1,0 +1,387 @@
+// Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
+// package declares, so it can be tested without a mesh.
+//
+// It owns request parsing and bounds (body size, query validation), the
+// error shape {"error","code"} with fitting status codes, and the mapping of
+// routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only
+// node imports httpapi.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// Member is one mesh member as the API shows it.
+type Member struct {
+	Name    string            `json:"name"`
+	Addr    string            `json:"addr"`
+	Status  string            `json:"status"`
+	Cluster string            `json:"cluster"`
+	Roles   []string          `json:"roles"`
+	Tags    map[string]string `json:"tags"`
+	Version string            `json:"version,omitempty"`
+	RPCAddr string            `json:"rpc_addr,omitempty"`
+	HTTP    string            `json:"http_addr,omitempty"`
+}
+
+// MemberFilter selects members; empty fields match everything.
+type MemberFilter struct {
+	Cluster string
+	Role    string
+	Status  string
+	Tags    map[string]string
+}
+
+// Status is the node's view of itself and its Raft groups.
+type Status struct {
+	Node    string         `json:"node"`
+	Cluster string         `json:"cluster"`
+	Roles   []string       `json:"roles"`
+	Version string         `json:"version"`
+	Members map[string]int `json:"members"`
+	Groups  []GroupStatus  `json:"groups"`
+}
+
+// GroupStatus describes one Raft group as seen from this node.
+type GroupStatus struct {
+	Cluster      string    `json:"cluster"`
+	ShardID      uint64    `json:"shard_id"`
+	Leader       string    `json:"leader"`
+	LeaderID     uint64    `json:"leader_replica_id"`
+	Term         uint64    `json:"term"`
+	AppliedIndex uint64    `json:"applied_index"`
+	Local        bool      `json:"local"`
+	Replicas     []Replica `json:"replicas"`
+}
+
+// Replica is one member of a Raft group.
+type Replica struct {
+	ID   uint64 `json:"id"`
+	Node string `json:"node"`
+	Addr string `json:"addr"`
+}
+
+// Backend is what the API needs from the agent. Methods must be safe for
+// concurrent use. Errors that should reach the client with a specific status
+// are *Error values (or wrap one); anything else is a 500.
+type Backend interface {
+	// Ready returns nil once the agent serves requests.
+	Ready() error
+	// LocalCluster is the cluster used when a request names none.
+	LocalCluster() string
+	// Members lists the mesh as gossip sees it.
+	Members(f MemberFilter) []Member
+	// Status reports this node and its Raft groups.
+	Status(ctx context.Context) (Status, error)
+	// Leave starts a graceful leave and shutdown of the agent.
+	Leave(ctx context.Context) error
+}
+
+// Config holds the API's bounds.
+type Config struct {
+	// MaxBodyBytes bounds every request body; larger ones get 413.
+	MaxBodyBytes int64
+}
+
+// DefaultConfig returns the API's default bounds.
+func DefaultConfig() Config { return Config{MaxBodyBytes: 4 << 20} }
+
+// API is the HTTP handler of the client API.
+type API struct {
+	cfg     Config
+	b       Backend
+	metrics http.Handler
+	log     zerolog.Logger
+	mux     *http.ServeMux
+}
+
+// Option adds optional parts to the API.
+type Option func(*API)
+
+// WithMetrics serves h at /metrics.
+func WithMetrics(h http.Handler) Option { return func(a *API) { a.metrics = h } }
+
+// New builds the API over b.
+func New(cfg Config, b Backend, log zerolog.Logger, opts ...Option) *API {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	}
+	a := &API{cfg: cfg, b: b, log: log.With().Str("component", "http").Logger(), mux: http.NewServeMux()}
+	for _, o := range opts {
+		o(a)
+	}
+	a.routes()
+	return a
+}
+
+func (a *API) routes() {
+	a.handle("GET /v1/health", a.health)
+	a.handle("GET /v1/members", a.members)
+	a.handle("GET /v1/runners", a.runners)
+	a.handle("GET /v1/status", a.status)
+	a.handle("POST /v1/agent/leave", a.leave)
+	a.handle("PUT /v1/agent/leave", a.leave)
+	if a.metrics != nil {
+		a.mux.Handle("GET /metrics", a.metrics)
+	}
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
+	})
+}
+
+type handlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+func (a *API) handle(pattern string, h handlerFunc) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Status >= 500 {
+				a.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+			}
+			WriteError(w, err)
+		}
+	})
+}
+
+// ServeHTTP implements http.Handler: bounds the body, checks access, routes,
+// and turns a panic in a handler into a 500 instead of a dead connection.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	defer func() {
+		if v := recover(); v != nil {
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			a.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("handler panic")
+			WriteError(w, Errorf(http.StatusInternalServerError, "internal", "internal error"))
+		}
+	}()
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) error {
+	if err := a.b.Ready(); err != nil {
+		return Errorf(http.StatusServiceUnavailable, "not_ready", "%v", err).WithRetryAfter(1)
+	}
+	return WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+var validStatus = map[string]bool{"alive": true, "suspect": true, "failed": true, "left": true}
+var validRole = map[string]bool{"gateway": true, "runner": true}
+
+// memberFilter parses ?cluster= ?role= ?status= ?tag=k=v (repeatable).
+func memberFilter(r *http.Request) (MemberFilter, error) {
+	q, err := query(r, "cluster", "role", "status", "tag")
+	if err != nil {
+		return MemberFilter{}, err
+	}
+	f := MemberFilter{Cluster: q.Get("cluster"), Role: q.Get("role"), Status: q.Get("status")}
+	if f.Status != "" && !validStatus[f.Status] {
+		return f, Errorf(http.StatusBadRequest, "bad_query", "status %q: want alive, suspect, failed or left", f.Status)
+	}
+	if f.Role != "" && !validRole[f.Role] {
+		return f, Errorf(http.StatusBadRequest, "bad_query", "role %q: want gateway or runner", f.Role)
+	}
+	if err := checkName("cluster", f.Cluster, true); err != nil {
+		return f, err
+	}
+	for _, t := range q["tag"] {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return f, Errorf(http.StatusBadRequest, "bad_query", "tag %q: want k=v", t)
+		}
+		if f.Tags == nil {
+			f.Tags = map[string]string{}
+		}
+		f.Tags[k] = v
+	}
+	return f, nil
+}
+
+func (a *API) members(w http.ResponseWriter, r *http.Request) error {
+	f, err := memberFilter(r)
+	if err != nil {
+		return err
+	}
+	return WriteJSON(w, http.StatusOK, nonNil(a.b.Members(f)))
+}
+
+func (a *API) runners(w http.ResponseWriter, r *http.Request) error {
+	f, err := memberFilter(r)
+	if err != nil {
+		return err
+	}
+	if f.Role != "" && f.Role != "runner" {
+		return Errorf(http.StatusBadRequest, "bad_query", "runners has role runner; got role %q", f.Role)
+	}
+	f.Role = "runner"
+	if f.Cluster == "" {
+		f.Cluster = a.b.LocalCluster()
+	}
+	return WriteJSON(w, http.StatusOK, nonNil(a.b.Members(f)))
+}
+
+func nonNil(m []Member) []Member {
+	if m == nil {
+		return []Member{}
+	}
+	for i := range m {
+		if m[i].Roles == nil {
+			m[i].Roles = []string{}
+		}
+		if m[i].Tags == nil {
+			m[i].Tags = map[string]string{}
+		}
+	}
+	return m
+}
+
+func (a *API) status(w http.ResponseWriter, r *http.Request) error {
+	if _, err := query(r); err != nil {
+		return err
+	}
+	st, err := a.b.Status(r.Context())
+	if err != nil {
+		return err
+	}
+	if st.Groups == nil {
+		st.Groups = []GroupStatus{}
+	}
+	return WriteJSON(w, http.StatusOK, st)
+}
+
+func (a *API) leave(w http.ResponseWriter, r *http.Request) error {
+	if err := a.b.Leave(r.Context()); err != nil {
+		return err
+	}
+	return WriteJSON(w, http.StatusOK, map[string]string{"status": "leaving"})
+}
+
+// query parses the URL query, refusing malformed encodings and unknown keys.
+func query(r *http.Request, allowed ...string) (url.Values, error) {
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, Errorf(http.StatusBadRequest, "bad_query", "malformed query: %v", err)
+	}
+	for k := range q {
+		ok := false
+		for _, a := range allowed {
+			if k == a {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return nil, Errorf(http.StatusBadRequest, "bad_query", "unknown query parameter %q", k)
+		}
+	}
+	return q, nil
+}
+
+// intParam parses an optional integer query parameter within [min, max].
+func intParam(q url.Values, name string, def, min, max int) (int, error) {
+	s := q.Get(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < min || n > max {
+		return 0, Errorf(http.StatusBadRequest, "bad_query", "%s %q: want an integer from %d to %d", name, s, min, max)
+	}
+	return n, nil
+}
+
+// checkName bounds names that appear in paths and queries.
+func checkName(what, s string, emptyOK bool) error {
+	if s == "" {
+		if emptyOK {
+			return nil
+		}
+		return Errorf(http.StatusBadRequest, "bad_request", "%s is required", what)
+	}
+	if len(s) > 63 {
+		return Errorf(http.StatusBadRequest, "bad_request", "%s is longer than 63 characters", what)
+	}
+	for i, c := range s {
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || (i > 0 && (c == '-' || c == '_' || c == '.'))
+		if !ok {
+			return Errorf(http.StatusBadRequest, "bad_request", "%s %q: only letters, digits, '-', '_' and '.' (not first)", what, s)
+		}
+	}
+	return nil
+}
+
+// WriteJSON writes v with status.
+func WriteJSON(w http.ResponseWriter, status int, v any) error {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	return enc.Encode(v)
+}
+
+// Error is an API error with its HTTP status and a stable code.
+type Error struct {
+	Status     int    `json:"-"`
+	Code       string `json:"code"`
+	Message    string `json:"error"`
+	RetryAfter int    `json:"-"` // seconds; set for 429 and 503
+	// Path names the failing input location (schema violations).
+	Path string `json:"path,omitempty"`
+	err  error
+}
+
+func (e *Error) Error() string { return e.Message }
+func (e *Error) Unwrap() error { return e.err }
+
+// WithRetryAfter sets the Retry-After seconds.
+func (e *Error) WithRetryAfter(s int) *Error { e.RetryAfter = s; return e }
+
+// Errorf builds an *Error.
+func Errorf(status int, code, format string, args ...any) *Error {
+	err := fmt.Errorf(format, args...)
+	return &Error{Status: status, Code: code, Message: err.Error(), err: errors.Unwrap(err)}
+}
+
+// WriteError writes err as {"error","code"} with its status; errors that
+// are not *Error become 500, and a body-limit overflow becomes 413.
+func WriteError(w http.ResponseWriter, err error) {
+	var e *Error
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &e):
+	case errors.As(err, &mbe):
+		e = Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", mbe.Limit)
+	case errors.Is(err, context.DeadlineExceeded):
+		e = Errorf(http.StatusGatewayTimeout, "timeout", "%v", err)
+	default:
+		e = Errorf(http.StatusInternalServerError, "internal", "%v", err)
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(e.RetryAfter))
+	}
+	_ = WriteJSON(w, e.Status, e)
+}
+
+// Server runs the API on addr with slow-client timeouts and header bounds.
+func Server(addr string, h http.Handler) *http.Server {
+	return &http.Server{
+		Addr:              addr,
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+	}
+}
