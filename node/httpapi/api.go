@@ -93,6 +93,9 @@ type Config struct {
 	MaxBodyBytes int64
 }
 
+// maxSnapshotBytes bounds a snapshot restore body.
+const maxSnapshotBytes = 512 << 20
+
 // DefaultConfig returns the API's default bounds.
 func DefaultConfig() Config { return Config{MaxBodyBytes: 4 << 20} }
 
@@ -101,6 +104,8 @@ type API struct {
 	cfg     Config
 	b       Backend
 	metrics http.Handler
+	state   StateBackend // optional: services, clusters, snapshots
+	acl     TokenStore   // optional: token checks
 	log     zerolog.Logger
 	mux     *http.ServeMux
 }
@@ -134,6 +139,12 @@ func (a *API) routes() {
 	if a.metrics != nil {
 		a.mux.Handle("GET /metrics", a.metrics)
 	}
+	if a.state != nil {
+		a.stateRoutes()
+	}
+	if a.acl != nil {
+		a.aclRoutes()
+	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -166,7 +177,24 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}()
 	if r.Body != nil {
-		r.Body = http.MaxBytesReader(w, r.Body, a.cfg.MaxBodyBytes)
+		limit := a.cfg.MaxBodyBytes
+		if r.URL.Path == "/v1/snapshot" {
+			limit = maxSnapshotBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+	}
+	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/acl/bootstrap" {
+		r2, err := a.authenticate(r)
+		if err != nil {
+			WriteError(w, err)
+			return
+		}
+		perm, svc := permFor(r2)
+		if err := require(r2, perm, svc); err != nil {
+			WriteError(w, err)
+			return
+		}
+		r = r2
 	}
 	a.mux.ServeHTTP(w, r)
 }
@@ -319,6 +347,20 @@ func checkName(what, s string, emptyOK bool) error {
 		if !ok {
 			return Errorf(http.StatusBadRequest, "bad_request", "%s %q: only letters, digits, '-', '_' and '.' (not first)", what, s)
 		}
+	}
+	return nil
+}
+
+// decodeJSON decodes a bounded JSON body into v, refusing unknown fields.
+func decodeJSON(r *http.Request, v any) error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return err
+		}
+		return Errorf(http.StatusBadRequest, "bad_json", "malformed JSON body: %v", err)
 	}
 	return nil
 }
