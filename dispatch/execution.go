@@ -84,6 +84,13 @@ type Execution struct {
 	Version uint64 `json:"-"`
 }
 
+// clone returns a copy that shares no mutable state with e.
+func (e *Execution) clone() Execution {
+	c := *e
+	c.History = append([]Attempt(nil), e.History...)
+	return c
+}
+
 // Attempt is one try on one runner.
 type Attempt struct {
 	N          int       `json:"n"`

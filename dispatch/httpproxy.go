@@ -1,0 +1,378 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/meshgw/meshgw/dispatch/runner"
+	"github.com/meshgw/meshgw/transport"
+)
+
+// Wire protocol of MethodHTTP. The caller sends a request header frame
+// (JSON httpReqWire), then the body as raw frames, then closes its send
+// side. The runner answers with a response header frame (JSON
+// httpRespWire), the body as raw frames, and ends the stream. A busy runner
+// fails the call with code "busy" before answering.
+type httpReqWire struct {
+	Method        string      `json:"method"`
+	Path          string      `json:"path"`
+	Query         string      `json:"query,omitempty"`
+	Header        http.Header `json:"header,omitempty"`
+	Host          string      `json:"host,omitempty"`
+	RemoteAddr    string      `json:"remote_addr,omitempty"`
+	ContentLength int64       `json:"content_length"`
+	Upstream      string      `json:"upstream"`
+}
+
+type httpRespWire struct {
+	Status int         `json:"status"`
+	Header http.Header `json:"header,omitempty"`
+}
+
+const proxyChunk = 32 << 10
+
+// ProxyHTTP proxies r to the http service svc through a live runner of
+// cluster: path (e.g. "/x/y") and r's query are appended to the service's
+// upstream. The response streams back into w as it arrives.
+//
+// Errors, with nothing written to w: ErrWrongType, ErrInvalidInput (headers
+// over Config.MaxHTTPHeaderBytes), ErrNoRunner, ErrBusy, or a runner failure
+// matching transport.ErrUnreachable (502). A runner lost before any response
+// byte is retried on another runner when the method is idempotent or the
+// request body was not consumed yet. An error matching ErrProxyAborted means
+// the response had started: the caller should abort the connection.
+func (d *Dispatcher) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster string, svc Service, path string) error {
+	if svc.Type != TypeHTTP {
+		return fmt.Errorf("%w: service %q is %q, not http", ErrWrongType, svc.Name, svc.Type)
+	}
+	if !strings.HasPrefix(path, "/") {
+		path = "/" + path
+	}
+	hdr := httpReqWire{
+		Method: r.Method, Path: path, Query: r.URL.RawQuery, Header: r.Header,
+		Host: r.Host, RemoteAddr: r.RemoteAddr, ContentLength: r.ContentLength, Upstream: svc.Upstream,
+	}
+	if r.Body == nil || r.Body == http.NoBody {
+		hdr.ContentLength = 0
+	}
+	hb, err := json.Marshal(hdr)
+	if err != nil || len(hb) > d.cfg.MaxHTTPHeaderBytes {
+		return fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
+	}
+	body := &countingBody{r: r.Body}
+	if hdr.ContentLength != 0 {
+		r.Body = body
+	}
+	avoid := map[string]bool{}
+	var lastErr error
+	for try := 0; ; try++ {
+		rn, err := d.pick(cluster, &svc, avoid, try == 0)
+		if err != nil {
+			if lastErr != nil {
+				return lastErr
+			}
+			return err
+		}
+		started, err := d.proxyOnce(w, r, rn, &hdr, hb, body)
+		if err == nil {
+			return nil
+		}
+		if started {
+			return fmt.Errorf("%w: runner %s: %v", ErrProxyAborted, rn.Name, err)
+		}
+		var ae *attemptError
+		if !errors.As(err, &ae) {
+			return err
+		}
+		switch ae.kind {
+		case "busy":
+			avoid[rn.Name] = true
+			lastErr = fmt.Errorf("%w: %v", ErrBusy, ae.err)
+			if body.n.Load() > 0 && !idempotent(r.Method) {
+				return lastErr
+			}
+		case "unreachable", "deadline":
+			avoid[rn.Name] = true
+			lastErr = fmt.Errorf("proxy through runner %s: %w", rn.Name, ae.err)
+			if body.n.Load() > 0 && !idempotent(r.Method) {
+				return lastErr
+			}
+		default:
+			return ae.err
+		}
+	}
+}
+
+func idempotent(m string) bool {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+type countingBody struct {
+	r io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { return b.r.Close() }
+
+// proxyOnce proxies through one runner. started reports whether anything
+// was written to w.
+func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, hb []byte, body io.Reader) (started bool, err error) {
+	hasBody := hdr.ContentLength != 0
+	d.acquireRunner(rn.Name)
+	defer d.releaseRunner(rn.Name)
+	if rn.Name == d.local && d.exec != nil {
+		err := d.exec.ServeProxy(w, r, hdr.Upstream, hdr.Path)
+		switch {
+		case errors.Is(err, runner.ErrBusy):
+			return false, &attemptError{"busy", err}
+		case err != nil:
+			return false, &attemptError{"invalid", err}
+		}
+		return true, nil
+	}
+	if d.rpc == nil {
+		return false, &attemptError{"unreachable", fmt.Errorf("no transport to reach runner %s", rn.Name)}
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	s, err := d.rpc.Stream(ctx, rn.RPCAddr, MethodHTTP)
+	if err != nil {
+		return false, d.classify(ctx, rn, err)
+	}
+	defer s.Close()
+	if err := s.Send(hb); err != nil {
+		return false, d.classify(ctx, rn, err)
+	}
+	pumpDone := make(chan struct{})
+	if hasBody {
+		go func() {
+			defer close(pumpDone)
+			buf := make([]byte, proxyChunk)
+			for {
+				n, rerr := body.Read(buf)
+				if n > 0 {
+					if s.Send(buf[:n]) != nil {
+						return
+					}
+				}
+				if rerr == io.EOF {
+					_ = s.CloseSend()
+					return
+				}
+				if rerr != nil {
+					cancel() // a broken upload must not look complete upstream
+					return
+				}
+			}
+		}()
+	} else {
+		close(pumpDone)
+		if err := s.CloseSend(); err != nil {
+			return false, d.classify(ctx, rn, err)
+		}
+	}
+	defer func() {
+		select {
+		case <-pumpDone:
+		default:
+			// The upload is still going while the exchange is over: unblock
+			// a pending body read and the stream, then wait for the pump.
+			cancel()
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+			_ = s.Close()
+			<-pumpDone
+		}
+	}()
+
+	f, err := s.Recv()
+	if err != nil {
+		if errors.Is(err, io.EOF) {
+			err = fmt.Errorf("%w: runner %s ended the stream without a response", transport.ErrUnreachable, rn.Name)
+		}
+		return false, d.classify(ctx, rn, err)
+	}
+	var resp httpRespWire
+	if err := json.Unmarshal(f, &resp); err != nil || resp.Status < 100 || resp.Status > 999 {
+		return false, &attemptError{"invalid", fmt.Errorf("runner %s sent a malformed response header", rn.Name)}
+	}
+	d.clearPenalty(rn.Name)
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if hopHeader(k) {
+			continue
+		}
+		h[k] = vs
+	}
+	w.WriteHeader(resp.Status)
+	rc := http.NewResponseController(w)
+	_ = rc.Flush()
+	for {
+		f, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		if err != nil {
+			return true, err
+		}
+		if _, err := w.Write(f); err != nil {
+			return true, fmt.Errorf("write to client: %w", err)
+		}
+		_ = rc.Flush()
+	}
+}
+
+func hopHeader(k string) bool {
+	switch http.CanonicalHeaderKey(k) {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer":
+		return true
+	}
+	return false
+}
+
+// serveHTTP is the runner side of MethodHTTP.
+func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
+	f, err := s.Recv()
+	if err != nil {
+		return transport.Errorf(codeInvalid, "reading request header: %v", err)
+	}
+	if len(f) > d.cfg.MaxHTTPHeaderBytes {
+		return transport.Errorf(codeInvalid, "request header frame larger than %d bytes", d.cfg.MaxHTTPHeaderBytes)
+	}
+	var hdr httpReqWire
+	if err := json.Unmarshal(f, &hdr); err != nil {
+		return transport.Errorf(codeInvalid, "malformed request header: %v", err)
+	}
+	if !validMethod(hdr.Method) || !strings.HasPrefix(hdr.Path, "/") {
+		return transport.Errorf(codeInvalid, "bad method or path")
+	}
+	var body io.ReadCloser = http.NoBody
+	if hdr.ContentLength != 0 {
+		body = &frameBody{s: s}
+	}
+	if hdr.Header == nil {
+		hdr.Header = http.Header{}
+	}
+	req := (&http.Request{
+		Method:        hdr.Method,
+		URL:           &url.URL{Scheme: "http", Host: "meshgw", Path: hdr.Path, RawQuery: hdr.Query},
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        hdr.Header,
+		Body:          body,
+		ContentLength: hdr.ContentLength,
+		Host:          hdr.Host,
+		RemoteAddr:    hdr.RemoteAddr,
+	}).WithContext(ctx)
+	rw := &frameResponseWriter{s: s, h: http.Header{}}
+	err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
+	switch {
+	case errors.Is(err, runner.ErrBusy):
+		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit", d.local)
+	case err != nil:
+		return transport.Errorf(codeInvalid, "%v", err)
+	}
+	if !rw.wrote {
+		rw.WriteHeader(http.StatusOK)
+	}
+	return rw.err
+}
+
+func validMethod(m string) bool {
+	if m == "" || len(m) > 32 {
+		return false
+	}
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// frameBody reads a request body from stream frames.
+type frameBody struct {
+	s   *transport.Stream
+	buf []byte
+	err error
+}
+
+func (b *frameBody) Read(p []byte) (int, error) {
+	for len(b.buf) == 0 {
+		if b.err != nil {
+			return 0, b.err
+		}
+		f, err := b.s.Recv()
+		if err != nil {
+			b.err = err
+			continue
+		}
+		b.buf = f
+	}
+	n := copy(p, b.buf)
+	b.buf = b.buf[n:]
+	return n, nil
+}
+
+func (b *frameBody) Close() error { return nil }
+
+// frameResponseWriter sends a response as stream frames: a header frame at
+// the first WriteHeader/Write, then one frame per Write.
+type frameResponseWriter struct {
+	s     *transport.Stream
+	h     http.Header
+	wrote bool
+	err   error
+}
+
+func (w *frameResponseWriter) Header() http.Header { return w.h }
+
+func (w *frameResponseWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	if code >= 100 && code < 200 {
+		return // informational responses are not relayed
+	}
+	w.wrote = true
+	b, _ := json.Marshal(httpRespWire{Status: code, Header: w.h})
+	w.err = w.s.Send(b)
+}
+
+func (w *frameResponseWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if w.err = w.s.Send(p); w.err != nil {
+		return 0, w.err
+	}
+	return len(p), nil
+}
+
+// Flush is a no-op: every Write is already a frame on the wire.
+func (w *frameResponseWriter) Flush() {}

@@ -1,0 +1,223 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+
+	"github.com/meshgw/meshgw/dispatch/runner"
+)
+
+// Get returns an execution record. An unknown or malformed ID is ErrNotFound.
+func (d *Dispatcher) Get(ctx context.Context, cluster, id string) (Execution, error) {
+	if !ValidID(id) {
+		return Execution{}, fmt.Errorf("execution %q: %w", id, ErrNotFound)
+	}
+	b, ver, found, err := d.store.Get(ctx, cluster, ExecKey(id))
+	if err != nil {
+		return Execution{}, fmt.Errorf("read execution %s: %w", id, err)
+	}
+	if !found {
+		return Execution{}, fmt.Errorf("execution %s: %w", id, ErrNotFound)
+	}
+	return decodeExec(b, ver)
+}
+
+func decodeExec(b []byte, ver uint64) (Execution, error) {
+	var ex Execution
+	if err := json.Unmarshal(b, &ex); err != nil {
+		return Execution{}, fmt.Errorf("decode execution record: %w", err)
+	}
+	ex.Version = ver
+	return ex, nil
+}
+
+// ListFilter selects executions. Empty fields match everything.
+type ListFilter struct {
+	Service string
+	Status  Status
+	// Limit bounds the answer: default 100, at most 1000.
+	Limit int
+	// Before pages: only executions older than this ID.
+	Before string
+}
+
+// List returns executions of cluster, newest first.
+func (d *Dispatcher) List(ctx context.Context, cluster string, f ListFilter) ([]Execution, error) {
+	limit := f.Limit
+	if limit <= 0 {
+		limit = 100
+	}
+	limit = min(limit, 1000)
+	match := map[string]string{}
+	if f.Service != "" {
+		match["service"] = f.Service
+	}
+	if f.Status != "" {
+		match["status"] = string(f.Status)
+	}
+	opts := ListOptions{Limit: limit, Reverse: true, Match: match}
+	if f.Before != "" {
+		opts.After = ExecKey(f.Before)
+	}
+	entries, err := d.store.List(ctx, cluster, "exec/", opts)
+	if err != nil {
+		return nil, fmt.Errorf("list executions: %w", err)
+	}
+	out := make([]Execution, 0, len(entries))
+	for _, e := range entries {
+		ex, err := decodeExec(e.Value, e.Version)
+		if err != nil {
+			d.log.Warn().Err(err).Str("key", e.Key).Msg("skipping undecodable execution record")
+			continue
+		}
+		out = append(out, ex)
+	}
+	return out, nil
+}
+
+// Watch follows an execution until it is terminal, passing its output to
+// fn (from one goroutine), and returns the terminal record. When this node
+// dispatches the execution the output arrives live, as the runner streams
+// it; otherwise the record is polled and its (capped) output delivered when
+// it ends.
+func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stream string, chunk []byte)) (Execution, error) {
+	ex, err := d.Get(ctx, cluster, id)
+	if err != nil {
+		return ex, err
+	}
+	if ex.Status.Terminal() {
+		deliver(ex, fn)
+		return ex, nil
+	}
+	if lv := d.getLive(id); lv != nil {
+		if err := lv.follow(ctx, fn); err != nil {
+			return ex, err
+		}
+		return d.waitTerminal(ctx, cluster, id)
+	}
+	ex, err = d.waitTerminal(ctx, cluster, id)
+	if err == nil {
+		deliver(ex, fn)
+	}
+	return ex, err
+}
+
+func deliver(ex Execution, fn func(string, []byte)) {
+	if fn == nil {
+		return
+	}
+	if ex.Stdout != "" {
+		fn(runner.Stdout, []byte(ex.Stdout))
+	}
+	if ex.Stderr != "" {
+		fn(runner.Stderr, []byte(ex.Stderr))
+	}
+}
+
+// liveExec buffers the output of an execution this node dispatches, for
+// watchers. Writers never block on watchers: watchers read by offset and
+// wake on a channel closed at every write.
+type liveExec struct {
+	mu      sync.Mutex
+	stdout  []byte
+	stderr  []byte
+	max     int
+	changed chan struct{}
+	done    bool
+}
+
+func newLiveExec(max int) *liveExec {
+	return &liveExec{max: max, changed: make(chan struct{})}
+}
+
+func (l *liveExec) write(stream string, chunk []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	buf := &l.stdout
+	if stream == runner.Stderr {
+		buf = &l.stderr
+	}
+	room := l.max - len(*buf)
+	if room <= 0 {
+		return
+	}
+	*buf = append(*buf, chunk[:min(room, len(chunk))]...)
+	close(l.changed)
+	l.changed = make(chan struct{})
+}
+
+func (l *liveExec) finish() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.done {
+		l.done = true
+		close(l.changed)
+	}
+}
+
+// follow delivers output until the execution's drive ends.
+func (l *liveExec) follow(ctx context.Context, fn func(string, []byte)) error {
+	var offOut, offErr int
+	for {
+		l.mu.Lock()
+		newOut := l.stdout[offOut:]
+		newErr := l.stderr[offErr:]
+		offOut, offErr = len(l.stdout), len(l.stderr)
+		done := l.done
+		ch := l.changed
+		l.mu.Unlock()
+		// The slices alias buffers only ever appended to: safe to read.
+		if fn != nil {
+			if len(newOut) > 0 {
+				fn(runner.Stdout, newOut)
+			}
+			if len(newErr) > 0 {
+				fn(runner.Stderr, newErr)
+			}
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ch:
+		}
+	}
+}
+
+func (d *Dispatcher) addLive(id string) *liveExec {
+	max := runner.DefaultConfig().MaxOutput
+	if d.exec != nil {
+		max = d.exec.Config().MaxOutput
+	}
+	lv := newLiveExec(max + len(runner.TruncationMarker))
+	d.mu.Lock()
+	d.live[id] = lv
+	d.mu.Unlock()
+	return lv
+}
+
+func (d *Dispatcher) removeLive(id string, lv *liveExec) {
+	lv.finish()
+	d.mu.Lock()
+	if d.live[id] == lv {
+		delete(d.live, id)
+	}
+	d.mu.Unlock()
+}
+
+func (d *Dispatcher) getLive(id string) *liveExec {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live[id]
+}
+
+func (d *Dispatcher) isLive(id string) bool { return d.getLive(id) != nil }
+
+// ctxTimeout is a helper for background store operations.
+func (d *Dispatcher) ctxTimeout() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(d.ctx, d.cfg.StoreTimeout)
+}

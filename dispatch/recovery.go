@@ -1,0 +1,252 @@
+package dispatch
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+)
+
+// maintenanceLoop runs recovery and retention for every configured cluster
+// this node currently leads. Leadership moves with the Raft group, so the
+// role is active–passive without any election of its own.
+func (d *Dispatcher) maintenanceLoop() {
+	defer d.wg.Done()
+	rec := time.NewTicker(d.cfg.RecoveryInterval)
+	defer rec.Stop()
+	ret := time.NewTicker(d.cfg.RetentionInterval)
+	defer ret.Stop()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-rec.C:
+			for _, c := range d.cfg.Clusters {
+				if d.store.IsLeader(c) {
+					if n, err := d.Recover(c); err != nil {
+						d.log.Warn().Err(err).Str("cluster", c).Msg("recovery scan failed")
+					} else if n > 0 {
+						d.log.Info().Int("taken_over", n).Str("cluster", c).Msg("recovered executions")
+					}
+				}
+			}
+		case <-ret.C:
+			for _, c := range d.cfg.Clusters {
+				if d.store.IsLeader(c) {
+					if n, err := d.Retain(c); err != nil {
+						d.log.Warn().Err(err).Str("cluster", c).Msg("retention pass failed")
+					} else if n > 0 {
+						d.log.Debug().Int("deleted", n).Str("cluster", c).Msg("retention")
+					}
+				}
+			}
+		}
+	}
+}
+
+// Recover scans cluster's non-terminal executions once and takes over those
+// whose owner is gone (failed, left, unknown to gossip, or this node without
+// a live drive) or whose lease has lapsed: a synchronous one is marked lost
+// (its client is gone with its node), an async one is re-dispatched (as a
+// new attempt, if retries are left). It returns how many it took over. The
+// maintenance loop calls it while this node leads the cluster's group;
+// it is exported for tests and tools.
+func (d *Dispatcher) Recover(cluster string) (int, error) {
+	n := 0
+	for _, st := range []Status{StatusQueued, StatusRunning} {
+		after := ""
+		for {
+			ctx, cancel := d.ctxTimeout()
+			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{
+				After: after, Limit: 500, Match: map[string]string{"status": string(st)}})
+			cancel()
+			if err != nil {
+				return n, fmt.Errorf("list %s executions: %w", st, err)
+			}
+			for _, e := range entries {
+				ex, err := decodeExec(e.Value, e.Version)
+				if err != nil || ex.Status.Terminal() {
+					continue
+				}
+				if reason := d.abandoned(&ex); reason != "" {
+					if d.takeOver(&ex, reason) {
+						n++
+					}
+				}
+			}
+			if len(entries) < 500 {
+				break
+			}
+			after = entries[len(entries)-1].Key
+		}
+	}
+	return n, nil
+}
+
+// abandoned says why nobody is driving ex any more ("" if someone is).
+func (d *Dispatcher) abandoned(ex *Execution) string {
+	if d.isLive(ex.ID) {
+		return ""
+	}
+	now := d.now()
+	switch {
+	case ex.Owner == "":
+		return "released by its owner"
+	case ex.Owner == d.local:
+		return "owned by this node, which no longer drives it"
+	}
+	if st, known := d.runners.NodeStatus(ex.Owner); !known {
+		return fmt.Sprintf("owner %s is unknown to gossip", ex.Owner)
+	} else if st == MemberFailed || st == MemberLeft {
+		return fmt.Sprintf("owner %s is %s", ex.Owner, st)
+	}
+	if !ex.LeaseExpires.IsZero() && now.After(ex.LeaseExpires.Add(d.cfg.RecoveryMargin)) {
+		return fmt.Sprintf("lease of owner %s lapsed at %s", ex.Owner, ex.LeaseExpires.UTC().Format(time.RFC3339))
+	}
+	return ""
+}
+
+// takeOver acts on an abandoned execution. It reports whether it did.
+func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
+	log := d.log.With().Str("exec", ex.ID).Str("service", ex.Service).Str("reason", reason).Logger()
+	if ex.ServiceDef == nil {
+		_, err := d.finish(ex, ex.Version, StatusLost, nil, "record has no service definition; "+reason)
+		return err == nil
+	}
+	if ex.Status == StatusRunning {
+		d.endAttempt(ex, string(StatusLost), "attempt abandoned: "+reason)
+	}
+	if !ex.Async {
+		_, err := d.finish(ex, ex.Version, StatusLost, nil,
+			fmt.Sprintf("execution lost: %s; the synchronous client is gone with it", reason))
+		if err != nil {
+			log.Warn().Err(err).Msg("could not mark execution lost")
+			return false
+		}
+		log.Info().Msg("marked synchronous execution lost")
+		return true
+	}
+	if failures(ex) > ex.ServiceDef.Retries {
+		_, err := d.finish(ex, ex.Version, StatusLost, nil,
+			fmt.Sprintf("%s; no retries left (retries=%d)", reason, ex.ServiceDef.Retries))
+		return err == nil
+	}
+	if ex.InputTruncated {
+		_, err := d.finish(ex, ex.Version, StatusLost, nil, reason+"; input not kept in full, cannot re-run")
+		return err == nil
+	}
+	select {
+	case d.asyncSem <- struct{}{}:
+	default:
+		return false // at capacity; a later scan retries
+	}
+	log.Info().Msg("re-dispatching async execution")
+	d.spawn(ex, ex.Version, []byte(ex.Input))
+	return true
+}
+
+// Retain deletes terminal execution records older than Config.RetentionAge
+// and, beyond the newest Config.RetentionCount, the oldest ones — at most
+// Config.RetentionBatch per call. It returns how many it deleted.
+func (d *Dispatcher) Retain(cluster string) (int, error) {
+	cutoff := d.now().Add(-d.cfg.RetentionAge)
+	type victim struct {
+		key, idem string
+		ver       uint64
+	}
+	var victims []victim
+	add := func(e Entry) {
+		ex, err := decodeExec(e.Value, e.Version)
+		if err != nil || !ex.Status.Terminal() {
+			return
+		}
+		v := victim{key: e.Key, ver: e.Version}
+		if ex.IdempotencyKey != "" {
+			v.idem = IdemKey(ex.Service, ex.IdempotencyKey)
+		}
+		victims = append(victims, v)
+	}
+	// Age: oldest first, stop at the first record younger than the cutoff
+	// (IDs sort by creation time).
+	after := ""
+	for len(victims) < d.cfg.RetentionBatch {
+		ctx, cancel := d.ctxTimeout()
+		entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{After: after, Limit: d.cfg.RetentionBatch})
+		cancel()
+		if err != nil {
+			return 0, fmt.Errorf("list executions: %w", err)
+		}
+		young := false
+		for _, e := range entries {
+			if t := IDTime(strings.TrimPrefix(e.Key, "exec/")); !t.IsZero() && t.After(cutoff) {
+				young = true
+				break
+			}
+			add(e)
+		}
+		if young || len(entries) < d.cfg.RetentionBatch {
+			break
+		}
+		after = entries[len(entries)-1].Key
+	}
+	// Count: walk from the newest, skip RetentionCount, collect the rest.
+	if len(victims) < d.cfg.RetentionBatch {
+		seen := map[string]bool{}
+		for _, v := range victims {
+			seen[v.key] = true
+		}
+		var excess []Entry
+		count := 0
+		after = ""
+		const page = 1000
+		for {
+			ctx, cancel := d.ctxTimeout()
+			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{After: after, Limit: page, Reverse: true})
+			cancel()
+			if err != nil {
+				return 0, fmt.Errorf("list executions: %w", err)
+			}
+			for _, e := range entries {
+				count++
+				if count > d.cfg.RetentionCount && !seen[e.Key] {
+					// Walking newest to oldest: keep only the oldest batch.
+					excess = append(excess, e)
+					if len(excess) > d.cfg.RetentionBatch {
+						excess = excess[1:]
+					}
+				}
+			}
+			if len(entries) < page {
+				break
+			}
+			after = entries[len(entries)-1].Key
+		}
+		// Oldest first.
+		sort.Slice(excess, func(i, j int) bool { return excess[i].Key < excess[j].Key })
+		for _, e := range excess {
+			if len(victims) >= d.cfg.RetentionBatch {
+				break
+			}
+			add(e)
+		}
+	}
+	deleted := 0
+	for _, v := range victims {
+		ctx, cancel := d.ctxTimeout()
+		ver := v.ver
+		err := d.store.Delete(ctx, cluster, v.key, &ver)
+		if err == nil && v.idem != "" {
+			err = d.store.Delete(ctx, cluster, v.idem, nil)
+		}
+		cancel()
+		if errors.Is(err, ErrConflict) {
+			continue // changed meanwhile; next pass
+		}
+		if err != nil {
+			return deleted, fmt.Errorf("delete %s: %w", v.key, err)
+		}
+		deleted++
+	}
+	return deleted, nil
+}

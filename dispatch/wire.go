@@ -1,0 +1,254 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/meshgw/meshgw/dispatch/runner"
+	"github.com/meshgw/meshgw/transport"
+)
+
+// Wire protocol of MethodExec. The caller sends one request frame (JSON
+// execWire) and closes its send side. The runner answers with output frames
+// (tagOut/tagErr + raw bytes, capped like the capture) while the process
+// runs, then one result frame (tagResult + JSON resultWire) and ends the
+// stream. A busy runner fails the call with RemoteError code "busy" before
+// sending anything.
+const (
+	tagOut    byte = 'o'
+	tagErr    byte = 'e'
+	tagResult byte = 'r'
+
+	codeBusy    = "busy"
+	codeInvalid = "invalid"
+)
+
+type execWire struct {
+	ID        string            `json:"id"`
+	Attempt   int               `json:"attempt"`
+	Service   string            `json:"service"`
+	Command   []string          `json:"command"`
+	Env       map[string]string `json:"env,omitempty"`
+	Dir       string            `json:"dir,omitempty"`
+	TimeoutMs int64             `json:"timeout_ms"`
+	Input     []byte            `json:"input,omitempty"`
+}
+
+type resultWire struct {
+	Status     string `json:"status"`
+	ExitCode   int    `json:"exit_code"`
+	Truncated  bool   `json:"truncated,omitempty"`
+	DurationMs int64  `json:"duration_ms"`
+	Error      string `json:"error,omitempty"`
+}
+
+// serveExec is the runner side of MethodExec.
+func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
+	b, err := s.Recv()
+	if err != nil {
+		return transport.Errorf(codeInvalid, "reading request: %v", err)
+	}
+	var req execWire
+	if err := json.Unmarshal(b, &req); err != nil {
+		return transport.Errorf(codeInvalid, "malformed exec request: %v", err)
+	}
+	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
+	if len(req.Command) == 0 || timeout <= 0 || timeout > MaxTimeout {
+		return transport.Errorf(codeInvalid, "exec request needs a command and a timeout in (0, %s]", MaxTimeout)
+	}
+	var mu sync.Mutex
+	var sendErr error
+	send := func(tag byte, chunk []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr != nil {
+			return
+		}
+		f := make([]byte, 1+len(chunk))
+		f[0] = tag
+		copy(f[1:], chunk)
+		sendErr = s.Send(f)
+	}
+	res, err := d.exec.Exec(ctx, runner.ExecRequest{
+		Command: req.Command,
+		Env:     req.Env,
+		Dir:     req.Dir,
+		Timeout: timeout,
+		Input:   req.Input,
+		OnOutput: func(stream string, chunk []byte) {
+			tag := tagOut
+			if stream == runner.Stderr {
+				tag = tagErr
+			}
+			send(tag, chunk)
+		},
+	})
+	switch {
+	case errors.Is(err, runner.ErrBusy):
+		return transport.Errorf(codeBusy, "runner %s is at its concurrency limit", d.local)
+	case errors.Is(err, runner.ErrInvalid):
+		return transport.Errorf(codeInvalid, "%v", err)
+	case err != nil:
+		return err // cancelled: the caller is gone
+	}
+	d.log.Debug().Str("exec", req.ID).Int("attempt", req.Attempt).Str("service", req.Service).
+		Str("status", res.Status).Int("exit", res.ExitCode).Msg("executed")
+	rb, _ := json.Marshal(resultWire{
+		Status: res.Status, ExitCode: res.ExitCode, Truncated: res.Truncated,
+		DurationMs: res.Duration.Milliseconds(), Error: res.Error,
+	})
+	send(tagResult, rb)
+	mu.Lock()
+	defer mu.Unlock()
+	return sendErr
+}
+
+// attemptError classifies a failed attempt.
+type attemptError struct {
+	kind string // "unreachable", "deadline", "busy", "invalid", "canceled"
+	err  error
+}
+
+func (e *attemptError) Error() string { return e.kind + ": " + e.err.Error() }
+func (e *attemptError) Unwrap() error { return e.err }
+
+// callExec runs one attempt on r (locally when r is this node) and returns
+// the runner's result with the captured output.
+func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut func(string, []byte)) (runner.ExecResult, error) {
+	d.acquireRunner(r.Name)
+	defer d.releaseRunner(r.Name)
+	if r.Name == d.local && d.exec != nil {
+		return d.execLocal(ctx, req, onOut)
+	}
+	if d.rpc == nil {
+		return runner.ExecResult{}, &attemptError{"unreachable", fmt.Errorf("no transport to reach runner %s", r.Name)}
+	}
+	s, err := d.rpc.Stream(ctx, r.RPCAddr, MethodExec)
+	if err != nil {
+		return runner.ExecResult{}, d.classify(ctx, r, err)
+	}
+	defer s.Close()
+	body, _ := json.Marshal(req)
+	if err := s.Send(body); err != nil {
+		return runner.ExecResult{}, d.classify(ctx, r, err)
+	}
+	if err := s.CloseSend(); err != nil {
+		return runner.ExecResult{}, d.classify(ctx, r, err)
+	}
+	capOut := d.exec0MaxOutput()
+	var stdout, stderr []byte
+	var truncated bool
+	for {
+		f, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return runner.ExecResult{}, d.classify(ctx, r,
+				fmt.Errorf("%w: runner %s ended the stream without a result", transport.ErrUnreachable, r.Name))
+		}
+		if err != nil {
+			return runner.ExecResult{}, d.classify(ctx, r, err)
+		}
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case tagOut, tagErr:
+			chunk := f[1:]
+			buf := &stdout
+			stream := runner.Stdout
+			if f[0] == tagErr {
+				buf, stream = &stderr, runner.Stderr
+			}
+			// Bound what a misbehaving peer can make us hold.
+			if room := capOut - len(*buf); room < len(chunk) {
+				chunk = chunk[:max(room, 0)]
+				truncated = true
+			}
+			*buf = append(*buf, chunk...)
+			if onOut != nil && len(chunk) > 0 {
+				onOut(stream, chunk)
+			}
+		case tagResult:
+			var rw resultWire
+			if err := json.Unmarshal(f[1:], &rw); err != nil {
+				return runner.ExecResult{}, &attemptError{"invalid", fmt.Errorf("runner %s sent a malformed result: %v", r.Name, err)}
+			}
+			switch rw.Status {
+			case runner.Succeeded, runner.Failed, runner.TimedOut:
+			default:
+				return runner.ExecResult{}, &attemptError{"invalid", fmt.Errorf("runner %s sent unknown status %q", r.Name, rw.Status)}
+			}
+			d.clearPenalty(r.Name)
+			return runner.ExecResult{
+				Status: rw.Status, ExitCode: rw.ExitCode, Stdout: stdout, Stderr: stderr,
+				Truncated: rw.Truncated || truncated, Duration: time.Duration(rw.DurationMs) * time.Millisecond,
+				Error: rw.Error,
+			}, nil
+		}
+	}
+}
+
+// exec0MaxOutput is the per-stream cap on output accepted from a runner:
+// the runner's own cap plus its marker (a remote runner's cap is not known;
+// assume the default).
+func (d *Dispatcher) exec0MaxOutput() int {
+	n := runner.DefaultConfig().MaxOutput
+	if d.exec != nil {
+		n = d.exec.Config().MaxOutput
+	}
+	return n + len(runner.TruncationMarker)
+}
+
+func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(string, []byte)) (runner.ExecResult, error) {
+	res, err := d.exec.Exec(ctx, runner.ExecRequest{
+		Command:  req.Command,
+		Env:      req.Env,
+		Dir:      req.Dir,
+		Timeout:  time.Duration(req.TimeoutMs) * time.Millisecond,
+		Input:    req.Input,
+		OnOutput: onOut,
+	})
+	switch {
+	case errors.Is(err, runner.ErrBusy):
+		return res, &attemptError{"busy", err}
+	case errors.Is(err, runner.ErrInvalid):
+		return res, &attemptError{"invalid", err}
+	case err != nil:
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline) {
+			return res, &attemptError{"deadline", err}
+		}
+		return res, &attemptError{"canceled", err}
+	}
+	return res, nil
+}
+
+var errAttemptDeadline = errors.New("attempt deadline")
+
+// classify turns a call error into an attemptError and updates the
+// penalty box.
+func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
+	var re *transport.RemoteError
+	switch {
+	case errors.As(err, &re) && re.Code == codeBusy:
+		return &attemptError{"busy", err}
+	case errors.As(err, &re):
+		return &attemptError{"invalid", err}
+	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline):
+		d.penalize(r.Name)
+		return &attemptError{"deadline", fmt.Errorf("runner %s did not answer within the attempt deadline: %w", r.Name, err)}
+	case ctx.Err() != nil:
+		return &attemptError{"canceled", err}
+	case errors.Is(err, transport.ErrUnreachable), errors.Is(err, transport.ErrClosed):
+		d.penalize(r.Name)
+		return &attemptError{"unreachable", err}
+	default:
+		// Anything else from the transport (reset stream, protocol error)
+		// means the attempt's fate is unknown: treat it as a lost runner.
+		d.penalize(r.Name)
+		return &attemptError{"unreachable", err}
+	}
+}
