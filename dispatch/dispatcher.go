@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -156,6 +157,7 @@ type Dispatcher struct {
 	started  bool
 	stopped  bool
 
+	stats    counters
 	asyncSem chan struct{}
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc
@@ -345,4 +347,57 @@ func (d *Dispatcher) InFlight(runner string) int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.inflight[runner]
+}
+
+// Stats are cumulative counters of this node's dispatcher, for metrics.
+type Stats struct {
+	Accepted    int64            // executions accepted by Run
+	Terminal    map[Status]int64 // terminal records written by this node, by status
+	AttemptLost int64            // attempts lost to unreachable or hung runners
+	TakenOver   int64            // executions taken over by recovery here
+	Proxied     int64            // HTTP requests proxied
+	ProxyFailed int64            // HTTP requests that could not be proxied
+	InFlight    int              // calls to runners in flight now
+	Async       int              // async executions driven now
+}
+
+type counters struct {
+	accepted, attemptLost, takenOver, proxied, proxyFailed atomic.Int64
+	succeeded, failed, timedOut, lost                      atomic.Int64
+}
+
+func (c *counters) terminal(s Status) {
+	switch s {
+	case StatusSucceeded:
+		c.succeeded.Add(1)
+	case StatusFailed:
+		c.failed.Add(1)
+	case StatusTimedOut:
+		c.timedOut.Add(1)
+	case StatusLost:
+		c.lost.Add(1)
+	}
+}
+
+// Stats returns a snapshot of the counters.
+func (d *Dispatcher) Stats() Stats {
+	d.mu.Lock()
+	inflight := 0
+	for _, n := range d.inflight {
+		inflight += n
+	}
+	d.mu.Unlock()
+	return Stats{
+		Accepted: d.stats.accepted.Load(),
+		Terminal: map[Status]int64{
+			StatusSucceeded: d.stats.succeeded.Load(), StatusFailed: d.stats.failed.Load(),
+			StatusTimedOut: d.stats.timedOut.Load(), StatusLost: d.stats.lost.Load(),
+		},
+		AttemptLost: d.stats.attemptLost.Load(),
+		TakenOver:   d.stats.takenOver.Load(),
+		Proxied:     d.stats.proxied.Load(),
+		ProxyFailed: d.stats.proxyFailed.Load(),
+		InFlight:    inflight,
+		Async:       len(d.asyncSem),
+	}
 }

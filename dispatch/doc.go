@@ -3,7 +3,44 @@
 // chosen runner over the transport package, retries on another runner, and
 // the durable execution record kept in the cluster's replicated state.
 //
-// dispatch imports transport only. Membership and the replicated store reach
-// it through the Runners and Store interfaces it declares; node adapts
-// gossip and consensus to them.
+// dispatch imports transport (and its own dispatch/runner) only. Membership
+// and the replicated store reach it through the Runners and Store
+// interfaces it declares; node adapts gossip and consensus to them. Only
+// node imports dispatch.
+//
+// # Executions
+//
+// Run validates the input against the service's decorator (JSON Schema)
+// before anything is written or run, picks a live runner (role runner,
+// gossip status alive, matching runner_tags; round-robin per service or
+// least-loaded by this node's in-flight count; runners whose last call
+// failed as unreachable sit in a short penalty box), and records the
+// execution under exec/<id> (IDs sort by creation time):
+//
+//	sync:  running(attempt 1) → terminal           (2 writes)
+//	async: queued → running(attempt n) → terminal  (answer after "queued")
+//
+// Each attempt is written before it is forwarded; the version of that write
+// fences the attempt: the result is written by CAS on it, so a node that
+// lost the execution (a recovery took it over) cannot overwrite a newer
+// attempt. An attempt that ends with transport.ErrUnreachable, or that does
+// not answer within the service timeout plus Config.AttemptGrace (a hung
+// runner), is retried on another runner while the service's retries last;
+// then the execution ends "lost". A non-zero exit is "failed", not retried.
+//
+// # Recovery and retention
+//
+// While a node leads a cluster's Raft group (Store.IsLeader) it scans the
+// non-terminal executions every Config.RecoveryInterval. One whose owner is
+// failed, left or unknown in gossip, or whose lease (attempt deadline or
+// queue lease) has lapsed, is taken over: a synchronous one is marked lost
+// (its client went with its node), an async one is re-dispatched as a new
+// attempt. The leader also deletes the oldest terminal records beyond
+// Config.RetentionCount or Config.RetentionAge, in bounded batches.
+//
+// # RPC
+//
+// A runner serves MethodExec (request frame, output frames while the
+// process runs, result frame) and MethodHTTP (request header frame and body
+// frames one way; response header frame and body frames the other).
 package dispatch

@@ -50,6 +50,16 @@ const proxyChunk = 32 << 10
 // request body was not consumed yet. An error matching ErrProxyAborted means
 // the response had started: the caller should abort the connection.
 func (d *Dispatcher) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster string, svc Service, path string) error {
+	err := d.proxyHTTP(w, r, cluster, svc, path)
+	if err != nil {
+		d.stats.proxyFailed.Add(1)
+	} else {
+		d.stats.proxied.Add(1)
+	}
+	return err
+}
+
+func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster string, svc Service, path string) error {
 	if svc.Type != TypeHTTP {
 		return fmt.Errorf("%w: service %q is %q, not http", ErrWrongType, svc.Name, svc.Type)
 	}

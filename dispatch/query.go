@@ -188,6 +188,8 @@ func (l *liveExec) follow(ctx context.Context, fn func(string, []byte)) error {
 	}
 }
 
+// addLive registers id as driven by this node (recovery leaves it alone)
+// and returns its output buffer, or nil if it is already registered.
 func (d *Dispatcher) addLive(id string) *liveExec {
 	max := runner.DefaultConfig().MaxOutput
 	if d.exec != nil {
@@ -195,8 +197,11 @@ func (d *Dispatcher) addLive(id string) *liveExec {
 	}
 	lv := newLiveExec(max + len(runner.TruncationMarker))
 	d.mu.Lock()
+	defer d.mu.Unlock()
+	if _, ok := d.live[id]; ok {
+		return nil // someone on this node already drives it
+	}
 	d.live[id] = lv
-	d.mu.Unlock()
 	return lv
 }
 

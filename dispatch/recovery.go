@@ -71,6 +71,7 @@ func (d *Dispatcher) Recover(cluster string) (int, error) {
 				}
 				if reason := d.abandoned(&ex); reason != "" {
 					if d.takeOver(&ex, reason) {
+						d.stats.takenOver.Add(1)
 						n++
 					}
 				}
@@ -136,13 +137,18 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 		_, err := d.finish(ex, ex.Version, StatusLost, nil, reason+"; input not kept in full, cannot re-run")
 		return err == nil
 	}
+	lv := d.addLive(ex.ID)
+	if lv == nil {
+		return false // picked up meanwhile
+	}
 	select {
 	case d.asyncSem <- struct{}{}:
 	default:
+		d.removeLive(ex.ID, lv)
 		return false // at capacity; a later scan retries
 	}
 	log.Info().Msg("re-dispatching async execution")
-	d.spawn(ex, ex.Version, []byte(ex.Input))
+	d.spawn(ex, ex.Version, []byte(ex.Input), lv)
 	return true
 }
 

@@ -76,6 +76,10 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		CreatedAt:      now,
 		ServiceDef:     &def,
 	}
+	d.stats.accepted.Add(1)
+	// Registered before the record exists, so this node's own recovery
+	// never mistakes it for abandoned.
+	lv := d.addLive(rec.ID)
 	if opts.Async || len(input) <= d.cfg.RecordInputCap {
 		rec.Input = string(input)
 	} else {
@@ -87,40 +91,44 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		select {
 		case d.asyncSem <- struct{}{}:
 		default:
+			d.removeLive(rec.ID, lv)
 			return Execution{}, fmt.Errorf("%w: %d async executions in flight on %s", ErrBusy, d.cfg.MaxAsync, d.local)
 		}
 		rec.LeaseExpires = now.Add(d.cfg.QueueLease)
 		ver, err := d.create(ctx, rec)
 		if err != nil {
 			<-d.asyncSem
+			d.removeLive(rec.ID, lv)
 			if errors.Is(err, ErrConflict) && opts.IdempotencyKey != "" {
 				return d.existing(ctx, cluster, svc.Name, opts.IdempotencyKey, false)
 			}
 			return Execution{}, err
 		}
 		answer := rec.clone()
-		d.spawn(rec, ver, input)
+		d.spawn(rec, ver, input, lv)
 		return answer, nil
 	}
 
 	d.beginAttempt(rec, first)
 	ver, err := d.create(ctx, rec)
 	if err != nil {
+		d.removeLive(rec.ID, lv)
 		if errors.Is(err, ErrConflict) && opts.IdempotencyKey != "" {
 			return d.existing(ctx, cluster, svc.Name, opts.IdempotencyKey, true)
 		}
 		return Execution{}, err
 	}
-	return d.drive(ctx, rec, ver, input, &first, opts.OnOutput)
+	return d.drive(ctx, rec, ver, input, &first, lv, opts.OnOutput)
 }
 
 // spawn drives an async execution in a goroutine the dispatcher owns. The
 // caller holds one asyncSem slot, released when the goroutine ends.
-func (d *Dispatcher) spawn(rec *Execution, ver uint64, input []byte) {
+func (d *Dispatcher) spawn(rec *Execution, ver uint64, input []byte, lv *liveExec) {
 	d.mu.Lock()
 	if d.stopped {
 		d.mu.Unlock()
 		<-d.asyncSem
+		d.removeLive(rec.ID, lv)
 		_, _ = d.release(rec, ver)
 		return
 	}
@@ -129,7 +137,7 @@ func (d *Dispatcher) spawn(rec *Execution, ver uint64, input []byte) {
 	go func() {
 		defer d.wg.Done()
 		defer func() { <-d.asyncSem }()
-		if _, err := d.drive(d.ctx, rec, ver, input, nil, nil); err != nil && !errors.Is(err, ErrStopped) {
+		if _, err := d.drive(d.ctx, rec, ver, input, nil, lv, nil); err != nil && !errors.Is(err, ErrStopped) {
 			d.log.Warn().Err(err).Str("exec", rec.ID).Msg("async execution not recorded; recovery will take it over")
 		}
 	}()
@@ -280,11 +288,11 @@ func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
 
 // drive runs attempts until the execution is terminal (or superseded, or
 // this node stops). claimed is a runner whose attempt is already recorded
-// at version ver; otherwise drive claims one by CAS on ver.
+// at version ver; otherwise drive claims one by CAS on ver. lv (from
+// addLive) is released when drive returns.
 func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, input []byte,
-	claimed *Runner, onOut func(string, []byte)) (Execution, error) {
+	claimed *Runner, lv *liveExec, onOut func(string, []byte)) (Execution, error) {
 	svc := rec.ServiceDef
-	lv := d.addLive(rec.ID)
 	defer d.removeLive(rec.ID, lv)
 	out := func(stream string, chunk []byte) {
 		lv.write(stream, chunk)
@@ -371,6 +379,7 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			return d.finish(rec, ver, StatusFailed, nil, ae.err.Error())
 		default: // unreachable, deadline
 			d.endAttempt(rec, outcomeUnreachable, fmt.Sprintf("runner %s: %v", r.Name, ae.err))
+			d.stats.attemptLost.Add(1)
 			avoid[r.Name] = true
 			busyOnly = false
 			d.log.Info().Str("exec", rec.ID).Str("runner", r.Name).Int("attempt", rec.Attempts).
@@ -426,6 +435,7 @@ func (d *Dispatcher) finish(rec *Execution, ver uint64, status Status, res *runn
 	if err != nil {
 		return *rec, err
 	}
+	d.stats.terminal(status)
 	rec.Version = nv
 	return *rec, nil
 }

@@ -1,0 +1,483 @@
+package dispatch
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/meshgw/meshgw/dispatch/runner"
+	"github.com/meshgw/meshgw/transport"
+	"github.com/meshgw/meshgw/transport/tlsutil"
+	"github.com/rs/zerolog"
+)
+
+// In-process clusters: real QUIC transports on 127.0.0.1:0 with an
+// ephemeral CA, a shared in-memory store and a settable membership view.
+
+type tnode struct {
+	name  string
+	tr    *transport.Transport
+	ex    *runner.Executor
+	d     *Dispatcher
+	store *nodeStore
+}
+
+// nodeStore is one node's handle on the shared store; a killed node's
+// handle fails every call, as a dead process would make none.
+type nodeStore struct {
+	*memStore
+	dead   atomic.Bool
+	leader atomic.Bool // per node, unlike memStore's
+}
+
+func (n *nodeStore) err() error {
+	if n.dead.Load() {
+		return errUnavailable
+	}
+	return nil
+}
+
+func (n *nodeStore) Get(ctx context.Context, cluster, key string) ([]byte, uint64, bool, error) {
+	if err := n.err(); err != nil {
+		return nil, 0, false, err
+	}
+	return n.memStore.Get(ctx, cluster, key)
+}
+
+func (n *nodeStore) Put(ctx context.Context, cluster, key string, v []byte, cas *uint64) (uint64, error) {
+	if err := n.err(); err != nil {
+		return 0, err
+	}
+	return n.memStore.Put(ctx, cluster, key, v, cas)
+}
+
+func (n *nodeStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]uint64, error) {
+	if err := n.err(); err != nil {
+		return nil, err
+	}
+	return n.memStore.PutMulti(ctx, cluster, kvs)
+}
+
+func (n *nodeStore) Delete(ctx context.Context, cluster, key string, cas *uint64) error {
+	if err := n.err(); err != nil {
+		return err
+	}
+	return n.memStore.Delete(ctx, cluster, key, cas)
+}
+
+func (n *nodeStore) List(ctx context.Context, cluster, prefix string, o ListOptions) ([]Entry, error) {
+	if err := n.err(); err != nil {
+		return nil, err
+	}
+	return n.memStore.List(ctx, cluster, prefix, o)
+}
+
+func (n *nodeStore) IsLeader(string) bool { return !n.dead.Load() && n.leader.Load() }
+
+type tcluster struct {
+	t       testing.TB
+	dir     string
+	store   *memStore
+	runners *memRunners
+	nodes   map[string]*tnode
+}
+
+func newTCluster(t testing.TB) *tcluster {
+	return &tcluster{t: t, dir: t.TempDir(), store: newMemStore(), runners: newMemRunners(), nodes: map[string]*tnode{}}
+}
+
+func (c *tcluster) transport(name string) *transport.Transport {
+	t := c.t
+	t.Helper()
+	caF, certF, keyF, err := tlsutil.EnsureDevFiles(c.dir, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tlsCfg, err := tlsutil.LoadFiles(caF, certF, keyF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc := transport.DefaultConfig()
+	tc.BindAddr = "127.0.0.1:0"
+	tc.TLS = tlsCfg
+	tr, err := transport.New(tc, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// add starts a node; a runner node gets an executor and is listed as a live
+// runner of testCluster.
+func (c *tcluster) add(name string, isRunner bool, mod func(*Config)) *tnode {
+	t := c.t
+	t.Helper()
+	tr := c.transport(name)
+	var ex *runner.Executor
+	roles := []string{"gateway"}
+	if isRunner {
+		ex = testExecutor(t)
+		roles = append(roles, RoleRunner)
+	}
+	cfg := testConfig()
+	if mod != nil {
+		mod(&cfg)
+	}
+	ns := &nodeStore{memStore: c.store}
+	d, err := New(cfg, c.runners, ns, tr, ex, name, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = d.Stop()
+		_ = tr.Close()
+	})
+	c.runners.set(testCluster, Runner{Name: name, RPCAddr: tr.Addr().String(), Roles: roles})
+	n := &tnode{name: name, tr: tr, ex: ex, d: d, store: ns}
+	c.nodes[name] = n
+	return n
+}
+
+// kill makes a node behave as if kill -9ed: no more store access, no
+// transport, failed in gossip.
+func (c *tcluster) kill(name string) {
+	n := c.nodes[name]
+	n.store.dead.Store(true)
+	_ = n.tr.Close()
+	c.runners.setStatus(name, MemberFailed)
+}
+
+func (c *tcluster) record(id string) Execution {
+	c.t.Helper()
+	ex, err := c.nodes["gw"].d.Get(context.Background(), testCluster, id)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return ex
+}
+
+func threeRunners(t testing.TB) *tcluster {
+	c := newTCluster(t)
+	c.add("gw", false, nil)
+	for _, n := range []string{"r1", "r2", "r3"} {
+		c.add(n, true, nil)
+	}
+	return c
+}
+
+func TestClusterRoundRobinTouchesEveryRunner(t *testing.T) {
+	c := threeRunners(t)
+	gw := c.nodes["gw"]
+	seen := map[string]int{}
+	for i := 0; i < 6; i++ {
+		ex, err := gw.d.Run(context.Background(), testCluster, execSvc("cat"), []byte(`"hi"`), RunOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Status != StatusSucceeded || ex.Stdout != `"hi"` {
+			t.Fatalf("%+v", ex)
+		}
+		seen[ex.Runner]++
+	}
+	if seen["r1"] != 2 || seen["r2"] != 2 || seen["r3"] != 2 {
+		t.Fatalf("runs per runner %v", seen)
+	}
+}
+
+// runAndKill starts a sync run through gw, waits until its output shows it
+// running, closes the runner's transport and returns the final execution.
+func runAndKill(t *testing.T, c *tcluster, retries int) (Execution, string) {
+	gw := c.nodes["gw"]
+	svc := execSvc("sh", "-c", "echo started; sleep 2; echo finished")
+	svc.Retries = retries
+	started := make(chan struct{})
+	var once sync.Once
+	type result struct {
+		ex  Execution
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{
+			OnOutput: func(_ string, c []byte) {
+				if strings.Contains(string(c), "started") {
+					once.Do(func() { close(started) })
+				}
+			},
+		})
+		done <- result{ex, err}
+	}()
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("run never started")
+	}
+	es, err := gw.d.List(context.Background(), testCluster, ListFilter{Status: StatusRunning})
+	if err != nil || len(es) != 1 {
+		t.Fatalf("running: %v %+v", err, es)
+	}
+	victim := es[0].Runner
+	_ = c.nodes[victim].tr.Close()
+	r := <-done
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	return r.ex, victim
+}
+
+func TestClusterRunnerKilledMidRunIsRetried(t *testing.T) {
+	c := threeRunners(t)
+	ex, victim := runAndKill(t, c, 2)
+	if ex.Status != StatusSucceeded || ex.Attempts != 2 || ex.Runner == victim || ex.Stdout != "started\nfinished\n" {
+		t.Fatalf("victim %s, got %+v", victim, ex)
+	}
+	rec := c.record(ex.ID)
+	if rec.Attempts != 2 || len(rec.History) != 2 || rec.History[0].Runner != victim ||
+		rec.History[0].Outcome != outcomeUnreachable || rec.History[1].Outcome != string(StatusSucceeded) {
+		t.Fatalf("record %+v", rec)
+	}
+	// The victim is in the penalty box: the next runs avoid it.
+	for i := 0; i < 3; i++ {
+		ex, err := c.nodes["gw"].d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+		if err != nil || ex.Runner == victim || ex.Attempts != 1 {
+			t.Fatalf("after kill: %v %+v", err, ex)
+		}
+	}
+}
+
+func TestClusterRunnerKilledNoRetriesIsLost(t *testing.T) {
+	c := threeRunners(t)
+	ex, victim := runAndKill(t, c, 0)
+	if ex.Status != StatusLost || ex.Attempts != 1 || !strings.Contains(ex.Error, victim) ||
+		!strings.Contains(ex.Error, "no retries left") {
+		t.Fatalf("victim %s, got %+v", victim, ex)
+	}
+	if rec := c.record(ex.ID); rec.Status != StatusLost {
+		t.Fatalf("record %+v", rec)
+	}
+}
+
+func TestClusterHungRunnerHitsAttemptDeadline(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	// "a-hung" accepts exec calls and never answers (a SIGSTOPped runner).
+	tr := c.transport("a-hung")
+	tr.HandleStream(MethodExec, func(ctx context.Context, s *transport.Stream) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	c.runners.set(testCluster, Runner{Name: "a-hung", RPCAddr: tr.Addr().String()})
+	c.add("b-ok", true, nil)
+	svc := execSvc("echo", "ok")
+	svc.Timeout = Duration(300 * time.Millisecond)
+	svc.Retries = 1
+	// Round robin starts at a-hung (sorted by name).
+	start := time.Now()
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Status != StatusSucceeded || ex.Attempts != 2 || ex.Runner != "b-ok" || ex.History[0].Runner != "a-hung" {
+		t.Fatalf("%+v", ex)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("took %v", el)
+	}
+}
+
+func TestClusterAsyncWatchFromDispatcher(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	c.add("r1", true, nil)
+	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "echo one; sleep 0.3; echo two"), nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got strings.Builder
+	final, err := gw.d.Watch(context.Background(), testCluster, ex.ID, func(_ string, c []byte) {
+		mu.Lock()
+		got.Write(c)
+		mu.Unlock()
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if final.Status != StatusSucceeded || got.String() != "one\ntwo\n" || final.Runner != "r1" {
+		t.Fatalf("%+v watched %q", final, got.String())
+	}
+}
+
+func TestClusterRecoveryRedispatchesWhenAcceptingNodeFails(t *testing.T) {
+	c := newTCluster(t)
+	// "acc" accepts an async run, then dies before finishing it.
+	acc := c.add("acc", false, nil)
+	c.add("r1", true, nil)
+	leader := c.add("lead", false, nil)
+	svc := execSvc("sh", "-c", "sleep 1; echo done")
+	svc.Retries = 1
+	ex, err := acc.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, "running", func() bool { return c.record(ex.ID).Status == StatusRunning })
+	// Kill acc: its stream to r1 breaks (the process there dies with it),
+	// gossip declares it failed, it writes nothing more.
+	c.kill("acc")
+	leader.store.leader.Store(true)
+	waitFor(t, 15*time.Second, "recovered run to finish", func() bool { return c.record(ex.ID).Status.Terminal() })
+	got := c.record(ex.ID)
+	if got.Status != StatusSucceeded || got.Owner != leader.name || got.Attempts != 2 ||
+		got.History[0].Outcome != string(StatusLost) || got.Stdout != "done\n" {
+		t.Fatalf("%+v", got)
+	}
+}
+
+func TestClusterHTTPProxyThroughRunner(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	c.add("r1", true, nil)
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/stream" {
+			_, _ = w.Write([]byte("first\n"))
+			w.(http.Flusher).Flush()
+			select {
+			case <-release:
+			case <-r.Context().Done():
+				return
+			}
+			_, _ = w.Write([]byte("second\n"))
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		w.Header().Set("X-Method", r.Method)
+		w.Header().Set("X-Echo", r.Header.Get("X-Test"))
+		w.Header().Set("X-Query", r.URL.RawQuery)
+		w.Header().Set("X-XFF", r.Header.Get("X-Forwarded-For"))
+		w.WriteHeader(http.StatusTeapot)
+		_, _ = w.Write(b)
+	}))
+	defer up.Close()
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := gw.d.ProxyHTTP(w, r, testCluster, svc, strings.TrimPrefix(r.URL.Path, "/svc/web")); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	}))
+	defer front.Close()
+
+	body := bytes.Repeat([]byte("abcdefgh"), 128<<10) // 1 MiB
+	req, _ := http.NewRequest(http.MethodPost, front.URL+"/svc/web/upload?x=1", bytes.NewReader(body))
+	req.Header.Set("X-Test", "yes")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTeapot || resp.Header.Get("X-Method") != "POST" || resp.Header.Get("X-Echo") != "yes" ||
+		resp.Header.Get("X-Query") != "x=1" || !bytes.Equal(got, body) || !strings.HasPrefix(resp.Header.Get("X-XFF"), "127.0.0.1") {
+		t.Fatalf("status %d headers %v body %d bytes", resp.StatusCode, resp.Header, len(got))
+	}
+
+	resp, err = http.Get(front.URL + "/svc/web/stream")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	line, err := br.ReadString('\n')
+	if err != nil || line != "first\n" {
+		t.Fatalf("first line %q %v", line, err)
+	}
+	close(release) // the first chunk crossed gw ← r1 ← upstream before the upstream finished
+	rest, _ := io.ReadAll(br)
+	if string(rest) != "second\n" {
+		t.Fatalf("rest %q", rest)
+	}
+}
+
+func TestClusterHTTPProxyRetriesDeadRunner(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	dead := c.add("a-dead", true, nil)
+	c.add("b-live", true, nil)
+	_ = dead.tr.Close() // gossip still says alive
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok"))
+	}))
+	defer up.Close()
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodGet, "/svc/web/", nil)
+	if err := gw.d.ProxyHTTP(rec, req, testCluster, svc, "/"); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Code != 200 || rec.Body.String() != "ok" {
+		t.Fatalf("%d %q", rec.Code, rec.Body.String())
+	}
+}
+
+// BenchmarkDispatchExec measures sync runs of a trivial service through a
+// dispatcher with the in-memory store: "remote" forwards to a runner over
+// QUIC, "local" runs on the dispatching node. Reports runs/s and p50/p99.
+func BenchmarkDispatchExec(b *testing.B) {
+	for _, mode := range []string{"remote", "local"} {
+		b.Run(mode, func(b *testing.B) {
+			c := newTCluster(b)
+			gw := c.add("gw", mode == "local", nil)
+			if mode == "remote" {
+				c.add("r1", true, nil)
+			}
+			svc := execSvc("true")
+			lat := make([]time.Duration, 0, b.N)
+			var mu sync.Mutex
+			b.ResetTimer()
+			start := time.Now()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					t0 := time.Now()
+					ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+					if err != nil || ex.Status != StatusSucceeded {
+						b.Errorf("%v %+v", err, ex)
+						return
+					}
+					d := time.Since(t0)
+					mu.Lock()
+					lat = append(lat, d)
+					mu.Unlock()
+				}
+			})
+			el := time.Since(start)
+			b.StopTimer()
+			sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+			if len(lat) > 0 {
+				b.ReportMetric(float64(len(lat))/el.Seconds(), "runs/s")
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+			}
+		})
+	}
+}
