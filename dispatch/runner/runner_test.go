@@ -379,3 +379,23 @@ func TestProxyBounds(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+func TestExecBackgroundChildDoesNotOutliveRun(t *testing.T) {
+	e := newExec(t, nil)
+	start := time.Now()
+	res, err := e.Exec(context.Background(), ExecRequest{
+		Command: []string{"sh", "-c", "sleep 60 & echo $!"}, Timeout: 30 * time.Second})
+	if err != nil || res.Status != Succeeded {
+		t.Fatalf("%v %+v", err, res)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("took %v", el)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(res.Stdout)))
+	if err != nil {
+		t.Fatalf("pid %q", res.Stdout)
+	}
+	waitFor(t, 5*time.Second, "background child to be gone", func() bool {
+		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
+	})
+}
