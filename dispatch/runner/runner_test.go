@@ -399,3 +399,22 @@ func TestExecBackgroundChildDoesNotOutliveRun(t *testing.T) {
 		return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH)
 	})
 }
+
+// BenchmarkExecTrue measures the executor alone: spawn `true`, wait, capture.
+func BenchmarkExecTrue(b *testing.B) {
+	e, err := New(DefaultConfig(), zerolog.Nop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			res, err := e.Exec(context.Background(), ExecRequest{Command: []string{"true"}, Timeout: 10 * time.Second})
+			if err != nil || res.Status != Succeeded {
+				b.Errorf("%v %+v", err, res)
+				return
+			}
+		}
+	})
+}
