@@ -164,7 +164,11 @@ func (c *tcluster) kill(name string) {
 
 func (c *tcluster) record(id string) Execution {
 	c.t.Helper()
-	ex, err := c.nodes["gw"].d.Get(context.Background(), testCluster, id)
+	v, ver, found, err := c.store.Get(context.Background(), testCluster, ExecKey(id))
+	if err != nil || !found {
+		c.t.Fatalf("record %s: found=%v %v", id, found, err)
+	}
+	ex, err := decodeExec(v, ver)
 	if err != nil {
 		c.t.Fatal(err)
 	}

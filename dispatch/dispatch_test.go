@@ -28,7 +28,7 @@ func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Clusters = []string{testCluster}
 	cfg.AttemptGrace = time.Second
-	cfg.PenaltyBox = 2 * time.Second
+	cfg.PenaltyBox = 10 * time.Second
 	cfg.RecoveryInterval = 50 * time.Millisecond
 	cfg.RecoveryMargin = 100 * time.Millisecond
 	cfg.WatchPoll = 20 * time.Millisecond
