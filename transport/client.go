@@ -1,0 +1,306 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/quic-go/quic-go"
+	"github.com/rs/zerolog"
+)
+
+// conn returns the pooled connection to addr, dialing it once for all
+// concurrent callers. A broken connection is replaced on the next call.
+func (t *Transport) conn(ctx context.Context, addr string) (*quic.Conn, error) {
+	if t.closed.Load() {
+		return nil, ErrClosed
+	}
+	if t.qt == nil {
+		return nil, errors.New("transport: not started")
+	}
+	for {
+		t.mu.Lock()
+		pc := t.conns[addr]
+		if pc != nil {
+			select {
+			case <-pc.ready:
+				if pc.err != nil || pc.conn.Context().Err() != nil {
+					delete(t.conns, addr) // failed or broken: dial again
+					pc = nil
+				}
+			default:
+			}
+		}
+		if pc == nil {
+			pc = &peerConn{ready: make(chan struct{})}
+			t.conns[addr] = pc
+			t.wg.Add(1)
+			go t.dial(addr, pc)
+		}
+		t.mu.Unlock()
+		select {
+		case <-pc.ready:
+			if pc.err != nil {
+				return nil, pc.err
+			}
+			if pc.conn.Context().Err() != nil {
+				continue
+			}
+			return pc.conn, nil
+		case <-ctx.Done():
+			return nil, fmt.Errorf("dial %s: %w", addr, ctx.Err())
+		}
+	}
+}
+
+// dial runs one handshake, bounded by HandshakeTimeout and Close, not by
+// any single caller's context (others may be waiting on it).
+func (t *Transport) dial(addr string, pc *peerConn) {
+	defer t.wg.Done()
+	defer close(pc.ready)
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		pc.err = fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(t.ctx, t.cfg.HandshakeTimeout)
+	defer cancel()
+	c, err := t.qt.Dial(ctx, ua, t.clientTLS, t.dialConf)
+	if err != nil {
+		t.metrics.dialErrors.Inc()
+		if t.closed.Load() {
+			pc.err = ErrClosed
+			return
+		}
+		pc.err = fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, err)
+		return
+	}
+	pc.conn, pc.peer = c, peerName(c)
+	t.metrics.dials.Inc()
+}
+
+// forget drops a broken pooled connection so the next call redials.
+func (t *Transport) forget(addr string, c *quic.Conn) {
+	t.mu.Lock()
+	if pc := t.conns[addr]; pc != nil && pc.conn == c {
+		delete(t.conns, addr)
+	}
+	t.mu.Unlock()
+}
+
+// watch resets str when ctx ends before the call does.
+func watch(ctx context.Context, str *quic.Stream) func() bool {
+	return context.AfterFunc(ctx, func() {
+		str.CancelRead(codeCancel)
+		str.CancelWrite(codeCancel)
+	})
+}
+
+func remaining(ctx context.Context) time.Duration {
+	if d, ok := ctx.Deadline(); ok {
+		return time.Until(d)
+	}
+	return 0
+}
+
+// openStream opens a stream on the pooled connection to addr.
+func (t *Transport) openStream(ctx context.Context, addr string) (*quic.Conn, *quic.Stream, error) {
+	c, err := t.conn(ctx, addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	str, err := c.OpenStreamSync(ctx)
+	if err != nil {
+		t.forget(addr, c)
+		if ctx.Err() != nil {
+			return nil, nil, fmt.Errorf("open stream to %s: %w", addr, ctx.Err())
+		}
+		return nil, nil, fmt.Errorf("open stream to %s: %w: %w", addr, ErrUnreachable, err)
+	}
+	return c, str, nil
+}
+
+// Call sends body to method on the peer at addr and returns its answer.
+// ctx bounds the whole call and its deadline travels to the handler.
+func (t *Transport) Call(ctx context.Context, addr, method string, body []byte) ([]byte, error) {
+	if err := checkMethod(method); err != nil {
+		return nil, err
+	}
+	if len(body)+requestHeaderLen+len(method) > t.cfg.MaxFrameSize {
+		return nil, fmt.Errorf("call %s %s: %w: %d bytes", method, addr, ErrFrameTooLarge, len(body))
+	}
+	t.metrics.calls.Inc()
+	c, str, err := t.openStream(ctx, addr)
+	if err != nil {
+		t.metrics.callErrors.Inc()
+		return nil, err
+	}
+	stop := watch(ctx, str)
+	defer stop()
+	resp, err := t.roundTrip(str, method, remaining(ctx), body)
+	if err != nil {
+		t.metrics.callErrors.Inc()
+		var re *RemoteError
+		if errors.As(err, &re) {
+			return nil, err
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("call %s %s: %w", method, addr, ctx.Err())
+		}
+		if c.Context().Err() != nil {
+			t.forget(addr, c)
+		}
+		return nil, classify(fmt.Sprintf("call %s %s", method, addr), err)
+	}
+	return resp, nil
+}
+
+func (t *Transport) roundTrip(str *quic.Stream, method string, timeout time.Duration, body []byte) ([]byte, error) {
+	bp := getBuf()
+	hdr := appendRequestHeader((*bp)[:0], method, timeout)
+	err := writeFrame(str, nil, frameRequest, hdr, body)
+	*bp = hdr
+	putBuf(bp)
+	if err != nil {
+		str.CancelRead(codeCancel)
+		return nil, err
+	}
+	if err := str.Close(); err != nil {
+		return nil, err
+	}
+	var h [frameHeaderLen]byte
+	typ, p, err := readFrame(str, &h, t.cfg.MaxFrameSize, nil)
+	if err != nil {
+		if errors.Is(err, ErrFrameTooLarge) {
+			str.CancelRead(codeProtocol)
+			return nil, err
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	switch typ {
+	case frameOK:
+		return p, nil
+	case frameError:
+		re, err := decodeError(p)
+		if err != nil {
+			return nil, err
+		}
+		return nil, re
+	}
+	str.CancelRead(codeProtocol)
+	return nil, fmt.Errorf("%w: unexpected frame type %d", errBadFrame, typ)
+}
+
+// Stream opens a streaming call to method on the peer at addr. ctx bounds
+// the whole stream: when it ends, the stream is reset. The caller must
+// Close the stream.
+func (t *Transport) Stream(ctx context.Context, addr, method string) (*Stream, error) {
+	if err := checkMethod(method); err != nil {
+		return nil, err
+	}
+	t.metrics.calls.Inc()
+	_, str, err := t.openStream(ctx, addr)
+	if err != nil {
+		t.metrics.callErrors.Inc()
+		return nil, err
+	}
+	s := &Stream{t: t, str: str, method: method, addr: addr, client: true}
+	s.stopCtx = watch(ctx, str)
+	hdr := appendRequestHeader(nil, method, remaining(ctx))
+	if err := writeFrame(str, nil, frameOpen, hdr, nil); err != nil {
+		s.Close()
+		t.metrics.callErrors.Inc()
+		return nil, s.wrap("open", err)
+	}
+	return s, nil
+}
+
+// writeFrame writes one frame (prefix and body as its payload) with as few
+// writes as possible. buf is scratch space the caller owns (may be nil).
+func writeFrame(w io.Writer, buf []byte, t frameType, prefix, body []byte) error {
+	n := len(prefix) + len(body)
+	var h [frameHeaderLen]byte
+	putFrameHeader(h[:], t, n)
+	if n <= 32<<10 {
+		buf = append(append(append(buf[:0], h[:]...), prefix...), body...)
+		_, err := w.Write(buf)
+		return err
+	}
+	buf = append(append(buf[:0], h[:]...), prefix...)
+	if _, err := w.Write(buf); err != nil {
+		return err
+	}
+	_, err := w.Write(body)
+	return err
+}
+
+// bufPool holds scratch buffers for frame encoding. A buffer taken with
+// getBuf belongs to the taker until putBuf; nothing may keep a slice of it.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuf() *[]byte { return bufPool.Get().(*[]byte) }
+
+func putBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return // don't pin big buffers
+	}
+	*b = (*b)[:0]
+	bufPool.Put(b)
+}
+
+// metrics are the transport's Prometheus counters.
+type metrics struct {
+	calls, callErrors, dials, dialErrors   prometheus.Counter
+	accepted, served, serverErrors, panics prometheus.Counter
+}
+
+func newMetrics() *metrics {
+	c := func(name, help string) prometheus.Counter {
+		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: "meshgw", Subsystem: "rpc", Name: name, Help: help})
+	}
+	return &metrics{
+		calls:        c("calls_total", "Outgoing calls and streams."),
+		callErrors:   c("call_errors_total", "Outgoing calls and streams that failed."),
+		dials:        c("dials_total", "Connections dialed."),
+		dialErrors:   c("dial_errors_total", "Dials that failed."),
+		accepted:     c("accepted_total", "Connections accepted."),
+		served:       c("served_total", "Incoming calls and streams served."),
+		serverErrors: c("server_errors_total", "Incoming calls answered with an error."),
+		panics:       c("handler_panics_total", "Handler panics recovered."),
+	}
+}
+
+// Collectors returns the transport's metrics for registration.
+func (t *Transport) Collectors() []prometheus.Collector {
+	m := t.metrics
+	return []prometheus.Collector{m.calls, m.callErrors, m.dials, m.dialErrors, m.accepted, m.served, m.serverErrors, m.panics}
+}
+
+// wantUDPBuffer is what quic-go asks for (see its receive-buffer warning).
+const wantUDPBuffer = 7 << 20
+
+// checkUDPBuffers raises the socket buffers and says once, at info, when
+// the kernel caps them lower than quic-go wants.
+func checkUDPBuffers(c *net.UDPConn, log zerolog.Logger) {
+	_ = c.SetReadBuffer(wantUDPBuffer)
+	_ = c.SetWriteBuffer(wantUDPBuffer)
+	udpWarnOnce.Do(func() {
+		if rc, err := c.SyscallConn(); err == nil {
+			var size int
+			_ = rc.Control(func(fd uintptr) { size = sockRcvBuf(fd) })
+			if size > 0 && size < wantUDPBuffer {
+				log.Info().Int("rcvbuf", size).Msg("UDP receive buffer is small for QUIC; raise it with sysctl -w net.core.rmem_max=7500000 net.core.wmem_max=7500000")
+			}
+		}
+	})
+}
+
+var udpWarnOnce sync.Once

@@ -1,0 +1,63 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+)
+
+var (
+	// ErrClosed: this Transport is closed.
+	ErrClosed = errors.New("transport: closed")
+	// ErrUnreachable: the peer is gone or the connection (or stream) broke:
+	// dial or handshake failure, idle timeout, stateless reset, the peer
+	// closing its transport. The request may or may not have been handled;
+	// the caller may retry on another peer. Always wrapped with the cause.
+	ErrUnreachable = errors.New("transport: peer unreachable")
+	// ErrFrameTooLarge: a frame is bigger than MaxFrameSize (ours or the
+	// peer's); it was not sent, or not allocated when received.
+	ErrFrameTooLarge = errors.New("transport: frame too large")
+)
+
+// Codes of RemoteErrors produced by the transport itself.
+const (
+	CodeInternal   = "internal"        // handler returned a plain error or panicked
+	CodeNoHandler  = "no_handler"      // no handler for the method (or wrong kind)
+	CodeBadRequest = "bad_request"     // malformed request frame
+	CodeTooLarge   = "frame_too_large" // a frame exceeded the receiver's bound
+)
+
+// RemoteError is the error a peer's handler returned. Handlers choose the
+// code with Errorf; any other error arrives with Code "internal".
+type RemoteError struct {
+	Code    string
+	Message string
+}
+
+func (e *RemoteError) Error() string {
+	if e.Message == "" {
+		return "remote error: " + e.Code
+	}
+	return "remote error: " + e.Code + ": " + e.Message
+}
+
+// Is matches another *RemoteError with the same Code, so
+// errors.Is(err, &RemoteError{Code: "not_found"}) works.
+func (e *RemoteError) Is(target error) bool {
+	t, ok := target.(*RemoteError)
+	return ok && t.Code == e.Code
+}
+
+// Errorf returns an error a handler can return to send code and a message
+// to the caller, who receives it as *RemoteError.
+func Errorf(code, format string, args ...any) error {
+	return &RemoteError{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// toRemote converts a handler error to what goes on the wire.
+func toRemote(err error) *RemoteError {
+	var re *RemoteError
+	if errors.As(err, &re) {
+		return re
+	}
+	return &RemoteError{Code: CodeInternal, Message: err.Error()}
+}

@@ -1,0 +1,5 @@
+//go:build !linux
+
+package transport
+
+func sockRcvBuf(fd uintptr) int { return 0 }

@@ -1,0 +1,149 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Stream is one bidirectional streaming call. One goroutine may Send while
+// another Recvs; Send and Recv are each not safe for concurrent use with
+// themselves.
+type Stream struct {
+	t      *Transport
+	str    *quic.Stream
+	method string
+	peer   string
+	addr   string // dialed address (client side), for errors
+	client bool
+
+	hdr  [frameHeaderLen]byte
+	wbuf []byte
+
+	stopCtx func() bool // detaches the ctx watcher (client side)
+	once    sync.Once
+	closed  bool
+}
+
+func newStream(t *Transport, str *quic.Stream, method, peer, addr string) *Stream {
+	return &Stream{t: t, str: str, method: method, peer: peer, addr: addr}
+}
+
+// Method is the called method.
+func (s *Stream) Method() string { return s.method }
+
+// Peer is the CN of the other side's certificate.
+func (s *Stream) Peer() string { return s.peer }
+
+// Send writes one message. The message is copied; the caller keeps b.
+func (s *Stream) Send(b []byte) error {
+	if len(b) > s.t.cfg.MaxFrameSize {
+		return fmt.Errorf("send %s: %w: %d bytes > %d", s.method, ErrFrameTooLarge, len(b), s.t.cfg.MaxFrameSize)
+	}
+	s.wbuf = s.wbuf[:0]
+	if err := writeFrame(s.str, s.wbuf, frameData, nil, b); err != nil {
+		return s.wrap("send", err)
+	}
+	return nil
+}
+
+// Recv reads the next message; io.EOF once the other side half-closed.
+// The returned slice is owned by the caller. An error the handler returned
+// arrives as *RemoteError.
+func (s *Stream) Recv() ([]byte, error) {
+	typ, p, err := readFrame(s.str, &s.hdr, s.t.cfg.MaxFrameSize, nil)
+	if err != nil {
+		if err == io.EOF {
+			return nil, io.EOF
+		}
+		if errors.Is(err, ErrFrameTooLarge) {
+			s.str.CancelRead(codeProtocol)
+			return nil, fmt.Errorf("recv %s: %w", s.method, err)
+		}
+		return nil, s.wrap("recv", err)
+	}
+	switch typ {
+	case frameData:
+		return p, nil
+	case frameError:
+		re, derr := decodeError(p)
+		if derr != nil {
+			return nil, fmt.Errorf("recv %s: %w", s.method, derr)
+		}
+		return nil, re
+	}
+	s.str.CancelRead(codeProtocol)
+	return nil, fmt.Errorf("recv %s: %w: unexpected frame type %d", s.method, errBadFrame, typ)
+}
+
+// CloseSend half-closes: the other side's Recv returns io.EOF.
+func (s *Stream) CloseSend() error {
+	if err := s.str.Close(); err != nil {
+		return s.wrap("close", err)
+	}
+	return nil
+}
+
+// Close abandons the stream in both directions (a no-op on a finished one)
+// and releases its resources. Always call it (client side).
+func (s *Stream) Close() error {
+	s.once.Do(func() {
+		if s.stopCtx != nil {
+			s.stopCtx()
+		}
+		s.str.CancelRead(codeDone)
+		s.str.CancelWrite(codeDone)
+	})
+	return nil
+}
+
+// finish ends the handler side: an error frame or a clean FIN.
+func (s *Stream) finish(err error) {
+	if err != nil {
+		re := toRemote(err)
+		s.wbuf = appendFrame(s.wbuf[:0], frameError, appendError(nil, re.Code, re.Message))
+		if _, werr := s.str.Write(s.wbuf); werr != nil {
+			s.str.CancelWrite(codeCancel)
+			s.str.CancelRead(codeDone)
+			return
+		}
+	}
+	_ = s.str.Close()
+	s.str.CancelRead(codeDone)
+}
+
+func (s *Stream) wrap(op string, err error) error {
+	return classify(fmt.Sprintf("%s %s %s", op, s.method, s.addr), err)
+}
+
+// classify maps a quic-go error to ErrUnreachable (the peer or the
+// connection is gone), or returns it wrapped as is.
+func classify(what string, err error) error {
+	var (
+		se   *quic.StreamError
+		ae   *quic.ApplicationError
+		ite  *quic.IdleTimeoutError
+		hte  *quic.HandshakeTimeoutError
+		sre  *quic.StatelessResetError
+		te   *quic.TransportError
+		vnee *quic.VersionNegotiationError
+	)
+	switch {
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("%s: %w", what, err)
+	case errors.As(err, &se) && se.Remote && se.ErrorCode == codeShutdown,
+		errors.As(err, &se) && !se.Remote && se.ErrorCode == codeCancel,
+		errors.As(err, &ae), errors.As(err, &ite), errors.As(err, &hte), errors.As(err, &sre),
+		errors.As(err, &te), errors.As(err, &vnee), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, quic.ErrServerClosed), errors.Is(err, net.ErrClosed):
+		return fmt.Errorf("%s: %w: %w", what, ErrUnreachable, err)
+	case errors.As(err, &se) && se.Remote:
+		return fmt.Errorf("%s: %w: stream reset by peer: %w", what, ErrUnreachable, err)
+	}
+	return fmt.Errorf("%s: %w", what, err)
+}
