@@ -1,0 +1,275 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-sockaddr"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/rs/zerolog"
+
+	"github.com/meshgw/meshgw/gossip"
+	"github.com/meshgw/meshgw/node/config"
+	"github.com/meshgw/meshgw/node/httpapi"
+)
+
+// Agent is one meshgw node. New wires it, Start launches it, Stop leaves
+// the mesh gracefully and waits for everything it started.
+type Agent struct {
+	cfg     config.Runtime
+	version string
+	log     zerolog.Logger
+	adv     advertised
+
+	gossip *gossip.Gossip
+	reg    *prometheus.Registry
+	api    *httpapi.API
+	srv    *http.Server
+	httpLn net.Listener
+
+	ready     atomic.Bool
+	leaveOnce sync.Once
+	leaveCh   chan struct{}
+	stopOnce  sync.Once
+	wg        sync.WaitGroup
+}
+
+// advertised are the addresses peers use to reach this node.
+type advertised struct {
+	host              string
+	gossip, rpc, raft string
+	http              string
+}
+
+// New wires an agent from cfg. It opens no socket and starts no goroutine.
+func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, err := config.EnsureIdentity(cfg.DataDir, cfg.NodeName); err != nil {
+		return nil, err
+	}
+	adv, err := advertise(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), reg: prometheus.NewRegistry()}
+
+	gcfg := gossip.DefaultConfig()
+	gcfg.NodeName = cfg.NodeName
+	gcfg.BindAddr = cfg.BindAddr
+	gcfg.AdvertiseAddr = adv.gossip
+	gcfg.Profile = cfg.GossipProfile
+	gcfg.Cluster = cfg.Cluster
+	gcfg.Roles = cfg.Roles
+	gcfg.RPCAddr = adv.rpc
+	gcfg.RaftAddr = adv.raft
+	gcfg.HTTPAddr = adv.http
+	gcfg.Version = version
+	gcfg.UserTags = cfg.Tags
+	gcfg.Join = cfg.Join
+	gcfg.RetryJoin = cfg.RetryJoin
+	gcfg.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "snapshot")
+	g, err := gossip.New(gcfg, log)
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	a.gossip = g
+
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	a.reg.MustRegister(newMemberCollector(g))
+	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log,
+		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
+	return a, nil
+}
+
+// advertise works out the addresses to gossip: the -advertise IP if given,
+// else the bind host when it is specific, else the first private IP.
+func advertise(cfg config.Runtime) (advertised, error) {
+	host := cfg.AdvertiseAddr
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if host == "" {
+		bh, _, _ := net.SplitHostPort(cfg.BindAddr)
+		if ip := net.ParseIP(bh); ip != nil && !ip.IsUnspecified() {
+			host = bh
+		}
+	}
+	if host == "" {
+		ip, err := sockaddr.GetPrivateIP()
+		if err != nil || ip == "" {
+			return advertised{}, fmt.Errorf("-advertise: no private IP found to advertise (%v); set -advertise", err)
+		}
+		host = ip
+	}
+	with := func(addr string) string {
+		h, p, _ := net.SplitHostPort(addr)
+		if ip := net.ParseIP(h); ip != nil && !ip.IsUnspecified() {
+			return addr
+		}
+		return net.JoinHostPort(host, p)
+	}
+	return advertised{
+		host:   host,
+		gossip: with(cfg.BindAddr),
+		rpc:    with(cfg.RPCAddr),
+		raft:   with(cfg.RaftAddr),
+		http:   with(cfg.HTTPAddr),
+	}, nil
+}
+
+// Start opens the listeners and starts every part, in dependency order. On
+// error the caller must call Shutdown.
+func (a *Agent) Start(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("http listen %s: %w", a.cfg.HTTPAddr, err)
+	}
+	a.httpLn = ln
+	if err := a.gossip.Start(ctx); err != nil {
+		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
+	}
+	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		var err error
+		if a.cfg.HTTPCertFile != "" {
+			err = a.srv.ServeTLS(ln, a.cfg.HTTPCertFile, a.cfg.HTTPKeyFile)
+		} else {
+			err = a.srv.Serve(ln)
+		}
+		if err != nil && !errors.Is(err, http.ErrServerClosed) {
+			a.log.Error().Err(err).Msg("http server stopped")
+		}
+	}()
+	a.ready.Store(true)
+	return nil
+}
+
+// HTTPAddr is the address the API listens on.
+func (a *Agent) HTTPAddr() string {
+	if a.httpLn != nil {
+		return a.httpLn.Addr().String()
+	}
+	return a.cfg.HTTPAddr
+}
+
+// LeaveRequested is closed when a client asked the agent to leave.
+func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
+
+// Stop leaves the mesh gracefully (bounded by ctx and -leave-timeout) and
+// stops every part.
+func (a *Agent) Stop(ctx context.Context) error {
+	a.ready.Store(false)
+	var errs []error
+	if a.srv != nil {
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := a.srv.Shutdown(sctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		cancel()
+	}
+	lctx, cancel := context.WithTimeout(ctx, a.cfg.LeaveTimeout)
+	if err := a.gossip.Leave(lctx); err != nil {
+		errs = append(errs, fmt.Errorf("leave: %w", err))
+	}
+	cancel()
+	a.Shutdown()
+	return errors.Join(errs...)
+}
+
+// Shutdown stops everything at once, without a graceful leave.
+func (a *Agent) Shutdown() {
+	a.stopOnce.Do(func() {
+		a.ready.Store(false)
+		if a.srv != nil {
+			_ = a.srv.Close()
+		} else if a.httpLn != nil {
+			_ = a.httpLn.Close()
+		}
+		if err := a.gossip.Shutdown(); err != nil {
+			a.log.Warn().Err(err).Msg("gossip shutdown")
+		}
+		a.wg.Wait()
+	})
+}
+
+// backend adapts the agent to httpapi.Backend.
+type backend Agent
+
+var _ httpapi.Backend = (*backend)(nil)
+
+func (b *backend) Ready() error {
+	if !b.ready.Load() {
+		return errors.New("agent is starting or stopping")
+	}
+	return nil
+}
+
+func (b *backend) LocalCluster() string { return b.cfg.Cluster }
+
+func (b *backend) Members(f httpapi.MemberFilter) []httpapi.Member {
+	ms := b.gossip.Members(gossip.Filter{Cluster: f.Cluster, Role: f.Role, Status: gossip.Status(f.Status), Tags: f.Tags})
+	out := make([]httpapi.Member, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, httpapi.Member{
+			Name: m.Name, Addr: m.Addr, Status: string(m.Status), Cluster: m.Cluster,
+			Roles: m.Roles, Tags: m.Tags, Version: m.Version, RPCAddr: m.RPCAddr, HTTP: m.HTTPAddr,
+		})
+	}
+	return out
+}
+
+func (b *backend) Status(ctx context.Context) (httpapi.Status, error) {
+	counts := map[string]int{}
+	for _, m := range b.gossip.Members(gossip.Filter{}) {
+		counts[string(m.Status)]++
+	}
+	return httpapi.Status{
+		Node: b.cfg.NodeName, Cluster: b.cfg.Cluster, Roles: b.cfg.Roles, Version: b.version,
+		Members: counts,
+	}, nil
+}
+
+func (b *backend) Leave(ctx context.Context) error {
+	b.leaveOnce.Do(func() { close(b.leaveCh) })
+	return nil
+}
+
+// memberCollector exports member counts by status and cluster.
+type memberCollector struct {
+	g    *gossip.Gossip
+	desc *prometheus.Desc
+}
+
+func newMemberCollector(g *gossip.Gossip) *memberCollector {
+	return &memberCollector{g: g, desc: prometheus.NewDesc("meshgw_members",
+		"Members of the mesh as this node sees them, by status and cluster.", []string{"status", "cluster"}, nil)}
+}
+
+func (c *memberCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
+	type key struct{ status, cluster string }
+	counts := map[key]int{}
+	for _, m := range c.g.Members(gossip.Filter{}) {
+		for _, s := range []string{"alive", "suspect", "failed", "left"} {
+			counts[key{s, m.Cluster}] += 0
+		}
+		counts[key{string(m.Status), m.Cluster}]++
+	}
+	for k, n := range counts {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k.status, k.cluster)
+	}
+}
