@@ -109,6 +109,7 @@ func (c *tcluster) transport(name string) *transport.Transport {
 	tc := transport.DefaultConfig()
 	tc.BindAddr = "127.0.0.1:0"
 	tc.TLS = tlsCfg
+	tc.HandshakeTimeout = time.Second // a dial to a dead runner fails fast
 	tr, err := transport.New(tc, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
