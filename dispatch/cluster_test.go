@@ -486,3 +486,21 @@ func BenchmarkDispatchExec(b *testing.B) {
 		})
 	}
 }
+
+func TestClusterWatchFromAnotherNodePollsRecord(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	r1 := c.add("r1", true, nil)
+	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.3; echo out; echo err >&2"), nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	final, err := r1.d.Watch(context.Background(), testCluster, ex.ID, func(s string, c []byte) { got[s] += string(c) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusSucceeded || got[runner.Stdout] != "out\n" || got[runner.Stderr] != "err\n" {
+		t.Fatalf("%+v %v", final, got)
+	}
+}

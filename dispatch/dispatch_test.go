@@ -550,3 +550,62 @@ func TestProxyHTTPLocal(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestRunAllRunnersBusy(t *testing.T) {
+	st := newMemStore()
+	rs := newMemRunners()
+	rs.set(testCluster, Runner{Name: "n1"})
+	rc := runner.DefaultConfig()
+	rc.MaxConcurrent = 1
+	ex, err := runner.New(rc, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ex.Close()
+	d, err := New(testConfig(), rs, st, nil, ex, "n1", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Stop()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = d.Run(ctx, testCluster, execSvc("sleep", "60"), nil, RunOptions{})
+	}()
+	waitFor(t, 5*time.Second, "first run", func() bool { return ex.InFlight() == 1 })
+	got, err := d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+	if !errors.Is(err, ErrBusy) {
+		t.Fatalf("err %v, want ErrBusy (%+v)", err, got)
+	}
+	cancel()
+	<-done
+	rec, _ := d.Get(context.Background(), testCluster, got.ID)
+	if rec.Status != StatusFailed || !strings.Contains(rec.Error, "busy") {
+		t.Fatalf("busy record %+v", rec)
+	}
+}
+
+func TestAsyncNoRunnerFailsAfterWait(t *testing.T) {
+	e := newLocal(t, nil)
+	// A queued async record taken over while no runner is live waits
+	// Config.NoRunnerWait, then fails.
+	// Deterministic: a queued record taken over while no runner is live.
+	e.runners.setStatus("n1", MemberSuspect)
+	svc := execSvc("true")
+	svc.Normalize()
+	now := time.Now()
+	q := Execution{ID: NewID(now), Service: "svc", Cluster: testCluster, Status: StatusQueued, Async: true,
+		AcceptedBy: "gone", Owner: "gone", CreatedAt: now, LeaseExpires: now.Add(time.Minute), ServiceDef: &svc}
+	b, _ := json.Marshal(q)
+	if _, err := e.store.Put(context.Background(), testCluster, ExecKey(q.ID), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.d.Recover(testCluster); err != nil || n != 1 {
+		t.Fatalf("recover %d %v", n, err)
+	}
+	final, err := e.d.Watch(context.Background(), testCluster, q.ID, nil)
+	if err != nil || final.Status != StatusFailed || !strings.Contains(final.Error, "no live runner") {
+		t.Fatalf("%v %+v", err, final)
+	}
+}
