@@ -504,3 +504,15 @@ func TestClusterWatchFromAnotherNodePollsRecord(t *testing.T) {
 		t.Fatalf("%+v %v", final, got)
 	}
 }
+
+func TestClusterRunnerWithoutExecutorIsSkipped(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	bad := c.add("a-noexec", false, nil)
+	c.runners.set(testCluster, Runner{Name: bad.name, RPCAddr: bad.tr.Addr().String()}) // claims the runner role
+	c.add("b-ok", true, nil)
+	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || ex.Runner != "b-ok" {
+		t.Fatalf("%v %+v", err, ex)
+	}
+}

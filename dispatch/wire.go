@@ -235,6 +235,11 @@ func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
 	switch {
 	case errors.As(err, &re) && re.Code == codeBusy:
 		return &attemptError{"busy", err}
+	case errors.As(err, &re) && re.Code == transport.CodeNoHandler:
+		// A member that advertises the runner role but serves no executor:
+		// skip it like a busy one, and keep away from it for a while.
+		d.penalize(r.Name)
+		return &attemptError{"busy", fmt.Errorf("runner %s does not serve executions: %w", r.Name, err)}
 	case errors.As(err, &re):
 		return &attemptError{"invalid", err}
 	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline):
