@@ -20,6 +20,8 @@ import (
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/node/httpapi"
+	"github.com/meshgw/meshgw/transport"
+	"github.com/meshgw/meshgw/transport/tlsutil"
 )
 
 // Agent is one meshgw node. New wires it, Start launches it, Stop leaves
@@ -31,6 +33,8 @@ type Agent struct {
 	adv     advertised
 
 	gossip *gossip.Gossip
+	rpc    *transport.Transport
+	tls    tlsMaterial
 	reg    *prometheus.Registry
 	api    *httpapi.API
 	srv    *http.Server
@@ -79,16 +83,46 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	gcfg.Join = cfg.Join
 	gcfg.RetryJoin = cfg.RetryJoin
 	gcfg.SnapshotPath = filepath.Join(cfg.DataDir, "serf", "snapshot")
+	if cfg.Encrypt != "" {
+		key, err := gossip.DecodeKey(cfg.Encrypt)
+		if err != nil {
+			return nil, fmt.Errorf("-encrypt: %w", err)
+		}
+		gcfg.EncryptKey = key
+	}
+	// The keyring file keeps rotated keys across restarts; it is only used
+	// once encryption was enabled.
+	gcfg.KeyringFile = filepath.Join(cfg.DataDir, "serf", "keyring")
 	g, err := gossip.New(gcfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
 	a.gossip = g
 
+	hosts := []string{adv.host}
+	if h, _, _ := net.SplitHostPort(cfg.RPCAddr); h != "" {
+		hosts = append(hosts, h)
+	}
+	if a.tls, err = resolveTLS(cfg, hosts); err != nil {
+		return nil, err
+	}
+	tlsConf, err := tlsutil.LoadFiles(a.tls.caFile, a.tls.certFile, a.tls.keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("node-to-node TLS: %w", err)
+	}
+	tcfg := transport.DefaultConfig()
+	tcfg.BindAddr = cfg.RPCAddr
+	tcfg.TLS = tlsConf
+	if a.rpc, err = transport.New(tcfg, log); err != nil {
+		return nil, fmt.Errorf("rpc: %w", err)
+	}
+	a.reg.MustRegister(a.rpc.Collectors()...)
+
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log,
-		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})))
+		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
+		httpapi.WithKeyring(keyringBackend{g}))
 	return a, nil
 }
 
@@ -136,6 +170,16 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTPAddr, err)
 	}
 	a.httpLn = ln
+	if err := a.rpc.Start(); err != nil {
+		return fmt.Errorf("rpc on %s: %w", a.cfg.RPCAddr, err)
+	}
+	switch a.tls.mode {
+	case tlsBuiltin:
+		a.log.Warn().Msg("node-to-node TLS uses the built-in shared CA: links are encrypted, but any meshgw node can join the RPC and Raft layers; " +
+			"set -encrypt (the CA is then derived from the gossip key) or -ca-file/-cert-file/-key-file (meshgw tls ca create)")
+	default:
+		a.log.Info().Str("tls", string(a.tls.mode)).Msg("node-to-node TLS")
+	}
 	if err := a.gossip.Start(ctx); err != nil {
 		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
 	}
@@ -200,6 +244,9 @@ func (a *Agent) Shutdown() {
 		}
 		if err := a.gossip.Shutdown(); err != nil {
 			a.log.Warn().Err(err).Msg("gossip shutdown")
+		}
+		if err := a.rpc.Close(); err != nil {
+			a.log.Warn().Err(err).Msg("rpc close")
 		}
 		a.wg.Wait()
 	})

@@ -106,6 +106,8 @@ type API struct {
 	metrics http.Handler
 	state   StateBackend // optional: services, clusters, snapshots
 	acl     TokenStore   // optional: token checks
+	exec    ExecBackend  // optional: runs, executions, proxy
+	keyring KeyringBackend
 	log     zerolog.Logger
 	mux     *http.ServeMux
 }
@@ -144,6 +146,12 @@ func (a *API) routes() {
 	}
 	if a.acl != nil {
 		a.aclRoutes()
+	}
+	if a.exec != nil {
+		a.execRoutes()
+	}
+	if a.keyring != nil {
+		a.keyringRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

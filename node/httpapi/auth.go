@@ -140,10 +140,7 @@ func require(r *http.Request, perm, service string) error {
 func permFor(r *http.Request) (perm, service string) {
 	p := r.URL.Path
 	switch {
-	case strings.HasPrefix(p, "/v1/acl/"), p == "/v1/agent/leave", p == "/v1/snapshot":
-		if p == "/v1/snapshot" && r.Method != http.MethodGet {
-			return PermManage, ""
-		}
+	case strings.HasPrefix(p, "/v1/acl/"), strings.HasPrefix(p, "/v1/keyring"), p == "/v1/agent/leave", p == "/v1/snapshot":
 		return PermManage, ""
 	case strings.HasPrefix(p, "/svc/"):
 		name, _, _ := strings.Cut(strings.TrimPrefix(p, "/svc/"), "/")

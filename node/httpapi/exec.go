@@ -1,0 +1,279 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meshgw/meshgw/dispatch"
+)
+
+// ExecBackend runs services and reads execution records.
+type ExecBackend interface {
+	// Run executes service with input; with opts.Async it returns once the
+	// execution is durably queued. opts.OnOutput, when set, receives output
+	// chunks while the process runs.
+	Run(ctx context.Context, cluster, service string, input []byte, opts RunOptions) (dispatch.Execution, error)
+	GetExecution(ctx context.Context, cluster, id string) (dispatch.Execution, error)
+	ListExecutions(ctx context.Context, cluster string, f ExecFilter) ([]dispatch.Execution, error)
+	// Watch calls emit for live output until the execution is terminal and
+	// returns its final record.
+	Watch(ctx context.Context, cluster, id string, emit func(stream string, data []byte)) (dispatch.Execution, error)
+	// ProxyHTTP forwards r to the http service through a runner.
+	ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error
+}
+
+// RunOptions modify a run.
+type RunOptions struct {
+	Async          bool
+	IdempotencyKey string
+	OnOutput       func(stream string, data []byte)
+}
+
+// ExecFilter selects executions, newest first.
+type ExecFilter struct {
+	Service string
+	Status  string
+	Limit   int
+}
+
+// WithExec serves runs, executions and the /svc/ proxy.
+func WithExec(e ExecBackend) Option { return func(a *API) { a.exec = e } }
+
+func (a *API) execRoutes() {
+	a.handle("POST /v1/services/{name}/run", a.run)
+	a.handle("GET /v1/executions", a.listExecutions)
+	a.handle("GET /v1/executions/{id}", a.getExecution)
+	a.handle("GET /v1/executions/{id}/watch", a.watchExecution)
+	a.handle("/svc/{name}/{path...}", a.proxy)
+	a.handle("/svc/{name}", a.proxy)
+}
+
+// execView is the API's execution JSON: the run response plus the record's
+// bookkeeping.
+type execView struct {
+	dispatch.RunResponse
+	Cluster        string             `json:"cluster"`
+	AcceptedBy     string             `json:"accepted_by"`
+	Async          bool               `json:"async"`
+	IdempotencyKey string             `json:"idempotency_key,omitempty"`
+	CreatedAt      time.Time          `json:"created_at"`
+	StartedAt      time.Time          `json:"started_at,omitzero"`
+	FinishedAt     time.Time          `json:"finished_at,omitzero"`
+	History        []dispatch.Attempt `json:"history,omitempty"`
+}
+
+func view(e dispatch.Execution) execView {
+	return execView{RunResponse: e.Response(), Cluster: e.Cluster, AcceptedBy: e.AcceptedBy, Async: e.Async,
+		IdempotencyKey: e.IdempotencyKey, CreatedAt: e.CreatedAt, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, History: e.History}
+}
+
+func (a *API) run(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cluster", "async", "stream")
+	if err != nil {
+		return err
+	}
+	c, err := a.cluster(q)
+	if err != nil {
+		return err
+	}
+	name, err := serviceName(r)
+	if err != nil {
+		return err
+	}
+	async, err := boolParam(q, "async")
+	if err != nil {
+		return err
+	}
+	stream, err := boolParam(q, "stream")
+	if err != nil {
+		return err
+	}
+	if async && stream {
+		return Errorf(http.StatusBadRequest, "bad_query", "async and stream exclude each other")
+	}
+	input, err := io.ReadAll(r.Body)
+	if err != nil {
+		return err
+	}
+	if len(strings.TrimSpace(string(input))) == 0 {
+		input = []byte("{}")
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 128 {
+		return Errorf(http.StatusBadRequest, "bad_request", "Idempotency-Key longer than 128 bytes")
+	}
+	opts := RunOptions{Async: async, IdempotencyKey: key}
+	if stream {
+		return a.runStreaming(w, r, c, name, input, opts)
+	}
+	e, err := a.exec.Run(r.Context(), c, name, input, opts)
+	if err != nil {
+		return err
+	}
+	if async {
+		return WriteJSON(w, http.StatusAccepted, map[string]any{"execution_id": e.ID, "service": e.Service, "status": e.Status})
+	}
+	return WriteJSON(w, http.StatusOK, e.Response())
+}
+
+// runStreaming answers with newline-delimited JSON events: output chunks
+// {"stream","data"} while the process runs, then {"execution": {...}}.
+func (a *API) runStreaming(w http.ResponseWriter, r *http.Request, cluster, name string, input []byte, opts RunOptions) error {
+	ew := newEventWriter(w)
+	opts.OnOutput = ew.output
+	e, err := a.exec.Run(r.Context(), cluster, name, input, opts)
+	if err != nil {
+		if !ew.started() {
+			return err
+		}
+		ew.event(map[string]any{"error": err.Error()})
+		return nil
+	}
+	ew.event(map[string]any{"execution": e.Response()})
+	return nil
+}
+
+func (a *API) getExecution(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cluster")
+	if err != nil {
+		return err
+	}
+	c, err := a.cluster(q)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !dispatch.ValidID(id) {
+		return Errorf(http.StatusNotFound, "not_found", "execution %q not found", id)
+	}
+	e, err := a.exec.GetExecution(r.Context(), c, id)
+	if err != nil {
+		return err
+	}
+	return WriteJSON(w, http.StatusOK, view(e))
+}
+
+func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cluster", "service", "status", "limit")
+	if err != nil {
+		return err
+	}
+	c, err := a.cluster(q)
+	if err != nil {
+		return err
+	}
+	f := ExecFilter{Service: q.Get("service"), Status: q.Get("status")}
+	if f.Service != "" {
+		if err := dispatch.ValidateName(f.Service); err != nil {
+			return Errorf(http.StatusBadRequest, "bad_query", "service: %v", err)
+		}
+	}
+	if f.Status != "" && !dispatch.ValidStatus(f.Status) {
+		return Errorf(http.StatusBadRequest, "bad_query", "status %q: want queued, running, succeeded, failed, timed_out or lost", f.Status)
+	}
+	if f.Limit, err = intParam(q, "limit", 100, 1, 1000); err != nil {
+		return err
+	}
+	es, err := a.exec.ListExecutions(r.Context(), c, f)
+	if err != nil {
+		return err
+	}
+	out := make([]execView, len(es))
+	for i, e := range es {
+		out[i] = view(e)
+	}
+	return WriteJSON(w, http.StatusOK, out)
+}
+
+func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) error {
+	q, err := query(r, "cluster")
+	if err != nil {
+		return err
+	}
+	c, err := a.cluster(q)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !dispatch.ValidID(id) {
+		return Errorf(http.StatusNotFound, "not_found", "execution %q not found", id)
+	}
+	ew := newEventWriter(w)
+	e, err := a.exec.Watch(r.Context(), c, id, ew.output)
+	if err != nil {
+		if !ew.started() {
+			return err
+		}
+		ew.event(map[string]any{"error": err.Error()})
+		return nil
+	}
+	ew.event(map[string]any{"execution": e.Response()})
+	return nil
+}
+
+func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
+	name := r.PathValue("name")
+	if err := dispatch.ValidateName(name); err != nil {
+		return Errorf(http.StatusNotFound, "not_found", "service %q: %v", name, err)
+	}
+	c := r.URL.Query().Get("cluster")
+	if c == "" {
+		c = a.b.LocalCluster()
+	}
+	return a.exec.ProxyHTTP(w, r, c, name, "/"+r.PathValue("path"))
+}
+
+func boolParam(q map[string][]string, name string) (bool, error) {
+	v := ""
+	if vs := q[name]; len(vs) > 0 {
+		v = vs[0]
+	}
+	switch v {
+	case "", "false", "0":
+		return false, nil
+	case "true", "1":
+		return true, nil
+	}
+	return false, Errorf(http.StatusBadRequest, "bad_query", "%s %q: want true or false", name, v)
+}
+
+// eventWriter writes newline-delimited JSON events, flushing each.
+type eventWriter struct {
+	mu    sync.Mutex
+	w     http.ResponseWriter
+	enc   *json.Encoder
+	begun bool
+}
+
+func newEventWriter(w http.ResponseWriter) *eventWriter {
+	return &eventWriter{w: w, enc: json.NewEncoder(w)}
+}
+
+func (e *eventWriter) started() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.begun
+}
+
+func (e *eventWriter) output(stream string, data []byte) {
+	e.event(map[string]any{"stream": stream, "data": string(data)})
+}
+
+func (e *eventWriter) event(v any) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.begun {
+		e.w.Header().Set("Content-Type", "application/x-ndjson")
+		e.w.WriteHeader(http.StatusOK)
+		e.begun = true
+	}
+	_ = e.enc.Encode(v)
+	if f, ok := e.w.(http.Flusher); ok {
+		f.Flush()
+	}
+}
