@@ -609,3 +609,39 @@ func TestAsyncNoRunnerFailsAfterWait(t *testing.T) {
 		t.Fatalf("%v %+v", err, final)
 	}
 }
+
+func TestRecoveryCursorSkipsTerminalHistory(t *testing.T) {
+	e := newLocal(t, nil)
+	now := time.Now()
+	e.runners.setStatus("busy", MemberAlive)
+	svc := execSvc("true")
+	svc.Normalize()
+	put := func(at time.Time, st Status) Execution {
+		ex := Execution{ID: NewID(at), Service: "svc", Cluster: testCluster, Status: st, Owner: "busy", AcceptedBy: "busy",
+			Async: true, CreatedAt: at, LeaseExpires: now.Add(time.Hour), ServiceDef: &svc}
+		b, _ := json.Marshal(ex)
+		if _, err := e.store.Put(context.Background(), testCluster, ExecKey(ex.ID), b, nil); err != nil {
+			t.Fatal(err)
+		}
+		return ex
+	}
+	put(now.Add(-2*time.Hour), StatusSucceeded)
+	if _, err := e.d.Recover(testCluster); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.d.cursor(testCluster); c < timeKey(now.Add(-cursorLag)) || c > timeKey(time.Now().Add(-cursorLag)) {
+		t.Fatalf("cursor %s with nothing in flight", c)
+	}
+	running := put(now.Add(-time.Hour), StatusRunning)
+	if _, err := e.d.Recover(testCluster); err != nil {
+		t.Fatal(err)
+	}
+	if c := e.d.cursor(testCluster); c != timeKey(IDTime(running.ID)) {
+		t.Fatalf("cursor %s, want just before the running execution", c)
+	}
+	// An incremental pass from the cursor still sees it.
+	e.runners.setStatus("busy", MemberFailed)
+	if n, err := e.d.recoverFrom(testCluster, e.d.cursor(testCluster)); err != nil || n != 1 {
+		t.Fatalf("incremental pass took over %d (%v)", n, err)
+	}
+}

@@ -149,13 +149,14 @@ type Dispatcher struct {
 	local   string
 	log     zerolog.Logger
 
-	mu       sync.Mutex
-	rr       map[string]uint64    // cluster/service → round-robin counter
-	inflight map[string]int       // runner → calls in flight from this node
-	penalty  map[string]time.Time // runner → skipped until
-	live     map[string]*liveExec // execution ID → live output (this node dispatches it)
-	started  bool
-	stopped  bool
+	mu        sync.Mutex
+	rr        map[string]uint64    // cluster/service → round-robin counter
+	inflight  map[string]int       // runner → calls in flight from this node
+	penalty   map[string]time.Time // runner → skipped until
+	live      map[string]*liveExec // execution ID → live output (this node dispatches it)
+	recCursor map[string]string    // cluster → recovery scans may start after this key
+	started   bool
+	stopped   bool
 
 	stats    counters
 	asyncSem chan struct{}
@@ -181,20 +182,21 @@ func New(cfg Config, runners Runners, store Store, rpc *transport.Transport, exe
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{
-		cfg:      cfg,
-		runners:  runners,
-		store:    store,
-		rpc:      rpc,
-		exec:     exec,
-		local:    localName,
-		log:      log.With().Str("component", "dispatch").Logger(),
-		rr:       map[string]uint64{},
-		inflight: map[string]int{},
-		penalty:  map[string]time.Time{},
-		live:     map[string]*liveExec{},
-		asyncSem: make(chan struct{}, cfg.MaxAsync),
-		ctx:      ctx,
-		cancel:   cancel,
+		cfg:       cfg,
+		runners:   runners,
+		store:     store,
+		rpc:       rpc,
+		exec:      exec,
+		local:     localName,
+		log:       log.With().Str("component", "dispatch").Logger(),
+		rr:        map[string]uint64{},
+		inflight:  map[string]int{},
+		penalty:   map[string]time.Time{},
+		live:      map[string]*liveExec{},
+		recCursor: map[string]string{},
+		asyncSem:  make(chan struct{}, cfg.MaxAsync),
+		ctx:       ctx,
+		cancel:    cancel,
 	}
 	if rpc != nil && exec != nil {
 		rpc.HandleStream(MethodExec, d.serveExec)

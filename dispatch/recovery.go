@@ -17,18 +17,29 @@ func (d *Dispatcher) maintenanceLoop() {
 	defer rec.Stop()
 	ret := time.NewTicker(d.cfg.RetentionInterval)
 	defer ret.Stop()
+	// Most passes scan only the recent tail of the key space (see
+	// recoverFrom); every fullEvery-th pass scans it all.
+	fullEvery := max(1, int(time.Minute/d.cfg.RecoveryInterval))
+	pass := 0
 	for {
 		select {
 		case <-d.ctx.Done():
 			return
 		case <-rec.C:
+			pass++
 			for _, c := range d.cfg.Clusters {
-				if d.store.IsLeader(c) {
-					if n, err := d.Recover(c); err != nil {
-						d.log.Warn().Err(err).Str("cluster", c).Msg("recovery scan failed")
-					} else if n > 0 {
-						d.log.Info().Int("taken_over", n).Str("cluster", c).Msg("recovered executions")
-					}
+				if !d.store.IsLeader(c) {
+					d.setCursor(c, "")
+					continue
+				}
+				start := d.cursor(c)
+				if pass%fullEvery == 0 {
+					start = ""
+				}
+				if n, err := d.recoverFrom(c, start); err != nil {
+					d.log.Warn().Err(err).Str("cluster", c).Msg("recovery scan failed")
+				} else if n > 0 {
+					d.log.Info().Int("taken_over", n).Str("cluster", c).Msg("recovered executions")
 				}
 			}
 		case <-ret.C:
@@ -52,10 +63,21 @@ func (d *Dispatcher) maintenanceLoop() {
 // new attempt, if retries are left). It returns how many it took over. The
 // maintenance loop calls it while this node leads the cluster's group;
 // it is exported for tests and tools.
-func (d *Dispatcher) Recover(cluster string) (int, error) {
+func (d *Dispatcher) Recover(cluster string) (int, error) { return d.recoverFrom(cluster, "") }
+
+// cursorLag is how far behind now an incremental recovery scan starts: it
+// covers proposers whose clocks lag (their IDs sort earlier); a full scan
+// every minute covers the rest.
+const cursorLag = time.Minute
+
+// recoverFrom scans the non-terminal executions with keys after start and
+// moves the cluster's cursor: below it every execution was terminal at the
+// scan (terminal is final), up to cursorLag before now.
+func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
 	n := 0
+	cursor := timeKey(d.now().Add(-cursorLag))
 	for _, st := range []Status{StatusQueued, StatusRunning} {
-		after := ""
+		after := start
 		for {
 			ctx, cancel := d.ctxTimeout()
 			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{
@@ -68,6 +90,9 @@ func (d *Dispatcher) Recover(cluster string) (int, error) {
 				ex, err := decodeExec(e.Value, e.Version)
 				if err != nil || ex.Status.Terminal() {
 					continue
+				}
+				if k := timeKey(IDTime(ex.ID)); k < cursor {
+					cursor = k
 				}
 				if reason := d.abandoned(&ex); reason != "" {
 					if d.takeOver(&ex, reason) {
@@ -82,7 +107,31 @@ func (d *Dispatcher) Recover(cluster string) (int, error) {
 			after = entries[len(entries)-1].Key
 		}
 	}
+	if start == "" || cursor > start {
+		d.setCursor(cluster, cursor)
+	}
 	return n, nil
+}
+
+// timeKey is the exec key sorting just before every ID created at or after t.
+func timeKey(t time.Time) string {
+	return ExecKey(fmt.Sprintf("%016x", uint64(t.UnixNano())))
+}
+
+func (d *Dispatcher) cursor(cluster string) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.recCursor[cluster]
+}
+
+func (d *Dispatcher) setCursor(cluster, key string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if key == "" {
+		delete(d.recCursor, cluster)
+		return
+	}
+	d.recCursor[cluster] = key
 }
 
 // abandoned says why nobody is driving ex any more ("" if someone is).
