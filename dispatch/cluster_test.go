@@ -516,3 +516,55 @@ func TestClusterRunnerWithoutExecutorIsSkipped(t *testing.T) {
 		t.Fatalf("%v %+v", err, ex)
 	}
 }
+
+// BenchmarkProxyHTTP measures GETs of a small upstream response proxied
+// client → gateway (httptest server) → QUIC → runner → upstream.
+func BenchmarkProxyHTTP(b *testing.B) {
+	c := newTCluster(b)
+	gw := c.add("gw", false, nil)
+	c.add("r1", true, nil)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("hello"))
+	}))
+	defer up.Close()
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := gw.d.ProxyHTTP(w, r, testCluster, svc, "/"); err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+		}
+	}))
+	defer front.Close()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	var mu sync.Mutex
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			t0 := time.Now()
+			resp, err := client.Get(front.URL + "/")
+			if err != nil {
+				b.Error(err)
+				return
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				b.Errorf("status %d", resp.StatusCode)
+				return
+			}
+			d := time.Since(t0)
+			mu.Lock()
+			lat = append(lat, d)
+			mu.Unlock()
+		}
+	})
+	el := time.Since(start)
+	b.StopTimer()
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	if len(lat) > 0 {
+		b.ReportMetric(float64(len(lat))/el.Seconds(), "req/s")
+		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
+		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+	}
+}
