@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -566,5 +567,41 @@ func BenchmarkProxyHTTP(b *testing.B) {
 		b.ReportMetric(float64(len(lat))/el.Seconds(), "req/s")
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50_ms")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99_ms")
+	}
+}
+
+func TestClusterHTTPProxyRunnerDiesMidResponse(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	r1 := c.add("r1", true, nil)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("part\n"))
+		w.(http.Flusher).Flush()
+		<-r.Context().Done()
+	}))
+	defer up.Close()
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	errs := make(chan error, 1)
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		errs <- gw.d.ProxyHTTP(w, r, testCluster, svc, "/")
+	}))
+	defer front.Close()
+	resp, err := http.Get(front.URL + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	line, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil || line != "part\n" {
+		t.Fatalf("%q %v", line, err)
+	}
+	_ = r1.tr.Close()
+	select {
+	case err := <-errs:
+		if !errors.Is(err, ErrProxyAborted) {
+			t.Fatalf("err %v, want ErrProxyAborted", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("proxy did not notice the dead runner")
 	}
 }
