@@ -236,6 +236,13 @@ func TestIdempotencyReturnsFirstExecution(t *testing.T) {
 	if n := e.store.count(testCluster, "exec/"); n != 1 {
 		t.Fatalf("%d executions recorded, want 1", n)
 	}
+	// A replay answers even when no runner is live.
+	e.runners.setStatus("n1", MemberFailed)
+	replay, err := e.d.Run(context.Background(), testCluster, svc, nil, RunOptions{IdempotencyKey: "k1"})
+	if err != nil || replay.ID != first.ID {
+		t.Fatalf("replay without runner: %v %+v", err, replay)
+	}
+	e.runners.setStatus("n1", MemberAlive)
 	other, err := e.d.Run(context.Background(), testCluster, svc, nil, RunOptions{IdempotencyKey: "k2"})
 	if err != nil || other.ID == first.ID {
 		t.Fatalf("other key %v %+v", err, other)
@@ -643,5 +650,33 @@ func TestRecoveryCursorSkipsTerminalHistory(t *testing.T) {
 	e.runners.setStatus("busy", MemberFailed)
 	if n, err := e.d.recoverFrom(testCluster, e.d.cursor(testCluster)); err != nil || n != 1 {
 		t.Fatalf("incremental pass took over %d (%v)", n, err)
+	}
+}
+
+func TestIdempotencyConcurrentRunsOnce(t *testing.T) {
+	e := newLocal(t, nil)
+	svc := execSvc("sh", "-c", "sleep 0.2; echo once")
+	var wg sync.WaitGroup
+	ids := make([]string, 5)
+	errs := make([]error, 5)
+	for i := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ex, err := e.d.Run(context.Background(), testCluster, svc, nil, RunOptions{IdempotencyKey: "same"})
+			ids[i], errs[i] = ex.ID, err
+			if err == nil && (ex.Status != StatusSucceeded || ex.Stdout != "once\n") {
+				errs[i] = errors.New("not the terminal execution: " + string(ex.Status))
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range ids {
+		if errs[i] != nil || ids[i] != ids[0] {
+			t.Fatalf("run %d: %v id %s vs %s", i, errs[i], ids[i], ids[0])
+		}
+	}
+	if n := e.store.count(testCluster, "exec/"); n != 1 {
+		t.Fatalf("%d executions", n)
 	}
 }

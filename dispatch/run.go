@@ -58,6 +58,15 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		return Execution{}, err
 	}
 	svc.Normalize()
+	if opts.IdempotencyKey != "" {
+		// A replay answers with the first execution even when no runner is
+		// live now; a concurrent first use is caught by the create's CAS.
+		if _, _, found, err := d.store.Get(ctx, cluster, IdemKey(svc.Name, opts.IdempotencyKey)); err != nil {
+			return Execution{}, fmt.Errorf("idempotency key: %w", err)
+		} else if found {
+			return d.existing(ctx, cluster, svc.Name, opts.IdempotencyKey, !opts.Async)
+		}
+	}
 	first, err := d.pick(cluster, &svc, nil, true)
 	if err != nil {
 		return Execution{}, err
