@@ -605,3 +605,61 @@ func TestClusterHTTPProxyRunnerDiesMidResponse(t *testing.T) {
 		t.Fatal("proxy did not notice the dead runner")
 	}
 }
+
+// eatingCluster has a gateway and two runners: "a-eats" (first in round
+// robin) reads a whole request body, then dies without answering; "b-ok"
+// proxies to an echo upstream. hits counts upstream requests.
+func eatingCluster(t *testing.T) (gw *tnode, svc Service, hits *atomic.Int64) {
+	c := newTCluster(t)
+	gw = c.add("gw", false, nil)
+	tr := c.transport("a-eats")
+	tr.HandleStream(MethodHTTP, func(ctx context.Context, s *transport.Stream) error {
+		for {
+			if _, err := s.Recv(); err != nil {
+				break
+			}
+		}
+		go func() { _ = tr.Close() }()
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	c.runners.set(testCluster, Runner{Name: "a-eats", RPCAddr: tr.Addr().String()})
+	c.add("b-ok", true, nil)
+	hits = &atomic.Int64{}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(up.Close)
+	return gw, Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}, hits
+}
+
+func TestClusterHTTPProxyReplaysIdempotentBody(t *testing.T) {
+	gw, svc, hits := eatingCluster(t)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPut, "/svc/web/", strings.NewReader("payload"))
+	if err := gw.d.ProxyHTTP(rec, req, testCluster, svc, "/"); err != nil || rec.Body.String() != "payload" {
+		t.Fatalf("%v %q", err, rec.Body.String())
+	}
+	if hits.Load() != 1 {
+		t.Fatalf("upstream hit %d times", hits.Load())
+	}
+}
+
+func TestClusterHTTPProxyDoesNotResendConsumedPost(t *testing.T) {
+	gw, svc, hits := eatingCluster(t)
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/svc/web/", strings.NewReader("payload"))
+	err := gw.d.ProxyHTTP(rec, req, testCluster, svc, "/")
+	if !errors.Is(err, transport.ErrUnreachable) {
+		t.Fatalf("err %v, want the runner loss", err)
+	}
+	if hits.Load() != 0 || rec.Body.Len() != 0 {
+		t.Fatalf("POST resent: %d hits, body %q", hits.Load(), rec.Body.String())
+	}
+}

@@ -9,7 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -46,8 +46,9 @@ const proxyChunk = 32 << 10
 // Errors, with nothing written to w: ErrWrongType, ErrInvalidInput (headers
 // over Config.MaxHTTPHeaderBytes), ErrNoRunner, ErrBusy, or a runner failure
 // matching transport.ErrUnreachable (502). A runner lost before any response
-// byte is retried on another runner when the method is idempotent or the
-// request body was not consumed yet. An error matching ErrProxyAborted means
+// byte is retried on another runner when the request can be resent: no
+// body, or an idempotent method whose consumed body part (≤ 64 KiB) was
+// kept, or nothing of the body consumed yet. An error matching ErrProxyAborted means
 // the response had started: the caller should abort the connection.
 func (d *Dispatcher) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster string, svc Service, path string) error {
 	err := d.proxyHTTP(w, r, cluster, svc, path)
@@ -77,9 +78,19 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	if err != nil || len(hb) > d.cfg.MaxHTTPHeaderBytes {
 		return fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
 	}
-	body := &countingBody{r: r.Body}
+	body := &replayBody{r: r.Body}
 	if hdr.ContentLength != 0 {
 		r.Body = body
+	}
+	// A retry may resend the request when it cannot have reached an
+	// upstream in a way that matters: idempotent methods, or a body of
+	// which nothing was consumed yet (or all of it kept for replay).
+	retryable := func() bool {
+		if hdr.ContentLength == 0 {
+			return true
+		}
+		kept, consumed := body.rewind()
+		return kept && (consumed == 0 || idempotent(r.Method))
 	}
 	avoid := map[string]bool{}
 	var lastErr error
@@ -106,13 +117,13 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 		case "busy":
 			avoid[rn.Name] = true
 			lastErr = fmt.Errorf("%w: %v", ErrBusy, ae.err)
-			if body.n.Load() > 0 && !idempotent(r.Method) {
+			if !retryable() {
 				return lastErr
 			}
 		case "unreachable", "deadline":
 			avoid[rn.Name] = true
 			lastErr = fmt.Errorf("proxy through runner %s: %w", rn.Name, ae.err)
-			if body.n.Load() > 0 && !idempotent(r.Method) {
+			if !retryable() {
 				return lastErr
 			}
 		default:
@@ -129,18 +140,54 @@ func idempotent(m string) bool {
 	return false
 }
 
-type countingBody struct {
-	r io.ReadCloser
-	n atomic.Int64
+// replayBody wraps a request body so a retry on another runner can send
+// it again: it keeps the bytes read so far, up to replayMax; rewind fails
+// once more than that was consumed.
+type replayBody struct {
+	r        io.ReadCloser
+	mu       sync.Mutex
+	buf      []byte // everything read from r, while not overflowed
+	off      int    // replay position in buf
+	overflow bool
 }
 
-func (b *countingBody) Read(p []byte) (int, error) {
+const replayMax = 64 << 10
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.off < len(b.buf) {
+		n := copy(p, b.buf[b.off:])
+		b.off += n
+		return n, nil
+	}
 	n, err := b.r.Read(p)
-	b.n.Add(int64(n))
+	if n > 0 {
+		if !b.overflow && len(b.buf)+n <= replayMax {
+			b.buf = append(b.buf, p[:n]...)
+			b.off = len(b.buf)
+		} else {
+			b.overflow = true
+			b.buf = nil
+			b.off = 0
+		}
+	}
 	return n, err
 }
 
-func (b *countingBody) Close() error { return b.r.Close() }
+// rewind prepares a replay and says how much had been consumed; kept is
+// false if the consumed part was not kept.
+func (b *replayBody) rewind() (kept bool, consumed int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.overflow {
+		return false, -1
+	}
+	b.off = 0
+	return true, len(b.buf)
+}
+
+func (b *replayBody) Close() error { return b.r.Close() }
 
 // proxyOnce proxies through one runner. started reports whether anything
 // was written to w.
