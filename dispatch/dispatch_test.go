@@ -680,3 +680,50 @@ func TestIdempotencyConcurrentRunsOnce(t *testing.T) {
 		t.Fatalf("%d executions", n)
 	}
 }
+
+func TestRetentionIncremental(t *testing.T) {
+	e := newLocal(t, func(c *Config) { c.RetentionCount = 5; c.RetentionBatch = 100 })
+	base := time.Now().Add(-time.Hour)
+	var ids []string
+	put := func(n int) {
+		for i := 0; i < n; i++ {
+			at := base.Add(time.Duration(len(ids)) * time.Second)
+			ex := Execution{ID: NewID(at), Service: "svc", Cluster: testCluster, Status: StatusSucceeded, CreatedAt: at}
+			b, _ := json.Marshal(ex)
+			if _, err := e.store.Put(context.Background(), testCluster, ExecKey(ex.ID), b, nil); err != nil {
+				t.Fatal(err)
+			}
+			ids = append(ids, ex.ID)
+		}
+	}
+	kept := func() []string {
+		es, _ := e.store.List(context.Background(), testCluster, "exec/", ListOptions{})
+		var out []string
+		for _, x := range es {
+			out = append(out, strings.TrimPrefix(x.Key, "exec/"))
+		}
+		return out
+	}
+	retain := func(want int) {
+		t.Helper()
+		n, err := e.d.Retain(testCluster)
+		if err != nil || n != want {
+			t.Fatalf("deleted %d (%v), want %d", n, err, want)
+		}
+		if got, newest := kept(), ids[max(0, len(ids)-5):]; strings.Join(got, ",") != strings.Join(newest, ",") {
+			t.Fatalf("kept %v, want the newest %v", got, newest)
+		}
+	}
+	put(3)
+	retain(0) // fewer than RetentionCount
+	put(4)
+	retain(2) // the window filled: full walk
+	put(4)
+	retain(4) // incremental: slide by 4
+	retain(0)
+	put(1)
+	retain(1)
+	if st := e.d.retention(testCluster); st == nil || st.passes == 0 {
+		t.Fatalf("no incremental state: %+v", st)
+	}
+}

@@ -150,11 +150,12 @@ type Dispatcher struct {
 	log     zerolog.Logger
 
 	mu        sync.Mutex
-	rr        map[string]uint64    // cluster/service → round-robin counter
-	inflight  map[string]int       // runner → calls in flight from this node
-	penalty   map[string]time.Time // runner → skipped until
-	live      map[string]*liveExec // execution ID → live output (this node dispatches it)
-	recCursor map[string]string    // cluster → recovery scans may start after this key
+	rr        map[string]uint64          // cluster/service → round-robin counter
+	inflight  map[string]int             // runner → calls in flight from this node
+	penalty   map[string]time.Time       // runner → skipped until
+	live      map[string]*liveExec       // execution ID → live output (this node dispatches it)
+	recCursor map[string]string          // cluster → recovery scans may start after this key
+	retState  map[string]*retentionState // cluster → incremental retention state
 	started   bool
 	stopped   bool
 
@@ -194,6 +195,7 @@ func New(cfg Config, runners Runners, store Store, rpc *transport.Transport, exe
 		penalty:   map[string]time.Time{},
 		live:      map[string]*liveExec{},
 		recCursor: map[string]string{},
+		retState:  map[string]*retentionState{},
 		asyncSem:  make(chan struct{}, cfg.MaxAsync),
 		ctx:       ctx,
 		cancel:    cancel,

@@ -44,7 +44,9 @@ func (d *Dispatcher) maintenanceLoop() {
 			}
 		case <-ret.C:
 			for _, c := range d.cfg.Clusters {
-				if d.store.IsLeader(c) {
+				if !d.store.IsLeader(c) {
+					d.setRetention(c, nil)
+				} else {
 					if n, err := d.Retain(c); err != nil {
 						d.log.Warn().Err(err).Str("cluster", c).Msg("retention pass failed")
 					} else if n > 0 {
@@ -245,45 +247,33 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 		}
 		after = entries[len(entries)-1].Key
 	}
-	// Count: walk from the newest, skip RetentionCount, collect the rest.
+	// Count: entries older than the boundary (the oldest of the newest
+	// RetentionCount) are excess.
 	if len(victims) < d.cfg.RetentionBatch {
 		seen := map[string]bool{}
 		for _, v := range victims {
 			seen[v.key] = true
 		}
-		var excess []Entry
-		count := 0
-		after = ""
-		const page = 1000
-		for {
-			ctx, cancel := d.ctxTimeout()
-			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{After: after, Limit: page, Reverse: true})
-			cancel()
-			if err != nil {
-				return 0, fmt.Errorf("list executions: %w", err)
-			}
-			for _, e := range entries {
-				count++
-				if count > d.cfg.RetentionCount && !seen[e.Key] {
-					// Walking newest to oldest: keep only the oldest batch.
-					excess = append(excess, e)
-					if len(excess) > d.cfg.RetentionBatch {
-						excess = excess[1:]
-					}
-				}
-			}
-			if len(entries) < page {
-				break
-			}
-			after = entries[len(entries)-1].Key
+		excess, err := d.retentionExcess(cluster)
+		if err != nil {
+			return 0, err
 		}
-		// Oldest first.
-		sort.Slice(excess, func(i, j int) bool { return excess[i].Key < excess[j].Key })
 		for _, e := range excess {
 			if len(victims) >= d.cfg.RetentionBatch {
 				break
 			}
-			add(e)
+			if !seen[e.Key] {
+				add(e)
+			}
+		}
+	}
+	// An age deletion inside the kept window shrinks it: recount next time.
+	if st := d.retention(cluster); st != nil {
+		for _, v := range victims {
+			if st.boundary != "" && v.key >= st.boundary {
+				d.setRetention(cluster, nil)
+				break
+			}
 		}
 	}
 	deleted := 0
@@ -304,4 +294,137 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 		deleted++
 	}
 	return deleted, nil
+}
+
+// retentionState lets retention passes read only what changed: boundary is
+// the oldest key of the newest RetentionCount (older keys are excess; ""
+// means there are fewer), newest the newest key seen. A full walk resets it
+// every retentionFullEvery passes and after a leadership change.
+type retentionState struct {
+	newest, boundary string
+	count            int // entries seen while boundary == ""
+	passes           int
+}
+
+const retentionFullEvery = 60
+
+func (d *Dispatcher) retention(cluster string) *retentionState {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.retState[cluster]
+}
+
+func (d *Dispatcher) setRetention(cluster string, st *retentionState) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if st == nil {
+		delete(d.retState, cluster)
+		return
+	}
+	d.retState[cluster] = st
+}
+
+func (d *Dispatcher) list(cluster string, o ListOptions) ([]Entry, error) {
+	ctx, cancel := d.ctxTimeout()
+	defer cancel()
+	es, err := d.store.List(ctx, cluster, "exec/", o)
+	if err != nil {
+		return nil, fmt.Errorf("list executions: %w", err)
+	}
+	return es, nil
+}
+
+const retentionPage = 1000
+
+// retentionExcess returns up to RetentionBatch of the oldest entries beyond
+// the newest RetentionCount, oldest first.
+func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
+	st := d.retention(cluster)
+	if st != nil && st.passes < retentionFullEvery {
+		// Incremental: count what arrived since the last pass.
+		nNew, after := 0, st.newest
+		for {
+			es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage})
+			if err != nil {
+				return nil, err
+			}
+			nNew += len(es)
+			if len(es) > 0 {
+				after = es[len(es)-1].Key
+			}
+			if len(es) < retentionPage {
+				break
+			}
+		}
+		st.newest = after
+		st.passes++
+		if st.boundary == "" {
+			st.count += nNew
+			if st.count <= d.cfg.RetentionCount {
+				return nil, nil
+			}
+			st = nil // the window just filled: locate the boundary by a full walk
+		} else {
+			// Slide the window by nNew entries.
+			for nNew > 0 {
+				es, err := d.list(cluster, ListOptions{After: st.boundary, Limit: min(nNew, retentionPage)})
+				if err != nil {
+					return nil, err
+				}
+				if len(es) == 0 {
+					break
+				}
+				st.boundary = es[len(es)-1].Key
+				nNew -= len(es)
+			}
+			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch})
+			if err != nil {
+				return nil, err
+			}
+			var out []Entry
+			for _, e := range es {
+				if e.Key >= st.boundary {
+					break
+				}
+				out = append(out, e)
+			}
+			return out, nil
+		}
+	}
+	// Full walk from the newest: skip RetentionCount, keep the oldest batch
+	// of the rest.
+	st = &retentionState{}
+	var excess []Entry
+	after := ""
+	for {
+		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if st.count == 0 {
+				st.newest = e.Key
+			}
+			st.count++
+			switch {
+			case st.count == d.cfg.RetentionCount:
+				st.boundary = e.Key
+			case st.count > d.cfg.RetentionCount:
+				excess = append(excess, e)
+				if len(excess) > d.cfg.RetentionBatch {
+					excess = excess[1:]
+				}
+			}
+		}
+		if len(es) < retentionPage {
+			break
+		}
+		after = es[len(es)-1].Key
+	}
+	if st.boundary != "" {
+		st.count = 0
+	}
+	d.setRetention(cluster, st)
+	sort.Slice(excess, func(i, j int) bool { return excess[i].Key < excess[j].Key })
+	return excess, nil
 }
