@@ -198,7 +198,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	if rn.Name == d.local && d.exec != nil {
 		err := d.exec.ServeProxy(w, r, hdr.Upstream, hdr.Path)
 		switch {
-		case errors.Is(err, runner.ErrBusy):
+		case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 			return false, &attemptError{"busy", err}
 		case err != nil:
 			return false, &attemptError{"invalid", err}
@@ -342,8 +342,8 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 	rw := &frameResponseWriter{s: s, h: http.Header{}}
 	err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
 	switch {
-	case errors.Is(err, runner.ErrBusy):
-		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit", d.local)
+	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
+		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit or stopping", d.local)
 	case err != nil:
 		return transport.Errorf(codeInvalid, "%v", err)
 	}

@@ -91,6 +91,8 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	switch {
 	case errors.Is(err, runner.ErrBusy):
 		return transport.Errorf(codeBusy, "runner %s is at its concurrency limit", d.local)
+	case errors.Is(err, runner.ErrClosed):
+		return transport.Errorf(codeBusy, "runner %s is shutting down", d.local)
 	case errors.Is(err, runner.ErrInvalid):
 		return transport.Errorf(codeInvalid, "%v", err)
 	case err != nil:
@@ -213,7 +215,7 @@ func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(str
 		OnOutput: onOut,
 	})
 	switch {
-	case errors.Is(err, runner.ErrBusy):
+	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 		return res, &attemptError{"busy", err}
 	case errors.Is(err, runner.ErrInvalid):
 		return res, &attemptError{"invalid", err}
