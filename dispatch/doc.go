@@ -36,7 +36,14 @@
 // queue lease) has lapsed, is taken over: a synchronous one is marked lost
 // (its client went with its node), an async one is re-dispatched as a new
 // attempt. The leader also deletes the oldest terminal records beyond
-// Config.RetentionCount or Config.RetentionAge, in bounded batches.
+// Config.RetentionCount or Config.RetentionAge, in bounded batches. Both
+// passes read only the recent part of the key space in steady state (a
+// cursor below which everything is terminal; a sliding retention window),
+// with a full scan every minute (recovery) or hour (retention).
+//
+// Delivery is at least once: an async execution whose owner died while its
+// process ran on a surviving runner is run again. A sync execution is never
+// re-run behind its client's back.
 //
 // # RPC
 //
