@@ -17,6 +17,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/meshgw/meshgw/consensus"
+	"github.com/meshgw/meshgw/dispatch"
+	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/node/httpapi"
@@ -35,6 +38,10 @@ type Agent struct {
 	gossip *gossip.Gossip
 	rpc    *transport.Transport
 	tls    tlsMaterial
+	cons   *consensus.Manager
+	disp   *dispatch.Dispatcher
+	exec   *runner.Executor
+	state  *stateBackend
 	reg    *prometheus.Registry
 	api    *httpapi.API
 	srv    *http.Server
@@ -117,12 +124,22 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		return nil, fmt.Errorf("rpc: %w", err)
 	}
 	a.reg.MustRegister(a.rpc.Collectors()...)
+	if err := a.wireState(); err != nil {
+		return nil, err
+	}
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
-	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log,
+	opts := []httpapi.Option{}
+	if cfg.ACL {
+		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
+	}
+	opts = append(opts,
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
-		httpapi.WithKeyring(keyringBackend{g}))
+		httpapi.WithKeyring(keyringBackend{g}),
+		httpapi.WithState(a.state),
+		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}))
+	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
 
@@ -180,8 +197,14 @@ func (a *Agent) Start(ctx context.Context) error {
 	default:
 		a.log.Info().Str("tls", string(a.tls.mode)).Msg("node-to-node TLS")
 	}
+	if err := a.cons.Start(ctx); err != nil {
+		return err
+	}
 	if err := a.gossip.Start(ctx); err != nil {
 		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
+	}
+	if err := a.disp.Start(); err != nil {
+		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
@@ -242,11 +265,20 @@ func (a *Agent) Shutdown() {
 		} else if a.httpLn != nil {
 			_ = a.httpLn.Close()
 		}
+		if err := a.disp.Stop(); err != nil {
+			a.log.Warn().Err(err).Msg("dispatch stop")
+		}
 		if err := a.gossip.Shutdown(); err != nil {
 			a.log.Warn().Err(err).Msg("gossip shutdown")
 		}
+		if err := a.cons.Stop(); err != nil {
+			a.log.Warn().Err(err).Msg("consensus stop")
+		}
 		if err := a.rpc.Close(); err != nil {
 			a.log.Warn().Err(err).Msg("rpc close")
+		}
+		if a.exec != nil {
+			_ = a.exec.Close()
 		}
 		a.wg.Wait()
 	})
@@ -283,10 +315,19 @@ func (b *backend) Status(ctx context.Context) (httpapi.Status, error) {
 	for _, m := range b.gossip.Members(gossip.Filter{}) {
 		counts[string(m.Status)]++
 	}
-	return httpapi.Status{
+	st := httpapi.Status{
 		Node: b.cfg.NodeName, Cluster: b.cfg.Cluster, Roles: b.cfg.Roles, Version: b.version,
 		Members: counts,
-	}, nil
+	}
+	for _, g := range b.cons.Status(ctx) {
+		gs := httpapi.GroupStatus{Cluster: g.Cluster, ShardID: g.ShardID, Leader: g.Leader, LeaderID: g.LeaderReplicaID,
+			Term: g.Term, AppliedIndex: g.AppliedIndex, Local: g.Local}
+		for _, r := range g.Replicas {
+			gs.Replicas = append(gs.Replicas, httpapi.Replica{ID: r.ID, Node: r.Node, Addr: r.Addr})
+		}
+		st.Groups = append(st.Groups, gs)
+	}
+	return st, nil
 }
 
 func (b *backend) Leave(ctx context.Context) error {

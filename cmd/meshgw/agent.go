@@ -30,6 +30,7 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		defer os.RemoveAll(cfg.DataDir)
 	}
 	log := newLogger(cfg, stderr)
+	node.InstallLibraryLoggers(log)
 
 	agent, err := node.New(cfg, version, log)
 	if err != nil {

@@ -1,0 +1,157 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/meshgw/meshgw/consensus/fsm"
+)
+
+// Group commit: concurrent proposals to one shard share Raft entries. A few
+// workers take whatever proposals are waiting (up to maxBatch) and propose
+// them as one batch entry; a lone proposer goes straight through, so its
+// latency is that of a single proposal, while under load every Raft round
+// trip carries many commands.
+const (
+	batchWorkers = 4
+	maxBatch     = 128
+)
+
+type proposal struct {
+	ctx  context.Context
+	cmd  fsm.Command
+	done chan proposalResult
+}
+
+type proposalResult struct {
+	res fsm.Result
+	err error
+}
+
+type batcher struct {
+	m     *Manager
+	shard uint64
+	queue chan *proposal
+	stop  chan struct{}
+	wg    sync.WaitGroup
+	once  sync.Once
+}
+
+func newBatcher(m *Manager, shard uint64) *batcher {
+	b := &batcher{m: m, shard: shard, queue: make(chan *proposal, 4096), stop: make(chan struct{})}
+	for i := 0; i < batchWorkers; i++ {
+		b.wg.Add(1)
+		go b.work()
+	}
+	return b
+}
+
+func (b *batcher) close() {
+	b.once.Do(func() { close(b.stop) })
+	b.wg.Wait()
+}
+
+// propose queues cmd and waits for its result or ctx.
+func (b *batcher) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	p := &proposal{ctx: ctx, cmd: cmd, done: make(chan proposalResult, 1)}
+	select {
+	case b.queue <- p:
+	case <-ctx.Done():
+		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+	case <-b.stop:
+		return fsm.Result{}, fmt.Errorf("%w: stopping", ErrNoQuorum)
+	}
+	select {
+	case r := <-p.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		// The command may still commit: the caller learns it timed out,
+		// exactly as with a lost reply.
+		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+	}
+}
+
+func (b *batcher) work() {
+	defer b.wg.Done()
+	for {
+		var first *proposal
+		select {
+		case first = <-b.queue:
+		case <-b.stop:
+			b.drain()
+			return
+		}
+		batch := []*proposal{first}
+	fill:
+		for len(batch) < maxBatch {
+			select {
+			case p := <-b.queue:
+				batch = append(batch, p)
+			default:
+				break fill
+			}
+		}
+		b.run(batch)
+	}
+}
+
+func (b *batcher) run(batch []*proposal) {
+	live := batch[:0]
+	cmds := make([]fsm.Command, 0, len(batch))
+	for _, p := range batch {
+		if p.ctx.Err() != nil {
+			p.done <- proposalResult{err: fmt.Errorf("%w: %v", ErrTimeout, p.ctx.Err())}
+			continue
+		}
+		live = append(live, p)
+		cmds = append(cmds, p.cmd)
+	}
+	if len(live) == 0 {
+		return
+	}
+	entry, err := fsm.EncodeBatch(cmds)
+	if err != nil {
+		for _, p := range live {
+			p.done <- proposalResult{err: err}
+		}
+		return
+	}
+	// The batch outlives any one caller that gives up: it is bounded by
+	// the latest deadline among its proposals (at least OpTimeout).
+	dl := time.Now().Add(b.m.cfg.OpTimeout)
+	for _, p := range live {
+		if d, ok := p.ctx.Deadline(); ok && d.After(dl) {
+			dl = d
+		}
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), dl)
+	defer cancel()
+	data, err := b.m.proposeEntry(ctx, b.shard, entry)
+	var results []fsm.Result
+	if err == nil {
+		results, err = fsm.DecodeResults(data)
+		if err == nil && len(results) != len(live) {
+			err = fmt.Errorf("consensus: %d results for %d commands", len(results), len(live))
+		}
+	}
+	for i, p := range live {
+		if err != nil {
+			p.done <- proposalResult{err: err}
+			continue
+		}
+		p.done <- proposalResult{res: results[i]}
+	}
+}
+
+func (b *batcher) drain() {
+	for {
+		select {
+		case p := <-b.queue:
+			p.done <- proposalResult{err: fmt.Errorf("%w: stopping", ErrNoQuorum)}
+		default:
+			return
+		}
+	}
+}

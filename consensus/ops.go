@@ -1,0 +1,297 @@
+package consensus
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/lni/dragonboat/v4"
+
+	"github.com/meshgw/meshgw/consensus/fsm"
+	"github.com/meshgw/meshgw/transport"
+)
+
+// RPC methods between managers.
+const (
+	methodApply = "consensus.apply"
+	methodRead  = "consensus.read"
+	methodInfo  = "consensus.info"
+	methodJoin  = "consensus.join"
+)
+
+// Remote error codes that carry the sentinels across a forward.
+const (
+	codeNoQuorum        = "no_quorum"
+	codeNotBootstrapped = "not_bootstrapped"
+	codeTimeout         = "timeout"
+	codeNotHosting      = "not_hosting"
+	codeBad             = "bad_request"
+)
+
+// Apply proposes cmd to cluster's group and returns its result. A node
+// without a replica forwards to one that has it.
+func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (fsm.Result, error) {
+	if err := cmd.Validate(); err != nil {
+		return fsm.Result{}, err
+	}
+	if h, ok := m.hostedShard(cluster); ok {
+		return m.applyLocal(ctx, h, cmd)
+	}
+	var res fsm.Result
+	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res)
+	return res, err
+}
+
+func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fsm.Result, error) {
+	m.mu.Lock()
+	b := m.batchers[h.Shard]
+	m.mu.Unlock()
+	if b == nil {
+		return fsm.Result{}, ErrNotBootstrapped
+	}
+	return b.propose(ctx, cmd)
+}
+
+// proposeEntry proposes one encoded entry, retrying while dragonboat says
+// the failure is temporary and ctx allows.
+func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte) ([]byte, error) {
+	for {
+		pctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+		res, err := m.nh.SyncPropose(pctx, m.session(shard), entry)
+		cancel()
+		if err == nil {
+			if res.Value == 0 {
+				return nil, fmt.Errorf("%w: the state machine refused the entry", fsm.ErrBadCommand)
+			}
+			return res.Data, nil
+		}
+		if !dragonboat.IsTempError(err) && !errors.Is(err, context.DeadlineExceeded) {
+			return nil, m.mapErr(shard, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, m.mapErr(shard, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// boundedCtx bounds ctx by d when it has no earlier deadline.
+func boundedCtx(ctx context.Context, d time.Duration) (context.Context, context.CancelFunc) {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeout(ctx, d)
+}
+
+// mapErr turns dragonboat errors into the package's sentinels.
+func (m *Manager) mapErr(shard uint64, err error) error {
+	switch {
+	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
+		return fmt.Errorf("%w: %v", ErrNotBootstrapped, err)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy):
+		if _, _, valid, _ := m.nh.GetLeaderID(shard); !valid {
+			return fmt.Errorf("%w: no leader for the group: %v", ErrNoQuorum, err)
+		}
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
+	}
+	return err
+}
+
+// read runs a linearizable query on cluster's group.
+func (m *Manager) read(ctx context.Context, cluster string, q fsm.Query) (fsm.QueryResult, error) {
+	if h, ok := m.hostedShard(cluster); ok {
+		return m.readLocal(ctx, h, q)
+	}
+	var res fsm.QueryResult
+	err := m.forward(ctx, cluster, methodRead, readReq{Cluster: cluster, Query: q}, &res)
+	return res, err
+}
+
+func (m *Manager) readLocal(ctx context.Context, h hosted, q fsm.Query) (fsm.QueryResult, error) {
+	for {
+		rctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+		v, err := m.nh.SyncRead(rctx, h.Shard, q)
+		cancel()
+		if err == nil {
+			return v.(fsm.QueryResult), nil
+		}
+		if !dragonboat.IsTempError(err) && !errors.Is(err, context.DeadlineExceeded) {
+			return fsm.QueryResult{}, m.mapErr(h.Shard, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fsm.QueryResult{}, m.mapErr(h.Shard, err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// Get reads key linearizably.
+func (m *Manager) Get(ctx context.Context, cluster, key string) (fsm.Item, bool, error) {
+	r, err := m.read(ctx, cluster, fsm.Query{Get: key})
+	if err != nil || r.Item == nil {
+		return fsm.Item{}, false, err
+	}
+	return *r.Item, true, nil
+}
+
+// List reads keys linearizably.
+func (m *Manager) List(ctx context.Context, cluster string, q fsm.ListQuery) ([]fsm.Item, error) {
+	r, err := m.read(ctx, cluster, fsm.Query{List: &q})
+	return r.Items, err
+}
+
+// Snapshot returns a consistent point-in-time export of cluster's state.
+func (m *Manager) Snapshot(ctx context.Context, cluster string) ([]byte, error) {
+	r, err := m.read(ctx, cluster, fsm.Query{Export: true})
+	return r.Export, err
+}
+
+// Restore replaces cluster's whole state with a snapshot blob.
+func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) error {
+	entry, err := fsm.EncodeRestore(blob)
+	if err != nil {
+		return err
+	}
+	if h, ok := m.hostedShard(cluster); ok {
+		_, err := m.proposeEntry(ctx, h.Shard, entry)
+		return err
+	}
+	var ok bool
+	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok)
+}
+
+type applyReq struct {
+	Cluster string      `json:"cluster"`
+	Cmd     fsm.Command `json:"cmd"`
+	Restore []byte      `json:"restore,omitempty"`
+}
+
+type readReq struct {
+	Cluster string    `json:"cluster"`
+	Query   fsm.Query `json:"query"`
+}
+
+// forward sends a request to a node of cluster that hosts its group,
+// preferring ones that answered before, and tries the next on failure.
+func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any) error {
+	if m.rpc == nil {
+		return fmt.Errorf("%w: no replica of cluster %s here and no transport", ErrNotBootstrapped, cluster)
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	var targets []Peer
+	for _, p := range m.members.Peers() {
+		if p.Cluster == cluster && p.Status == "alive" && p.RPCAddr != "" && p.Name != m.cfg.NodeName {
+			targets = append(targets, p)
+		}
+	}
+	if len(targets) == 0 {
+		return fmt.Errorf("%w: no live node of cluster %q", ErrNotBootstrapped, cluster)
+	}
+	m.mu.Lock()
+	m.rr++
+	start := int(m.rr % uint64(len(targets)))
+	m.mu.Unlock()
+	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
+	for i := range targets {
+		p := targets[(start+i)%len(targets)]
+		cctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+		resp, err := m.rpc.Call(cctx, p.RPCAddr, method, body)
+		cancel()
+		if err == nil {
+			if err := json.Unmarshal(resp, out); err != nil {
+				return fmt.Errorf("forward to %s: decode: %w", p.Name, err)
+			}
+			return nil
+		}
+		var re *transport.RemoteError
+		if errors.As(err, &re) {
+			switch re.Code {
+			case codeNotHosting:
+				continue
+			case codeNoQuorum:
+				return fmt.Errorf("%w (via %s): %s", ErrNoQuorum, p.Name, re.Message)
+			case codeNotBootstrapped:
+				lastErr = fmt.Errorf("%w (via %s): %s", ErrNotBootstrapped, p.Name, re.Message)
+				continue
+			case codeTimeout:
+				return fmt.Errorf("%w (via %s): %s", ErrTimeout, p.Name, re.Message)
+			case codeBad:
+				return fmt.Errorf("%w: %s", fsm.ErrBadCommand, re.Message)
+			}
+			return fmt.Errorf("forward to %s: %w", p.Name, err)
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		}
+		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
+	}
+	return lastErr
+}
+
+// remoteErr carries a sentinel to the forwarding node.
+func remoteErr(err error) error {
+	switch {
+	case errors.Is(err, ErrNoQuorum):
+		return transport.Errorf(codeNoQuorum, "%v", err)
+	case errors.Is(err, ErrNotBootstrapped):
+		return transport.Errorf(codeNotBootstrapped, "%v", err)
+	case errors.Is(err, ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return transport.Errorf(codeTimeout, "%v", err)
+	case errors.Is(err, fsm.ErrBadCommand), errors.Is(err, fsm.ErrBadSnapshot):
+		return transport.Errorf(codeBad, "%v", err)
+	}
+	return err
+}
+
+func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte, error) {
+	var req applyReq
+	if err := json.Unmarshal(r.Body, &req); err != nil {
+		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	h, ok := m.hostedShard(req.Cluster)
+	if !ok {
+		return nil, transport.Errorf(codeNotHosting, "%s hosts no replica of cluster %s", m.cfg.NodeName, req.Cluster)
+	}
+	if req.Restore != nil {
+		entry, err := fsm.EncodeRestore(req.Restore)
+		if err != nil {
+			return nil, remoteErr(err)
+		}
+		if _, err := m.proposeEntry(ctx, h.Shard, entry); err != nil {
+			return nil, remoteErr(err)
+		}
+		return []byte("true"), nil
+	}
+	if err := req.Cmd.Validate(); err != nil {
+		return nil, remoteErr(err)
+	}
+	res, err := m.applyLocal(ctx, h, req.Cmd)
+	if err != nil {
+		return nil, remoteErr(err)
+	}
+	return json.Marshal(res)
+}
+
+func (m *Manager) serveRead(ctx context.Context, r *transport.Request) ([]byte, error) {
+	var req readReq
+	if err := json.Unmarshal(r.Body, &req); err != nil {
+		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	h, ok := m.hostedShard(req.Cluster)
+	if !ok {
+		return nil, transport.Errorf(codeNotHosting, "%s hosts no replica of cluster %s", m.cfg.NodeName, req.Cluster)
+	}
+	res, err := m.readLocal(ctx, h, req.Query)
+	if err != nil {
+		return nil, remoteErr(err)
+	}
+	return json.Marshal(res)
+}

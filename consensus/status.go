@@ -1,0 +1,100 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/logger"
+	"github.com/rs/zerolog"
+
+	"github.com/meshgw/meshgw/consensus/fsm"
+)
+
+// GroupStatus is one Raft group as this node sees it.
+type GroupStatus struct {
+	Cluster         string
+	ShardID         uint64
+	Leader          string // node name, when known
+	LeaderReplicaID uint64
+	Term            uint64
+	AppliedIndex    uint64
+	Local           bool // this node holds a replica
+	Replicas        []Replica
+}
+
+// Replica is one voter of a group.
+type Replica struct {
+	ID   uint64
+	Node string
+	Addr string
+}
+
+// Status reports every group this node hosts.
+func (m *Manager) Status(ctx context.Context) []GroupStatus {
+	if m.nh == nil {
+		return nil
+	}
+	names := map[string]string{}
+	for _, p := range m.members.Peers() {
+		if p.RaftAddr != "" {
+			names[p.RaftAddr] = p.Name
+		}
+	}
+	byShard := map[uint64]string{}
+	m.mu.Lock()
+	for c, h := range m.shards {
+		byShard[h.Shard] = c
+	}
+	m.mu.Unlock()
+	info := m.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	var out []GroupStatus
+	for _, si := range info.ShardInfoList {
+		c, ok := byShard[si.ShardID]
+		if !ok {
+			continue
+		}
+		g := GroupStatus{Cluster: c, ShardID: si.ShardID, LeaderReplicaID: si.LeaderID, Term: si.Term, Local: true}
+		for id, addr := range si.Replicas {
+			g.Replicas = append(g.Replicas, Replica{ID: id, Node: names[addr], Addr: addr})
+			if id == si.LeaderID {
+				g.Leader = names[addr]
+			}
+		}
+		sort.Slice(g.Replicas, func(i, j int) bool { return g.Replicas[i].Node < g.Replicas[j].Node })
+		if v, err := m.nh.StaleRead(si.ShardID, fsm.AppliedQuery{}); err == nil {
+			g.AppliedIndex, _ = v.(uint64)
+		}
+		out = append(out, g)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Cluster < out[j].Cluster })
+	return out
+}
+
+var loggerOnce sync.Once
+
+// InstallLogger routes dragonboat's (and pebble's) logging into log. It
+// takes effect once per process: dragonboat panics on a second factory.
+// Routine Raft chatter (elections, snapshots) goes to debug; dragonboat's
+// errors become warnings, its panics errors.
+func InstallLogger(log zerolog.Logger) {
+	loggerOnce.Do(func() {
+		logger.SetLoggerFactory(func(pkg string) logger.ILogger {
+			return &dbLogger{log: log.With().Str("component", "raft").Str("pkg", pkg).Logger()}
+		})
+	})
+}
+
+type dbLogger struct{ log zerolog.Logger }
+
+func (l *dbLogger) SetLevel(logger.LogLevel)                    {}
+func (l *dbLogger) Debugf(format string, args ...interface{})   { l.log.Trace().Msgf(format, args...) }
+func (l *dbLogger) Infof(format string, args ...interface{})    { l.log.Debug().Msgf(format, args...) }
+func (l *dbLogger) Warningf(format string, args ...interface{}) { l.log.Debug().Msgf(format, args...) }
+func (l *dbLogger) Errorf(format string, args ...interface{})   { l.log.Warn().Msgf(format, args...) }
+func (l *dbLogger) Panicf(format string, args ...interface{}) {
+	l.log.Error().Msgf(format, args...)
+	panic(fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,190 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strings"
+
+	"github.com/meshgw/meshgw/consensus"
+	"github.com/meshgw/meshgw/consensus/fsm"
+	"github.com/meshgw/meshgw/dispatch"
+	"github.com/meshgw/meshgw/gossip"
+	"github.com/meshgw/meshgw/node/httpapi"
+)
+
+// kvStore is what node needs from consensus.
+type kvStore interface {
+	Apply(ctx context.Context, cluster string, cmd fsm.Command) (fsm.Result, error)
+	Get(ctx context.Context, cluster, key string) (fsm.Item, bool, error)
+	List(ctx context.Context, cluster string, q fsm.ListQuery) ([]fsm.Item, error)
+	IsLeader(cluster string) bool
+	Snapshot(ctx context.Context, cluster string) ([]byte, error)
+	Restore(ctx context.Context, cluster string, data []byte) error
+}
+
+var _ kvStore = (*consensus.Manager)(nil)
+
+// apiError maps consensus and dispatch errors to API errors.
+func apiError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	var he *httpapi.Error
+	switch {
+	case errors.As(err, &he):
+		return err
+	case errors.Is(err, consensus.ErrNoQuorum), errors.Is(err, consensus.ErrNotBootstrapped):
+		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s: %v", op, err).WithRetryAfter(1)
+	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
+		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s: %v", op, err).WithRetryAfter(1)
+	case errors.Is(err, dispatch.ErrConflict):
+		return httpapi.Errorf(http.StatusConflict, "conflict", "%s: %v", op, err)
+	case errors.Is(err, context.Canceled):
+		return httpapi.Errorf(499, "canceled", "%s: client went away", op)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+// stateBackend serves services, clusters and snapshots over consensus.
+type stateBackend struct {
+	kv     kvStore
+	gossip *gossip.Gossip
+	cons   *consensus.Manager
+}
+
+var _ httpapi.StateBackend = (*stateBackend)(nil)
+
+func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispatch.Service, cas *uint64) (uint64, error) {
+	svc.Version = 0
+	val, err := json.Marshal(svc)
+	if err != nil {
+		return 0, err
+	}
+	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}})
+	if err != nil {
+		return 0, apiError("put service", err)
+	}
+	if res.Conflict {
+		return 0, conflict(svc.Name, cas)
+	}
+	return res.Versions[0], nil
+}
+
+func conflict(name string, cas *uint64) error {
+	if cas != nil && *cas == 0 {
+		return httpapi.Errorf(http.StatusConflict, "conflict", "service %q already exists (cas=0 requires that it does not)", name)
+	}
+	v := uint64(0)
+	if cas != nil {
+		v = *cas
+	}
+	return httpapi.Errorf(http.StatusConflict, "conflict", "service %q is not at version %d", name, v)
+}
+
+func notFound(what, name string) error {
+	return httpapi.Errorf(http.StatusNotFound, "not_found", "%s %q not found", what, name)
+}
+
+func (s *stateBackend) GetService(ctx context.Context, cluster, name string) (dispatch.Service, error) {
+	it, ok, err := s.kv.Get(ctx, cluster, dispatch.ServiceKey(name))
+	if err != nil {
+		return dispatch.Service{}, apiError("get service", err)
+	}
+	if !ok {
+		return dispatch.Service{}, notFound("service", name)
+	}
+	return decodeService(it)
+}
+
+func decodeService(it fsm.Item) (dispatch.Service, error) {
+	var svc dispatch.Service
+	if err := json.Unmarshal(it.Value, &svc); err != nil {
+		return svc, fmt.Errorf("decode %s: %w", it.Key, err)
+	}
+	svc.Version = it.Version
+	return svc, nil
+}
+
+func (s *stateBackend) ListServices(ctx context.Context, cluster string) ([]dispatch.Service, error) {
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: dispatch.ServiceKey("")})
+	if err != nil {
+		return nil, apiError("list services", err)
+	}
+	out := make([]dispatch.Service, 0, len(items))
+	for _, it := range items {
+		svc, err := decodeService(it)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, svc)
+	}
+	return out, nil
+}
+
+func (s *stateBackend) DeleteService(ctx context.Context, cluster, name string, cas *uint64) error {
+	key := dispatch.ServiceKey(name)
+	if cas == nil {
+		// A delete of an unknown service is a 404, not a silent success.
+		if _, ok, err := s.kv.Get(ctx, cluster, key); err != nil {
+			return apiError("delete service", err)
+		} else if !ok {
+			return notFound("service", name)
+		}
+	}
+	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpDelete, Key: key, CAS: cas}}})
+	if err != nil {
+		return apiError("delete service", err)
+	}
+	if res.Conflict {
+		return conflict(name, cas)
+	}
+	return nil
+}
+
+func (s *stateBackend) Clusters(ctx context.Context) ([]httpapi.Cluster, error) {
+	byID := map[string]*httpapi.Cluster{}
+	for _, m := range s.gossip.Members(gossip.Filter{}) {
+		c := byID[m.Cluster]
+		if c == nil {
+			c = &httpapi.Cluster{ID: m.Cluster}
+			byID[m.Cluster] = c
+		}
+		c.Members++
+		if m.Status == gossip.StatusAlive {
+			c.Alive++
+			for _, r := range m.Roles {
+				if r == "runner" {
+					c.Runners++
+				}
+			}
+		}
+	}
+	for _, g := range s.cons.Status(ctx) {
+		if c := byID[g.Cluster]; c != nil {
+			c.Leader, c.ShardID = g.Leader, g.ShardID
+		}
+	}
+	out := make([]httpapi.Cluster, 0, len(byID))
+	for _, c := range byID {
+		out = append(out, *c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out, nil
+}
+
+func (s *stateBackend) Snapshot(ctx context.Context, cluster string) ([]byte, error) {
+	data, err := s.kv.Snapshot(ctx, cluster)
+	return data, apiError("snapshot", err)
+}
+
+func (s *stateBackend) Restore(ctx context.Context, cluster string, data []byte) error {
+	err := s.kv.Restore(ctx, cluster, data)
+	if err != nil && strings.Contains(err.Error(), "snapshot") && !errors.Is(err, consensus.ErrNoQuorum) {
+		return httpapi.Errorf(http.StatusBadRequest, "bad_snapshot", "%v", err)
+	}
+	return apiError("restore", err)
+}

@@ -1,0 +1,95 @@
+package node
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/meshgw/meshgw/consensus/fsm"
+	"github.com/meshgw/meshgw/dispatch"
+	"github.com/meshgw/meshgw/gossip"
+)
+
+// dispatchStore adapts consensus to dispatch.Store.
+type dispatchStore struct{ kv kvStore }
+
+var _ dispatch.Store = dispatchStore{}
+
+func (s dispatchStore) Get(ctx context.Context, cluster, key string) ([]byte, uint64, bool, error) {
+	it, ok, err := s.kv.Get(ctx, cluster, key)
+	if err != nil || !ok {
+		return nil, 0, ok, err
+	}
+	return it.Value, it.Version, true, nil
+}
+
+func (s dispatchStore) Put(ctx context.Context, cluster, key string, value []byte, cas *uint64) (uint64, error) {
+	vs, err := s.PutMulti(ctx, cluster, []dispatch.KV{{Key: key, Value: value, CAS: cas}})
+	if err != nil {
+		return 0, err
+	}
+	return vs[0], nil
+}
+
+func (s dispatchStore) PutMulti(ctx context.Context, cluster string, kvs []dispatch.KV) ([]uint64, error) {
+	ops := make([]fsm.Op, len(kvs))
+	for i, kv := range kvs {
+		ops[i] = fsm.Op{Type: fsm.OpPut, Key: kv.Key, Value: kv.Value, CAS: kv.CAS}
+	}
+	return s.apply(ctx, cluster, ops)
+}
+
+func (s dispatchStore) apply(ctx context.Context, cluster string, ops []fsm.Op) ([]uint64, error) {
+	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
+	if err != nil {
+		return nil, err
+	}
+	if res.Conflict {
+		return nil, &dispatch.ConflictError{Key: res.ConflictKey}
+	}
+	if len(res.Versions) != len(ops) {
+		return nil, fmt.Errorf("store: %d versions for %d ops", len(res.Versions), len(ops))
+	}
+	return res.Versions, nil
+}
+
+func (s dispatchStore) Delete(ctx context.Context, cluster, key string, cas *uint64) error {
+	_, err := s.apply(ctx, cluster, []fsm.Op{{Type: fsm.OpDelete, Key: key, CAS: cas}})
+	return err
+}
+
+func (s dispatchStore) List(ctx context.Context, cluster, prefix string, o dispatch.ListOptions) ([]dispatch.Entry, error) {
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit, Reverse: o.Reverse, Match: o.Match})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dispatch.Entry, len(items))
+	for i, it := range items {
+		out[i] = dispatch.Entry{Key: it.Key, Value: it.Value, Version: it.Version}
+	}
+	return out, nil
+}
+
+func (s dispatchStore) IsLeader(cluster string) bool { return s.kv.IsLeader(cluster) }
+
+// runnerView adapts gossip to dispatch.Runners.
+type runnerView struct{ g *gossip.Gossip }
+
+var _ dispatch.Runners = runnerView{}
+
+func (v runnerView) Runners(cluster string) []dispatch.Runner {
+	ms := v.g.Members(gossip.Filter{Cluster: cluster})
+	out := make([]dispatch.Runner, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles})
+	}
+	return out
+}
+
+func (v runnerView) NodeStatus(name string) (string, bool) {
+	for _, m := range v.g.Members(gossip.Filter{}) {
+		if m.Name == name {
+			return string(m.Status), true
+		}
+	}
+	return "", false
+}
