@@ -150,6 +150,11 @@ type hosted struct {
 	Cluster string `json:"cluster"`
 	Shard   uint64 `json:"shard"`
 	Replica uint64 `json:"replica"`
+	// BootstrappedAt is when this node created the group by bootstrap
+	// (zero for a replica that joined).
+	BootstrappedAt time.Time `json:"bootstrapped_at,omitzero"`
+	// Initial is the member map the group was bootstrapped with.
+	Initial map[uint64]string `json:"initial,omitempty"`
 }
 
 // Manager owns the NodeHost and every group this node takes part in.

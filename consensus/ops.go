@@ -91,6 +91,8 @@ func (m *Manager) mapErr(shard uint64, err error) error {
 	switch {
 	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
 		return fmt.Errorf("%w: %v", ErrNotBootstrapped, err)
+	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
+		return fmt.Errorf("%w: %v", ErrTimeout, err)
 	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
 		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy):
 		if _, _, valid, _ := m.nh.GetLeaderID(shard); !valid {

@@ -80,6 +80,9 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 			alive = append(alive, p)
 		}
 	}
+	if m.joinBootstrapRound(ctx, alive) {
+		return
+	}
 	if len(alive) < n {
 		m.setCandidates("")
 		return
@@ -107,7 +110,13 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 		}
 	}
 	shard := ShardID(m.cfg.LocalCluster)
-	// Anyone already hosting the group? Then it exists: wait to be added.
+	// Anyone already hosting the group? If it is not a peer of this very
+	// bootstrap (same chosen set, created moments ago), the group exists:
+	// wait to be added by its leader instead of creating a second one.
+	inChosen := map[string]bool{}
+	for _, p := range chosen {
+		inChosen[p.Name] = true
+	}
 	for _, p := range alive {
 		if p.Name == m.cfg.NodeName {
 			continue
@@ -117,7 +126,9 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 			m.log.Debug().Err(err).Str("peer", p.Name).Msg("bootstrap: peer not answering yet")
 			return
 		}
-		if info.Hosts {
+		sameBootstrap := inChosen[p.Name] && info.Replica == replicaID(p.Name, 0) &&
+			!info.BootstrappedAt.IsZero() && time.Since(info.BootstrappedAt) < bootstrapWindow
+		if info.Hosts && !sameBootstrap {
 			if self >= 0 {
 				m.log.Info().Str("cluster", m.cfg.LocalCluster).Str("peer", p.Name).Msg("group already exists; waiting to be added")
 			}
@@ -131,12 +142,40 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 	for _, p := range chosen {
 		members[replicaID(p.Name, 0)] = p.RaftAddr
 	}
-	h := hosted{Cluster: m.cfg.LocalCluster, Shard: shard, Replica: replicaID(m.cfg.NodeName, 0)}
+	h := hosted{Cluster: m.cfg.LocalCluster, Shard: shard, Replica: replicaID(m.cfg.NodeName, 0), BootstrappedAt: time.Now(), Initial: members}
 	if err := m.startReplica(h, members, false); err != nil {
 		m.log.Error().Err(err).Str("cluster", h.Cluster).Msg("bootstrap failed")
 		return
 	}
 	m.log.Info().Str("cluster", h.Cluster).Strs("voters", names).Msg("bootstrapped the cluster's Raft group")
+}
+
+// joinBootstrapRound starts this node's replica when a peer bootstrapped
+// the group with this node among its initial members (this node was slower
+// to see the set, or the set changed since). It reports whether it did.
+func (m *Manager) joinBootstrapRound(ctx context.Context, alive []Peer) bool {
+	self := replicaID(m.cfg.NodeName, 0)
+	for _, p := range alive {
+		if p.Name == m.cfg.NodeName {
+			continue
+		}
+		info, err := m.info(ctx, p.RPCAddr, m.cfg.LocalCluster)
+		if err != nil || !info.Hosts || info.BootstrappedAt.IsZero() {
+			continue
+		}
+		if addr, ok := info.Initial[self]; !ok || addr != m.cfg.RaftAdvertiseAddr {
+			continue
+		}
+		h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster), Replica: self,
+			BootstrappedAt: info.BootstrappedAt, Initial: info.Initial}
+		if err := m.startReplica(h, info.Initial, false); err != nil {
+			m.log.Error().Err(err).Msg("start bootstrap replica")
+			return false
+		}
+		m.log.Info().Str("cluster", h.Cluster).Str("peer", p.Name).Msg("started this node's replica of the group a peer bootstrapped")
+		return true
+	}
+	return false
 }
 
 // setCandidates records the bootstrap candidate set; it reports whether the
@@ -156,9 +195,15 @@ type infoReq struct {
 }
 
 type infoResp struct {
-	Hosts   bool   `json:"hosts"`
-	Replica uint64 `json:"replica,omitempty"`
+	Hosts          bool              `json:"hosts"`
+	Replica        uint64            `json:"replica,omitempty"`
+	BootstrappedAt time.Time         `json:"bootstrapped_at,omitzero"`
+	Initial        map[uint64]string `json:"initial,omitempty"`
 }
+
+// bootstrapWindow: a peer that created the group by bootstrap within this
+// window is taken to be part of the same bootstrap round.
+const bootstrapWindow = time.Minute
 
 func (m *Manager) info(ctx context.Context, addr, cluster string) (infoResp, error) {
 	body, _ := json.Marshal(infoReq{Cluster: cluster})
@@ -177,7 +222,7 @@ func (m *Manager) serveInfo(ctx context.Context, r *transport.Request) ([]byte, 
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
 	}
 	h, ok := m.hostedShard(req.Cluster)
-	return json.Marshal(infoResp{Hosts: ok, Replica: h.Replica})
+	return json.Marshal(infoResp{Hosts: ok, Replica: h.Replica, BootstrappedAt: h.BootstrappedAt, Initial: h.Initial})
 }
 
 type joinReq struct {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"testing"
 	"time"
 
@@ -68,7 +69,11 @@ func testConfig(t testing.TB, name string, mod func(*config.Runtime)) config.Run
 
 func startAgent(t testing.TB, cfg config.Runtime) *Agent {
 	t.Helper()
-	a, err := New(cfg, "test", zerolog.Nop())
+	log := zerolog.Nop()
+	if os.Getenv("MESHGW_TEST_LOG") != "" {
+		log = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, NoColor: true}).Level(zerolog.InfoLevel).With().Timestamp().Str("node", cfg.NodeName).Logger()
+	}
+	a, err := New(cfg, "test", log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,9 +163,13 @@ type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 func (a *API) handle(pattern string, h handlerFunc) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if err := h(w, r); err != nil {
+			// Internal errors are worth a warning; expected ones (4xx, and
+			// 5xx that say "retry later") would only spam the log.
 			var e *Error
-			if !errors.As(err, &e) || e.Status >= 500 {
+			if !errors.As(err, &e) || e.Status == http.StatusInternalServerError {
 				a.log.Warn().Err(err).Str("method", r.Method).Str("path", r.URL.Path).Msg("request failed")
+			} else {
+				a.log.Debug().Err(err).Int("status", e.Status).Str("path", r.URL.Path).Msg("request refused")
 			}
 			WriteError(w, err)
 		}

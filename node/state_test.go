@@ -1,0 +1,146 @@
+package node
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/meshgw/meshgw/node/config"
+	"github.com/meshgw/meshgw/node/httpapi"
+)
+
+func init() { InstallLibraryLoggers(zerolog.Nop()) }
+
+func do(method, addr, path string, body any, out any) (int, error) {
+	var rd *bytes.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	} else {
+		rd = bytes.NewReader(nil)
+	}
+	req, _ := http.NewRequest(method, "http://"+addr+path, rd)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var buf bytes.Buffer
+	buf.ReadFrom(resp.Body)
+	if resp.StatusCode >= 300 {
+		return resp.StatusCode, fmt.Errorf("%s %s: %d %s", method, path, resp.StatusCode, buf.String())
+	}
+	if out != nil {
+		return resp.StatusCode, json.Unmarshal(buf.Bytes(), out)
+	}
+	return resp.StatusCode, nil
+}
+
+func leaderOf(addr string) (string, error) {
+	var st httpapi.Status
+	if _, err := do("GET", addr, "/v1/status", nil, &st); err != nil {
+		return "", err
+	}
+	for _, g := range st.Groups {
+		if g.Cluster == "default" && g.Leader != "" {
+			return g.Leader, nil
+		}
+	}
+	return "", fmt.Errorf("no leader in %+v", st.Groups)
+}
+
+func TestReplicatedServicesSurviveLeaderLoss(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node Raft cluster")
+	}
+	a1 := startAgent(t, testConfig(t, "s1", nil))
+	join := []string{a1.cfg.BindAddr}
+	agents := map[string]*Agent{"s1": a1}
+	for _, n := range []string{"s2", "s3"} {
+		agents[n] = startAgent(t, testConfig(t, n, func(c *config.Runtime) { c.Join = join }))
+	}
+	// A node of another cluster holds no replica of "default" and forwards.
+	other := startAgent(t, testConfig(t, "o1", func(c *config.Runtime) { c.Join = join; c.Cluster = "other" }))
+
+	svc := func(i int) map[string]any {
+		return map[string]any{"name": fmt.Sprintf("svc%d", i), "type": "exec", "command": []string{"echo", fmt.Sprint(i)}}
+	}
+	eventually(t, 30*time.Second, func() error {
+		_, err := do("PUT", a1.HTTPAddr(), "/v1/services/svc0", svc(0), nil)
+		return err
+	})
+	for _, a := range []*Agent{agents["s2"], agents["s3"]} {
+		var got map[string]any
+		if _, err := do("GET", a.HTTPAddr(), "/v1/services/svc0", nil, &got); err != nil || got["version"] == nil {
+			t.Fatalf("read on %s: %v %v", a.cfg.NodeName, got, err)
+		}
+	}
+	var fwd map[string]any
+	if _, err := do("GET", other.HTTPAddr(), "/v1/services/svc0?cluster=default", nil, &fwd); err != nil {
+		t.Fatalf("forwarded read from another cluster's node: %v", err)
+	}
+	// CAS: a stale version is refused.
+	if code, _ := do("PUT", a1.HTTPAddr(), "/v1/services/svc0?cas=999999", svc(0), nil); code != 409 {
+		t.Fatalf("stale cas: %d", code)
+	}
+
+	// The group is formed: every voter runs its replica.
+	for _, a := range agents {
+		a := a
+		eventually(t, 20*time.Second, func() error {
+			var st httpapi.Status
+			if _, err := do("GET", a.HTTPAddr(), "/v1/status", nil, &st); err != nil {
+				return err
+			}
+			if len(st.Groups) == 0 || !st.Groups[0].Local || st.Groups[0].Leader == "" {
+				return fmt.Errorf("%s: %+v", a.cfg.NodeName, st.Groups)
+			}
+			return nil
+		})
+	}
+	var leader string
+	eventually(t, 10*time.Second, func() (err error) { leader, err = leaderOf(a1.HTTPAddr()); return })
+	acked := []string{"svc0"}
+	for i := 1; i <= 5; i++ {
+		if _, err := do("PUT", a1.HTTPAddr(), fmt.Sprintf("/v1/services/svc%d", i), svc(i), nil); err == nil {
+			acked = append(acked, fmt.Sprintf("svc%d", i))
+		}
+	}
+	agents[leader].Shutdown() // like kill -9
+	delete(agents, leader)
+	var survivor *Agent
+	for _, a := range agents {
+		survivor = a
+	}
+	for i := 6; i <= 10; i++ {
+		i := i
+		eventually(t, 20*time.Second, func() error {
+			_, err := do("PUT", survivor.HTTPAddr(), fmt.Sprintf("/v1/services/svc%d", i), svc(i), nil)
+			return err
+		})
+		acked = append(acked, fmt.Sprintf("svc%d", i))
+	}
+	for _, a := range agents {
+		var list []map[string]any
+		if _, err := do("GET", a.HTTPAddr(), "/v1/services", nil, &list); err != nil {
+			t.Fatal(err)
+		}
+		have := map[string]bool{}
+		for _, s := range list {
+			have[s["name"].(string)] = true
+		}
+		for _, name := range acked {
+			if !have[name] {
+				t.Errorf("%s lost acknowledged write %s", a.cfg.NodeName, name)
+			}
+		}
+	}
+	_ = context.Background
+}
