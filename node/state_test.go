@@ -144,3 +144,110 @@ func TestReplicatedServicesSurviveLeaderLoss(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+func groupOf(addr string) (httpapi.GroupStatus, error) {
+	var st httpapi.Status
+	if _, err := do("GET", addr, "/v1/status", nil, &st); err != nil {
+		return httpapi.GroupStatus{}, err
+	}
+	for _, g := range st.Groups {
+		if g.Cluster == "default" {
+			return g, nil
+		}
+	}
+	return httpapi.GroupStatus{}, fmt.Errorf("no local group")
+}
+
+func TestAutopilotReplacesDeadVoter(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5-node Raft cluster")
+	}
+	a1 := startAgent(t, testConfig(t, "p1", nil))
+	join := []string{a1.cfg.BindAddr}
+	agents := map[string]*Agent{"p1": a1}
+	for _, n := range []string{"p2", "p3", "p4", "p5"} {
+		agents[n] = startAgent(t, testConfig(t, n, func(c *config.Runtime) { c.Join = join }))
+	}
+	var g httpapi.GroupStatus
+	eventually(t, 30*time.Second, func() (err error) {
+		g, err = groupOf(a1.HTTPAddr())
+		if err == nil && (len(g.Replicas) != 3 || g.Leader == "") {
+			err = fmt.Errorf("group %+v", g)
+		}
+		return err
+	})
+	var victim string
+	for _, r := range g.Replicas {
+		if r.Node != g.Leader {
+			victim = r.Node
+			break
+		}
+	}
+	agents[victim].Shutdown()
+	delete(agents, victim)
+	var survivor *Agent
+	for _, a := range agents {
+		survivor = a
+	}
+	// After the dead-voter timeout (2 s here) a live node replaces it.
+	eventually(t, 30*time.Second, func() error {
+		g, err := groupOf(survivor.HTTPAddr())
+		if err != nil {
+			return err
+		}
+		names := map[string]bool{}
+		for _, r := range g.Replicas {
+			names[r.Node] = true
+		}
+		if names[victim] || len(g.Replicas) != 3 {
+			return fmt.Errorf("voters %+v still include %s or are not 3", g.Replicas, victim)
+		}
+		for n := range names {
+			if agents[n] == nil {
+				return fmt.Errorf("voter %q is not a live node", n)
+			}
+		}
+		return nil
+	})
+	// And the group still takes writes.
+	eventually(t, 10*time.Second, func() error {
+		_, err := do("PUT", survivor.HTTPAddr(), "/v1/services/after", map[string]any{"name": "after", "type": "exec", "command": []string{"true"}}, nil)
+		return err
+	})
+}
+
+func TestRunThroughAnyNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node cluster")
+	}
+	a1 := startAgent(t, testConfig(t, "r1", func(c *config.Runtime) { c.Roles = []string{"gateway"} }))
+	join := []string{a1.cfg.BindAddr}
+	startAgent(t, testConfig(t, "r2", func(c *config.Runtime) { c.Join = join }))
+	startAgent(t, testConfig(t, "r3", func(c *config.Runtime) { c.Join = join }))
+	eventually(t, 30*time.Second, func() error {
+		_, err := do("PUT", a1.HTTPAddr(), "/v1/services/cat", map[string]any{"name": "cat", "type": "exec", "command": []string{"cat"},
+			"decorator": map[string]any{"type": "object", "required": []string{"n"}}}, nil)
+		return err
+	})
+	runners := map[string]bool{}
+	for i := 0; i < 6; i++ {
+		var res map[string]any
+		if _, err := do("POST", a1.HTTPAddr(), "/v1/services/cat/run", map[string]any{"n": i}, &res); err != nil {
+			t.Fatal(err)
+		}
+		if res["status"] != "succeeded" || res["stdout"] != fmt.Sprintf(`{"n":%d}`, i) {
+			t.Fatalf("run: %+v", res)
+		}
+		runners[res["runner"].(string)] = true
+	}
+	if runners["r1"] || len(runners) != 2 {
+		t.Fatalf("runs went to %v; want both runners, never the gateway-only r1", runners)
+	}
+	if code, _ := do("POST", a1.HTTPAddr(), "/v1/services/cat/run", map[string]any{"m": 1}, nil); code != 400 {
+		t.Fatalf("schema violation: %d", code)
+	}
+	var list []map[string]any
+	if _, err := do("GET", a1.HTTPAddr(), "/v1/executions?service=cat&status=succeeded", nil, &list); err != nil || len(list) != 6 {
+		t.Fatalf("executions: %d %v", len(list), err)
+	}
+}
