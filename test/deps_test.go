@@ -1,0 +1,91 @@
+package test
+
+import (
+	"encoding/json"
+	"io"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+const mod = "github.com/meshgw/meshgw"
+
+type pkgInfo struct {
+	ImportPath string
+	Imports    []string
+	Doc        string
+	Name       string
+}
+
+func listPackages(t *testing.T) []pkgInfo {
+	t.Helper()
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("go", "list", "-json", "./...")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(out)))
+	var pkgs []pkgInfo
+	for {
+		var p pkgInfo
+		if err := dec.Decode(&p); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		pkgs = append(pkgs, p)
+	}
+	return pkgs
+}
+
+// top returns the top-level meshgw package of an import path ("" if not ours).
+func top(path string) string {
+	rest, ok := strings.CutPrefix(path, mod+"/")
+	if !ok {
+		return ""
+	}
+	first, _, _ := strings.Cut(rest, "/")
+	return first
+}
+
+// TestDependencyDirection holds the architecture's import rules:
+// cmd → node → {dispatch, consensus, gossip} → transport, nothing imports
+// node (but cmd) or cmd, and the three middle packages never import one
+// another.
+func TestDependencyDirection(t *testing.T) {
+	allowed := map[string]map[string]bool{
+		"transport": {"transport": true},
+		"gossip":    {"gossip": true},
+		"consensus": {"consensus": true, "transport": true},
+		"dispatch":  {"dispatch": true, "transport": true},
+		"node":      {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true},
+		"cmd":       {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
+		"test":      {"test": true},
+	}
+	for _, p := range listPackages(t) {
+		from := top(p.ImportPath)
+		for _, imp := range p.Imports {
+			to := top(imp)
+			if to == "" {
+				continue
+			}
+			if !allowed[from][to] {
+				t.Errorf("%s imports %s: %s may not depend on %s", p.ImportPath, imp, from, to)
+			}
+		}
+	}
+}
+
+// TestEveryPackageHasADocComment: each package says what it owns.
+func TestEveryPackageHasADocComment(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if strings.TrimSpace(p.Doc) == "" {
+			t.Errorf("%s has no package doc comment (doc.go)", p.ImportPath)
+		}
+	}
+}

@@ -1,0 +1,169 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func allStatus(c *Cluster, status string) map[string]string {
+	want := map[string]string{}
+	for _, n := range c.Nodes {
+		want[n.Name] = status
+	}
+	return want
+}
+
+// Five agents join; kill -9 of two is seen as failed by every survivor
+// (with the default lan profile, within the 3 s target); SIGTERM is seen as
+// left; a killed node restarted with its name and data dir is alive again.
+func TestMeshMembershipThroughKillsAndLeaves(t *testing.T) {
+	c := StartCluster(t, 5, Options{Profile: "lan"})
+	WaitHealthy(t, 30*time.Second, c.Nodes...)
+	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
+
+	victims := []*Node{c.Nodes[3], c.Nodes[4]}
+	survivors := c.Others(victims...)
+	start := time.Now()
+	for _, v := range victims {
+		v.Kill()
+	}
+	WaitMembers(t, 15*time.Second, survivors, map[string]string{"n4": "failed", "n5": "failed"})
+	took := time.Since(start)
+	t.Logf("kill -9 of 2 of 5 seen failed by every survivor after %s (lan profile)", took.Round(10*time.Millisecond))
+	if took > 3500*time.Millisecond { // 3 s target plus polling slack
+		t.Errorf("failure detection took %s, want < 3 s", took)
+	}
+
+	// Restart a killed node: same name, same data dir, no -join needed
+	// (the serf snapshot in its data dir knows the peers).
+	c.Nodes[4].Restart()
+	WaitMembers(t, 20*time.Second, survivors, map[string]string{"n5": "alive"})
+
+	// SIGTERM: a graceful leave.
+	if err := c.Nodes[2].Term(); err != nil {
+		t.Fatalf("SIGTERM exit: %v", err)
+	}
+	WaitMembers(t, 10*time.Second, []*Node{c.Nodes[0], c.Nodes[1]}, map[string]string{"n3": "left"})
+	if !c.Nodes[2].logHas("leaving the mesh") {
+		t.Error("SIGTERM did not log the graceful leave")
+	}
+}
+
+// A node started before its seed keeps retrying and joins once it appears.
+func TestRetryJoinWaitsForSeed(t *testing.T) {
+	seed := NewNode(t, "seed", "-gossip-profile", "local", "-bootstrap-expect", "2")
+	early := NewNode(t, "early", "-gossip-profile", "local", "-bootstrap-expect", "2", "-retry-join", seed.Gossip)
+	early.Start()
+	WaitHealthy(t, 20*time.Second, early)
+	// The seed is started only now, after the early node is up.
+	seed.Start()
+	WaitMembers(t, 30*time.Second, []*Node{early, seed}, map[string]string{"seed": "alive", "early": "alive"})
+}
+
+// SIGSTOP makes a node suspect then failed; SIGCONT brings it back alive.
+func TestPausedNodeIsFailedAndComesBack(t *testing.T) {
+	c := StartCluster(t, 3, Options{})
+	WaitHealthy(t, 30*time.Second, c.Nodes...)
+	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
+	p := c.Nodes[2]
+	p.Pause()
+	seen := map[string]bool{}
+	Eventually(t, 20*time.Second, func() error {
+		m, err := c.Nodes[0].Members()
+		if err != nil {
+			return err
+		}
+		seen[m["n3"]] = true
+		if m["n3"] != "failed" {
+			return fmt.Errorf("n3 is %q", m["n3"])
+		}
+		return nil
+	})
+	t.Logf("statuses observed for the paused node: %v", seen)
+	p.Resume()
+	WaitMembers(t, 30*time.Second, c.Nodes, allStatus(c, "alive"))
+}
+
+func TestClearErrorsForBadStarts(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	n := NewNode(t, "busy")
+	_, stderr, code := CLI(t, "agent", "-node", "busy", "-bind", n.Gossip, "-rpc", n.RPC, "-raft", n.Raft,
+		"-http", l.Addr().String(), "-data-dir", n.DataDir)
+	if code == 0 || !strings.Contains(stderr, l.Addr().String()) {
+		t.Errorf("port in use: exit %d, stderr %q; want non-zero naming %s", code, stderr, l.Addr())
+	}
+	last := lastLine(stderr)
+	if !strings.Contains(last, "in use") {
+		t.Errorf("port in use: last line %q should say the address is in use", last)
+	}
+	_, stderr, code = CLI(t, "agent", "-no-such-flag")
+	if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "no-such-flag") {
+		t.Errorf("unknown flag: exit %d, stderr %q", code, stderr)
+	}
+	_, stderr, code = CLI(t, "agent", "-roles", "chef", "-data-dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "-roles") {
+		t.Errorf("bad role: exit %d, stderr %q", code, stderr)
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+// Bad query parameters get a JSON 400 and the node stays healthy; the CLI
+// prints tables and JSON.
+func TestAPIBadInputAndCLI(t *testing.T) {
+	c := StartCluster(t, 2, Options{BootstrapExpect: 2})
+	WaitHealthy(t, 30*time.Second, c.Nodes...)
+	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
+	n := c.Nodes[0]
+	for _, q := range []string{"?status=sleepy", "?role=chef", "?tag=novalue", "?%zz", "?cluster=a%20b", "?unknown=1"} {
+		code, err := n.Do("GET", "/v1/members"+q, nil, nil)
+		if code != 400 {
+			t.Errorf("%s: %d %v", q, code, err)
+			continue
+		}
+		var e struct{ Error, Code string }
+		if jerr := json.Unmarshal([]byte(err.Error()[strings.Index(err.Error(), "{"):]), &e); jerr != nil || e.Error == "" || e.Code == "" {
+			t.Errorf("%s: not a JSON error: %v", q, err)
+		}
+	}
+	for _, body := range [][]byte{[]byte("{not json"), []byte(strings.Repeat("x", 5<<20))} {
+		if code, _ := n.Do("PUT", "/v1/services/x", body, nil); code != 400 && code != 413 {
+			t.Errorf("bad body: %d", code)
+		}
+	}
+	WaitHealthy(t, 5*time.Second, n)
+
+	out, stderr, code := CLI(t, "members", "-http-addr", n.HTTP)
+	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "n2") || !strings.Contains(out, "alive") {
+		t.Fatalf("members table: %d %q %q", code, out, stderr)
+	}
+	out, _, code = CLI(t, "members", "-http-addr", n.HTTP, "-format", "json")
+	var ms []Member
+	if code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 2 {
+		t.Fatalf("members json: %d %q", code, out)
+	}
+	out, _, code = CLI(t, "get", "runners", "-http-addr", n.HTTP, "-status", "alive", "-format", "json")
+	if code != 0 || json.Unmarshal([]byte(out), &ms) != nil || len(ms) != 2 {
+		t.Fatalf("get runners: %d %q", code, out)
+	}
+	t.Setenv("MESHGW_HTTP_ADDR", c.Nodes[1].HTTP)
+	if out, _, code = CLI(t, "runners"); code != 0 || !strings.Contains(out, "n1") {
+		t.Fatalf("MESHGW_HTTP_ADDR: %d %q", code, out)
+	}
+	if _, _, code = CLI(t, "leave", "-http-addr", c.Nodes[1].HTTP); code != 0 {
+		t.Fatalf("leave: %d", code)
+	}
+	WaitMembers(t, 15*time.Second, []*Node{n}, map[string]string{"n2": "left"})
+	c.Nodes[1].Wait(20 * time.Second)
+}
