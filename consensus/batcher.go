@@ -128,7 +128,15 @@ func (b *batcher) run(batch []*proposal) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), dl)
 	defer cancel()
-	data, err := b.m.proposeEntry(ctx, b.shard, entry)
+	idempotent := true
+	for _, c := range cmds {
+		for _, op := range c.Ops {
+			if op.CAS != nil {
+				idempotent = false
+			}
+		}
+	}
+	data, err := b.m.proposeEntry(ctx, b.shard, entry, idempotent)
 	var results []fsm.Result
 	if err == nil {
 		results, err = fsm.DecodeResults(data)

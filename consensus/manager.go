@@ -80,6 +80,10 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// OpTimeout bounds one forwarded or background operation.
 	OpTimeout time.Duration
+	// ProposalTimeout bounds one proposal: when the leader dies, a client
+	// learns within this time that the outcome is unknown (ErrTimeout) and
+	// may retry while a new leader is elected.
+	ProposalTimeout time.Duration
 }
 
 // DefaultConfig returns a complete config except names, dirs and addresses.
@@ -97,6 +101,7 @@ func DefaultConfig() Config {
 		SnapshotEntries:    2000,
 		CompactionOverhead: 500,
 		OpTimeout:          5 * time.Second,
+		ProposalTimeout:    time.Second,
 	}
 }
 
@@ -117,7 +122,7 @@ func (c Config) Validate() error {
 		return errors.New("consensus: Voters must be >= 1")
 	case c.ElectionRTT <= 2*c.HeartbeatRTT || c.HeartbeatRTT == 0 || c.RTTMillisecond == 0:
 		return errors.New("consensus: need RTTMillisecond >= 1, HeartbeatRTT >= 1 and ElectionRTT > 2*HeartbeatRTT")
-	case c.ReconcileInterval <= 0 || c.OpTimeout <= 0:
+	case c.ReconcileInterval <= 0 || c.OpTimeout <= 0 || c.ProposalTimeout <= 0:
 		return errors.New("consensus: ReconcileInterval and OpTimeout must be positive")
 	case c.MutualTLS && (c.CAFile == "" || c.CertFile == "" || c.KeyFile == ""):
 		return errors.New("consensus: MutualTLS needs CAFile, CertFile and KeyFile")

@@ -54,11 +54,18 @@ func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fs
 	return b.propose(ctx, cmd)
 }
 
-// proposeEntry proposes one encoded entry, retrying while dragonboat says
-// the failure is temporary and ctx allows.
-func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte) ([]byte, error) {
+// proposeEntry proposes one encoded entry. It retries only while
+// dragonboat says the entry was not accepted (shard not ready, busy); a
+// proposal that timed out may still commit, so it is never re-proposed
+// here: the caller gets ErrTimeout and decides (a blind retry could apply
+// a write twice, and a compare-and-set would then report a false conflict).
+//
+// An idempotent entry (unconditional puts and deletes, a restore) is
+// re-proposed after a timeout too: applying it twice leaves the same state,
+// so a leader's death costs the client only the election.
+func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, idempotent bool) ([]byte, error) {
 	for {
-		pctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+		pctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
 		res, err := m.nh.SyncPropose(pctx, m.session(shard), entry)
 		cancel()
 		if err == nil {
@@ -67,7 +74,10 @@ func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte) 
 			}
 			return res.Data, nil
 		}
-		if !dragonboat.IsTempError(err) && !errors.Is(err, context.DeadlineExceeded) {
+		retryable := errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) ||
+			errors.Is(err, dragonboat.ErrShardNotInitialized) ||
+			(idempotent && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil)
+		if !retryable {
 			return nil, m.mapErr(shard, err)
 		}
 		select {
@@ -160,7 +170,7 @@ func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) erro
 		return err
 	}
 	if h, ok := m.hostedShard(cluster); ok {
-		_, err := m.proposeEntry(ctx, h.Shard, entry)
+		_, err := m.proposeEntry(ctx, h.Shard, entry, true)
 		return err
 	}
 	var ok bool
@@ -267,7 +277,7 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 		if err != nil {
 			return nil, remoteErr(err)
 		}
-		if _, err := m.proposeEntry(ctx, h.Shard, entry); err != nil {
+		if _, err := m.proposeEntry(ctx, h.Shard, entry, true); err != nil {
 			return nil, remoteErr(err)
 		}
 		return []byte("true"), nil
