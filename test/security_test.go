@@ -1,0 +1,242 @@
+package test
+
+import (
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func keygen(t *testing.T) string {
+	out, stderr, code := CLI(t, "keygen")
+	if code != 0 {
+		t.Fatal(stderr)
+	}
+	return strings.TrimSpace(out)
+}
+
+// A wrong or missing gossip key cannot join; keys rotate across the live
+// mesh and a node holding only the retired key is refused afterwards.
+func TestGossipEncryptionAndKeyRotation(t *testing.T) {
+	k1, k2 := keygen(t), keygen(t)
+	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-encrypt", k1} }})
+	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
+
+	wrong := NewNode(t, "wrong", "-gossip-profile", "local", "-encrypt", keygen(t), "-join", c.Nodes[0].Gossip, "-bootstrap-expect", "0")
+	wrong.Start()
+	if err := wrong.Wait(30 * time.Second); err == nil {
+		t.Fatal("a node with the wrong key started and joined")
+	}
+	if !wrong.logHas("key") {
+		t.Error("the refused node's log does not say the key is the problem")
+	}
+
+	addr := c.Nodes[0].HTTP
+	for _, step := range [][]string{{"-install", k2}, {"-use", k2}, {"-remove", k1}} {
+		out, stderr, code := CLI(t, append([]string{"keyring", "-http-addr", addr, "-format", "json"}, step...)...)
+		if code != 0 {
+			t.Fatalf("keyring %v: %s %s", step, out, stderr)
+		}
+		var r struct {
+			NumResp int `json:"num_resp"`
+			NumErr  int `json:"num_err"`
+		}
+		if json.Unmarshal([]byte(out), &r) != nil || r.NumErr != 0 || r.NumResp != 3 {
+			t.Fatalf("keyring %v: not every node answered: %s", step, out)
+		}
+	}
+	out, _, code := CLI(t, "keyring", "-list", "-http-addr", c.Nodes[1].HTTP, "-format", "json")
+	var list struct {
+		Keys map[string]int `json:"keys"`
+	}
+	if code != 0 || json.Unmarshal([]byte(out), &list) != nil || list.Keys[k2] != 3 || len(list.Keys) != 1 {
+		t.Fatalf("after rotation: %s", out)
+	}
+	WaitMembers(t, 10*time.Second, c.Nodes, allStatus(c, "alive"))
+	// A restart keeps the rotated key (the keyring file in the data dir).
+	c.Nodes[2].Restart()
+	WaitMembers(t, 30*time.Second, c.Nodes[:2], map[string]string{"n3": "alive"})
+
+	old := NewNode(t, "old", "-gossip-profile", "local", "-encrypt", k1, "-join", c.Nodes[0].Gossip, "-bootstrap-expect", "0")
+	old.Start()
+	if err := old.Wait(30 * time.Second); err == nil {
+		t.Fatal("a node holding only the removed key joined")
+	}
+}
+
+// With -acl: every call but health needs a token; policies are enforced;
+// a revoked token is refused on every node at once.
+func TestACLTokens(t *testing.T) {
+	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-acl"} }})
+	WaitHealthy(t, 30*time.Second, c.Nodes...)
+	for _, path := range []string{"/v1/members", "/v1/services", "/v1/status", "/metrics", "/v1/executions"} {
+		if code, _ := c.Nodes[1].Do("GET", path, nil, nil); code != 401 {
+			t.Errorf("%s without a token: %d, want 401", path, code)
+		}
+	}
+	if _, err := c.Nodes[1].Do("GET", "/v1/health", nil, nil); err != nil {
+		t.Errorf("health must stay open: %v", err)
+	}
+	var out string
+	Eventually(t, 60*time.Second, func() error { // 503 until the Raft group exists
+		o, stderr, code := CLI(t, "acl", "bootstrap", "-http-addr", c.Nodes[0].HTTP, "-format", "json")
+		if code != 0 {
+			return fmt.Errorf("bootstrap: %s %s", o, stderr)
+		}
+		out = o
+		return nil
+	})
+	var boot struct {
+		Secret string `json:"secret_id"`
+	}
+	json.Unmarshal([]byte(out), &boot)
+	if _, _, code := CLI(t, "acl", "bootstrap", "-http-addr", c.Nodes[1].HTTP); code == 0 {
+		t.Error("a second bootstrap succeeded")
+	}
+	mgmt := boot.Secret
+	out, stderr, code := CLI(t, "acl", "token", "create", "-http-addr", c.Nodes[1].HTTP, "-token", mgmt, "-policy", "run:ok-*", "-policy", "read")
+	if code != 0 {
+		t.Fatalf("create: %s %s", out, stderr)
+	}
+	var runTok struct {
+		Accessor string `json:"accessor_id"`
+		Secret   string `json:"secret_id"`
+	}
+	json.Unmarshal([]byte(out), &runTok)
+
+	auth := func(n *Node, secret, method, path string, body string) int {
+		req, _ := http.NewRequest(method, "http://"+n.HTTP+path, strings.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	def := `{"name":"ok-echo","type":"exec","command":["echo","hi"]}`
+	if code := auth(c.Nodes[2], runTok.Secret, "PUT", "/v1/services/ok-echo", def); code != 403 {
+		t.Errorf("run-only token writing a service: %d, want 403", code)
+	}
+	if code := auth(c.Nodes[2], mgmt, "PUT", "/v1/services/ok-echo", def); code != 200 {
+		t.Fatalf("management token writing a service: %d", code)
+	}
+	if code := auth(c.Nodes[0], runTok.Secret, "POST", "/v1/services/ok-echo/run", "{}"); code != 200 {
+		t.Errorf("run-only token running a matching service: %d", code)
+	}
+	if code := auth(c.Nodes[0], runTok.Secret, "GET", "/v1/services/ok-echo", ""); code != 200 {
+		t.Errorf("read policy: %d", code)
+	}
+	// login stores the token (mode 0600) for later commands.
+	tokFile := filepath.Join(t.TempDir(), "token")
+	t.Setenv("MESHGW_TOKEN_FILE", tokFile)
+	if out, stderr, code := CLI(t, "login", "-http-addr", c.Nodes[0].HTTP, "-token", runTok.Secret); code != 0 {
+		t.Fatalf("login: %s %s", out, stderr)
+	}
+	if st, err := os.Stat(tokFile); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("token file: %v %v", st, err)
+	}
+	if out, _, code := CLI(t, "services", "list", "-http-addr", c.Nodes[1].HTTP); code != 0 || !strings.Contains(out, "ok-echo") {
+		t.Fatalf("client with the saved token: %d %s", code, out)
+	}
+	if _, stderr, code := CLI(t, "acl", "token", "revoke", runTok.Accessor, "-http-addr", c.Nodes[0].HTTP, "-token", mgmt); code != 0 {
+		t.Fatalf("revoke: %s", stderr)
+	}
+	for _, n := range c.Nodes {
+		if code := auth(n, runTok.Secret, "GET", "/v1/services", ""); code != 401 {
+			t.Errorf("revoked token on %s: %d, want 401", n.Name, code)
+		}
+	}
+}
+
+// Garbage sent to every port leaves every node healthy and the state as it was.
+func TestGarbageToEveryPort(t *testing.T) {
+	c := StartCluster(t, 3, Options{})
+	waitGroup(t, c.Nodes, "default")
+	if _, err := c.Nodes[0].Do("PUT", "/v1/services/keep", svcDef("keep"), nil); err != nil {
+		t.Fatal(err)
+	}
+	var before []map[string]any
+	c.Nodes[0].Do("GET", "/v1/services", nil, &before)
+	junk := make([]byte, 4096)
+	for round := 0; round < 20; round++ {
+		rand.Read(junk)
+		for _, n := range c.Nodes {
+			for _, a := range []string{n.Gossip, n.RPC} {
+				if u, err := net.Dial("udp", a); err == nil {
+					u.Write(junk[:1+round*200])
+					u.Close()
+				}
+			}
+			for _, a := range []string{n.Gossip, n.Raft, n.HTTP} {
+				if conn, err := net.DialTimeout("tcp", a, time.Second); err == nil {
+					conn.SetDeadline(time.Now().Add(time.Second))
+					conn.Write(junk[:1+round*200])
+					conn.Close()
+				}
+			}
+		}
+	}
+	// Malformed HTTP too.
+	for _, raw := range []string{"GET / HTTP/9.9\r\n\r\n", "POST /v1/services/x/run HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n{", strings.Repeat("A", 100000)} {
+		if conn, err := net.Dial("tcp", c.Nodes[1].HTTP); err == nil {
+			conn.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprint(conn, raw)
+			conn.Close()
+		}
+	}
+	WaitHealthy(t, 10*time.Second, c.Nodes...)
+	WaitMembers(t, 10*time.Second, c.Nodes, allStatus(c, "alive"))
+	for _, n := range c.Nodes {
+		var after []map[string]any
+		if _, err := n.Do("GET", "/v1/services", nil, &after); err != nil {
+			t.Fatal(err)
+		}
+		if len(after) != len(before) {
+			t.Errorf("%s: state changed: %d services, want %d", n.Name, len(after), len(before))
+		}
+		if !n.Running() {
+			t.Errorf("%s died", n.Name)
+		}
+	}
+	if _, err := c.Nodes[2].Do("PUT", "/v1/services/still", svcDef("still"), nil); err != nil {
+		t.Errorf("writes after the garbage: %v", err)
+	}
+}
+
+// The client API serves HTTPS when given a certificate.
+func TestHTTPSClientAPI(t *testing.T) {
+	dir := t.TempDir()
+	CLI(t, "tls", "ca", "create", "-dir", dir)
+	if _, stderr, code := CLI(t, "tls", "cert", "create", "-dir", dir, "-node", "api"); code != 0 {
+		t.Fatal(stderr)
+	}
+	n := NewNode(t, "secure", "-dev", "-http-cert-file", filepath.Join(dir, "api.pem"), "-http-key-file", filepath.Join(dir, "api-key.pem"))
+	n.Start()
+	pem, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	Eventually(t, 20*time.Second, func() error {
+		resp, err := cl.Get("https://" + n.HTTP + "/v1/health")
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	})
+	if out, stderr, code := CLI(t, "members", "-http-addr", "https://"+n.HTTP, "-http-ca-file", filepath.Join(dir, "ca.pem")); code != 0 || !strings.Contains(out, "secure") {
+		t.Fatalf("CLI over https: %d %s %s", code, out, stderr)
+	}
+}
