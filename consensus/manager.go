@@ -218,17 +218,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	if err := os.MkdirAll(m.raftDir(), 0o700); err != nil {
 		return fmt.Errorf("consensus: %w", err)
 	}
-	nhc := config.NodeHostConfig{
-		NodeHostDir:    m.raftDir(),
-		RTTMillisecond: m.cfg.RTTMillisecond,
-		RaftAddress:    m.cfg.RaftAdvertiseAddr,
-		ListenAddress:  m.cfg.RaftBindAddr,
-		MutualTLS:      m.cfg.MutualTLS,
-		CAFile:         m.cfg.CAFile,
-		CertFile:       m.cfg.CertFile,
-		KeyFile:        m.cfg.KeyFile,
-	}
-	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	nhc := m.nodeHostConfig()
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
 		return fmt.Errorf("consensus: raft on %s: %w", m.cfg.RaftBindAddr, err)

@@ -7,6 +7,7 @@ import (
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
+	"github.com/meshgw/meshgw/node/config"
 )
 
 // peerView adapts gossip to consensus.Membership.
@@ -23,21 +24,27 @@ func (v peerView) Peers() []consensus.Peer {
 	return out
 }
 
-// wireState builds the consensus manager and the dispatcher. Both register
-// their RPC handlers, so this runs before the transport starts.
-func (a *Agent) wireState() error {
-	cfg := a.cfg
+// consensusConfig is the consensus configuration of an agent.
+func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consensus.Config {
 	ccfg := consensus.DefaultConfig()
 	ccfg.NodeName = cfg.NodeName
 	ccfg.DataDir = cfg.DataDir
 	ccfg.RaftBindAddr = cfg.RaftAddr
-	ccfg.RaftAdvertiseAddr = a.adv.raft
+	ccfg.RaftAdvertiseAddr = adv.raft
 	ccfg.LocalCluster = cfg.Cluster
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Voters = cfg.RaftVoters
 	ccfg.DeadVoterTimeout = cfg.AutopilotDeadAfter
 	ccfg.MutualTLS = true
-	ccfg.CAFile, ccfg.CertFile, ccfg.KeyFile = a.tls.caFile, a.tls.certFile, a.tls.keyFile
+	ccfg.CAFile, ccfg.CertFile, ccfg.KeyFile = tm.caFile, tm.certFile, tm.keyFile
+	return ccfg
+}
+
+// wireState builds the consensus manager and the dispatcher. Both register
+// their RPC handlers, so this runs before the transport starts.
+func (a *Agent) wireState() error {
+	cfg := a.cfg
+	ccfg := consensusConfig(cfg, a.adv, a.tls)
 	cons, err := consensus.New(ccfg, peerView{a.gossip}, a.rpc, a.log)
 	if err != nil {
 		return fmt.Errorf("consensus: %w", err)

@@ -239,3 +239,52 @@ func TestTwoClustersAndForeignCA(t *testing.T) {
 		t.Logf("(status %d)", code)
 	}
 }
+
+// After a permanent loss of quorum (2 of 3 voters destroyed), `meshgw raft
+// recover` on the survivor restores service from its data dir.
+func TestRaftRecoverAfterQuorumLoss(t *testing.T) {
+	c := StartCluster(t, 3, Options{})
+	waitGroup(t, c.Nodes, "default")
+	for i := 0; i < 5; i++ {
+		name := fmt.Sprintf("kept%d", i)
+		if _, err := c.Nodes[0].Do("PUT", "/v1/services/"+name, svcDef(name), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.Nodes[1].Kill()
+	c.Nodes[2].Kill()
+	s := c.Nodes[0]
+	Eventually(t, 20*time.Second, func() error {
+		code, _ := s.Do("PUT", "/v1/services/nope", svcDef("nope"), nil)
+		if code != 503 {
+			return fmt.Errorf("write without quorum: %d, want 503", code)
+		}
+		return nil
+	})
+	s.Kill()
+	args := append([]string{"raft", "recover", "-yes", "-node", s.Name, "-bind", s.Gossip, "-rpc", s.RPC, "-raft", s.Raft,
+		"-http", s.HTTP, "-data-dir", s.DataDir}, s.Args...)
+	out, stderr, code := CLI(t, args...)
+	if code != 0 || !strings.Contains(out, "recovered") || !strings.Contains(stderr, "lost") {
+		t.Fatalf("raft recover: %d\n%s\n%s", code, out, stderr)
+	}
+	t.Logf("recover: %s", strings.TrimSpace(out))
+	s.Restart()
+	Eventually(t, 30*time.Second, func() error {
+		_, err := s.Do("PUT", "/v1/services/after", svcDef("after"), nil)
+		return err
+	})
+	var list []map[string]any
+	if _, err := s.Do("GET", "/v1/services", nil, &list); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, x := range list {
+		have[x["name"].(string)] = true
+	}
+	for i := 0; i < 5; i++ {
+		if !have[fmt.Sprintf("kept%d", i)] {
+			t.Errorf("kept%d lost by the recovery: %v", i, have)
+		}
+	}
+}

@@ -243,6 +243,8 @@ func cmdRaft(args []string, stdout, stderr io.Writer) error {
 				strconv.FormatUint(g.AppliedIndex, 10), strconv.FormatBool(g.Local), strings.Join(reps, ",")})
 		}
 		return table(stdout, []string{"CLUSTER", "SHARD", "LEADER", "TERM", "APPLIED", "LOCAL", "VOTERS"}, rows)
+	case "recover":
+		return raftRecover(args[1:], stdout, stderr)
 	}
 	return usageErr("unknown raft subcommand %q (status, recover)", args[0])
 }
