@@ -198,9 +198,9 @@ func profileConfig(profile string) *memberlist.Config {
 	case "local":
 		mc := memberlist.DefaultLocalConfig()
 		mc.RetransmitMult = 4
-		mc.ProbeInterval = 200 * time.Millisecond
-		mc.ProbeTimeout = 100 * time.Millisecond
-		mc.SuspicionMult = 3
+		mc.ProbeInterval = 300 * time.Millisecond
+		mc.ProbeTimeout = 200 * time.Millisecond
+		mc.SuspicionMult = 4
 		mc.SuspicionMaxTimeoutMult = 4
 		mc.GossipInterval = 50 * time.Millisecond
 		mc.GossipNodes = 4

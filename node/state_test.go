@@ -169,7 +169,7 @@ func TestAutopilotReplacesDeadVoter(t *testing.T) {
 		agents[n] = startAgent(t, testConfig(t, n, func(c *config.Runtime) { c.Join = join }))
 	}
 	var g httpapi.GroupStatus
-	eventually(t, 30*time.Second, func() (err error) {
+	eventually(t, 60*time.Second, func() (err error) {
 		g, err = groupOf(a1.HTTPAddr())
 		if err == nil && (len(g.Replicas) != 3 || g.Leader == "") {
 			err = fmt.Errorf("group %+v", g)

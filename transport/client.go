@@ -147,6 +147,10 @@ func (t *Transport) Call(ctx context.Context, addr, method string, body []byte) 
 		t.metrics.callErrors.Inc()
 		var re *RemoteError
 		if errors.As(err, &re) {
+			if re.Code == CodeDeadline {
+				// The deadline travelled with the call and ran out there.
+				return nil, fmt.Errorf("call %s %s: %w (%s)", method, addr, context.DeadlineExceeded, re.Message)
+			}
 			return nil, err
 		}
 		if ctx.Err() != nil {

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"fmt"
 )
@@ -24,6 +25,7 @@ const (
 	CodeNoHandler  = "no_handler"      // no handler for the method (or wrong kind)
 	CodeBadRequest = "bad_request"     // malformed request frame
 	CodeTooLarge   = "frame_too_large" // a frame exceeded the receiver's bound
+	CodeDeadline   = "deadline"        // the handler ran out of the caller's time
 )
 
 // RemoteError is the error a peer's handler returned. Handlers choose the
@@ -58,6 +60,9 @@ func toRemote(err error) *RemoteError {
 	var re *RemoteError
 	if errors.As(err, &re) {
 		return re
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return &RemoteError{Code: CodeDeadline, Message: err.Error()}
 	}
 	return &RemoteError{Code: CodeInternal, Message: err.Error()}
 }
