@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
-	"strings"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
@@ -183,7 +182,7 @@ func (s *stateBackend) Snapshot(ctx context.Context, cluster string) ([]byte, er
 
 func (s *stateBackend) Restore(ctx context.Context, cluster string, data []byte) error {
 	err := s.kv.Restore(ctx, cluster, data)
-	if err != nil && strings.Contains(err.Error(), "snapshot") && !errors.Is(err, consensus.ErrNoQuorum) {
+	if errors.Is(err, fsm.ErrBadSnapshot) || errors.Is(err, fsm.ErrBadCommand) {
 		return httpapi.Errorf(http.StatusBadRequest, "bad_snapshot", "%v", err)
 	}
 	return apiError("restore", err)

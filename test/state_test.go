@@ -288,3 +288,37 @@ func TestRaftRecoverAfterQuorumLoss(t *testing.T) {
 		}
 	}
 }
+
+// A snapshot of a cluster's state saved from one mesh restores into a new one.
+func TestSnapshotSaveRestoreIntoNewMesh(t *testing.T) {
+	a := NewNode(t, "old", "-dev")
+	a.Start()
+	WaitHealthy(t, 30*time.Second, a)
+	Eventually(t, 30*time.Second, func() error {
+		_, err := a.Do("PUT", "/v1/services/saved", svcDef("saved"), nil)
+		return err
+	})
+	file := filepath.Join(t.TempDir(), "snap")
+	if out, stderr, code := CLI(t, "snapshot", "save", file, "-http-addr", a.HTTP); code != 0 {
+		t.Fatalf("save: %s %s", out, stderr)
+	}
+	b := NewNode(t, "new", "-dev")
+	b.Start()
+	WaitHealthy(t, 30*time.Second, b)
+	Eventually(t, 30*time.Second, func() error {
+		_, stderr, code := CLI(t, "snapshot", "restore", file, "-http-addr", b.HTTP)
+		if code != 0 {
+			return fmt.Errorf("restore: %s", stderr)
+		}
+		return nil
+	})
+	if _, err := b.Do("GET", "/v1/services/saved", nil, nil); err != nil {
+		t.Fatalf("restored state: %v", err)
+	}
+	if code, _ := b.Do("PUT", "/v1/snapshot", []byte("not a snapshot"), nil); code != 400 {
+		t.Errorf("garbage snapshot: %d, want 400", code)
+	}
+	if _, err := b.Do("GET", "/v1/services/saved", nil, nil); err != nil {
+		t.Fatalf("a rejected restore changed the state: %v", err)
+	}
+}
