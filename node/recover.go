@@ -8,6 +8,9 @@ import (
 	"github.com/meshgw/meshgw/node/config"
 )
 
+// RecoverWarning is what an operator must read before RecoverRaft.
+const RecoverWarning = consensus.RecoverWarning
+
 // RecoverRaft repairs the node's cluster group after a permanent loss of
 // quorum, from this node's data dir (the agent must be stopped). cfg is the
 // agent's own configuration, so the Raft addresses and TLS material match.

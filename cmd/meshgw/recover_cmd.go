@@ -12,7 +12,6 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/node"
 	"github.com/meshgw/meshgw/node/config"
 )
@@ -44,7 +43,7 @@ func raftRecover(args []string, stdout, stderr io.Writer) error {
 	if !cfg.IsSet("data-dir") {
 		return usageErr("raft recover: -data-dir of the stopped agent is required")
 	}
-	fmt.Fprintf(stderr, "Recovering the Raft group of cluster %q from %s.\n\n%s\n\n", cfg.Cluster, cfg.DataDir, consensus.RecoverWarning)
+	fmt.Fprintf(stderr, "Recovering the Raft group of cluster %q from %s.\n\n%s\n\n", cfg.Cluster, cfg.DataDir, node.RecoverWarning)
 	if !yes {
 		fmt.Fprint(stderr, "Type yes to go on: ")
 		line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
