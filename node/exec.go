@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"sync"
+	"time"
 
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/node/httpapi"
@@ -15,6 +17,17 @@ import (
 type execBackend struct {
 	state *stateBackend
 	d     *dispatch.Dispatcher
+	// proxyCache keeps http service definitions for the proxy hot path, so
+	// a proxied request costs no Raft read: a changed definition is seen
+	// within proxyCacheTTL. Runs still read their service linearizably.
+	proxyCache sync.Map // cluster + "/" + name → cachedService
+}
+
+const proxyCacheTTL = time.Second
+
+type cachedService struct {
+	svc     dispatch.Service
+	expires time.Time
 }
 
 var _ httpapi.ExecBackend = (*execBackend)(nil)
@@ -80,11 +93,18 @@ func (b *execBackend) Watch(ctx context.Context, cluster, id string, emit func(s
 }
 
 func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error {
-	svc, err := b.state.GetService(r.Context(), cluster, service)
-	if err != nil {
-		return err
+	key := cluster + "/" + service
+	var svc dispatch.Service
+	if c, ok := b.proxyCache.Load(key); ok && time.Now().Before(c.(cachedService).expires) {
+		svc = c.(cachedService).svc
+	} else {
+		var err error
+		if svc, err = b.state.GetService(r.Context(), cluster, service); err != nil {
+			return err
+		}
+		b.proxyCache.Store(key, cachedService{svc: svc, expires: time.Now().Add(proxyCacheTTL)})
 	}
-	err = b.d.ProxyHTTP(w, r, cluster, svc, path)
+	err := b.d.ProxyHTTP(w, r, cluster, svc, path)
 	if errors.Is(err, dispatch.ErrProxyAborted) {
 		panic(http.ErrAbortHandler)
 	}
