@@ -95,7 +95,7 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	avoid := map[string]bool{}
 	var lastErr error
 	for try := 0; ; try++ {
-		rn, err := d.pick(cluster, &svc, avoid, try == 0)
+		rn, err := d.pickHTTP(cluster, &svc, avoid, try == 0)
 		if err != nil {
 			if lastErr != nil {
 				return lastErr
@@ -130,6 +130,22 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 			return ae.err
 		}
 	}
+}
+
+// pickHTTP prefers this node when it is itself a live runner of the
+// service: clients already spread their requests over the nodes, and
+// proxying in place saves the QUIC hop on the hot path. Otherwise (a
+// gateway-only node, or this runner busy or failed) it picks like runs do.
+func (d *Dispatcher) pickHTTP(cluster string, svc *Service, avoid map[string]bool, first bool) (Runner, error) {
+	if d.exec != nil && !avoid[d.local] {
+		fresh, _ := d.candidates(cluster, svc)
+		for _, rn := range fresh {
+			if rn.Name == d.local {
+				return rn, nil
+			}
+		}
+	}
+	return d.pick(cluster, svc, avoid, first)
 }
 
 func idempotent(m string) bool {
