@@ -1,6 +1,7 @@
 package gossip
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/go-msgpack/v2/codec"
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/serf/serf"
 )
@@ -149,13 +151,16 @@ func (c Config) tags() map[string]string {
 	return t
 }
 
-// encodedSize approximates serf's msgpack tag encoding (a map of strings).
+// encodedSize is the exact size of serf's tag encoding: a magic byte then
+// the msgpack map (serf.encodeTags), which is what memberlist's meta limit
+// applies to.
 func encodedSize(t map[string]string) int {
-	n := 3 // map header
-	for k, v := range t {
-		n += len(k) + len(v) + 6
+	var buf bytes.Buffer
+	buf.WriteByte(0xff) // serf's tagMagicByte
+	if err := codec.NewEncoder(&buf, &codec.MsgpackHandle{}).Encode(t); err != nil {
+		return maxMeta + 1 // cannot happen for a map of strings; refuse rather than panic later
 	}
-	return n + 1 // serf's tag magic byte
+	return buf.Len()
 }
 
 func decodeTags(t map[string]string, m *Member) {

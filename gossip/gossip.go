@@ -290,15 +290,23 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 	}
 }
 
+// ErrKeyMismatch (wrapped) means a join failed because this node's gossip
+// key does not match the seed's (or one side has none): fix -encrypt.
+var ErrKeyMismatch = errors.New("gossip encryption key mismatch (check -encrypt / the keyring file)")
+
+// joinErr flattens serf's multierror into one line and classifies key
+// mismatches.
 func joinErr(err error) error {
 	if err == nil {
 		return errors.New("no node answered")
 	}
-	msg := err.Error()
-	if strings.Contains(msg, "No installed keys could decrypt") || strings.Contains(msg, "encryption") || strings.Contains(msg, "Encryption") {
-		return fmt.Errorf("gossip encryption key mismatch (check -encrypt): %w", err)
+	msg := strings.Join(strings.Fields(err.Error()), " ")
+	l := strings.ToLower(msg)
+	if strings.Contains(l, "no installed keys could decrypt") || strings.Contains(l, "encryption is not configured") ||
+		strings.Contains(l, "encryption") || strings.Contains(l, "decrypt") {
+		return fmt.Errorf("%w: %s", ErrKeyMismatch, msg)
 	}
-	return err
+	return errors.New(msg)
 }
 
 // retryJoin keeps joining cfg.RetryJoin with backoff until one answers.
@@ -498,6 +506,11 @@ func (w *libWriter) Write(p []byte) (int, error) {
 	if lvl == zerolog.InfoLevel {
 		lvl = zerolog.DebugLevel
 	}
+	// Undecodable or undecryptable traffic (a peer with the wrong key, a port
+	// scanner, garbage) is the sender's problem, not ours: warn, rate-limited.
+	if lvl >= zerolog.WarnLevel && isReceiveNoise(line) {
+		lvl = zerolog.WarnLevel
+	}
 	if lvl >= zerolog.WarnLevel {
 		if !w.limiter.allow() {
 			return len(p), nil
@@ -509,6 +522,16 @@ func (w *libWriter) Write(p []byte) (int, error) {
 	}
 	w.log.WithLevel(lvl).Msg(line)
 	return len(p), nil
+}
+
+func isReceiveNoise(line string) bool {
+	l := strings.ToLower(line)
+	for _, s := range []string{"failed to receive", "decrypt", "failed to decode", "failed to read", "unknown message type", "no installed keys"} {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 // limiter allows n events per window and counts the rest.

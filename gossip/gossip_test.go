@@ -2,8 +2,10 @@ package gossip
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -275,4 +277,115 @@ func TestGarbageToGossipPort(t *testing.T) {
 	}
 	eventually(t, 5*time.Second, wantStatus([]*node{a, b}, "a", StatusAlive))
 	eventually(t, 5*time.Second, wantStatus([]*node{a, b}, "b", StatusAlive))
+}
+
+func TestWrongKeyCannotJoinAndSaysWhy(t *testing.T) {
+	k1, _ := GenerateKey()
+	k2, _ := GenerateKey()
+	key1, _ := DecodeKey(k1)
+	key2, _ := DecodeKey(k2)
+	a := startNode(t, "a", func(c *Config) { c.EncryptKey = key1 })
+	for _, tc := range []struct {
+		name string
+		key  []byte
+	}{{"wrongkey", key2}, {"nokey", nil}} {
+		err := startNodeErr(t, tc.name, func(c *Config) { c.EncryptKey = tc.key; c.Join = []string{a.cfg.BindAddr} })
+		if err == nil {
+			t.Fatalf("%s joined an encrypted mesh", tc.name)
+		}
+		if !errors.Is(err, ErrKeyMismatch) {
+			t.Errorf("%s: not classified as a key mismatch: %v", tc.name, err)
+		}
+		if !strings.Contains(err.Error(), a.cfg.BindAddr) {
+			t.Errorf("%s: error does not name the seed: %v", tc.name, err)
+		}
+		t.Logf("%s: %v", tc.name, err)
+	}
+	if n := len(a.g.Members(Filter{})); n != 1 {
+		t.Errorf("encrypted node sees %d members, want only itself", n)
+	}
+}
+
+func TestTagSizeLimitIsExact(t *testing.T) {
+	c := DefaultConfig()
+	c.NodeName = "x"
+	c.UserTags = map[string]string{"k": ""}
+	base := encodedSize(c.tags())
+	// Grow the value to land exactly on the limit, then one byte over. Values
+	// ≥ 32 bytes use a 2-byte msgpack str8 header, so probe around the limit.
+	var at, over int
+	for n := 0; n < 600; n++ {
+		c.UserTags["k"] = strings.Repeat("v", n)
+		switch s := encodedSize(c.tags()); {
+		case s <= maxMeta:
+			at = n
+		case over == 0:
+			over = n
+		}
+	}
+	if base >= maxMeta || at == 0 || over != at+1 {
+		t.Fatalf("base %d, largest fitting value %d, first too big %d", base, at, over)
+	}
+	c.UserTags["k"] = strings.Repeat("v", at)
+	if err := c.Validate(); err != nil {
+		t.Errorf("tags of exactly %d bytes refused: %v", encodedSize(c.tags()), err)
+	}
+	// serf itself must accept what Validate accepts.
+	c.BindAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.Profile = "local"
+	g, err := New(c, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatalf("serf refused tags Validate accepted: %v", err)
+	}
+	g.Shutdown()
+	c.UserTags["k"] = strings.Repeat("v", over)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tags") {
+		t.Errorf("tags of %d bytes accepted: %v", encodedSize(c.tags()), err)
+	}
+}
+
+func TestLibraryLogLevelsAndRateLimit(t *testing.T) {
+	var buf strings.Builder
+	l := newLibLogger(zerolog.New(&buf))
+	l.Printf("[DEBUG] memberlist: Stream connection from=127.0.0.1:1")
+	l.Printf("[INFO] serf: EventMemberJoin: a 127.0.0.1")
+	l.Printf("[WARN] memberlist: Was able to connect to b over TCP but UDP probes failed")
+	l.Printf("[ERR] memberlist: Failed to send ping: boom")
+	for i := 0; i < 100; i++ {
+		l.Printf("[ERR] memberlist: failed to receive: No installed keys could decrypt the message from=127.0.0.1:9")
+	}
+	out := buf.String()
+	for _, want := range []string{
+		`{"level":"debug","message":"memberlist: Stream connection from=127.0.0.1:1"}`,
+		`{"level":"debug","message":"serf: EventMemberJoin: a 127.0.0.1"}`,
+		`{"level":"warn","message":"memberlist: Was able to connect`,
+		`{"level":"error","message":"memberlist: Failed to send ping: boom"}`,
+		`{"level":"warn","message":"memberlist: failed to receive: No installed keys`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s in\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "failed to receive"); n > 10 {
+		t.Errorf("%d receive warnings logged from 100 garbage packets; want rate-limited", n)
+	}
+}
+
+func TestEventsDeliveredAndDroppedWhenFull(t *testing.T) {
+	a := startNode(t, "a", func(c *Config) { c.EventBuffer = 1 })
+	startNode(t, "b", func(c *Config) { c.Join = []string{a.cfg.BindAddr} })
+	startNode(t, "c", func(c *Config) { c.Join = []string{a.cfg.BindAddr} })
+	eventually(t, 5*time.Second, func() error {
+		if a.g.Dropped() == 0 {
+			return fmt.Errorf("no event dropped with a 1-slot buffer never drained")
+		}
+		return nil
+	})
+	ev := <-a.g.Events()
+	if ev.Type != EventJoin || len(ev.Members) == 0 {
+		t.Errorf("first event %+v, want a join", ev)
+	}
 }
