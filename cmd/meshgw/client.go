@@ -127,6 +127,21 @@ type apiError struct {
 	Path    string `json:"path"`
 }
 
+// decodeAPIError turns an error answer into an *apiError.
+func decodeAPIError(status int, data []byte) *apiError {
+	e := &apiError{Status: status}
+	if json.Unmarshal(data, e) != nil || e.Message == "" {
+		e.Message = strings.TrimSpace(string(data))
+	}
+	return e
+}
+
+// responseError reads an error answer from resp (bounded).
+func responseError(resp *http.Response) error {
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return decodeAPIError(resp.StatusCode, data)
+}
+
 func (e *apiError) Error() string {
 	if e.Path != "" {
 		return fmt.Sprintf("%s (%d %s at %s)", e.Message, e.Status, e.Code, e.Path)
@@ -148,11 +163,7 @@ func (c *clientFlags) do(method, path string, q url.Values, body io.Reader, hdr 
 		return resp.StatusCode, fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode >= 400 {
-		e := &apiError{Status: resp.StatusCode}
-		if json.Unmarshal(data, e) != nil || e.Message == "" {
-			e.Message = strings.TrimSpace(string(data))
-		}
-		return resp.StatusCode, e
+		return resp.StatusCode, decodeAPIError(resp.StatusCode, data)
 	}
 	if out != nil {
 		if err := json.Unmarshal(data, out); err != nil {

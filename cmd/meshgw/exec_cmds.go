@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -192,12 +191,7 @@ func watch(c *clientFlags, id string, stdout, stderr io.Writer) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-		e := &apiError{Status: resp.StatusCode}
-		if json.Unmarshal(data, e) != nil {
-			e.Message = strings.TrimSpace(string(data))
-		}
-		return e
+		return responseError(resp)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)

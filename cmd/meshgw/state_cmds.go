@@ -271,12 +271,7 @@ func cmdSnapshot(args []string, stdout, stderr io.Writer) error {
 		}
 		defer resp.Body.Close()
 		if resp.StatusCode != 200 {
-			data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-			e := &apiError{Status: resp.StatusCode}
-			if json.Unmarshal(data, e) != nil {
-				e.Message = string(data)
-			}
-			return e
+			return responseError(resp)
 		}
 		tmp := file + ".part"
 		f, err := os.OpenFile(tmp, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o600)

@@ -73,11 +73,7 @@ func view(e dispatch.Execution) execView {
 }
 
 func (a *API) run(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster", "async", "stream")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	q, c, err := a.clusterQuery(r, "async", "stream")
 	if err != nil {
 		return err
 	}
@@ -127,23 +123,11 @@ func (a *API) runStreaming(w http.ResponseWriter, r *http.Request, cluster, name
 	ew := newEventWriter(w)
 	opts.OnOutput = ew.output
 	e, err := a.exec.Run(r.Context(), cluster, name, input, opts)
-	if err != nil {
-		if !ew.started() {
-			return err
-		}
-		ew.event(map[string]any{"error": err.Error()})
-		return nil
-	}
-	ew.event(map[string]any{"execution": e.Response()})
-	return nil
+	return ew.finish(e, err)
 }
 
 func (a *API) getExecution(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
@@ -159,11 +143,7 @@ func (a *API) getExecution(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster", "service", "status", "limit")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	q, c, err := a.clusterQuery(r, "service", "status", "limit")
 	if err != nil {
 		return err
 	}
@@ -191,11 +171,7 @@ func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
@@ -205,15 +181,7 @@ func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) error {
 	}
 	ew := newEventWriter(w)
 	e, err := a.exec.Watch(r.Context(), c, id, ew.output)
-	if err != nil {
-		if !ew.started() {
-			return err
-		}
-		ew.event(map[string]any{"error": err.Error()})
-		return nil
-	}
-	ew.event(map[string]any{"execution": e.Response()})
-	return nil
+	return ew.finish(e, err)
 }
 
 func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
@@ -276,4 +244,18 @@ func (e *eventWriter) event(v any) {
 	if f, ok := e.w.(http.Flusher); ok {
 		f.Flush()
 	}
+}
+
+// finish ends an event stream: the final execution, or the error — as a
+// plain JSON error response when nothing was streamed yet.
+func (e *eventWriter) finish(ex dispatch.Execution, err error) error {
+	if err != nil {
+		if !e.started() {
+			return err
+		}
+		e.event(map[string]any{"error": err.Error()})
+		return nil
+	}
+	e.event(map[string]any{"execution": ex.Response()})
+	return nil
 }

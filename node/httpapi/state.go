@@ -47,6 +47,17 @@ func (a *API) stateRoutes() {
 	a.handle("POST /v1/snapshot", a.restore)
 }
 
+// clusterQuery parses the query (cluster plus the extra keys allowed) and
+// returns it with the cluster the request is about.
+func (a *API) clusterQuery(r *http.Request, extra ...string) (url.Values, string, error) {
+	q, err := query(r, append([]string{"cluster"}, extra...)...)
+	if err != nil {
+		return nil, "", err
+	}
+	c, err := a.cluster(q)
+	return q, c, err
+}
+
 // cluster returns ?cluster= or the node's own.
 func (a *API) cluster(q url.Values) (string, error) {
 	c := q.Get("cluster")
@@ -77,11 +88,7 @@ func serviceName(r *http.Request) (string, error) {
 }
 
 func (a *API) listServices(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
@@ -96,11 +103,7 @@ func (a *API) listServices(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) getService(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
@@ -116,11 +119,7 @@ func (a *API) getService(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) putService(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster", "cas")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	q, c, err := a.clusterQuery(r, "cas")
 	if err != nil {
 		return err
 	}
@@ -170,11 +169,7 @@ func invalidService(err error) error {
 }
 
 func (a *API) deleteService(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster", "cas")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	q, c, err := a.clusterQuery(r, "cas")
 	if err != nil {
 		return err
 	}
@@ -207,11 +202,7 @@ func (a *API) clusters(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) snapshot(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
@@ -226,11 +217,7 @@ func (a *API) snapshot(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) restore(w http.ResponseWriter, r *http.Request) error {
-	q, err := query(r, "cluster")
-	if err != nil {
-		return err
-	}
-	c, err := a.cluster(q)
+	_, c, err := a.clusterQuery(r)
 	if err != nil {
 		return err
 	}
