@@ -59,6 +59,9 @@ func resolveTLS(cfg config.Runtime, hosts []string) (tlsMaterial, error) {
 		}
 		return tlsMaterial{mode: tlsDev, caFile: ca, certFile: cert, keyFile: key}, nil
 	}
+	if cfg.Encrypt == "" && cfg.RequireTLSCA {
+		return tlsMaterial{}, fmt.Errorf("-require-tls-ca: no -ca-file/-cert-file/-key-file and no -encrypt given; refusing the built-in shared CA")
+	}
 	mode, secret := tlsBuiltin, []byte(builtinSeed)
 	if cfg.Encrypt != "" {
 		key, err := base64.StdEncoding.DecodeString(cfg.Encrypt)

@@ -107,6 +107,12 @@ func TestClearErrorsForBadStarts(t *testing.T) {
 	if code == 0 || strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, "no-such-flag") {
 		t.Errorf("unknown flag: exit %d, stderr %q", code, stderr)
 	}
+	m := NewNode(t, "strict")
+	_, stderr, code = CLI(t, "agent", "-node", "strict", "-bind", m.Gossip, "-rpc", m.RPC, "-raft", m.Raft, "-http", m.HTTP,
+		"-data-dir", m.DataDir, "-require-tls-ca")
+	if code == 0 || !strings.Contains(stderr, "built-in shared CA") {
+		t.Errorf("-require-tls-ca without a CA: exit %d, stderr %q", code, stderr)
+	}
 	_, stderr, code = CLI(t, "agent", "-roles", "chef", "-data-dir", t.TempDir())
 	if code == 0 || !strings.Contains(stderr, "-roles") {
 		t.Errorf("bad role: exit %d, stderr %q", code, stderr)

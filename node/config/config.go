@@ -86,6 +86,9 @@ type Runtime struct {
 	CAFile, CertFile, KeyFile string
 	// Encrypt is the base64 gossip encryption key.
 	Encrypt string
+	// RequireTLSCA refuses to start with the built-in shared CA: node-to-node
+	// TLS must come from -ca-file/-cert-file/-key-file or from -encrypt.
+	RequireTLSCA bool
 	// ACL turns on token checks on the HTTP API.
 	ACL bool
 	// HTTPCertFile and HTTPKeyFile serve the client API over HTTPS.
