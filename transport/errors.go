@@ -43,8 +43,12 @@ func (e *RemoteError) Error() string {
 }
 
 // Is matches another *RemoteError with the same Code, so
-// errors.Is(err, &RemoteError{Code: "not_found"}) works.
+// errors.Is(err, &RemoteError{Code: "not_found"}) works. A peer's
+// "frame_too_large" also matches ErrFrameTooLarge.
 func (e *RemoteError) Is(target error) bool {
+	if target == ErrFrameTooLarge {
+		return e.Code == CodeTooLarge
+	}
 	t, ok := target.(*RemoteError)
 	return ok && t.Code == e.Code
 }
