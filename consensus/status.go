@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/lni/dragonboat/v4"
 	"github.com/lni/dragonboat/v4/logger"
@@ -89,11 +90,41 @@ func InstallLogger(log zerolog.Logger) {
 
 type dbLogger struct{ log zerolog.Logger }
 
+// errLimit keeps a dead peer from filling the log: dragonboat reports every
+// failed reconnect. The first report of a given message format in a window
+// is a warning; repeats within errWindow go to debug.
+var errLimit = struct {
+	sync.Mutex
+	last map[string]time.Time
+}{last: map[string]time.Time{}}
+
+const errWindow = time.Minute
+
+func warnOnce(format string) bool {
+	errLimit.Lock()
+	defer errLimit.Unlock()
+	now := time.Now()
+	if t, ok := errLimit.last[format]; ok && now.Sub(t) < errWindow {
+		return false
+	}
+	if len(errLimit.last) > 1024 {
+		errLimit.last = map[string]time.Time{}
+	}
+	errLimit.last[format] = now
+	return true
+}
+
 func (l *dbLogger) SetLevel(logger.LogLevel)                    {}
 func (l *dbLogger) Debugf(format string, args ...interface{})   { l.log.Trace().Msgf(format, args...) }
 func (l *dbLogger) Infof(format string, args ...interface{})    { l.log.Debug().Msgf(format, args...) }
 func (l *dbLogger) Warningf(format string, args ...interface{}) { l.log.Debug().Msgf(format, args...) }
-func (l *dbLogger) Errorf(format string, args ...interface{})   { l.log.Warn().Msgf(format, args...) }
+func (l *dbLogger) Errorf(format string, args ...interface{}) {
+	if warnOnce(format) {
+		l.log.Warn().Msgf(format, args...)
+		return
+	}
+	l.log.Debug().Msgf(format, args...)
+}
 func (l *dbLogger) Panicf(format string, args ...interface{}) {
 	l.log.Error().Msgf(format, args...)
 	panic(fmt.Sprintf(format, args...))
