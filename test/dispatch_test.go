@@ -33,7 +33,7 @@ func dispatchCluster(t *testing.T) *Cluster {
 		}
 		return nil
 	}})
-	waitGroup(t, c.Nodes[:3], "default")
+	WaitLeader(t, c.Nodes[:3], "default")
 	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
 	return c
 }
@@ -233,7 +233,7 @@ func TestPausedRunnerIsRoutedAround(t *testing.T) {
 func TestHTTPServiceProxy(t *testing.T) {
 	up := upstream(t)
 	c := StartCluster(t, 3, Options{})
-	waitGroup(t, c.Nodes, "default")
+	WaitLeader(t, c.Nodes, "default")
 	putService(t, c.Nodes[0], map[string]any{"name": "web", "type": "http", "upstream": "http://" + up})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	sum := sha256.Sum256(body)

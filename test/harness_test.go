@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshgw/meshgw/transport/tlsutil"
 )
 
 // bin is the meshgw binary under test, built once by TestMain.
@@ -102,17 +104,61 @@ type Node struct {
 
 // Options shape a cluster.
 type Options struct {
-	Profile         string // gossip profile; "local" by default
-	BootstrapExpect int    // default: the cluster size
-	Cluster         string
+	Profile         string               // gossip profile; "local" by default (the failure-detection tests pass "lan")
+	BootstrapExpect int                  // default: min(cluster size, 3)
+	Cluster         string               // -cluster; the agent's default when empty
+	Roles           string               // -roles for every node; the agent's default (both) when empty
 	Extra           func(i int) []string // extra flags for node i
 }
 
-// Cluster is a set of agents started by one test.
+// Cluster is a set of agents started by one test. Its nodes share one CA
+// (CA) for node-to-node TLS unless their flags choose their own (-ca-file or
+// -encrypt).
 type Cluster struct {
 	t     testing.TB
 	Nodes []*Node
+	CA    *CA
 	opts  Options
+}
+
+// CA is a test certificate authority written to a temp dir; it issues one
+// certificate per node name.
+type CA struct {
+	t               testing.TB
+	Dir             string
+	certPEM, keyPEM []byte
+}
+
+// NewCA creates a CA with transport/tlsutil in a fresh temp dir.
+func NewCA(t testing.TB) *CA {
+	t.Helper()
+	certPEM, keyPEM, err := tlsutil.GenerateCA("meshgw test CA", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if _, _, err := tlsutil.WriteCAFiles(dir, certPEM, keyPEM); err != nil {
+		t.Fatal(err)
+	}
+	return &CA{t: t, Dir: dir, certPEM: certPEM, keyPEM: keyPEM}
+}
+
+// Flags returns -ca-file/-cert-file/-key-file for node name, issuing its
+// certificate on first use.
+func (ca *CA) Flags(name string) []string {
+	ca.t.Helper()
+	cert, key := tlsutil.CertFileNames(name)
+	cert, key = filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
+	if _, err := os.Stat(cert); err != nil {
+		certPEM, keyPEM, err := tlsutil.GenerateCert(ca.certPEM, ca.keyPEM, name, []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+		if err != nil {
+			ca.t.Fatal(err)
+		}
+		if _, _, err := tlsutil.WriteCertFiles(ca.Dir, name, certPEM, keyPEM); err != nil {
+			ca.t.Fatal(err)
+		}
+	}
+	return []string{"-ca-file", filepath.Join(ca.Dir, tlsutil.CAFile), "-cert-file", cert, "-key-file", key}
 }
 
 // StartCluster starts n agents joined to the first one.
@@ -124,7 +170,7 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 	if opts.BootstrapExpect == 0 {
 		opts.BootstrapExpect = min(n, 3)
 	}
-	c := &Cluster{t: t, opts: opts}
+	c := &Cluster{t: t, CA: NewCA(t), opts: opts}
 	for i := 0; i < n; i++ {
 		c.Add(t, fmt.Sprintf("n%d", i+1), i)
 		if i == 0 {
@@ -135,12 +181,52 @@ func StartCluster(t testing.TB, n int, opts Options) *Cluster {
 	return c
 }
 
-// NewNode prepares (but does not start) an agent with fresh ports.
+// NewNode prepares (but does not start) an agent with fresh ports and its
+// own data dir and log file. The test's cleanup kills whatever process the
+// node runs then (also after Restart), and dumps the end of its log if the
+// test failed.
 func NewNode(t testing.TB, name string, args ...string) *Node {
 	addr := func() string { return fmt.Sprintf("127.0.0.1:%d", freePort(t)) }
 	dir := t.TempDir()
-	return &Node{t: t, Name: name, Gossip: addr(), RPC: addr(), Raft: addr(), HTTP: addr(),
+	n := &Node{t: t, Name: name, Gossip: addr(), RPC: addr(), Raft: addr(), HTTP: addr(),
 		DataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, name+".log"), Args: args}
+	t.Cleanup(func() {
+		n.mu.Lock()
+		done := n.done
+		n.mu.Unlock()
+		if done != nil {
+			n.signal(syscall.SIGCONT)
+			n.signal(syscall.SIGKILL)
+			<-done
+		}
+		if t.Failed() {
+			n.dumpLog()
+		}
+	})
+	return n
+}
+
+// NewNode prepares (but does not start) an agent that shares the cluster's
+// CA, unless args choose their own node-to-node TLS.
+func (c *Cluster) NewNode(t testing.TB, name string, args ...string) *Node {
+	if !ownTLS(args) {
+		args = append(args, c.CA.Flags(name)...)
+	}
+	return NewNode(t, name, args...)
+}
+
+func ownTLS(args []string) bool {
+	for _, a := range args {
+		switch strings.TrimLeft(a, "-") {
+		case "ca-file", "encrypt":
+			return true
+		}
+		if strings.HasPrefix(a, "-ca-file=") || strings.HasPrefix(a, "--ca-file=") ||
+			strings.HasPrefix(a, "-encrypt=") || strings.HasPrefix(a, "--encrypt=") {
+			return true
+		}
+	}
+	return false
 }
 
 // Add starts one more agent joined to the cluster.
@@ -150,13 +236,16 @@ func (c *Cluster) Add(t testing.TB, name string, i int) *Node {
 	if c.opts.Cluster != "" {
 		args = append(args, "-cluster", c.opts.Cluster)
 	}
+	if c.opts.Roles != "" {
+		args = append(args, "-roles", c.opts.Roles)
+	}
 	if len(c.Nodes) > 0 {
 		args = append(args, "-join", c.Nodes[0].Gossip)
 	}
 	if c.opts.Extra != nil {
 		args = append(args, c.opts.Extra(i)...)
 	}
-	n := NewNode(t, name, args...)
+	n := c.NewNode(t, name, args...)
 	n.Start()
 	c.Nodes = append(c.Nodes, n)
 	return n
@@ -179,6 +268,7 @@ func (n *Node) start() error {
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = f, f
+	cmd.SysProcAttr = procAttr() // dies with the test binary, even on a -timeout panic
 	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=1")
 	if err := cmd.Start(); err != nil {
 		f.Close()
@@ -196,14 +286,6 @@ func (n *Node) start() error {
 		n.mu.Unlock()
 		close(done)
 	}()
-	n.t.Cleanup(func() {
-		n.signal(syscall.SIGCONT)
-		n.signal(syscall.SIGKILL)
-		<-done
-		if n.t.Failed() {
-			n.dumpLog()
-		}
-	})
 	return nil
 }
 
@@ -220,6 +302,9 @@ func (n *Node) Running() bool {
 	n.mu.Lock()
 	done := n.done
 	n.mu.Unlock()
+	if done == nil {
+		return false
+	}
 	select {
 	case <-done:
 		return false
@@ -251,6 +336,9 @@ func (n *Node) Wait(d time.Duration) error {
 	n.mu.Lock()
 	done := n.done
 	n.mu.Unlock()
+	if done == nil {
+		return nil // never started
+	}
 	select {
 	case <-done:
 		n.mu.Lock()
@@ -268,8 +356,7 @@ func (n *Node) Restart() {
 	if n.Running() {
 		n.Kill()
 	}
-	// The old process's ports may linger a moment.
-	Eventually(n.t, 10*time.Second, func() error { return n.start() })
+	n.Start()
 }
 
 func (n *Node) dumpLog() {
@@ -284,8 +371,8 @@ func (n *Node) dumpLog() {
 			keep = append(keep, l)
 		}
 	}
-	if len(keep) > 60 {
-		keep = keep[len(keep)-60:]
+	if len(keep) > 100 {
+		keep = keep[len(keep)-100:]
 	}
 	n.t.Logf("---- last log lines of %s (%s) ----\n%s", n.Name, n.LogPath, strings.Join(keep, "\n"))
 }
@@ -321,6 +408,20 @@ func (n *Node) Do(method, path string, body any, out any) (int, error) {
 		}
 	}
 	return resp.StatusCode, nil
+}
+
+// GetJSON GETs path and decodes the answer into out; a non-2xx status is an
+// error carrying the body.
+func (n *Node) GetJSON(path string, out any) error {
+	_, err := n.Do("GET", path, nil, out)
+	return err
+}
+
+// PutJSON PUTs body as JSON to path and decodes the answer into out (nil:
+// discard).
+func (n *Node) PutJSON(path string, body, out any) error {
+	_, err := n.Do("PUT", path, body, out)
+	return err
 }
 
 // Member is the API's member JSON.
@@ -443,4 +544,54 @@ outer:
 		out = append(out, n)
 	}
 	return out
+}
+
+// GroupStatus is one Raft group as /v1/status reports it.
+type GroupStatus struct {
+	Cluster      string `json:"cluster"`
+	Leader       string `json:"leader"`
+	Term         uint64 `json:"term"`
+	AppliedIndex uint64 `json:"applied_index"`
+	Local        bool   `json:"local"`
+	Replicas     []struct {
+		Node string `json:"node"`
+	} `json:"replicas"`
+}
+
+// Group returns the node's view of cluster's Raft group from /v1/status.
+func (n *Node) Group(cluster string) (GroupStatus, error) {
+	var st struct {
+		Groups []GroupStatus `json:"groups"`
+	}
+	if _, err := n.Do("GET", "/v1/status", nil, &st); err != nil {
+		return GroupStatus{}, err
+	}
+	for _, g := range st.Groups {
+		if g.Cluster == cluster {
+			return g, nil
+		}
+	}
+	return GroupStatus{}, fmt.Errorf("%s hosts no replica of %s", n.Name, cluster)
+}
+
+// WaitLeader waits until every node of nodes reports cluster's Raft group
+// with the same leader, and returns the leader's name.
+func WaitLeader(t testing.TB, nodes []*Node, cluster string) string {
+	t.Helper()
+	var leader string
+	Eventually(t, 60*time.Second, func() error {
+		leader = ""
+		for _, n := range nodes {
+			g, err := n.Group(cluster)
+			if err != nil {
+				return err
+			}
+			if g.Leader == "" || (leader != "" && g.Leader != leader) {
+				return fmt.Errorf("%s sees leader %q", n.Name, g.Leader)
+			}
+			leader = g.Leader
+		}
+		return nil
+	})
+	return leader
 }

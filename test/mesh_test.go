@@ -54,13 +54,16 @@ func TestMeshMembershipThroughKillsAndLeaves(t *testing.T) {
 
 // A node started before its seed keeps retrying and joins once it appears.
 func TestRetryJoinWaitsForSeed(t *testing.T) {
-	seed := NewNode(t, "seed", "-gossip-profile", "local", "-bootstrap-expect", "2")
-	early := NewNode(t, "early", "-gossip-profile", "local", "-bootstrap-expect", "2", "-retry-join", seed.Gossip)
+	ca := NewCA(t)
+	seed := NewNode(t, "seed", append(ca.Flags("seed"), "-gossip-profile", "local", "-bootstrap-expect", "2")...)
+	early := NewNode(t, "early", append(ca.Flags("early"), "-gossip-profile", "local", "-bootstrap-expect", "2", "-retry-join", seed.Gossip)...)
 	early.Start()
 	WaitHealthy(t, 20*time.Second, early)
 	// The seed is started only now, after the early node is up.
 	seed.Start()
 	WaitMembers(t, 30*time.Second, []*Node{early, seed}, map[string]string{"seed": "alive", "early": "alive"})
+	// Both take part in the Raft group: node-to-node TLS from the shared CA works.
+	WaitLeader(t, []*Node{early, seed}, "default")
 }
 
 // SIGSTOP makes a node suspect then failed; SIGCONT brings it back alive.
@@ -148,6 +151,11 @@ func TestAPIBadInputAndCLI(t *testing.T) {
 		}
 	}
 	WaitHealthy(t, 5*time.Second, n)
+	for _, m := range c.Nodes {
+		if m.logHas("built-in shared CA") {
+			t.Errorf("%s runs on the built-in CA, not the harness's shared CA", m.Name)
+		}
+	}
 
 	out, stderr, code := CLI(t, "members", "-http-addr", n.HTTP)
 	if code != 0 || !strings.Contains(out, "NAME") || !strings.Contains(out, "n2") || !strings.Contains(out, "alive") {

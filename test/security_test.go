@@ -160,7 +160,7 @@ func TestACLTokens(t *testing.T) {
 // Garbage sent to every port leaves every node healthy and the state as it was.
 func TestGarbageToEveryPort(t *testing.T) {
 	c := StartCluster(t, 3, Options{})
-	waitGroup(t, c.Nodes, "default")
+	WaitLeader(t, c.Nodes, "default")
 	if _, err := c.Nodes[0].Do("PUT", "/v1/services/keep", svcDef("keep"), nil); err != nil {
 		t.Fatal(err)
 	}

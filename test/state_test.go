@@ -8,55 +8,8 @@ import (
 	"time"
 )
 
-type groupStatus struct {
-	Cluster      string `json:"cluster"`
-	Leader       string `json:"leader"`
-	Term         uint64 `json:"term"`
-	AppliedIndex uint64 `json:"applied_index"`
-	Local        bool   `json:"local"`
-	Replicas     []struct {
-		Node string `json:"node"`
-	} `json:"replicas"`
-}
-
-func (n *Node) group(cluster string) (groupStatus, error) {
-	var st struct {
-		Groups []groupStatus `json:"groups"`
-	}
-	if _, err := n.Do("GET", "/v1/status", nil, &st); err != nil {
-		return groupStatus{}, err
-	}
-	for _, g := range st.Groups {
-		if g.Cluster == cluster {
-			return g, nil
-		}
-	}
-	return groupStatus{}, fmt.Errorf("%s hosts no replica of %s", n.Name, cluster)
-}
-
 func svcDef(name string) map[string]any {
 	return map[string]any{"name": name, "type": "exec", "command": []string{"echo", name}}
-}
-
-// waitGroup waits until every node hosts the group and agrees on a leader.
-func waitGroup(t *testing.T, nodes []*Node, cluster string) string {
-	t.Helper()
-	var leader string
-	Eventually(t, 60*time.Second, func() error {
-		leader = ""
-		for _, n := range nodes {
-			g, err := n.group(cluster)
-			if err != nil {
-				return err
-			}
-			if g.Leader == "" || (leader != "" && g.Leader != leader) {
-				return fmt.Errorf("%s sees leader %q", n.Name, g.Leader)
-			}
-			leader = g.Leader
-		}
-		return nil
-	})
-	return leader
 }
 
 func byName(nodes []*Node, name string) *Node {
@@ -73,7 +26,7 @@ func byName(nodes []*Node, name string) *Node {
 // acknowledged write is there. The killed node restarted catches up.
 func TestReplicatedStateSurvivesLeaderKill(t *testing.T) {
 	c := StartCluster(t, 3, Options{})
-	leader := waitGroup(t, c.Nodes, "default")
+	leader := WaitLeader(t, c.Nodes, "default")
 	if _, err := c.Nodes[0].Do("PUT", "/v1/services/first", svcDef("first"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -131,11 +84,11 @@ func TestReplicatedStateSurvivesLeaderKill(t *testing.T) {
 	// The old leader comes back from its data dir and catches up.
 	ln.Restart()
 	Eventually(t, 60*time.Second, func() error {
-		g, err := ln.group("default")
+		g, err := ln.Group("default")
 		if err != nil {
 			return err
 		}
-		ref, err := survivors[0].group("default")
+		ref, err := survivors[0].Group("default")
 		if err != nil {
 			return err
 		}
@@ -153,8 +106,8 @@ func TestAutopilotReplacesKilledVoter(t *testing.T) {
 		t.Skip("5 processes")
 	}
 	c := StartCluster(t, 5, Options{BootstrapExpect: 3})
-	leader := waitGroup(t, c.Nodes[:3], "default")
-	g, _ := byName(c.Nodes, leader).group("default")
+	leader := WaitLeader(t, c.Nodes[:3], "default")
+	g, _ := byName(c.Nodes, leader).Group("default")
 	var victim *Node
 	for _, r := range g.Replicas {
 		if r.Node != leader {
@@ -166,7 +119,7 @@ func TestAutopilotReplacesKilledVoter(t *testing.T) {
 	start := time.Now()
 	live := c.Others(victim)
 	Eventually(t, 60*time.Second, func() error {
-		g, err := byName(live, leader).group("default")
+		g, err := byName(live, leader).Group("default")
 		if err != nil {
 			return err
 		}
@@ -194,10 +147,10 @@ func TestAutopilotReplacesKilledVoter(t *testing.T) {
 // the RPC layer.
 func TestTwoClustersAndForeignCA(t *testing.T) {
 	c := StartCluster(t, 3, Options{})
-	waitGroup(t, c.Nodes, "default")
-	b := NewNode(t, "b1", "-cluster", "blue", "-bootstrap-expect", "1", "-gossip-profile", "local", "-join", c.Nodes[0].Gossip)
+	WaitLeader(t, c.Nodes, "default")
+	b := c.NewNode(t, "b1", "-cluster", "blue", "-bootstrap-expect", "1", "-gossip-profile", "local", "-join", c.Nodes[0].Gossip)
 	b.Start()
-	waitGroup(t, []*Node{b}, "blue")
+	WaitLeader(t, []*Node{b}, "blue")
 	if _, err := c.Nodes[0].Do("PUT", "/v1/services/red-only", svcDef("red-only"), nil); err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +197,7 @@ func TestTwoClustersAndForeignCA(t *testing.T) {
 // recover` on the survivor restores service from its data dir.
 func TestRaftRecoverAfterQuorumLoss(t *testing.T) {
 	c := StartCluster(t, 3, Options{})
-	waitGroup(t, c.Nodes, "default")
+	WaitLeader(t, c.Nodes, "default")
 	for i := 0; i < 5; i++ {
 		name := fmt.Sprintf("kept%d", i)
 		if _, err := c.Nodes[0].Do("PUT", "/v1/services/"+name, svcDef(name), nil); err != nil {
