@@ -257,3 +257,58 @@ func TestRunThroughAnyNode(t *testing.T) {
 		t.Fatalf("executions: %d %v", len(list), err)
 	}
 }
+
+// A voter that leaves gracefully is replaced at once, without waiting for
+// the dead-voter timeout (set to a minute here).
+func TestLeftVoterIsReplacedAtOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("4-node Raft cluster")
+	}
+	slow := func(c *config.Runtime) { c.AutopilotDeadAfter = time.Minute }
+	a1 := startAgent(t, testConfig(t, "q1", slow))
+	join := []string{a1.cfg.BindAddr}
+	agents := map[string]*Agent{"q1": a1}
+	for _, n := range []string{"q2", "q3", "q4"} {
+		agents[n] = startAgent(t, testConfig(t, n, func(c *config.Runtime) { slow(c); c.Join = join }))
+	}
+	var g httpapi.GroupStatus
+	eventually(t, 60*time.Second, func() (err error) {
+		g, err = groupOf(a1.HTTPAddr())
+		if err == nil && (len(g.Replicas) != 3 || g.Leader == "") {
+			err = fmt.Errorf("group %+v", g)
+		}
+		return err
+	})
+	var leaving string
+	for _, r := range g.Replicas {
+		if r.Node != g.Leader {
+			leaving = r.Node
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := agents[leaving].Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	delete(agents, leaving)
+	eventually(t, 30*time.Second, func() error {
+		g, err := groupOf(agents[g.Leader].HTTPAddr())
+		if err != nil {
+			return err
+		}
+		for _, r := range g.Replicas {
+			if r.Node == leaving {
+				return fmt.Errorf("%s still a voter", leaving)
+			}
+		}
+		if len(g.Replicas) != 3 {
+			return fmt.Errorf("voters %+v", g.Replicas)
+		}
+		return nil
+	})
+	if took := time.Since(start); took > 45*time.Second {
+		t.Fatalf("replacement took %s: it waited for the dead-voter timeout", took)
+	}
+}
