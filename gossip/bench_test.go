@@ -54,8 +54,10 @@ func startMesh(b testing.TB, n int, profile string, serfDefaults bool) ([]*Gossi
 		if done {
 			return gs, time.Since(start)
 		}
-		if time.Since(start) > 60*time.Second {
-			b.Fatalf("%d members did not converge", n)
+		// Generous: a member that missed another's alive broadcast only
+		// learns it at the next push/pull (30 s, ×2 above 32 members).
+		if time.Since(start) > 150*time.Second {
+			b.Fatalf("%d members did not converge in 150 s", n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -113,7 +115,9 @@ func BenchmarkGossip(b *testing.B) {
 				}
 				b.ReportMetric(ms(median(conv)), "ms/converge")
 				b.ReportMetric(ms(median(det)), "ms/detect")
+				b.ReportMetric(ms(minOf(det)), "ms/detect-min")
 				b.ReportMetric(ms(maxOf(det)), "ms/detect-max")
+				b.Logf("runs: converge %v detect %v", conv, det)
 			})
 		}
 	}
@@ -134,6 +138,14 @@ func median(ds []time.Duration) time.Duration {
 	s := append([]time.Duration(nil), ds...)
 	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
 	return s[len(s)/2]
+}
+
+func minOf(ds []time.Duration) time.Duration {
+	m := ds[0]
+	for _, d := range ds {
+		m = min(m, d)
+	}
+	return m
 }
 
 func maxOf(ds []time.Duration) time.Duration {
@@ -175,6 +187,17 @@ func TestNoFlappingUnderCPUSaturation(t *testing.T) {
 	suspects := 0
 	for time.Now().Before(end) {
 		for _, g := range gs {
+			// Events too: a failure refuted between two polls still shows here.
+			for drained := false; !drained; {
+				select {
+				case ev := <-g.Events():
+					if ev.Type == EventFailed || ev.Type == EventLeave {
+						t.Fatalf("%s got a %s event for %s under CPU saturation", g.cfg.NodeName, ev.Type, ev.Members[0].Name)
+					}
+				default:
+					drained = true
+				}
+			}
 			for _, m := range g.Members(Filter{}) {
 				switch m.Status {
 				case StatusFailed, StatusLeft:
