@@ -170,12 +170,18 @@ func (t *Transport) roundTrip(str *quic.Stream, method string, timeout time.Dura
 	err := writeFrame(str, nil, frameRequest, hdr, body)
 	*bp = hdr
 	putBuf(bp)
-	if err != nil {
+	var se *quic.StreamError
+	switch {
+	case err != nil && errors.As(err, &se) && se.Remote && se.ErrorCode == codeDone:
+		// The peer refused the request before reading all of it (too
+		// large, no handler); its error frame says why.
+	case err != nil:
 		str.CancelRead(codeCancel)
 		return nil, err
-	}
-	if err := str.Close(); err != nil {
-		return nil, err
+	default:
+		if err := str.Close(); err != nil {
+			return nil, err
+		}
 	}
 	var h [frameHeaderLen]byte
 	typ, p, err := readFrame(str, &h, t.cfg.MaxFrameSize, nil)

@@ -42,12 +42,12 @@ func TestOversizeFrameRefusedByServer(t *testing.T) {
 		tr.Handle("echo", func(ctx context.Context, r *Request) ([]byte, error) { return r.Body, nil })
 		tr.Handle("big", func(ctx context.Context, r *Request) ([]byte, error) { return make([]byte, 8192), nil })
 	})
-	cli := newTransport(t, dir, "client", "127.0.0.1:0", func(tr *Transport) { tr.cfg.MaxFrameSize = 4096 * 4 })
+	cli := newTransport(t, dir, "client", "127.0.0.1:0", func(tr *Transport) { tr.cfg.MaxFrameSize = 1 << 20 })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	addr := srv.Addr().String()
 	// Bigger than the server's bound, within the client's: refused by the server.
-	if _, err := cli.Call(ctx, addr, "echo", make([]byte, 8192)); !errors.Is(err, ErrFrameTooLarge) {
+	if _, err := cli.Call(ctx, addr, "echo", make([]byte, 256<<10)); !errors.Is(err, ErrFrameTooLarge) {
 		t.Fatalf("request over the server's bound: %v", err)
 	}
 	// A handler answering more than its own bound.

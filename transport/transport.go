@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -177,6 +178,11 @@ func (t *Transport) Start() error {
 		return fmt.Errorf("transport: listen %s: %w", t.cfg.BindAddr, err)
 	}
 	checkUDPBuffers(udp, t.log)
+	// quic-go prints its own buffer warning through the std logger;
+	// checkUDPBuffers already said it once through ours.
+	if _, ok := os.LookupEnv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING"); !ok {
+		_ = os.Setenv("QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING", "true")
+	}
 	t.udp = udp
 	t.qt = &quic.Transport{Conn: udp, StatelessResetKey: statelessResetKey(t.serverTLS)}
 	ln, err := t.qt.Listen(t.serverTLS, t.listenConf)
