@@ -172,6 +172,11 @@ func (g *Gossip) serfConfig() (*serf.Config, error) {
 	mc := sc.MemberlistConfig
 	mc.Name = cfg.NodeName
 	mc.Logger = logger
+	// A failed member's name may be taken over at once by a new address: a
+	// kill -9'd node restarted on another IP or port must come back alive.
+	// memberlist's default (0) refuses the new address forever ("Conflicting
+	// address"). A name held by a live or suspect member is still refused.
+	mc.DeadNodeReclaimTime = time.Nanosecond
 	host, port, _ := net.SplitHostPort(cfg.BindAddr)
 	mc.BindAddr = host
 	mc.BindPort, _ = strconv.Atoi(port)

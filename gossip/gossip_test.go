@@ -389,3 +389,24 @@ func TestEventsDeliveredAndDroppedWhenFull(t *testing.T) {
 		t.Errorf("first event %+v, want a join", ev)
 	}
 }
+
+func TestRestartOnNewAddressIsAliveAgain(t *testing.T) {
+	a := startNode(t, "a", nil)
+	b := startNode(t, "b", func(c *Config) { c.Join = []string{a.cfg.BindAddr} })
+	eventually(t, 5*time.Second, wantStatus([]*node{a}, "b", StatusAlive))
+	b.g.Shutdown() // kill -9
+	eventually(t, 10*time.Second, wantStatus([]*node{a}, "b", StatusFailed))
+	b2 := startNode(t, "b", func(c *Config) { c.Join = []string{a.cfg.BindAddr} })
+	if b2.cfg.BindAddr == b.cfg.BindAddr {
+		t.Fatal("test needs a new address")
+	}
+	eventually(t, 10*time.Second, func() error {
+		for _, m := range a.g.Members(Filter{}) {
+			if m.Name == "b" && (m.Status != StatusAlive || m.Addr != b2.cfg.BindAddr) {
+				return fmt.Errorf("a sees b as %s at %s, want alive at %s", m.Status, m.Addr, b2.cfg.BindAddr)
+			}
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, wantStatus([]*node{b2}, "a", StatusAlive))
+}
