@@ -23,8 +23,9 @@ func composeCommand(ctx context.Context) ([]string, error) {
 	return nil, fmt.Errorf("neither docker-compose nor docker compose answers")
 }
 
-// TestDockerMesh builds the FROM scratch image, brings up the 3-node compose
-// mesh with a fresh gossip key, sees 3 alive members, docker-kills one and
+// TestDockerMesh builds the FROM scratch image (with its per-build dev TLS
+// material), brings up the 3-node compose mesh with a fresh gossip key on a
+// random /24, sees 3 alive members, docker-kills one and
 // sees it failed, and checks the two survivors keep the state writable.
 func TestDockerMesh(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -44,8 +45,11 @@ func TestDockerMesh(t *testing.T) {
 	}
 	suffix := fmt.Sprintf("%d%04d", time.Now().Unix()%1e6, rand.IntN(1e4))
 	image := "meshgw-test:" + suffix
+	// A /24 of its own, so concurrent runs (or a user's mesh) do not collide;
+	// the image's node certificates name its addresses.
+	subnet := fmt.Sprintf("172.28.%d", 16+rand.IntN(224))
 	build := exec.CommandContext(ctx, "bash", filepath.Join(root, "deploy", "build.sh"))
-	build.Env = append(os.Environ(), "IMAGE="+image, "MESHGW_BIN="+bin)
+	build.Env = append(os.Environ(), "IMAGE="+image, "MESHGW_BIN="+bin, "MESHGW_SUBNET="+subnet)
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build image: %v\n%s", err, out)
 	}
@@ -61,7 +65,7 @@ func TestDockerMesh(t *testing.T) {
 		full := append(append(append([]string{}, compose[1:]...), "-p", project, "-f", filepath.Join(root, "deploy", "docker-compose.yml")), args...)
 		cmd := exec.CommandContext(ctx, compose[0], full...)
 		cmd.Env = append(os.Environ(), "MESHGW_IMAGE="+image, fmt.Sprintf("MESHGW_PORT=%d", port),
-			"MESHGW_ENCRYPT="+strings.TrimSpace(key))
+			"MESHGW_SUBNET="+subnet, "MESHGW_ENCRYPT="+strings.TrimSpace(key))
 		out, err := cmd.CombinedOutput()
 		return string(out), err
 	}
@@ -90,6 +94,13 @@ func TestDockerMesh(t *testing.T) {
 		}
 	}
 	Eventually(t, 60*time.Second, put("before")) // the Raft group is formed
+	// Node-to-node TLS comes from the CA and certificates baked in by build.sh.
+	for _, name := range []string{"node1", "node2", "node3"} {
+		out, err := run(ctx, "logs", "--no-color", name)
+		if err != nil || !strings.Contains(out, `"tls":"files"`) {
+			t.Errorf("%s does not use the baked TLS files: %v\n%s", name, err, out)
+		}
+	}
 
 	out, err := run(ctx, "ps", "-q", "node3")
 	id := strings.TrimSpace(out)
