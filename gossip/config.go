@@ -181,22 +181,21 @@ func decodeTags(t map[string]string, m *Member) {
 
 // profileConfig returns memberlist's base config for a profile, tuned.
 //
-// lan: serf's defaults (probe 1 s, suspicion ≥ 4 s) take 5-7 s to declare a
-// killed node failed. We probe every 400 ms with a 250 ms ack timeout and a
-// suspicion multiplier of 3, so the minimum suspicion is 3 × 400 ms = 1.2 s
-// (for ≤ 10 nodes; it grows with log10 of the size) and the maximum, used
-// until peers confirm the suspicion, 4 × that = 4.8 s. Lifeguard keeps this
-// safe when the machine is slow: a node that misses its own acks raises its
-// awareness score and stretches its probe timeouts (AwarenessMaxMultiplier
+// lan: serf's defaults (probe 1 s, suspicion >= 4 s) take 5-7 s to declare a
+// killed node failed. We probe every 300 ms with a 250 ms ack timeout and a
+// suspicion multiplier of 3, so the minimum suspicion is 3 x 300 ms = 0.9 s
+// up to 10 members, growing with log10 of the size (1.5 s at 50), and the
+// maximum, used until peers confirm the suspicion, 4 x that. Lifeguard keeps
+// this safe when the machine is slow: a node that misses its own acks raises
+// its awareness score and stretches its probe timeouts (AwarenessMaxMultiplier
 // 8: up to 2 s), and a suspicion must be confirmed by SuspicionMult-2 = 1
 // other node before the timeout shrinks below the maximum. Gossip every
 // 100 ms to 4 nodes with RetransmitMult 4 spreads a suspicion and its
-// confirmations within a few hundred ms. The kill -9 to everyone-sees-it-failed
-// time is then: first probe (≤ 400 ms + 250 ms) + confirmation + 1.2-2 s.
-// Measured (docs/BENCH-gossip.md): 1.9 s at 5 members, 2.7 s at 20, 3.2 s at
-// 50, where the log10 N factor lifts the minimum suspicion to 2 s; serf's
-// defaults take 6.0, 8.5 and 11 s. Under 30 s of both CPUs saturated by busy
-// processes no member was ever reported failed.
+// confirmations within a few hundred ms.
+// Measured (BENCHMARKS.md): kill -9 seen failed by every survivor after
+// 1.5 s at 5 members, 1.9 s at 20 and 2.4 s at 50 (serf's defaults: 6.0,
+// 8.5 and 11 s); under 30 s of both CPUs saturated by busy processes no
+// member was ever reported failed, nor even suspect.
 //
 // local: for one host (tests): faster still, RetransmitMult 4 (memberlist's
 // local default of 2 sometimes missed a node until the 15 s push/pull).
@@ -219,7 +218,7 @@ func profileConfig(profile string) *memberlist.Config {
 		return memberlist.DefaultWANConfig()
 	default:
 		mc := memberlist.DefaultLANConfig()
-		mc.ProbeInterval = 400 * time.Millisecond
+		mc.ProbeInterval = 300 * time.Millisecond
 		mc.ProbeTimeout = 250 * time.Millisecond
 		mc.SuspicionMult = 3
 		mc.SuspicionMaxTimeoutMult = 4
