@@ -3,7 +3,7 @@
 // on a shared 2-core box; medians of alternated rounds are comparable).
 //
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw state   # vs a 3-member etcd
-//	go run ./cmd/meshbench -meshgw /path/to/meshgw rpc     # vs NATS request/reply
+//	go run ./cmd/rpcbench                                  # QUIC RPC vs NATS request/reply (its own command)
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw proxy   # vs HAProxy, with wrk
 //
 // Everything listens on 127.0.0.1 and every load loop is bounded in time.
@@ -279,14 +279,12 @@ func main() {
 	switch flag.Arg(0) {
 	case "state":
 		benchState(buildMeshgw())
-	case "rpc":
-		benchRPC()
 	case "dispatch":
 		benchDispatch(buildMeshgw())
 	case "proxy":
 		benchProxy(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|rpc|dispatch|proxy")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy")
 	}
 	_ = context.Background
 }
