@@ -192,7 +192,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	switch a.tls.mode {
 	case tlsBuiltin:
-		a.log.Warn().Msg("node-to-node TLS uses the built-in shared CA: links are encrypted, but any meshgw node can join the RPC and Raft layers; " +
+		why := "-require-tls-ca=false"
+		if a.cfg.RequireTLSCA {
+			why = "every listener is on loopback"
+		}
+		a.log.Warn().Str("allowed_because", why).Msg("node-to-node TLS uses the built-in shared CA: links are encrypted, but any meshgw node can join the RPC and Raft layers; " +
 			"set -encrypt (the CA is then derived from the gossip key) or -ca-file/-cert-file/-key-file (meshgw tls ca create)")
 	default:
 		a.log.Info().Str("tls", string(a.tls.mode)).Msg("node-to-node TLS")

@@ -3,11 +3,13 @@ package node
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,5 +186,46 @@ func TestDerivedCAIsDeterministic(t *testing.T) {
 	}
 	if bytes.Equal(c1, c3) {
 		t.Fatal("different secrets, same CA")
+	}
+}
+
+// TestTLSPolicy: outside -dev, a node reachable off its host must have a
+// cluster secret for node-to-node TLS; the built-in CA is only for
+// loopback-only nodes or an explicit -require-tls-ca=false.
+func TestTLSPolicy(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))
+	loop := []string{"-bind", "127.0.0.1:1", "-rpc", "127.0.0.1:2", "-raft", "localhost:3"}
+	wild := []string{"-bind", "0.0.0.0:1", "-rpc", "127.0.0.1:2", "-raft", "127.0.0.1:3"}
+	cases := []struct {
+		name string
+		args []string
+		want tlsMode // "" = refused
+	}{
+		{"loopback, nothing given", loop, tlsBuiltin},
+		{"loopback, required explicitly", append(loop, "-require-tls-ca"), ""},
+		{"reachable, nothing given", wild, ""},
+		{"reachable, rpc on all interfaces", []string{"-bind", "127.0.0.1:1", "-rpc", ":2", "-raft", "127.0.0.1:3"}, ""},
+		{"reachable, opted out", append(wild, "-require-tls-ca=false"), tlsBuiltin},
+		{"reachable, gossip key", append(wild, "-encrypt", key), tlsDerived},
+		{"dev", []string{"-dev"}, tlsDev},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			args := append([]string{"-node", "n1", "-data-dir", t.TempDir()}, c.args...)
+			cfg, err := config.NewBuilder(args).Build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := resolveTLS(cfg, []string{"127.0.0.1"})
+			if c.want == "" {
+				if err == nil || !strings.Contains(err.Error(), "-encrypt") {
+					t.Fatalf("want a refusal naming -encrypt, got mode %q err %v", m.mode, err)
+				}
+				return
+			}
+			if err != nil || m.mode != c.want {
+				t.Fatalf("want mode %q, got %q (err %v)", c.want, m.mode, err)
+			}
+		})
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
@@ -59,8 +61,10 @@ func resolveTLS(cfg config.Runtime, hosts []string) (tlsMaterial, error) {
 		}
 		return tlsMaterial{mode: tlsDev, caFile: ca, certFile: cert, keyFile: key}, nil
 	}
-	if cfg.Encrypt == "" && cfg.RequireTLSCA {
-		return tlsMaterial{}, fmt.Errorf("-require-tls-ca: no -ca-file/-cert-file/-key-file and no -encrypt given; refusing the built-in shared CA")
+	if cfg.Encrypt == "" && cfg.RequireTLSCA && (cfg.IsSet("require-tls-ca") || !loopbackOnly(cfg)) {
+		return tlsMaterial{}, fmt.Errorf("node-to-node TLS needs a cluster secret: give -encrypt KEY (meshgw keygen; the CA is derived from it) " +
+			"or -ca-file/-cert-file/-key-file (meshgw tls ca create); refusing the built-in shared CA (-require-tls-ca, on by default " +
+			"for nodes reachable off their host; -require-tls-ca=false accepts it)")
 	}
 	mode, secret := tlsBuiltin, []byte(builtinSeed)
 	if cfg.Encrypt != "" {
@@ -91,6 +95,25 @@ func resolveTLS(cfg config.Runtime, hosts []string) (tlsMaterial, error) {
 		}
 	}
 	return m, nil
+}
+
+// loopbackOnly reports whether every listener that peers reach (gossip,
+// RPC, Raft) is bound to a loopback address: such a node can only be
+// reached from its own host, so the built-in CA exposes nothing.
+func loopbackOnly(cfg config.Runtime) bool {
+	for _, addr := range []string{cfg.BindAddr, cfg.RPCAddr, cfg.RaftAddr} {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return false
+		}
+		if host == "localhost" {
+			continue
+		}
+		if ip, err := netip.ParseAddr(host); err != nil || !ip.IsLoopback() {
+			return false
+		}
+	}
+	return true
 }
 
 // derivedCA deterministically derives a CA certificate and key from secret:

@@ -116,6 +116,14 @@ func TestClearErrorsForBadStarts(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "built-in shared CA") {
 		t.Errorf("-require-tls-ca without a CA: exit %d, stderr %q", code, stderr)
 	}
+	// Reachable off the host (RPC on every interface) and no cluster secret:
+	// refused by default, naming the flags that fix it.
+	_, port, _ := net.SplitHostPort(m.RPC)
+	_, stderr, code = CLI(t, "agent", "-node", "strict", "-bind", m.Gossip, "-rpc", ":"+port, "-raft", m.Raft, "-http", m.HTTP,
+		"-data-dir", m.DataDir)
+	if code == 0 || !strings.Contains(stderr, "-encrypt") || !strings.Contains(stderr, "-ca-file") {
+		t.Errorf("no cluster secret on a reachable node: exit %d, stderr %q", code, stderr)
+	}
 	_, stderr, code = CLI(t, "agent", "-roles", "chef", "-data-dir", t.TempDir())
 	if code == 0 || !strings.Contains(stderr, "-roles") {
 		t.Errorf("bad role: exit %d, stderr %q", code, stderr)

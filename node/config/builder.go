@@ -99,7 +99,7 @@ var options = []option{
 	{name: "cert-file", usage: "PEM node certificate signed by -ca-file", set: str(func(r *Runtime) *string { return &r.CertFile })},
 	{name: "key-file", usage: "PEM private key of -cert-file", set: str(func(r *Runtime) *string { return &r.KeyFile })},
 	{name: "encrypt", usage: "base64 gossip encryption key (meshgw keygen)", set: str(func(r *Runtime) *string { return &r.Encrypt })},
-	{name: "require-tls-ca", usage: "refuse the built-in shared CA: node-to-node TLS must come from -ca-file... or -encrypt", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.RequireTLSCA })},
+	{name: "require-tls-ca", usage: "refuse the built-in shared CA: node-to-node TLS must come from -ca-file... or -encrypt (default on outside -dev; loopback-only nodes are exempt unless it is set)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.RequireTLSCA })},
 	{name: "acl", usage: "require tokens on the HTTP API", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.ACL })},
 	{name: "http-cert-file", usage: "PEM certificate to serve the HTTP API over HTTPS", set: str(func(r *Runtime) *string { return &r.HTTPCertFile })},
 	{name: "http-key-file", usage: "PEM private key of -http-cert-file", set: str(func(r *Runtime) *string { return &r.HTTPKeyFile })},

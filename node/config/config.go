@@ -86,8 +86,11 @@ type Runtime struct {
 	CAFile, CertFile, KeyFile string
 	// Encrypt is the base64 gossip encryption key.
 	Encrypt string
-	// RequireTLSCA refuses to start with the built-in shared CA: node-to-node
-	// TLS must come from -ca-file/-cert-file/-key-file or from -encrypt.
+	// RequireTLSCA (on by default outside -dev) refuses to start with the
+	// built-in shared CA: node-to-node TLS must come from
+	// -ca-file/-cert-file/-key-file or from -encrypt. A node whose listeners
+	// are all on loopback is exempt unless the option was set explicitly:
+	// nothing off its host can reach it.
 	RequireTLSCA bool
 	// ACL turns on token checks on the HTTP API.
 	ACL bool
@@ -139,6 +142,7 @@ func Default() Runtime {
 		LogFormat:          "console",
 		GossipProfile:      "lan",
 		MaxConcurrentExecs: 64,
+		RequireTLSCA:       true,
 		RetentionCount:     10000,
 		RetentionAge:       24 * time.Hour,
 		MaxBodyBytes:       4 << 20,
@@ -165,6 +169,7 @@ func (r *Runtime) applyDev() {
 	def("bootstrap-expect", func() { r.BootstrapExpect = 1 })
 	def("raft-voters", func() { r.RaftVoters = 1 })
 	def("gossip-profile", func() { r.GossipProfile = "local" })
+	def("require-tls-ca", func() { r.RequireTLSCA = false })
 }
 
 var (
