@@ -74,9 +74,17 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	if r.Body == nil || r.Body == http.NoBody {
 		hdr.ContentLength = 0
 	}
-	hb, err := json.Marshal(hdr)
-	if err != nil || len(hb) > d.cfg.MaxHTTPHeaderBytes {
-		return fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
+	// The header frame is built once, when a remote runner first needs it.
+	var hb []byte
+	header := func() ([]byte, error) {
+		if hb == nil {
+			b, err := json.Marshal(hdr)
+			if err != nil || len(b) > d.cfg.MaxHTTPHeaderBytes {
+				return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
+			}
+			hb = b
+		}
+		return hb, nil
 	}
 	body := &replayBody{r: r.Body}
 	if hdr.ContentLength != 0 {
@@ -102,7 +110,7 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 			}
 			return err
 		}
-		started, err := d.proxyOnce(w, r, rn, &hdr, hb, body)
+		started, err := d.proxyOnce(w, r, rn, &hdr, header, body)
 		if err == nil {
 			return nil
 		}
@@ -207,7 +215,7 @@ func (b *replayBody) Close() error { return b.r.Close() }
 
 // proxyOnce proxies through one runner. started reports whether anything
 // was written to w.
-func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, hb []byte, body io.Reader) (started bool, err error) {
+func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, header func() ([]byte, error), body io.Reader) (started bool, err error) {
 	hasBody := hdr.ContentLength != 0
 	d.acquireRunner(rn.Name)
 	defer d.releaseRunner(rn.Name)
@@ -216,6 +224,8 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		switch {
 		case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 			return false, &attemptError{"busy", err}
+		case errors.Is(err, runner.ErrHeaderTooLarge):
+			return false, fmt.Errorf("%w: %v", ErrInvalidInput, err)
 		case err != nil:
 			return false, &attemptError{"invalid", err}
 		}
@@ -223,6 +233,10 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	}
 	if d.rpc == nil {
 		return false, &attemptError{"unreachable", fmt.Errorf("no transport to reach runner %s", rn.Name)}
+	}
+	hb, err := header()
+	if err != nil {
+		return false, err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()

@@ -119,7 +119,8 @@ func (r Runner) HasRole(role string) bool {
 // Runners is the membership view (node adapts gossip to it). Methods must be
 // safe for concurrent use and must not block.
 type Runners interface {
-	// Runners returns the members of cluster, any status and role.
+	// Runners returns the members of cluster, any status and role. The
+	// result may be shared: callers must not modify it.
 	Runners(cluster string) []Runner
 	// NodeStatus returns the gossip status of a node ("alive", "suspect",
 	// "failed", "left"); known is false if gossip does not know it.

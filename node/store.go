@@ -3,6 +3,8 @@ package node
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/dispatch"
@@ -71,21 +73,44 @@ func (s dispatchStore) List(ctx context.Context, cluster, prefix string, o dispa
 
 func (s dispatchStore) IsLeader(cluster string) bool { return s.kv.IsLeader(cluster) }
 
-// runnerView adapts gossip to dispatch.Runners.
-type runnerView struct{ g *gossip.Gossip }
+// runnerView adapts gossip to dispatch.Runners. Runner lists are cached
+// per cluster for runnerCacheTTL: the proxy hot path asks on every request,
+// and decoding the whole member list each time costs more than the
+// request. A runner whose connection breaks is skipped at once anyway (the
+// dispatcher's penalty box), so the cache only delays noticing a gossip
+// status change by at most runnerCacheTTL.
+type runnerView struct {
+	g     *gossip.Gossip
+	cache sync.Map // cluster → *runnerList
+}
 
-var _ dispatch.Runners = runnerView{}
+type runnerList struct {
+	at      time.Time
+	runners []dispatch.Runner
+}
 
-func (v runnerView) Runners(cluster string) []dispatch.Runner {
+const runnerCacheTTL = 50 * time.Millisecond
+
+var _ dispatch.Runners = (*runnerView)(nil)
+
+func newRunnerView(g *gossip.Gossip) *runnerView { return &runnerView{g: g} }
+
+// Runners returns the members of cluster; callers must not modify the slice.
+func (v *runnerView) Runners(cluster string) []dispatch.Runner {
+	now := time.Now()
+	if c, ok := v.cache.Load(cluster); ok && now.Sub(c.(*runnerList).at) < runnerCacheTTL {
+		return c.(*runnerList).runners
+	}
 	ms := v.g.Members(gossip.Filter{Cluster: cluster})
 	out := make([]dispatch.Runner, 0, len(ms))
 	for _, m := range ms {
 		out = append(out, dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles})
 	}
+	v.cache.Store(cluster, &runnerList{at: now, runners: out})
 	return out
 }
 
-func (v runnerView) NodeStatus(name string) (string, bool) {
+func (v *runnerView) NodeStatus(name string) (string, bool) {
 	for _, m := range v.g.Members(gossip.Filter{}) {
 		if m.Name == name {
 			return string(m.Status), true

@@ -65,7 +65,7 @@ func (a *Agent) wireState() error {
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionAge = cfg.RetentionAge
 	store := dispatchStore{kv: cons}
-	if a.disp, err = dispatch.New(dcfg, runnerView{a.gossip}, store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
+	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.state = &stateBackend{kv: cons, gossip: a.gossip, cons: cons}

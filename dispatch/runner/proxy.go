@@ -60,7 +60,10 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 			// backend behind a gateway expects.
 		},
 		Transport:     e.client,
-		FlushInterval: -1, // stream: flush after every write
+		// 0: a response of known length goes out in one write at its end;
+		// ReverseProxy flushes every write of a streamed one (unknown
+		// length, or text/event-stream) by itself.
+		FlushInterval: 0,
 		ErrorLog:      e.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			status, code := http.StatusBadGateway, "upstream_unreachable"
