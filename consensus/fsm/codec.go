@@ -9,9 +9,11 @@ import (
 	sm "github.com/lni/dragonboat/v4/statemachine"
 )
 
-// Entry encoding: one format byte, one kind byte, then a JSON payload.
+// Entry encoding: one format byte, one kind byte, then the payload: JSON in
+// format 1 (still read, so old logs replay), binary (binary.go) in format 2.
 const (
-	entryFormat byte = 1
+	entryFormatJSON byte = 1
+	entryFormat     byte = 2
 
 	kindBatch   byte = 1 // []Command, each applied on its own, results in order
 	kindRestore byte = 2 // a snapshot blob replacing the whole state
@@ -24,13 +26,7 @@ func EncodeBatch(cmds []Command) ([]byte, error) {
 			return nil, err
 		}
 	}
-	var b bytes.Buffer
-	b.WriteByte(entryFormat)
-	b.WriteByte(kindBatch)
-	if err := json.NewEncoder(&b).Encode(cmds); err != nil {
-		return nil, err
-	}
-	return b.Bytes(), nil
+	return appendCommands([]byte{entryFormat, kindBatch}, cmds), nil
 }
 
 // EncodeRestore encodes a restore of a snapshot blob as one Raft entry.
@@ -43,12 +39,18 @@ func EncodeRestore(blob []byte) ([]byte, error) {
 
 // DecodeEntry splits an entry; for a batch it returns the commands.
 func DecodeEntry(data []byte) (kind byte, cmds []Command, blob []byte, err error) {
-	if len(data) < 2 || data[0] != entryFormat {
+	if len(data) < 2 || (data[0] != entryFormat && data[0] != entryFormatJSON) {
 		return 0, nil, nil, fmt.Errorf("%w: entry header", ErrBadCommand)
 	}
 	switch data[1] {
 	case kindBatch:
-		if err := json.Unmarshal(data[2:], &cmds); err != nil {
+		var err error
+		if data[0] == entryFormatJSON {
+			err = json.Unmarshal(data[2:], &cmds)
+		} else {
+			cmds, err = decodeCommands(data[2:])
+		}
+		if err != nil {
 			return 0, nil, nil, fmt.Errorf("%w: %v", ErrBadCommand, err)
 		}
 		for _, c := range cmds {
@@ -132,8 +134,7 @@ func (m *StateMachine) Update(e sm.Entry) (sm.Result, error) {
 	for i, c := range cmds {
 		results[i] = m.store.Apply(c)
 	}
-	data, _ := json.Marshal(results)
-	return sm.Result{Value: 1, Data: data}, nil
+	return sm.Result{Value: 1, Data: encodeResults(results)}, nil
 }
 
 // Lookup answers a Query.
@@ -148,9 +149,9 @@ func (m *StateMachine) Lookup(q interface{}) (interface{}, error) {
 	return m.store.Lookup(qq), nil
 }
 
-// SaveSnapshot writes the state.
+// SaveSnapshot writes the state (binary; RecoverFromSnapshot reads JSON too).
 func (m *StateMachine) SaveSnapshot(w io.Writer, _ sm.ISnapshotFileCollection, _ <-chan struct{}) error {
-	return m.store.Save(w)
+	return m.store.saveBinary(w)
 }
 
 // RecoverFromSnapshot replaces the state.
@@ -168,6 +169,13 @@ func (m *StateMachine) Close() error { return nil }
 
 // DecodeResults decodes a batch's results.
 func DecodeResults(data []byte) ([]Result, error) {
+	if len(data) > 0 && data[0] == resultsFormat {
+		rs, err := decodeResults(data[1:])
+		if err != nil {
+			return nil, fmt.Errorf("fsm: decode results: %w", err)
+		}
+		return rs, nil
+	}
 	var rs []Result
 	if err := json.Unmarshal(data, &rs); err != nil {
 		return nil, fmt.Errorf("fsm: decode results: %w", err)

@@ -261,11 +261,18 @@ func (s *Store) Export() []byte {
 	return b.Bytes()
 }
 
-// Load replaces the state with a snapshot.
+// Load replaces the state with a snapshot, binary or JSON.
 func (s *Store) Load(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
 	var snap snapshot
-	dec := json.NewDecoder(r)
-	if err := dec.Decode(&snap); err != nil {
+	if rest, ok := bytes.CutPrefix(data, snapshotMagic); ok {
+		if snap, err = decodeBinarySnapshot(rest); err != nil {
+			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+	} else if err := json.Unmarshal(data, &snap); err != nil {
 		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
 	}
 	return s.load(snap)
