@@ -98,8 +98,8 @@ func DefaultConfig() Config {
 		RTTMillisecond:     10,
 		ElectionRTT:        10,
 		HeartbeatRTT:       1,
-		SnapshotEntries:    2000,
-		CompactionOverhead: 500,
+		SnapshotEntries:    10000,
+		CompactionOverhead: 2000,
 		OpTimeout:          5 * time.Second,
 		ProposalTimeout:    time.Second,
 	}
