@@ -226,6 +226,8 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 			return false, &attemptError{"busy", err}
 		case errors.Is(err, runner.ErrHeaderTooLarge):
 			return false, fmt.Errorf("%w: %v", ErrInvalidInput, err)
+		case errors.Is(err, runner.ErrAborted):
+			return true, err
 		case err != nil:
 			return false, &attemptError{"invalid", err}
 		}
@@ -374,6 +376,8 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 	switch {
 	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit or stopping", d.local)
+	case errors.Is(err, runner.ErrAborted):
+		return transport.Errorf(transport.CodeInternal, "%v", err) // ends the stream as failed: the gateway aborts its client
 	case err != nil:
 		return transport.Errorf(codeInvalid, "%v", err)
 	}

@@ -4,14 +4,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"strings"
+	"sync"
 )
 
 // ErrHeaderTooLarge: the request headers exceed Config.MaxHeaderBytes.
 var ErrHeaderTooLarge = errors.New("runner: request headers too large")
+
+// ErrAborted: the response had started when the upstream failed; the
+// caller must abort its connection so the client sees the truncation.
+var ErrAborted = errors.New("runner: upstream response aborted")
 
 // ServeProxy proxies r to upstream (an http(s) base URL) with path (and r's
 // raw query) appended: method, headers, body and status are preserved,
@@ -21,15 +28,16 @@ var ErrHeaderTooLarge = errors.New("runner: request headers too large")
 //
 // It returns an error, having written nothing, when it does not proxy at
 // all: ErrBusy (at Config.MaxConcurrentHTTP), ErrHeaderTooLarge, ErrInvalid
-// (bad upstream or path), ErrClosed. Upstream failures are answered with
-// 502 (504 on a header timeout) and a JSON error body.
+// (bad upstream or path), ErrClosed. Upstream failures before the response
+// are answered with 502 (504 on a header timeout) and a JSON error body;
+// one after it started returns ErrAborted.
 func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, path string) error {
 	if e.closed.Load() {
 		return ErrClosed
 	}
-	target, err := url.Parse(upstream)
-	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		return fmt.Errorf("%w: upstream %q is not an http(s) URL", ErrInvalid, upstream)
+	target, err := e.parseUpstream(upstream)
+	if err != nil {
+		return err
 	}
 	if path == "" {
 		path = "/"
@@ -46,7 +54,192 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 		return ErrBusy
 	}
 	defer func() { <-e.httpSem }()
+	if target.Scheme == "http" {
+		return e.proxyPlain(w, r, target, path)
+	}
+	e.proxyTransport(w, r, target, path)
+	return nil
+}
 
+// parseUpstream parses and checks a service's upstream, caching the last
+// few: the proxy sees the same handful on every request.
+func (e *Executor) parseUpstream(upstream string) (*url.URL, error) {
+	if u, ok := e.upstreams.Load(upstream); ok {
+		return u.(*url.URL), nil
+	}
+	target, err := url.Parse(upstream)
+	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+		return nil, fmt.Errorf("%w: upstream %q is not an http(s) URL", ErrInvalid, upstream)
+	}
+	if e.upstreamCount.Add(1) > maxCachedUpstreams {
+		e.upstreams.Clear()
+		e.upstreamCount.Store(0)
+	}
+	e.upstreams.Store(upstream, target)
+	return target, nil
+}
+
+const maxCachedUpstreams = 1024
+
+// proxyPlain proxies to an http:// upstream over the executor's own
+// keep-alive pool (upstream.go).
+func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *url.URL, path string) error {
+	out := &http.Request{
+		Method:     r.Method,
+		URL:        &url.URL{Scheme: "http", Host: target.Host, Path: joinPath(target.Path, path), RawQuery: joinQuery(target.RawQuery, r.URL.RawQuery)},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     forwardHeader(r),
+		Host:       target.Host,
+	}
+	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		out.Body, out.ContentLength = r.Body, r.ContentLength
+	}
+	x, err := e.pool.roundTrip(r.Context(), out)
+	if err != nil {
+		e.upstreamError(w, r, target, err)
+		return nil
+	}
+	resp := x.resp
+	h := w.Header()
+	for k, vs := range resp.Header {
+		if !hopHeader(k, resp.Header) {
+			h[k] = vs
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	// Known-length bodies go out in as few writes as they arrive in;
+	// streamed ones (unknown length, server-sent events) are flushed as
+	// they come, like httputil.ReverseProxy does.
+	stream := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
+	bp := copyBufs.Get().(*[]byte)
+	readErr, writeErr := copyBody(w, resp.Body, *bp, stream)
+	copyBufs.Put(bp)
+	x.finish(readErr == nil && writeErr == nil)
+	_ = resp.Body.Close()
+	if readErr != nil && r.Context().Err() == nil {
+		// The upstream broke mid-body: the client must not take a
+		// truncated body for a whole one.
+		return fmt.Errorf("%w: upstream %s: %v", ErrAborted, target.Host, readErr)
+	}
+	return nil
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// copyBody copies src to w, flushing after every write when stream is set.
+func copyBody(w http.ResponseWriter, src io.Reader, buf []byte, stream bool) (readErr, writeErr error) {
+	var rc *http.ResponseController
+	if stream {
+		rc = http.NewResponseController(w)
+	}
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return nil, werr
+			}
+			if rc != nil {
+				_ = rc.Flush()
+			}
+		}
+		if err == io.EOF {
+			return nil, nil
+		}
+		if err != nil {
+			return err, nil
+		}
+	}
+}
+
+// forwardHeader is r's header for the upstream: hop-by-hop headers dropped,
+// this hop appended to X-Forwarded-For, X-Forwarded-Host and -Proto set.
+func forwardHeader(r *http.Request) http.Header {
+	h := make(http.Header, len(r.Header)+3)
+	for k, vs := range r.Header {
+		if !hopHeader(k, r.Header) {
+			h[k] = vs
+		}
+	}
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
+			ip = strings.Join(prior, ", ") + ", " + ip
+		}
+		h["X-Forwarded-For"] = []string{ip}
+	} else {
+		delete(h, "X-Forwarded-For")
+	}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	h["X-Forwarded-Proto"] = []string{proto}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // not Go's default
+	}
+	return h
+}
+
+// hopHeader: k is hop-by-hop (RFC 9110 7.6.1), by name or listed in h's
+// Connection header.
+func hopHeader(k string, h http.Header) bool {
+	switch k {
+	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
+		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
+		return true
+	}
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if http.CanonicalHeaderKey(strings.TrimSpace(f)) == k {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func joinPath(base, p string) string {
+	switch {
+	case base == "" || base == "/":
+		return p
+	case strings.HasSuffix(base, "/"):
+		return base + strings.TrimPrefix(p, "/")
+	}
+	return base + p
+}
+
+func joinQuery(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "&" + b
+}
+
+// upstreamError answers an upstream failure: 504 on a timeout, else 502.
+func (e *Executor) upstreamError(w http.ResponseWriter, r *http.Request, target *url.URL, err error) {
+	status, code := http.StatusBadGateway, "upstream_unreachable"
+	if isTimeout(err) && r.Context().Err() == nil {
+		status, code = http.StatusGatewayTimeout, "upstream_timeout"
+	}
+	if r.Context().Err() != nil {
+		// The caller is gone; nobody reads this answer.
+		e.log.Debug().Err(err).Str("upstream", target.Host).Msg("proxy canceled")
+	} else {
+		e.log.Debug().Err(err).Str("upstream", target.Host).Msg("upstream error")
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{
+		"error": fmt.Sprintf("upstream %s: %v", target.Host, err),
+		"code":  code,
+	})
+}
+
+// proxyTransport proxies to an https:// upstream through http.Transport
+// (TLS, HTTP/2).
+func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target *url.URL, path string) {
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Path = path
@@ -59,33 +252,13 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 			// SetURL rewrites Host to the upstream's; that is what a
 			// backend behind a gateway expects.
 		},
-		Transport:     e.client,
-		// 0: a response of known length goes out in one write at its end;
-		// ReverseProxy flushes every write of a streamed one (unknown
-		// length, or text/event-stream) by itself.
-		FlushInterval: 0,
-		ErrorLog:      e.errorLog,
+		Transport: e.client,
+		ErrorLog:  e.errorLog,
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			status, code := http.StatusBadGateway, "upstream_unreachable"
-			if isTimeout(err) {
-				status, code = http.StatusGatewayTimeout, "upstream_timeout"
-			}
-			if r.Context().Err() != nil {
-				// The caller is gone; nobody reads this answer.
-				e.log.Debug().Err(err).Str("upstream", upstream).Msg("proxy canceled")
-			} else {
-				e.log.Debug().Err(err).Str("upstream", upstream).Msg("upstream error")
-			}
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(status)
-			_ = json.NewEncoder(w).Encode(map[string]string{
-				"error": fmt.Sprintf("upstream %s: %v", target.Host, err),
-				"code":  code,
-			})
+			e.upstreamError(w, r, target, err)
 		},
 	}
 	rp.ServeHTTP(w, r)
-	return nil
 }
 
 func headerSize(h http.Header) int {

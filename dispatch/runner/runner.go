@@ -107,14 +107,18 @@ func (c Config) Validate() error {
 // Executor runs exec and http work with bounded concurrency. It is safe for
 // concurrent use.
 type Executor struct {
-	cfg      Config
-	log      zerolog.Logger
-	execSem  chan struct{}
-	httpSem  chan struct{}
-	client   *http.Transport
-	errorLog *log.Logger
-	closed   atomic.Bool
-	wg       sync.WaitGroup // running processes
+	cfg     Config
+	log     zerolog.Logger
+	execSem chan struct{}
+	httpSem chan struct{}
+	client  *http.Transport // https upstreams
+	pool    *upstreamPool   // http upstreams
+	// upstreams caches parsed upstream URLs (string → *url.URL).
+	upstreams     sync.Map
+	upstreamCount atomic.Int64
+	errorLog      *log.Logger
+	closed        atomic.Bool
+	wg            sync.WaitGroup // running processes
 }
 
 // New builds an executor. It starts nothing.
@@ -143,6 +147,7 @@ func New(cfg Config, logger zerolog.Logger) (*Executor, error) {
 		MaxResponseHeaderBytes: int64(cfg.MaxHeaderBytes),
 		ForceAttemptHTTP2:      true,
 	}
+	e.pool = newUpstreamPool(cfg)
 	e.errorLog = log.New(zerologWriter{e.log}, "", 0)
 	return e, nil
 }
@@ -159,6 +164,7 @@ func (e *Executor) Close() error {
 	e.closed.Store(true)
 	e.wg.Wait()
 	e.client.CloseIdleConnections()
+	e.pool.close()
 	return nil
 }
 
