@@ -134,10 +134,8 @@ func (b *batcher) run(batch []*proposal) {
 	defer cancel()
 	idempotent := true
 	for _, c := range cmds {
-		for _, op := range c.Ops {
-			if op.CAS != nil {
-				idempotent = false
-			}
+		if hasCAS(c) {
+			idempotent = false
 		}
 	}
 	data, err := b.m.proposeEntry(ctx, b.shard, entry, idempotent)

@@ -179,6 +179,9 @@ type Manager struct {
 	failedSince  map[string]time.Time
 	pendingJoins map[string]pendingJoin
 	rr           uint64
+	// slow holds nodes a forward recently got no answer from, until when:
+	// the next forwards try them last.
+	slow map[string]time.Time
 
 	stop chan struct{}
 	wg   sync.WaitGroup

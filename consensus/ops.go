@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -40,7 +41,7 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 		return m.applyLocal(ctx, h, cmd)
 	}
 	var res fsm.Result
-	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res)
+	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res, !hasCAS(cmd))
 	return res, err
 }
 
@@ -119,13 +120,19 @@ func (m *Manager) read(ctx context.Context, cluster string, q fsm.Query) (fsm.Qu
 		return m.readLocal(ctx, h, q)
 	}
 	var res fsm.QueryResult
-	err := m.forward(ctx, cluster, methodRead, readReq{Cluster: cluster, Query: q}, &res)
+	err := m.forward(ctx, cluster, methodRead, readReq{Cluster: cluster, Query: q}, &res, true)
 	return res, err
 }
 
+// readLocal reads through the local replica. A read is always safe to
+// retry, so each try is bounded by ProposalTimeout like a proposal: a read
+// index asked of a leader that just hung (SIGSTOP, partition) is asked
+// again of the next one instead of waiting out the whole OpTimeout.
 func (m *Manager) readLocal(ctx context.Context, h hosted, q fsm.Query) (fsm.QueryResult, error) {
+	ctx, cancelOp := boundedCtx(ctx, m.cfg.OpTimeout)
+	defer cancelOp()
 	for {
-		rctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+		rctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
 		v, err := m.nh.SyncRead(rctx, h.Shard, q)
 		cancel()
 		if err == nil {
@@ -174,7 +181,7 @@ func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) erro
 		return err
 	}
 	var ok bool
-	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok)
+	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok, true)
 }
 
 type applyReq struct {
@@ -190,7 +197,13 @@ type readReq struct {
 
 // forward sends a request to a node of cluster that hosts its group,
 // preferring ones that answered before, and tries the next on failure.
-func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any) error {
+//
+// Each try is bounded by twice ProposalTimeout: a replica answers within
+// that (its own proposals and reads give up after ProposalTimeout), so one
+// that has not is hung or cut off. A read or an idempotent write then goes
+// to the next node; a compare-and-set write, whose outcome is unknown, is
+// answered ErrTimeout, as it is when proposed locally.
+func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any, idempotent bool) error {
 	if m.rpc == nil {
 		return fmt.Errorf("%w: no replica of cluster %s here and no transport", ErrNotBootstrapped, cluster)
 	}
@@ -210,12 +223,17 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 	m.mu.Lock()
 	m.rr++
 	start := int(m.rr % uint64(len(targets)))
+	targets = append(targets[start:], targets[:start]...)
+	now := time.Now()
+	sort.SliceStable(targets, func(i, j int) bool { // nodes that just hung last
+		return !now.Before(m.slow[targets[i].Name]) && now.Before(m.slow[targets[j].Name])
+	})
 	m.mu.Unlock()
 	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
-	for i := range targets {
-		p := targets[(start+i)%len(targets)]
-		cctx, cancel := boundedCtx(ctx, m.cfg.OpTimeout)
+	for _, p := range targets {
+		cctx, cancel := boundedCtx(ctx, 2*m.cfg.ProposalTimeout)
 		resp, err := m.rpc.Call(cctx, p.RPCAddr, method, body)
+		tryExpired := cctx.Err() != nil
 		cancel()
 		if err == nil {
 			if err := json.Unmarshal(resp, out); err != nil {
@@ -242,6 +260,15 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		}
+		m.mu.Lock()
+		if m.slow == nil {
+			m.slow = map[string]time.Time{}
+		}
+		m.slow[p.Name] = time.Now().Add(slowFor)
+		m.mu.Unlock()
+		if tryExpired && !idempotent {
+			return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, 2*m.cfg.ProposalTimeout)
 		}
 		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
 	}
@@ -306,4 +333,18 @@ func (m *Manager) serveRead(ctx context.Context, r *transport.Request) ([]byte, 
 		return nil, remoteErr(err)
 	}
 	return json.Marshal(res)
+}
+
+// slowFor is how long a node that did not answer a forward is tried last.
+const slowFor = 5 * time.Second
+
+// hasCAS reports whether cmd has a compare-and-set op: applying it twice
+// is not the same as once.
+func hasCAS(cmd fsm.Command) bool {
+	for _, op := range cmd.Ops {
+		if op.CAS != nil {
+			return true
+		}
+	}
+	return false
 }

@@ -310,6 +310,44 @@ func TestClusterHungRunnerHitsAttemptDeadline(t *testing.T) {
 	}
 }
 
+// A hung runner is given up on at the acknowledgement timeout, not at the
+// service timeout plus grace: a long service is re-run elsewhere at once.
+func TestClusterHungRunnerGivenUpAtAckTimeout(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, func(cfg *Config) { cfg.AckTimeout = 300 * time.Millisecond })
+	tr := c.transport("a-hung")
+	tr.HandleStream(MethodExec, func(ctx context.Context, s *transport.Stream) error {
+		<-ctx.Done() // accepts the call, never acknowledges
+		return ctx.Err()
+	})
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tr.Close() })
+	c.runners.set(testCluster, Runner{Name: "a-hung", RPCAddr: tr.Addr().String()})
+	c.add("b-ok", true, nil)
+	svc := execSvc("echo", "ok")
+	svc.Timeout = Duration(time.Minute)
+	svc.Retries = 1
+	start := time.Now()
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Status != StatusSucceeded || ex.Runner != "b-ok" || ex.History[0].Runner != "a-hung" ||
+		!strings.Contains(ex.History[0].Error, "acknowledge") {
+		t.Fatalf("%+v", ex)
+	}
+	if el := time.Since(start); el > 10*time.Second {
+		t.Fatalf("took %v: the hung runner was not given up on at the ack timeout", el)
+	}
+	// A slow but live runner acknowledges at once and keeps its run.
+	ex, err = gw.d.Run(context.Background(), testCluster, execSvc("sleep", "1"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || ex.Attempts != 1 {
+		t.Fatalf("slow run: %v %+v", err, ex)
+	}
+}
+
 func TestClusterAsyncWatchFromDispatcher(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)

@@ -39,6 +39,10 @@ type Config struct {
 	// runner that has not answered by then (hung, SIGSTOPped, partitioned)
 	// is given up on. Default 5s.
 	AttemptGrace time.Duration
+	// AckTimeout bounds the wait for a remote runner to acknowledge an
+	// execution (it does so before starting the process): one that has not
+	// is taken for hung and the attempt is retried elsewhere. Default 2s.
+	AckTimeout time.Duration
 	// PenaltyBox is how long a runner whose call just failed as unreachable
 	// is skipped (cleared by a success). Default 5s.
 	PenaltyBox time.Duration
@@ -84,6 +88,7 @@ func DefaultConfig() Config {
 		RecordInputCap:     64 << 10,
 		RecordOutputCap:    256 << 10,
 		AttemptGrace:       5 * time.Second,
+		AckTimeout:         2 * time.Second,
 		PenaltyBox:         5 * time.Second,
 		QueueLease:         60 * time.Second,
 		NoRunnerWait:       30 * time.Second,
@@ -110,7 +115,7 @@ func (c Config) Validate() error {
 		return nil
 	}
 	for _, e := range []error{
-		pos("AttemptGrace", c.AttemptGrace), pos("PenaltyBox", c.PenaltyBox),
+		pos("AttemptGrace", c.AttemptGrace), pos("AckTimeout", c.AckTimeout), pos("PenaltyBox", c.PenaltyBox),
 		pos("QueueLease", c.QueueLease), pos("NoRunnerWait", c.NoRunnerWait),
 		pos("RecoveryInterval", c.RecoveryInterval), pos("RecoveryMargin", c.RecoveryMargin),
 		pos("RetentionAge", c.RetentionAge), pos("RetentionInterval", c.RetentionInterval),

@@ -23,9 +23,11 @@
 // Each attempt is written before it is forwarded; the version of that write
 // fences the attempt: the result is written by CAS on it, so a node that
 // lost the execution (a recovery took it over) cannot overwrite a newer
-// attempt. An attempt that ends with transport.ErrUnreachable, or that does
-// not answer within the service timeout plus Config.AttemptGrace (a hung
-// runner), is retried on another runner while the service's retries last;
+// attempt. An attempt that ends with transport.ErrUnreachable, whose runner
+// does not acknowledge it within Config.AckTimeout (a hung runner: the
+// acknowledgement comes before the process starts), or that does not
+// finish within the service timeout plus Config.AttemptGrace, is retried on
+// another runner while the service's retries last;
 // then the execution ends "lost". A non-zero exit is "failed", not retried.
 //
 // # Recovery and retention

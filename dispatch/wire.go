@@ -14,12 +14,15 @@ import (
 )
 
 // Wire protocol of MethodExec. The caller sends one request frame (JSON
-// execWire) and closes its send side. The runner answers with output frames
+// execWire) and closes its send side. The runner acknowledges at once with
+// an empty tagAck frame (a runner that does not, within
+// Config.AckTimeout, is taken for hung), then answers with output frames
 // (tagOut/tagErr + raw bytes, capped like the capture) while the process
 // runs, then one result frame (tagResult + JSON resultWire) and ends the
 // stream. A busy runner fails the call with RemoteError code "busy" before
 // sending anything.
 const (
+	tagAck    byte = 'a'
 	tagOut    byte = 'o'
 	tagErr    byte = 'e'
 	tagResult byte = 'r'
@@ -74,6 +77,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		copy(f[1:], chunk)
 		sendErr = s.Send(f)
 	}
+	send(tagAck, nil)
 	res, err := d.exec.Exec(ctx, runner.ExecRequest{
 		Command: req.Command,
 		Env:     req.Env,
@@ -130,6 +134,13 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 	if d.rpc == nil {
 		return runner.ExecResult{}, &attemptError{"unreachable", fmt.Errorf("no transport to reach runner %s", r.Name)}
 	}
+	// A runner that does not acknowledge within AckTimeout is hung
+	// (SIGSTOPped, wedged, cut off with its connection still open): give
+	// up on it now rather than at the attempt deadline.
+	ctx, cancelAck := context.WithCancelCause(ctx)
+	defer cancelAck(nil)
+	ackTimer := time.AfterFunc(d.cfg.AckTimeout, func() { cancelAck(errAckTimeout) })
+	defer ackTimer.Stop()
 	s, err := d.rpc.Stream(ctx, r.RPCAddr, MethodExec)
 	if err != nil {
 		return runner.ExecResult{}, d.classify(ctx, r, err)
@@ -142,6 +153,7 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 	if err := s.CloseSend(); err != nil {
 		return runner.ExecResult{}, d.classify(ctx, r, err)
 	}
+	acked := false
 	capOut := d.exec0MaxOutput()
 	var stdout, stderr []byte
 	var truncated bool
@@ -154,10 +166,15 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 		if err != nil {
 			return runner.ExecResult{}, d.classify(ctx, r, err)
 		}
+		if !acked {
+			acked = true
+			ackTimer.Stop()
+		}
 		if len(f) == 0 {
 			continue
 		}
 		switch f[0] {
+		case tagAck:
 		case tagOut, tagErr:
 			chunk := f[1:]
 			buf := &stdout
@@ -228,7 +245,10 @@ func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(str
 	return res, nil
 }
 
-var errAttemptDeadline = errors.New("attempt deadline")
+var (
+	errAttemptDeadline = errors.New("attempt deadline")
+	errAckTimeout      = errors.New("no acknowledgement")
+)
 
 // classify turns a call error into an attemptError and updates the
 // penalty box.
@@ -247,6 +267,9 @@ func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
 	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline):
 		d.penalize(r.Name)
 		return &attemptError{"deadline", fmt.Errorf("runner %s did not answer within the attempt deadline: %w", r.Name, err)}
+	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAckTimeout):
+		d.penalize(r.Name)
+		return &attemptError{"deadline", fmt.Errorf("runner %s did not acknowledge the execution within %s (hung?)", r.Name, d.cfg.AckTimeout)}
 	case ctx.Err() != nil:
 		return &attemptError{"canceled", err}
 	case errors.Is(err, transport.ErrUnreachable), errors.Is(err, transport.ErrClosed):
