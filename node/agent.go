@@ -50,6 +50,7 @@ type Agent struct {
 	ready     atomic.Bool
 	leaveOnce sync.Once
 	leaveCh   chan struct{}
+	done      chan struct{} // closed by Shutdown: stops the agent's own goroutines
 	stopOnce  sync.Once
 	wg        sync.WaitGroup
 }
@@ -73,7 +74,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -207,6 +208,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.gossip.Start(ctx); err != nil {
 		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
 	}
+	a.wg.Add(1)
+	go a.watchFailures()
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
@@ -226,6 +229,30 @@ func (a *Agent) Start(ctx context.Context) error {
 	}()
 	a.ready.Store(true)
 	return nil
+}
+
+// watchFailures closes the RPC connection to a peer as soon as gossip
+// declares it failed: a peer killed with -9 sends no CONNECTION_CLOSE, so
+// runs, proxied requests and forwarded writes in flight on it would
+// otherwise wait for QUIC's idle timeout before failing over.
+func (a *Agent) watchFailures() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.done:
+			return
+		case ev := <-a.gossip.Events():
+			if ev.Type != gossip.EventFailed {
+				continue
+			}
+			for _, m := range ev.Members {
+				if m.RPCAddr != "" && m.Name != a.cfg.NodeName {
+					a.log.Info().Str("peer", m.Name).Msg("peer failed: closing its RPC connection")
+					a.rpc.Disconnect(m.RPCAddr, "gossip declared "+m.Name+" failed")
+				}
+			}
+		}
+	}
 }
 
 // HTTPAddr is the address the API listens on.
@@ -284,6 +311,7 @@ func (a *Agent) Shutdown() {
 		if a.exec != nil {
 			_ = a.exec.Close()
 		}
+		close(a.done)
 		a.wg.Wait()
 	})
 }

@@ -84,6 +84,29 @@ func (t *Transport) dial(addr string, pc *peerConn) {
 	t.metrics.dials.Inc()
 }
 
+// Disconnect closes the pooled connection to addr, if any: calls in flight
+// on it fail at once with ErrUnreachable, and the next call redials. The
+// agent calls it when gossip declares the peer failed, so work on a dead
+// peer fails over in the failure detector's time rather than QUIC's idle
+// timeout (a peer killed with -9 sends no CONNECTION_CLOSE).
+func (t *Transport) Disconnect(addr, reason string) {
+	t.mu.Lock()
+	pc := t.conns[addr]
+	if pc != nil {
+		select {
+		case <-pc.ready:
+			delete(t.conns, addr)
+		default:
+			pc = nil // still dialing: its handshake times out by itself
+		}
+	}
+	t.mu.Unlock()
+	if pc != nil && pc.conn != nil {
+		t.metrics.disconnects.Inc()
+		_ = pc.conn.CloseWithError(connPeerFailed, reason)
+	}
+}
+
 // forget drops a broken pooled connection so the next call redials.
 func (t *Transport) forget(addr string, c *quic.Conn) {
 	t.mu.Lock()
@@ -270,6 +293,7 @@ func putBuf(b *[]byte) {
 type metrics struct {
 	calls, callErrors, dials, dialErrors   prometheus.Counter
 	accepted, served, serverErrors, panics prometheus.Counter
+	disconnects                            prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -285,13 +309,14 @@ func newMetrics() *metrics {
 		served:       c("served_total", "Incoming calls and streams served."),
 		serverErrors: c("server_errors_total", "Incoming calls answered with an error."),
 		panics:       c("handler_panics_total", "Handler panics recovered."),
+		disconnects:  c("disconnects_total", "Connections closed because the peer was declared failed."),
 	}
 }
 
 // Collectors returns the transport's metrics for registration.
 func (t *Transport) Collectors() []prometheus.Collector {
 	m := t.metrics
-	return []prometheus.Collector{m.calls, m.callErrors, m.dials, m.dialErrors, m.accepted, m.served, m.serverErrors, m.panics}
+	return []prometheus.Collector{m.calls, m.callErrors, m.dials, m.dialErrors, m.accepted, m.served, m.serverErrors, m.panics, m.disconnects}
 }
 
 // wantUDPBuffer is what quic-go asks for (see its receive-buffer warning).

@@ -47,7 +47,8 @@ const (
 	codeShutdown quic.StreamErrorCode = 3 // transport closing
 	codeProtocol quic.StreamErrorCode = 4 // malformed frame
 
-	connShutdown quic.ApplicationErrorCode = 0
+	connShutdown   quic.ApplicationErrorCode = 0
+	connPeerFailed quic.ApplicationErrorCode = 1 // gossip declared the peer failed
 )
 
 // Transport is a QUIC node-to-node RPC endpoint: it serves registered

@@ -253,3 +253,47 @@ func TestGarbageDatagramsDoNotHurt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Disconnect (gossip declared the peer failed) fails the calls in flight on
+// that peer at once, and the next call dials a fresh connection.
+func TestDisconnectFailsCallsInFlight(t *testing.T) {
+	dir := t.TempDir()
+	held := make(chan struct{}, 1)
+	srv := newTransport(t, dir, "server", "127.0.0.1:0", func(tr *Transport) {
+		tr.Handle("echo", func(ctx context.Context, r *Request) ([]byte, error) {
+			return append([]byte(r.Peer+":"), r.Body...), nil
+		})
+		tr.Handle("hold", func(ctx context.Context, r *Request) ([]byte, error) {
+			held <- struct{}{}
+			<-ctx.Done() // answers only at its deadline
+			return nil, ctx.Err()
+		})
+	})
+	addr := srv.Addr().String()
+	cli := newTransport(t, dir, "client", "127.0.0.1:0", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() {
+		_, err := cli.Call(ctx, addr, "hold", nil)
+		errc <- err
+	}()
+	<-held
+	start := time.Now()
+	cli.Disconnect(addr, "test: peer failed")
+	select {
+	case err := <-errc:
+		if !errors.Is(err, ErrUnreachable) {
+			t.Fatalf("call in flight: %v, want ErrUnreachable", err)
+		}
+		if el := time.Since(start); el > 2*time.Second {
+			t.Fatalf("call failed %v after Disconnect", el)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the call in flight did not fail after Disconnect")
+	}
+	if got, err := cli.Call(ctx, addr, "echo", []byte("x")); err != nil || string(got) != "client:x" {
+		t.Fatalf("after Disconnect: %q %v", got, err)
+	}
+	cli.Disconnect("127.0.0.1:1", "never dialed") // a no-op
+}

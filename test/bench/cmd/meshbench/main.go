@@ -5,6 +5,7 @@
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw state   # vs a 3-member etcd
 //	go run ./cmd/rpcbench                                  # QUIC RPC vs NATS request/reply (its own command)
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw proxy   # vs HAProxy, with wrk
+//	go run ./cmd/meshbench -meshgw /path/to/meshgw failover # a worker kill -9 under load vs NATS
 //
 // Everything listens on 127.0.0.1 and every load loop is bounded in time.
 package main
@@ -189,18 +190,30 @@ type meshNode struct{ gossip, rpc, raft, http string }
 // startMesh starts n meshgw agents joined into one cluster and waits for
 // its Raft group to take writes.
 func startMesh(bin string, n int, extra ...string) []meshNode {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = fmt.Sprintf("b%d", i+1)
+	}
+	nodes, _ := startNodes(bin, names, func(int) []string { return extra })
+	return nodes
+}
+
+// startNodes starts one agent per name (extra(i) adds flags to the i-th),
+// joined into one cluster, and waits for its Raft group to take writes.
+func startNodes(bin string, names []string, extra func(i int) []string) ([]meshNode, []*exec.Cmd) {
 	var nodes []meshNode
-	for i := 0; i < n; i++ {
+	var cmds []*exec.Cmd
+	for i, name := range names {
 		a := func() string { return fmt.Sprintf("127.0.0.1:%d", freePort()) }
 		nd := meshNode{a(), a(), a(), a()}
 		dir, _ := os.MkdirTemp("", "meshbench-node-")
-		args := append([]string{"agent", "-node", fmt.Sprintf("b%d", i+1), "-bind", nd.gossip, "-rpc", nd.rpc, "-raft", nd.raft,
-			"-http", nd.http, "-data-dir", dir, "-bootstrap-expect", fmt.Sprint(min(n, 3)), "-gossip-profile", "local", "-log-level", "warn",
-			"-max-concurrent-execs", "256"}, extra...)
+		args := append([]string{"agent", "-node", name, "-bind", nd.gossip, "-rpc", nd.rpc, "-raft", nd.raft,
+			"-http", nd.http, "-data-dir", dir, "-bootstrap-expect", fmt.Sprint(min(len(names), 3)), "-gossip-profile", "local", "-log-level", "warn",
+			"-max-concurrent-execs", "256"}, extra(i)...)
 		if i > 0 {
 			args = append(args, "-join", nodes[0].gossip)
 		}
-		start(bin, args...)
+		cmds = append(cmds, start(bin, args...))
 		nodes = append(nodes, nd)
 		if i == 0 {
 			waitFor(30*time.Second, "first node", func() error { return get("http://" + nd.http + "/v1/health") })
@@ -209,7 +222,7 @@ func startMesh(bin string, n int, extra ...string) []meshNode {
 	waitFor(60*time.Second, "raft group", func() error {
 		return put(http.DefaultClient, "http://"+nodes[0].http+"/v1/services/warmup", `{"name":"warmup","type":"exec","command":["true"]}`)
 	})
-	return nodes
+	return nodes, cmds
 }
 
 func get(url string) error {
@@ -271,6 +284,10 @@ func machine() {
 
 func main() {
 	flag.Parse()
+	if *natsResponder != "" {
+		runNATSResponder(*natsResponder)
+		return
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() { <-sig; stopAll(); os.Exit(1) }()
@@ -283,8 +300,10 @@ func main() {
 		benchDispatch(buildMeshgw())
 	case "proxy":
 		benchProxy(buildMeshgw())
+	case "failover":
+		benchFailover(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover")
 	}
 	_ = context.Background
 }
