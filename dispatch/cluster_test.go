@@ -526,21 +526,55 @@ func BenchmarkDispatchExec(b *testing.B) {
 	}
 }
 
-func TestClusterWatchFromAnotherNodePollsRecord(t *testing.T) {
+// Watching from a node that does not drive the execution streams its
+// output live from the node that does; the record fills in after.
+func TestClusterWatchFromAnotherNodeStreamsLive(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	r1 := c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.3; echo out; echo err >&2"), nil, RunOptions{Async: true})
+	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "echo out; echo err >&2; sleep 1; echo more"), nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
+	var mu sync.Mutex
 	got := map[string]string{}
-	final, err := r1.d.Watch(context.Background(), testCluster, ex.ID, func(s string, c []byte) { got[s] += string(c) })
+	var statusAtFirst Status
+	final, err := r1.d.Watch(context.Background(), testCluster, ex.ID, func(s string, b []byte) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(got) == 0 {
+			statusAtFirst = c.record(ex.ID).Status
+		}
+		got[s] += string(b)
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if final.Status != StatusSucceeded || got[runner.Stdout] != "out\n" || got[runner.Stderr] != "err\n" {
-		t.Fatalf("%+v %v", final, got)
+	mu.Lock()
+	defer mu.Unlock()
+	if final.Status != StatusSucceeded || got[runner.Stdout] != "out\nmore\n" || got[runner.Stderr] != "err\n" {
+		t.Fatalf("%+v %q", final, got)
+	}
+	if statusAtFirst.Terminal() {
+		t.Fatalf("the first output arrived only once the execution was %s: not live", statusAtFirst)
+	}
+}
+
+// If the driving node cannot stream (gone from gossip), the watcher gets
+// the output from the record once the execution ends, once.
+func TestClusterWatchFallsBackToRecord(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	r1 := c.add("r1", true, nil)
+	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.3; echo out"), nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.runners.setStatus("gw", MemberSuspect) // watchRemote will not try it
+	var got strings.Builder
+	final, err := r1.d.Watch(context.Background(), testCluster, ex.ID, func(_ string, b []byte) { got.Write(b) })
+	if err != nil || final.Status != StatusSucceeded || got.String() != "out\n" {
+		t.Fatalf("%v %+v %q", err, final, got.String())
 	}
 }
 

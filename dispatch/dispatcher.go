@@ -18,6 +18,8 @@ import (
 const (
 	MethodExec = "dispatch.exec"
 	MethodHTTP = "dispatch.http"
+	// MethodWatch streams the live output of an execution the callee drives.
+	MethodWatch = "dispatch.watch"
 )
 
 // Config tunes the dispatcher. Zero values are invalid; start from
@@ -208,6 +210,9 @@ func New(cfg Config, runners Runners, store Store, rpc *transport.Transport, exe
 	if rpc != nil && exec != nil {
 		rpc.HandleStream(MethodExec, d.serveExec)
 		rpc.HandleStream(MethodHTTP, d.serveHTTP)
+	}
+	if rpc != nil {
+		rpc.HandleStream(MethodWatch, d.serveWatch)
 	}
 	return d, nil
 }

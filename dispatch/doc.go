@@ -49,7 +49,10 @@
 //
 // # RPC
 //
-// A runner serves MethodExec (request frame, output frames while the
-// process runs, result frame) and MethodHTTP (request header frame and body
-// frames one way; response header frame and body frames the other).
+// A runner serves MethodExec (request frame, acknowledgement, output frames
+// while the process runs, result frame) and MethodHTTP (request header frame
+// and body frames one way; response header frame and body frames the
+// other). Every node serves MethodWatch: the live output of the executions
+// it drives, so Watch on any node streams output while the process runs
+// (falling back to the record, at the end, when the driving node is gone).
 package dispatch

@@ -232,6 +232,13 @@ func (m *memRunners) NodeStatus(name string) (string, bool) {
 	return s, ok
 }
 
+func (m *memRunners) Lookup(name string) (Runner, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.runners[name]
+	return r, ok
+}
+
 var _ Runners = (*memRunners)(nil)
 
 // waitFor polls cond until it holds or the deadline passes.

@@ -3,10 +3,13 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
+	"github.com/meshgw/meshgw/transport"
 )
 
 // Get returns an execution record. An unknown or malformed ID is ErrNotFound.
@@ -97,12 +100,114 @@ func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stre
 		}
 		return d.waitTerminal(ctx, cluster, id)
 	}
+	// Another node drives it: follow its live output over RPC, and fall
+	// back to the record (output at the end) if that node cannot stream.
+	var sent [2]int // stdout, stderr bytes delivered live
+	if ex.Owner != "" && ex.Owner != d.local && d.rpc != nil {
+		count := func(stream string, chunk []byte) {
+			if stream == runner.Stderr {
+				sent[1] += len(chunk)
+			} else {
+				sent[0] += len(chunk)
+			}
+			if fn != nil {
+				fn(stream, chunk)
+			}
+		}
+		if err := d.watchRemote(ctx, ex.Owner, id, count); err != nil && ctx.Err() != nil {
+			return ex, ctx.Err()
+		}
+	}
 	ex, err = d.waitTerminal(ctx, cluster, id)
 	if err == nil {
-		deliver(ex, fn)
+		// What the live stream did not carry (none of it when there was
+		// no stream) comes from the record.
+		rest := ex
+		rest.Stdout, rest.Stderr = suffix(ex.Stdout, sent[0]), suffix(ex.Stderr, sent[1])
+		deliver(rest, fn)
 	}
 	return ex, err
 }
+
+func suffix(s string, from int) string {
+	if from >= len(s) {
+		return ""
+	}
+	return s[from:]
+}
+
+// watchRemote follows the live output of execution id on the node that
+// drives it, until that node's drive ends. An error means the stream broke
+// or the node does not drive it (any more): the caller reads the record.
+func (d *Dispatcher) watchRemote(ctx context.Context, owner, id string, fn func(string, []byte)) error {
+	m, ok := d.runners.Lookup(owner)
+	if !ok || m.RPCAddr == "" || m.Status != MemberAlive {
+		return fmt.Errorf("owner %s is not reachable", owner)
+	}
+	s, err := d.rpc.Stream(ctx, m.RPCAddr, MethodWatch)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if err := s.Send([]byte(id)); err != nil {
+		return err
+	}
+	if err := s.CloseSend(); err != nil {
+		return err
+	}
+	for {
+		f, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if len(f) < 1 || (f[0] != tagOut && f[0] != tagErr) {
+			return fmt.Errorf("watch %s: malformed frame from %s", id, owner)
+		}
+		stream := runner.Stdout
+		if f[0] == tagErr {
+			stream = runner.Stderr
+		}
+		fn(stream, f[1:])
+	}
+}
+
+// serveWatch is the driving node's side of MethodWatch: the execution's
+// live output as tagOut/tagErr frames until its drive here ends.
+func (d *Dispatcher) serveWatch(ctx context.Context, s *transport.Stream) error {
+	b, err := s.Recv()
+	if err != nil {
+		return transport.Errorf(codeInvalid, "reading request: %v", err)
+	}
+	lv := d.getLive(string(b))
+	if lv == nil {
+		return transport.Errorf(codeNotLive, "this node does not drive execution %q", b)
+	}
+	var sendErr error
+	err = lv.follow(ctx, func(stream string, chunk []byte) {
+		if sendErr != nil {
+			return
+		}
+		tag := tagOut
+		if stream == runner.Stderr {
+			tag = tagErr
+		}
+		// Frames are bounded: split big chunks.
+		for len(chunk) > 0 && sendErr == nil {
+			n := min(len(chunk), watchChunk)
+			sendErr = s.Send(append([]byte{tag}, chunk[:n]...))
+			chunk = chunk[n:]
+		}
+	})
+	if sendErr != nil {
+		return sendErr
+	}
+	return err
+}
+
+const watchChunk = 32 << 10
 
 func deliver(ex Execution, fn func(string, []byte)) {
 	if fn == nil {

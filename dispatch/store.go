@@ -125,4 +125,6 @@ type Runners interface {
 	// NodeStatus returns the gossip status of a node ("alive", "suspect",
 	// "failed", "left"); known is false if gossip does not know it.
 	NodeStatus(name string) (status string, known bool)
+	// Lookup returns the member called name, of any cluster.
+	Lookup(name string) (Runner, bool)
 }

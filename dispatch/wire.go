@@ -29,6 +29,7 @@ const (
 
 	codeBusy    = "busy"
 	codeInvalid = "invalid"
+	codeNotLive = "not_live" // MethodWatch: the callee does not drive it
 )
 
 type execWire struct {

@@ -110,6 +110,15 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 	return out
 }
 
+func (v *runnerView) Lookup(name string) (dispatch.Runner, bool) {
+	for _, m := range v.g.Members(gossip.Filter{}) {
+		if m.Name == name {
+			return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles}, true
+		}
+	}
+	return dispatch.Runner{}, false
+}
+
 func (v *runnerView) NodeStatus(name string) (string, bool) {
 	for _, m := range v.g.Members(gossip.Filter{}) {
 		if m.Name == name {
