@@ -41,7 +41,7 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 		return m.applyLocal(ctx, h, cmd)
 	}
 	var res fsm.Result
-	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res, !hasCAS(cmd))
+	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res, !hasCAS(cmd), 2*m.cfg.ProposalTimeout)
 	return res, err
 }
 
@@ -120,7 +120,11 @@ func (m *Manager) read(ctx context.Context, cluster string, q fsm.Query) (fsm.Qu
 		return m.readLocal(ctx, h, q)
 	}
 	var res fsm.QueryResult
-	err := m.forward(ctx, cluster, methodRead, readReq{Cluster: cluster, Query: q}, &res, true)
+	try := 2 * m.cfg.ProposalTimeout
+	if q.Export {
+		try = m.cfg.OpTimeout // a whole-state export may take a while to ship
+	}
+	err := m.forward(ctx, cluster, methodRead, readReq{Cluster: cluster, Query: q}, &res, true, try)
 	return res, err
 }
 
@@ -131,8 +135,12 @@ func (m *Manager) read(ctx context.Context, cluster string, q fsm.Query) (fsm.Qu
 func (m *Manager) readLocal(ctx context.Context, h hosted, q fsm.Query) (fsm.QueryResult, error) {
 	ctx, cancelOp := boundedCtx(ctx, m.cfg.OpTimeout)
 	defer cancelOp()
+	try := m.cfg.ProposalTimeout
+	if q.Export {
+		try = m.cfg.OpTimeout // serialising the whole state is part of the read
+	}
 	for {
-		rctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
+		rctx, cancel := boundedCtx(ctx, try)
 		v, err := m.nh.SyncRead(rctx, h.Shard, q)
 		cancel()
 		if err == nil {
@@ -181,7 +189,7 @@ func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) erro
 		return err
 	}
 	var ok bool
-	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok, true)
+	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok, true, m.cfg.OpTimeout)
 }
 
 type applyReq struct {
@@ -198,12 +206,13 @@ type readReq struct {
 // forward sends a request to a node of cluster that hosts its group,
 // preferring ones that answered before, and tries the next on failure.
 //
-// Each try is bounded by twice ProposalTimeout: a replica answers within
-// that (its own proposals and reads give up after ProposalTimeout), so one
-// that has not is hung or cut off. A read or an idempotent write then goes
+// Each try is bounded by tryTimeout, twice ProposalTimeout for a single
+// read or write: a replica answers within that (its own proposals and
+// reads give up after ProposalTimeout), so one that has not is hung or cut
+// off. A read or an idempotent write then goes
 // to the next node; a compare-and-set write, whose outcome is unknown, is
 // answered ErrTimeout, as it is when proposed locally.
-func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any, idempotent bool) error {
+func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any, idempotent bool, tryTimeout time.Duration) error {
 	if m.rpc == nil {
 		return fmt.Errorf("%w: no replica of cluster %s here and no transport", ErrNotBootstrapped, cluster)
 	}
@@ -231,7 +240,7 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 	m.mu.Unlock()
 	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
 	for _, p := range targets {
-		cctx, cancel := boundedCtx(ctx, 2*m.cfg.ProposalTimeout)
+		cctx, cancel := boundedCtx(ctx, tryTimeout)
 		resp, err := m.rpc.Call(cctx, p.RPCAddr, method, body)
 		tryExpired := cctx.Err() != nil
 		cancel()
@@ -268,7 +277,7 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 		m.slow[p.Name] = time.Now().Add(slowFor)
 		m.mu.Unlock()
 		if tryExpired && !idempotent {
-			return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, 2*m.cfg.ProposalTimeout)
+			return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, tryTimeout)
 		}
 		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
 	}

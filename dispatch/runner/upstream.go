@@ -106,17 +106,32 @@ func (p *upstreamPool) get(ctx context.Context, host string) (*upConn, error) {
 	return &upConn{host: host, conn: conn, lim: lim, br: bufio.NewReaderSize(lim, 4<<10), bw: bufio.NewWriterSize(conn, 4<<10)}, nil
 }
 
-// put returns a connection whose exchange completed cleanly.
+// put returns a connection whose exchange completed cleanly. It also
+// closes the host's connections idle past idleTimeout (the oldest are at
+// the front), so a pool that went quiet does not hold them forever.
 func (p *upstreamPool) put(c *upConn) {
 	c.idleFrom = time.Now()
+	var stale []*upConn
 	p.mu.Lock()
-	if p.closed || len(p.idle[c.host]) >= p.maxIdle {
-		p.mu.Unlock()
-		_ = c.conn.Close()
-		return
+	list := p.idle[c.host]
+	n := 0
+	for n < len(list) && c.idleFrom.Sub(list[n].idleFrom) >= p.idleTimeout {
+		n++
 	}
-	p.idle[c.host] = append(p.idle[c.host], c)
+	if n > 0 {
+		stale = append(stale, list[:n]...)
+		list = append(list[:0], list[n:]...)
+	}
+	if p.closed || len(list) >= p.maxIdle {
+		stale = append(stale, c)
+	} else {
+		list = append(list, c)
+	}
+	p.idle[c.host] = list
 	p.mu.Unlock()
+	for _, s := range stale {
+		_ = s.conn.Close()
+	}
 }
 
 // close drops every idle connection; connections in use are closed when

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -250,5 +251,60 @@ func TestProxyClientGoneClosesUpstream(t *testing.T) {
 	}
 	if code, body := get(t, front.URL+"/ok"); code != 200 || body != "ok" {
 		t.Fatalf("after a canceled stream: %d %q", code, body)
+	}
+}
+
+// Connections idle past the pool's idle timeout are closed when the pool is
+// next used, not kept open until the executor closes.
+func TestUpstreamPoolDropsStaleIdleConnections(t *testing.T) {
+	var arrived sync.WaitGroup
+	arrived.Add(2)
+	var n atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if n.Add(1) <= 2 { // the first two wait for each other: two connections
+			arrived.Done()
+			arrived.Wait()
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	defer up.Close()
+	e := newExec(t, nil)
+	e.pool.idleTimeout = 50 * time.Millisecond
+	front, _ := frontFor(t, e, up.URL)
+	errc := make(chan error, 2)
+	for i := 0; i < 2; i++ {
+		go func() {
+			resp, err := http.Get(front.URL + "/x")
+			if err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+			errc <- err
+		}()
+	}
+	for i := 0; i < 2; i++ {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+	}
+	host := strings.TrimPrefix(up.URL, "http://")
+	idle := func() int {
+		e.pool.mu.Lock()
+		defer e.pool.mu.Unlock()
+		return len(e.pool.idle[host])
+	}
+	if got := idle(); got != 2 {
+		t.Fatalf("%d idle connections after two concurrent requests, want 2", got)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		get(t, front.URL+"/x") // takes the newest; its return sweeps the stale one
+		if idle() == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stale idle connections kept: %d", idle())
+		}
+		time.Sleep(60 * time.Millisecond)
 	}
 }
