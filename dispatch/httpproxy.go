@@ -311,8 +311,14 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		h[k] = vs
 	}
 	w.WriteHeader(resp.Status)
-	rc := http.NewResponseController(w)
-	_ = rc.Flush()
+	// A response of known length goes out in as few writes as it arrives
+	// in; a streamed one (no length, or server-sent events) is flushed
+	// frame by frame, header first.
+	var rc *http.ResponseController
+	if h.Get("Content-Length") == "" || strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
+		rc = http.NewResponseController(w)
+		_ = rc.Flush()
+	}
 	for {
 		f, err := s.Recv()
 		if errors.Is(err, io.EOF) {
@@ -324,7 +330,9 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		if _, err := w.Write(f); err != nil {
 			return true, fmt.Errorf("write to client: %w", err)
 		}
-		_ = rc.Flush()
+		if rc != nil {
+			_ = rc.Flush()
+		}
 	}
 }
 

@@ -12,9 +12,10 @@ import (
 	"time"
 )
 
-// benchProxy: HTTP through meshgw (client → any node → QUIC → runner →
-// upstream) vs HAProxy round-robin straight to the same 2 upstreams, both
-// driven by wrk -t2 -c64.
+// benchProxy: HTTP through meshgw vs HAProxy round-robin straight to the
+// same 2 upstreams, all driven by wrk -t2 -c64. meshgw twice: through a
+// node that is itself a runner (client → node → upstream) and through a
+// gateway-only node (client → gateway → QUIC → runner → upstream).
 func benchProxy(bin string) {
 	var ups []string
 	for i := 0; i < 2; i++ {
@@ -28,7 +29,12 @@ func benchProxy(bin string) {
 		go srv.Serve(l)
 		ups = append(ups, l.Addr().String())
 	}
-	nodes := startMesh(bin, 3)
+	nodes, _ := startNodes(bin, []string{"b1", "b2", "b3", "g1"}, func(i int) []string {
+		if i == 3 {
+			return []string{"-roles", "gateway"}
+		}
+		return nil
+	})
 	hc := httpClient()
 	// One http service per upstream; the runner round-robin spreads them.
 	if err := put(hc, "http://"+nodes[0].http+"/v1/services/web", `{"name":"web","type":"http","upstream":"http://`+ups[0]+`"}`); err != nil {
@@ -59,15 +65,20 @@ backend b
 	waitFor(10*time.Second, "meshgw proxy", func() error { return get("http://" + nodes[0].http + "/svc/web/") })
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
-	var mRate, hRate, mLat, hLat series
+	waitFor(10*time.Second, "meshgw proxy via the gateway", func() error { return get("http://" + nodes[3].http + "/svc/web/") })
+	var mRate, gRate, hRate, mLat, gLat, hLat series
 	for r := 0; r < *rounds; r++ {
 		a, al := wrk("http://"+nodes[r%3].http+"/svc/web/", d)
+		g, gl := wrk("http://"+nodes[3].http+"/svc/web/", d)
 		b, bl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", hport), d)
-		mRate, hRate, mLat, hLat = append(mRate, a), append(hRate, b), append(mLat, al), append(hLat, bl)
+		mRate, gRate, hRate = append(mRate, a), append(gRate, g), append(hRate, b)
+		mLat, gLat, hLat = append(mLat, al), append(gLat, gl), append(hLat, bl)
 	}
 	fmt.Printf("\nwrk -t2 -c64 -d%s: | measurement | meshgw median [range] | HAProxy median [range] | meshgw/HAProxy |\n|---|---|---|---|\n", d)
-	row("req/s", "", mRate, hRate, true)
-	row("p50", "ms", mLat, hLat, false)
+	row("req/s, via a runner node", "", mRate, hRate, true)
+	row("p50, via a runner node", "ms", mLat, hLat, false)
+	row("req/s, via a gateway-only node (QUIC hop)", "", gRate, hRate, true)
+	row("p50, via a gateway-only node (QUIC hop)", "ms", gLat, hLat, false)
 }
 
 var (
