@@ -132,10 +132,27 @@ func TestDispatchSurvivesRunnerKill(t *testing.T) {
 			mu.Unlock()
 		}(i, svc)
 	}
-	time.Sleep(700 * time.Millisecond) // let the runs start, then kill a runner mid-run
 	victim := c.Nodes[1]
+	Eventually(t, 20*time.Second, func() error { // kill it mid-run: once it runs something
+		var running []runResult
+		if _, err := gateways[0].Do("GET", "/v1/executions?status=running", nil, &running); err != nil {
+			return err
+		}
+		for _, r := range running {
+			if r.Runner == victim.Name {
+				return nil
+			}
+		}
+		return fmt.Errorf("%d running, none on %s yet", len(running), victim.Name)
+	})
 	victim.Kill()
+	killed := time.Now()
 	wg.Wait()
+	took := time.Since(killed)
+	t.Logf("every client answered %s after the kill (runs take 2 s)", took.Round(100*time.Millisecond))
+	if took > 20*time.Second { // the attempt deadline is 25 s: failover must come from gossip, not from it
+		t.Errorf("clients answered only %s after the kill", took)
+	}
 	retried := 0
 	for k, r := range seen {
 		if strings.HasPrefix(k, "long") {
