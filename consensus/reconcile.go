@@ -12,15 +12,21 @@ import (
 )
 
 // loop runs bootstrap and autopilot every ReconcileInterval.
+const firstReconcile = 200 * time.Millisecond
+
 func (m *Manager) loop() {
 	defer m.wg.Done()
-	t := time.NewTicker(m.cfg.ReconcileInterval)
+	// The first pass comes soon after Start (gossip starts right after
+	// consensus), so a single node (-dev) takes writes within a moment
+	// rather than after a whole interval.
+	t := time.NewTimer(min(firstReconcile, m.cfg.ReconcileInterval))
 	defer t.Stop()
 	for {
 		select {
 		case <-m.stop:
 			return
 		case <-t.C:
+			t.Reset(m.cfg.ReconcileInterval)
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.OpTimeout)
 		peers := m.members.Peers()
