@@ -263,13 +263,14 @@ type KeyResponse struct {
 
 // keyOp runs a serf key manager operation across the live mesh.
 func (g *Gossip) keyOp(op string, f func(*serf.KeyManager) (*serf.KeyResponse, error)) (KeyResponse, error) {
-	if g.serf == nil {
+	s := g.sp.Load()
+	if s == nil {
 		return KeyResponse{}, errors.New("gossip: not started")
 	}
 	if !g.Encrypted() {
 		return KeyResponse{}, errors.New("gossip: encryption is not enabled on this node (start it with -encrypt)")
 	}
-	kr, err := f(g.serf.KeyManager())
+	kr, err := f(s.KeyManager())
 	var res KeyResponse
 	if kr != nil {
 		res = KeyResponse{NumNodes: kr.NumNodes, NumResp: kr.NumResp, NumErr: kr.NumErr,

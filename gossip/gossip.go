@@ -117,7 +117,7 @@ type Gossip struct {
 	cfg    Config
 	log    zerolog.Logger
 	serfCf *serf.Config
-	serf   *serf.Serf
+	sp     atomic.Pointer[serf.Serf] // set by Start; nil before
 	serfCh chan serf.Event
 	events chan Event
 
@@ -256,7 +256,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("gossip listen %s: %w", g.cfg.BindAddr, err)
 	}
-	g.serf = s
+	g.sp.Store(s)
 	g.wg.Add(1)
 	go g.eventLoop()
 	if len(g.cfg.Join) > 0 {
@@ -279,9 +279,13 @@ func (g *Gossip) Join(ctx context.Context, addrs []string) (int, error) {
 		n   int
 		err error
 	}
+	s := g.sp.Load()
+	if s == nil {
+		return 0, errors.New("join: gossip not started")
+	}
 	ch := make(chan result, 1)
 	go func() {
-		n, err := g.serf.Join(addrs, true)
+		n, err := s.Join(addrs, true)
 		ch <- result{n, err}
 	}()
 	select {
@@ -319,8 +323,9 @@ func (g *Gossip) retryJoin() {
 	defer g.wg.Done()
 	delay := g.cfg.RetryInterval
 	failures := 0
+	s := g.sp.Load() // set before this loop starts
 	for attempt := 1; ; attempt++ {
-		n, err := g.serf.Join(g.cfg.RetryJoin, true)
+		n, err := s.Join(g.cfg.RetryJoin, true)
 		if n > 0 {
 			g.log.Info().Int("joined", n).Strs("seeds", g.cfg.RetryJoin).Int("attempts", attempt).Msg("retry-join succeeded")
 			return
@@ -397,16 +402,17 @@ func (g *Gossip) Dropped() uint64 { return g.dropped.Load() }
 
 // Members returns the members matching f, sorted by name.
 func (g *Gossip) Members(f Filter) []Member {
-	if g.serf == nil {
+	s := g.sp.Load()
+	if s == nil {
 		return nil
 	}
 	suspect := map[string]bool{}
-	for _, n := range g.serf.Memberlist().Members() {
+	for _, n := range s.Memberlist().Members() {
 		if n.State == memberlist.StateSuspect {
 			suspect[n.Name] = true
 		}
 	}
-	ms := g.serf.Members()
+	ms := s.Members()
 	out := make([]Member, 0, len(ms))
 	for _, sm := range ms {
 		m := decode(sm, suspect)
@@ -420,10 +426,11 @@ func (g *Gossip) Members(f Filter) []Member {
 
 // Local returns this node as a member.
 func (g *Gossip) Local() Member {
-	if g.serf == nil {
+	s := g.sp.Load()
+	if s == nil {
 		return Member{Name: g.cfg.NodeName, Status: StatusAlive, Cluster: g.cfg.Cluster, Roles: g.cfg.Roles}
 	}
-	return decode(g.serf.LocalMember(), nil)
+	return decode(s.LocalMember(), nil)
 }
 
 func decode(m serf.Member, suspect map[string]bool) Member {
@@ -446,11 +453,12 @@ func decode(m serf.Member, suspect map[string]bool) Member {
 // Leave broadcasts a graceful leave and waits for it to propagate (bounded
 // by ctx). Peers see this node as left.
 func (g *Gossip) Leave(ctx context.Context) error {
-	if g.serf == nil {
+	s := g.sp.Load()
+	if s == nil {
 		return nil
 	}
 	done := make(chan error, 1)
-	go func() { done <- g.serf.Leave() }()
+	go func() { done <- s.Leave() }()
 	select {
 	case err := <-done:
 		if err != nil {
@@ -474,8 +482,8 @@ func (g *Gossip) Shutdown() error {
 	close(g.stop)
 	g.mu.Unlock()
 	var err error
-	if g.serf != nil {
-		err = g.serf.Shutdown()
+	if s := g.sp.Load(); s != nil {
+		err = s.Shutdown()
 	}
 	g.wg.Wait()
 	return err
