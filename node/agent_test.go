@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +18,11 @@ import (
 
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/node/httpapi"
+)
+
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
 )
 
 // freePort returns a loopback port free on TCP and UDP.
@@ -32,7 +38,15 @@ func freePort(t testing.TB) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return p
+			// Never hand one port to two listeners of this process: the
+			// kernel may give a just-closed port out again.
+			portsMu.Lock()
+			taken := portsGiven[p]
+			portsGiven[p] = true
+			portsMu.Unlock()
+			if !taken {
+				return p
+			}
 		}
 	}
 	t.Fatal("no free port")

@@ -66,6 +66,11 @@ func moduleRoot() (string, error) {
 }
 
 // freePort returns a loopback port that is free on TCP and UDP.
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{}
+)
+
 func freePort(t testing.TB) int {
 	t.Helper()
 	for i := 0; i < 100; i++ {
@@ -78,7 +83,15 @@ func freePort(t testing.TB) int {
 		l.Close()
 		if err == nil {
 			u.Close()
-			return p
+			// The kernel may hand a just-closed port out again: never give
+			// one port to two listeners of this test process.
+			portsMu.Lock()
+			taken := portsGiven[p]
+			portsGiven[p] = true
+			portsMu.Unlock()
+			if !taken {
+				return p
+			}
 		}
 	}
 	t.Fatal("no free port")
