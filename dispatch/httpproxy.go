@@ -252,6 +252,9 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	}
 	pumpDone := make(chan struct{})
 	if hasBody {
+		// The upload is pumped while the response comes back: the answer
+		// must not wait for a slow client to finish uploading.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 		go func() {
 			defer close(pumpDone)
 			buf := make([]byte, proxyChunk)

@@ -95,6 +95,10 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 	}
 	if r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
 		out.Body, out.ContentLength = r.Body, r.ContentLength
+		// The upload is copied while the response is read: an upstream
+		// that answers (or fails) before taking all of it must reach the
+		// client at once, not after a slow client finished uploading.
+		_ = http.NewResponseController(w).EnableFullDuplex()
 	}
 	x, err := e.pool.roundTrip(r.Context(), out)
 	if err != nil {

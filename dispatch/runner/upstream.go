@@ -237,9 +237,15 @@ func (p *upstreamPool) try(ctx context.Context, c *upConn, req *http.Request) (*
 	}
 	if err != nil {
 		stop()
-		_ = c.conn.Close() // unblocks a body writer still running
-		if werr := <-writeErr; werr != nil && !errors.Is(werr, net.ErrClosed) && ctx.Err() == nil {
-			err = fmt.Errorf("%w (sending the request: %v)", err, werr)
+		_ = c.conn.Close() // fails a body writer's next write
+		// Do not wait for a body writer: it may be blocked reading a slow
+		// client's upload, and ends on its own (its channel is buffered).
+		select {
+		case werr := <-writeErr:
+			if werr != nil && !errors.Is(werr, net.ErrClosed) && ctx.Err() == nil {
+				err = fmt.Errorf("%w (sending the request: %v)", err, werr)
+			}
+		default:
 		}
 		if errors.Is(err, errHeaderTooLarge) {
 			err = errHeaderTooLarge

@@ -308,3 +308,35 @@ func TestUpstreamPoolDropsStaleIdleConnections(t *testing.T) {
 		time.Sleep(60 * time.Millisecond)
 	}
 }
+
+// An upstream that fails while a slow client is still uploading gets the
+// client a 502 at once: the proxy does not wait for the upload to end.
+func TestProxyUpstreamFailsDuringSlowUpload(t *testing.T) {
+	up := rawUpstream(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = http.ReadRequest(br) // headers only; then hang up
+	})
+	e := newExec(t, nil)
+	front, _ := frontFor(t, e, up)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("first part of a slow upload")) }()
+	req, _ := http.NewRequest(http.MethodPost, front.URL+"/x", pr)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if resp == nil || resp.StatusCode != http.StatusBadGateway {
+			t.Fatalf("want 502, got %+v", resp)
+		}
+		resp.Body.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the proxy waited for the client's upload after the upstream failed")
+	}
+}
