@@ -155,6 +155,21 @@ func (c *tcluster) add(name string, isRunner bool, mod func(*Config)) *tnode {
 	return n
 }
 
+// addHung adds a runner that accepts exec calls and never acknowledges or
+// answers them, its connection open (a SIGSTOPped runner).
+func (c *tcluster) addHung(name string) {
+	tr := c.transport(name)
+	tr.HandleStream(MethodExec, func(ctx context.Context, s *transport.Stream) error {
+		<-ctx.Done()
+		return ctx.Err()
+	})
+	if err := tr.Start(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { _ = tr.Close() })
+	c.runners.set(testCluster, Runner{Name: name, RPCAddr: tr.Addr().String()})
+}
+
 // kill makes a node behave as if kill -9ed: no more store access, no
 // transport, failed in gossip.
 func (c *tcluster) kill(name string) {
@@ -281,17 +296,7 @@ func TestClusterRunnerKilledNoRetriesIsLost(t *testing.T) {
 func TestClusterHungRunnerHitsAttemptDeadline(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
-	// "a-hung" accepts exec calls and never answers (a SIGSTOPped runner).
-	tr := c.transport("a-hung")
-	tr.HandleStream(MethodExec, func(ctx context.Context, s *transport.Stream) error {
-		<-ctx.Done()
-		return ctx.Err()
-	})
-	if err := tr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	c.runners.set(testCluster, Runner{Name: "a-hung", RPCAddr: tr.Addr().String()})
+	c.addHung("a-hung")
 	c.add("b-ok", true, nil)
 	svc := execSvc("echo", "ok")
 	svc.Timeout = Duration(300 * time.Millisecond)
@@ -315,16 +320,7 @@ func TestClusterHungRunnerHitsAttemptDeadline(t *testing.T) {
 func TestClusterHungRunnerGivenUpAtAckTimeout(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, func(cfg *Config) { cfg.AckTimeout = 300 * time.Millisecond })
-	tr := c.transport("a-hung")
-	tr.HandleStream(MethodExec, func(ctx context.Context, s *transport.Stream) error {
-		<-ctx.Done() // accepts the call, never acknowledges
-		return ctx.Err()
-	})
-	if err := tr.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tr.Close() })
-	c.runners.set(testCluster, Runner{Name: "a-hung", RPCAddr: tr.Addr().String()})
+	c.addHung("a-hung")
 	c.add("b-ok", true, nil)
 	svc := execSvc("echo", "ok")
 	svc.Timeout = Duration(time.Minute)
