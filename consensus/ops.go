@@ -209,9 +209,9 @@ type readReq struct {
 // Each try is bounded by tryTimeout, twice ProposalTimeout for a single
 // read or write: a replica answers within that (its own proposals and
 // reads give up after ProposalTimeout), so one that has not is hung or cut
-// off. A read or an idempotent write then goes
-// to the next node; a compare-and-set write, whose outcome is unknown, is
-// answered ErrTimeout, as it is when proposed locally.
+// off, and is tried last for slowFor. A read or an idempotent write then
+// goes to the next node; a compare-and-set write, whose outcome is
+// unknown, is answered ErrTimeout, as it is when proposed locally.
 func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any, idempotent bool, tryTimeout time.Duration) error {
 	if m.rpc == nil {
 		return fmt.Errorf("%w: no replica of cluster %s here and no transport", ErrNotBootstrapped, cluster)
