@@ -34,6 +34,7 @@ func testConfig() Config {
 	cfg.WatchPoll = 20 * time.Millisecond
 	cfg.NoRunnerWait = 500 * time.Millisecond
 	cfg.QueueLease = 2 * time.Second
+	cfg.StoreRetryFor = 300 * time.Millisecond
 	return cfg
 }
 
@@ -187,6 +188,23 @@ func TestRunStoreUnavailable(t *testing.T) {
 	e.store.failPuts = errUnavailable
 	if _, err := e.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{}); !errors.Is(err, errUnavailable) {
 		t.Fatalf("err %v, want the store's error", err)
+	}
+}
+
+// A record write that applied but answered with an error (the leader died
+// after committing it) is retried; the retry's conflict is recognised as
+// the first write, and the run goes on.
+func TestRunRecordWriteWithUnknownOutcome(t *testing.T) {
+	e := newLocal(t, nil)
+	e.store.mu.Lock()
+	e.store.lyingPuts = 2 // the create and the first update apply, then "fail"
+	e.store.mu.Unlock()
+	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
+		t.Fatalf("%v %+v", err, ex)
+	}
+	if rec := e.store.count(testCluster, ""); rec != 1 {
+		t.Fatalf("%d records, want 1", rec)
 	}
 }
 

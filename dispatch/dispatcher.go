@@ -71,6 +71,11 @@ type Config struct {
 	// StoreTimeout bounds one store operation made on the dispatcher's own
 	// behalf (background writes, recovery). Default 5s.
 	StoreTimeout time.Duration
+	// StoreRetryFor is how long a record write whose outcome is unknown
+	// (a leader died, a replica went silent) keeps being retried: long
+	// enough to ride out a leader election after a voter's death.
+	// Default 10s.
+	StoreRetryFor time.Duration
 	// MaxAsync bounds async executions driven by this node at once; more
 	// are refused with ErrBusy. Default 1024.
 	MaxAsync int
@@ -101,6 +106,7 @@ func DefaultConfig() Config {
 		RetentionInterval:  time.Minute,
 		RetentionBatch:     256,
 		StoreTimeout:       5 * time.Second,
+		StoreRetryFor:      10 * time.Second,
 		MaxAsync:           1024,
 		WatchPoll:          250 * time.Millisecond,
 		MaxHTTPHeaderBytes: 64 << 10,
@@ -121,7 +127,7 @@ func (c Config) Validate() error {
 		pos("QueueLease", c.QueueLease), pos("NoRunnerWait", c.NoRunnerWait),
 		pos("RecoveryInterval", c.RecoveryInterval), pos("RecoveryMargin", c.RecoveryMargin),
 		pos("RetentionAge", c.RetentionAge), pos("RetentionInterval", c.RetentionInterval),
-		pos("StoreTimeout", c.StoreTimeout), pos("WatchPoll", c.WatchPoll),
+		pos("StoreTimeout", c.StoreTimeout), pos("StoreRetryFor", c.StoreRetryFor), pos("WatchPoll", c.WatchPoll),
 	} {
 		if e != nil {
 			return e

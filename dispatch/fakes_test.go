@@ -19,7 +19,10 @@ type memStore struct {
 	rev      map[string]uint64
 	leader   map[string]bool
 	failPuts error // when set, every write fails with it
-	writes   int
+	// lyingPuts: the next this many writes apply but report errUnavailable
+	// (an unknown outcome, as when the leader dies after committing).
+	lyingPuts int
+	writes    int
 }
 
 type memItem struct {
@@ -83,6 +86,10 @@ func (m *memStore) PutMulti(_ context.Context, cluster string, kvs []KV) ([]uint
 		vers[i] = m.rev[cluster]
 	}
 	m.writes++
+	if m.lyingPuts > 0 {
+		m.lyingPuts--
+		return nil, errUnavailable
+	}
 	return vers, nil
 }
 

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -176,14 +177,20 @@ func (d *Dispatcher) create(ctx context.Context, rec *Execution) (uint64, error)
 		z := uint64(0)
 		kvs = append(kvs, KV{Key: IdemKey(rec.Service, rec.IdempotencyKey), Value: []byte(rec.ID), CAS: &z})
 	}
-	vers, err := d.store.PutMulti(ctx, rec.Cluster, kvs)
+	v, err := d.writeRecord(ctx, rec, b, func(ctx context.Context) (uint64, error) {
+		vers, err := d.store.PutMulti(ctx, rec.Cluster, kvs)
+		if err == nil && len(vers) == 0 {
+			err = errors.New("store returned no version")
+		}
+		if err != nil {
+			return 0, err
+		}
+		return vers[0], nil
+	})
 	if err != nil {
 		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
 	}
-	if len(vers) == 0 {
-		return 0, fmt.Errorf("record execution %s: store returned no version", rec.ID)
-	}
-	return vers[0], nil
+	return v, nil
 }
 
 // existing returns the execution an idempotency key points at, waiting for
@@ -274,25 +281,60 @@ func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode execution: %w", err)
 	}
-	var lastErr error
-	for try := 0; try < 3; try++ {
-		ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StoreTimeout)
-		v, err := d.store.Put(ctx, rec.Cluster, ExecKey(rec.ID), b, &ver)
+	v, err := d.writeRecord(d.ctx, rec, b, func(ctx context.Context) (uint64, error) {
+		return d.store.Put(ctx, rec.Cluster, ExecKey(rec.ID), b, &ver)
+	})
+	if err != nil && !errors.Is(err, ErrConflict) {
+		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
+	}
+	return v, err
+}
+
+// writeRecord runs write, a compare-and-set of rec's record to b. A write
+// whose outcome is unknown (the leader died, a replica went silent) is
+// retried for up to Config.StoreRetryFor, enough to ride out a leader
+// election after a voter's death; if a retry then conflicts, the first
+// try may have applied, and the record holding exactly b means it did.
+func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, write func(context.Context) (uint64, error)) (uint64, error) {
+	deadline := time.Now().Add(d.cfg.StoreRetryFor)
+	for try := 0; ; try++ {
+		wctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
+		v, err := write(wctx)
 		cancel()
 		if err == nil {
 			return v, nil
 		}
 		if errors.Is(err, ErrConflict) {
+			if try > 0 {
+				if v, ok := d.storedAs(rec, b); ok {
+					return v, nil
+				}
+			}
 			return 0, err
 		}
-		lastErr = err
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return 0, err
+		}
 		select {
-		case <-time.After(time.Duration(try+1) * 200 * time.Millisecond):
+		case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
+		case <-ctx.Done():
+			return 0, err
 		case <-d.ctx.Done():
-			return 0, fmt.Errorf("record execution %s: %w", rec.ID, lastErr)
+			return 0, err
 		}
 	}
-	return 0, fmt.Errorf("record execution %s: %w", rec.ID, lastErr)
+}
+
+// storedAs reports whether rec's record currently holds exactly b, and its
+// version: an earlier write of ours that timed out but applied.
+func (d *Dispatcher) storedAs(rec *Execution, b []byte) (uint64, bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StoreTimeout)
+	defer cancel()
+	cur, v, found, err := d.store.Get(ctx, rec.Cluster, ExecKey(rec.ID))
+	if err != nil || !found || !bytes.Equal(cur, b) {
+		return 0, false
+	}
+	return v, true
 }
 
 // drive runs attempts until the execution is terminal (or superseded, or
