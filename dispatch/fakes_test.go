@@ -229,21 +229,14 @@ func (m *memRunners) Runners(cluster string) []Runner {
 	return out
 }
 
-func (m *memRunners) NodeStatus(name string) (string, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if r, ok := m.runners[name]; ok {
-		return r.Status, true
-	}
-	s, ok := m.status[name]
-	return s, ok
-}
-
 func (m *memRunners) Lookup(name string) (Runner, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	r, ok := m.runners[name]
-	return r, ok
+	if r, ok := m.runners[name]; ok {
+		return r, true
+	}
+	s, ok := m.status[name]
+	return Runner{Name: name, Status: s}, ok
 }
 
 var _ Runners = (*memRunners)(nil)

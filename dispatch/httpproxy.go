@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -308,17 +309,15 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	d.clearPenalty(rn.Name)
 	h := w.Header()
 	for k, vs := range resp.Header {
-		if hopHeader(k) {
+		if runner.HopHeader(k, resp.Header) {
 			continue
 		}
 		h[k] = vs
 	}
 	w.WriteHeader(resp.Status)
-	// A response of known length goes out in as few writes as it arrives
-	// in; a streamed one (no length, or server-sent events) is flushed
-	// frame by frame, header first.
+	// A streamed response is flushed frame by frame, header first.
 	var rc *http.ResponseController
-	if h.Get("Content-Length") == "" || strings.HasPrefix(h.Get("Content-Type"), "text/event-stream") {
+	if runner.Streamed(h, contentLength(h)) {
 		rc = http.NewResponseController(w)
 		_ = rc.Flush()
 	}
@@ -339,12 +338,13 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	}
 }
 
-func hopHeader(k string) bool {
-	switch http.CanonicalHeaderKey(k) {
-	case "Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade", "Te", "Trailer":
-		return true
+// contentLength is h's Content-Length, or -1 when absent or malformed.
+func contentLength(h http.Header) int64 {
+	n, err := strconv.ParseInt(h.Get("Content-Length"), 10, 64)
+	if err != nil || n < 0 {
+		return -1
 	}
-	return false
+	return n
 }
 
 // serveHTTP is the runner side of MethodHTTP.

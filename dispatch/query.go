@@ -163,14 +163,11 @@ func (d *Dispatcher) watchRemote(ctx context.Context, owner, id string, fn func(
 		if err != nil {
 			return err
 		}
-		if len(f) < 1 || (f[0] != tagOut && f[0] != tagErr) {
+		stream, chunk, ok := outFrame(f)
+		if !ok {
 			return fmt.Errorf("watch %s: malformed frame from %s", id, owner)
 		}
-		stream := runner.Stdout
-		if f[0] == tagErr {
-			stream = runner.Stderr
-		}
-		fn(stream, f[1:])
+		fn(stream, chunk)
 	}
 }
 
@@ -190,10 +187,7 @@ func (d *Dispatcher) serveWatch(ctx context.Context, s *transport.Stream) error 
 		if sendErr != nil {
 			return
 		}
-		tag := tagOut
-		if stream == runner.Stderr {
-			tag = tagErr
-		}
+		tag := outTag(stream)
 		// Frames are bounded: split big chunks.
 		for len(chunk) > 0 && sendErr == nil {
 			n := min(len(chunk), watchChunk)

@@ -148,10 +148,10 @@ func (d *Dispatcher) abandoned(ex *Execution) string {
 	case ex.Owner == d.local:
 		return "owned by this node, which no longer drives it"
 	}
-	if st, known := d.runners.NodeStatus(ex.Owner); !known {
+	if m, known := d.runners.Lookup(ex.Owner); !known {
 		return fmt.Sprintf("owner %s is unknown to gossip", ex.Owner)
-	} else if st == MemberFailed || st == MemberLeft {
-		return fmt.Sprintf("owner %s is %s", ex.Owner, st)
+	} else if m.Status == MemberFailed || m.Status == MemberLeft {
+		return fmt.Sprintf("owner %s is %s", ex.Owner, m.Status)
 	}
 	if !ex.LeaseExpires.IsZero() && now.After(ex.LeaseExpires.Add(d.cfg.RecoveryMargin)) {
 		return fmt.Sprintf("lease of owner %s lapsed at %s", ex.Owner, ex.LeaseExpires.UTC().Format(time.RFC3339))

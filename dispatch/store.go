@@ -122,9 +122,7 @@ type Runners interface {
 	// Runners returns the members of cluster, any status and role. The
 	// result may be shared: callers must not modify it.
 	Runners(cluster string) []Runner
-	// NodeStatus returns the gossip status of a node ("alive", "suspect",
-	// "failed", "left"); known is false if gossip does not know it.
-	NodeStatus(name string) (status string, known bool)
-	// Lookup returns the member called name, of any cluster.
+	// Lookup returns the member called name, of any cluster and role, with
+	// its gossip status; false if gossip does not know it.
 	Lookup(name string) (Runner, bool)
 }

@@ -80,18 +80,12 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	}
 	send(tagAck, nil)
 	res, err := d.exec.Exec(ctx, runner.ExecRequest{
-		Command: req.Command,
-		Env:     req.Env,
-		Dir:     req.Dir,
-		Timeout: timeout,
-		Input:   req.Input,
-		OnOutput: func(stream string, chunk []byte) {
-			tag := tagOut
-			if stream == runner.Stderr {
-				tag = tagErr
-			}
-			send(tag, chunk)
-		},
+		Command:  req.Command,
+		Env:      req.Env,
+		Dir:      req.Dir,
+		Timeout:  timeout,
+		Input:    req.Input,
+		OnOutput: func(stream string, chunk []byte) { send(outTag(stream), chunk) },
 	})
 	switch {
 	case errors.Is(err, runner.ErrBusy):
@@ -113,6 +107,27 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	mu.Lock()
 	defer mu.Unlock()
 	return sendErr
+}
+
+// outTag is the frame tag of an output stream (MethodExec, MethodWatch).
+func outTag(stream string) byte {
+	if stream == runner.Stderr {
+		return tagErr
+	}
+	return tagOut
+}
+
+// outFrame parses an output frame: ok is false if f is not one.
+func outFrame(f []byte) (stream string, chunk []byte, ok bool) {
+	switch {
+	case len(f) == 0:
+		return "", nil, false
+	case f[0] == tagOut:
+		return runner.Stdout, f[1:], true
+	case f[0] == tagErr:
+		return runner.Stderr, f[1:], true
+	}
+	return "", nil, false
 }
 
 // attemptError classifies a failed attempt.
@@ -177,11 +192,10 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 		switch f[0] {
 		case tagAck:
 		case tagOut, tagErr:
-			chunk := f[1:]
+			stream, chunk, _ := outFrame(f)
 			buf := &stdout
-			stream := runner.Stdout
-			if f[0] == tagErr {
-				buf, stream = &stderr, runner.Stderr
+			if stream == runner.Stderr {
+				buf = &stderr
 			}
 			// Bound what a misbehaving peer can make us hold.
 			if room := capOut - len(*buf); room < len(chunk) {

@@ -104,7 +104,7 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 	ms := v.g.Members(gossip.Filter{Cluster: cluster})
 	out := make([]dispatch.Runner, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles})
+		out = append(out, toRunner(m))
 	}
 	v.cache.Store(cluster, &runnerList{at: now, runners: out})
 	return out
@@ -113,17 +113,12 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 func (v *runnerView) Lookup(name string) (dispatch.Runner, bool) {
 	for _, m := range v.g.Members(gossip.Filter{}) {
 		if m.Name == name {
-			return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles}, true
+			return toRunner(m), true
 		}
 	}
 	return dispatch.Runner{}, false
 }
 
-func (v *runnerView) NodeStatus(name string) (string, bool) {
-	for _, m := range v.g.Members(gossip.Filter{}) {
-		if m.Name == name {
-			return string(m.Status), true
-		}
-	}
-	return "", false
+func toRunner(m gossip.Member) dispatch.Runner {
+	return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles}
 }

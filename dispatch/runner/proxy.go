@@ -108,17 +108,13 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 	resp := x.resp
 	h := w.Header()
 	for k, vs := range resp.Header {
-		if !hopHeader(k, resp.Header) {
+		if !HopHeader(k, resp.Header) {
 			h[k] = vs
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	// Known-length bodies go out in as few writes as they arrive in;
-	// streamed ones (unknown length, server-sent events) are flushed as
-	// they come, like httputil.ReverseProxy does.
-	stream := resp.ContentLength == -1 || strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")
 	bp := copyBufs.Get().(*[]byte)
-	readErr, writeErr := copyBody(w, resp.Body, *bp, stream)
+	readErr, writeErr := copyBody(w, resp.Body, *bp, Streamed(resp.Header, resp.ContentLength))
 	copyBufs.Put(bp)
 	x.finish(readErr == nil && writeErr == nil)
 	_ = resp.Body.Close()
@@ -128,6 +124,14 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		return fmt.Errorf("%w: upstream %s: %v", ErrAborted, target.Host, readErr)
 	}
 	return nil
+}
+
+// Streamed reports whether a response is streamed — of unknown length
+// (contentLength -1), or server-sent events — and so must be flushed to
+// the client as it arrives, like httputil.ReverseProxy does. A response of
+// known length goes out in as few writes as it arrives in.
+func Streamed(h http.Header, contentLength int64) bool {
+	return contentLength == -1 || strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
@@ -162,7 +166,7 @@ func copyBody(w http.ResponseWriter, src io.Reader, buf []byte, stream bool) (re
 func forwardHeader(r *http.Request) http.Header {
 	h := make(http.Header, len(r.Header)+3)
 	for k, vs := range r.Header {
-		if !hopHeader(k, r.Header) {
+		if !HopHeader(k, r.Header) {
 			h[k] = vs
 		}
 	}
@@ -186,10 +190,10 @@ func forwardHeader(r *http.Request) http.Header {
 	return h
 }
 
-// hopHeader: k is hop-by-hop (RFC 9110 7.6.1), by name or listed in h's
-// Connection header.
-func hopHeader(k string, h http.Header) bool {
-	switch k {
+// HopHeader reports whether k is hop-by-hop (RFC 9110 7.6.1), by name or
+// listed in h's Connection header: a proxy does not forward it.
+func HopHeader(k string, h http.Header) bool {
+	switch k = http.CanonicalHeaderKey(k); k {
 	case "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization",
 		"Te", "Trailer", "Transfer-Encoding", "Upgrade":
 		return true
