@@ -288,6 +288,14 @@ func main() {
 		runNATSResponder(*natsResponder)
 		return
 	}
+	if *revProxy != "" {
+		runReverseProxy(*revProxy)
+		return
+	}
+	if *bareProxy != "" {
+		runBareProxy(*bareProxy)
+		return
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() { <-sig; stopAll(); os.Exit(1) }()

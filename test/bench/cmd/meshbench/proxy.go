@@ -1,14 +1,19 @@
 package main
 
 import (
+	"bufio"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -64,21 +69,125 @@ backend b
 	waitFor(10*time.Second, "haproxy", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", hport)) })
 	waitFor(10*time.Second, "meshgw proxy", func() error { return get("http://" + nodes[0].http + "/svc/web/") })
 
+	// Two Go proxies for reference: the standard library's ReverseProxy,
+	// round-robin over the same upstreams, in a process of its own, with
+	// none of meshgw's routing, ACLs, runner choice or records; and below,
+	// a bare forwarding loop (runBareProxy), the bound for any Go proxy.
+	rport := freePort()
+	self, err := os.Executable()
+	if err != nil {
+		fatal("executable: %v", err)
+	}
+	start(self, "-revproxy", fmt.Sprintf("127.0.0.1:%d=%s,%s", rport, ups[0], ups[1]))
+	waitFor(10*time.Second, "ReverseProxy", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", rport)) })
+	bport := freePort()
+	start(self, "-bareproxy", fmt.Sprintf("127.0.0.1:%d=%s,%s", bport, ups[0], ups[1]))
+	waitFor(10*time.Second, "bare proxy loop", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", bport)) })
+
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
 	waitFor(10*time.Second, "meshgw proxy via the gateway", func() error { return get("http://" + nodes[3].http + "/svc/web/") })
-	var mRate, gRate, hRate, mLat, gLat, hLat series
+	var mRate, gRate, hRate, rRate, bRate, mLat, gLat, hLat, rLat, bLat series
 	for r := 0; r < *rounds; r++ {
 		a, al := wrk("http://"+nodes[r%3].http+"/svc/web/", d)
 		g, gl := wrk("http://"+nodes[3].http+"/svc/web/", d)
 		b, bl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", hport), d)
-		mRate, gRate, hRate = append(mRate, a), append(gRate, g), append(hRate, b)
-		mLat, gLat, hLat = append(mLat, al), append(gLat, gl), append(hLat, bl)
+		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", rport), d)
+		y, yl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", bport), d)
+		bRate, bLat = append(bRate, y), append(bLat, yl)
+		mRate, gRate, hRate, rRate = append(mRate, a), append(gRate, g), append(hRate, b), append(rRate, x)
+		mLat, gLat, hLat, rLat = append(mLat, al), append(gLat, gl), append(hLat, bl), append(rLat, xl)
 	}
 	fmt.Printf("\nwrk -t2 -c64 -d%s: | measurement | meshgw median [range] | HAProxy median [range] | meshgw/HAProxy |\n|---|---|---|---|\n", d)
 	row("req/s, via a runner node", "", mRate, hRate, true)
 	row("p50, via a runner node", "ms", mLat, hLat, false)
 	row("req/s, via a gateway-only node (QUIC hop)", "", gRate, hRate, true)
 	row("p50, via a gateway-only node (QUIC hop)", "ms", gLat, hLat, false)
+	row("req/s, net/http ReverseProxy (the standard library's proxy)", "", rRate, hRate, true)
+	row("p50, net/http ReverseProxy (the standard library's proxy)", "ms", rLat, hLat, false)
+	row("req/s, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "", bRate, hRate, true)
+	row("p50, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "ms", bLat, hLat, false)
+	fmt.Printf("\nmeshgw via a runner node reaches %.0f%% of the ReverseProxy's req/s and %.0f%% of the bare loop's\n",
+		100*mRate.median()/rRate.median(), 100*mRate.median()/bRate.median())
+}
+
+var (
+	revProxy  = flag.String("revproxy", "", "internal: run as a net/http ReverseProxy, LISTEN=UP1,UP2")
+	bareProxy = flag.String("bareproxy", "", "internal: run as a bare HTTP/1.1 forwarding loop, LISTEN=UP1,UP2")
+)
+
+// runBareProxy is the child behind -bareproxy LISTEN=UP1,UP2: the least a
+// Go HTTP/1.1 proxy can do. Each client connection gets its own upstream
+// connection (round-robin at accept) and a loop that parses a request with
+// net/http's parser, writes it upstream, parses the response and writes it
+// back: no server, no pool, no header rewriting, no timeouts. Not a usable
+// proxy; a bound on what one written in Go gets from these 2 cores.
+func runBareProxy(spec string) {
+	listen, list, ok := strings.Cut(spec, "=")
+	if !ok {
+		fatal("-bareproxy LISTEN=UP1,UP2")
+	}
+	ups := strings.Split(list, ",")
+	l, err := net.Listen("tcp", listen)
+	if err != nil {
+		fatal("bareproxy: %v", err)
+	}
+	for i := 0; ; i++ {
+		c, err := l.Accept()
+		if err != nil {
+			fatal("bareproxy: %v", err)
+		}
+		go func(c net.Conn, up string) {
+			defer c.Close()
+			u, err := net.Dial("tcp", up)
+			if err != nil {
+				return
+			}
+			defer u.Close()
+			cr, cw := bufio.NewReader(c), bufio.NewWriter(c)
+			ur, uw := bufio.NewReader(u), bufio.NewWriter(u)
+			for {
+				req, err := http.ReadRequest(cr)
+				if err != nil {
+					return
+				}
+				if req.Write(uw) != nil || uw.Flush() != nil {
+					return
+				}
+				resp, err := http.ReadResponse(ur, req)
+				if err != nil {
+					return
+				}
+				err = resp.Write(cw)
+				resp.Body.Close()
+				if err != nil || cw.Flush() != nil {
+					return
+				}
+			}
+		}(c, ups[i%len(ups)])
+	}
+}
+
+// runReverseProxy is the child behind -revproxy LISTEN=UP1,UP2: the
+// standard library's ReverseProxy, round-robin, keep-alive to the
+// upstreams with as many idle connections as wrk opens.
+func runReverseProxy(spec string) {
+	listen, list, ok := strings.Cut(spec, "=")
+	if !ok {
+		fatal("-revproxy LISTEN=UP1,UP2")
+	}
+	ups := strings.Split(list, ",")
+	var next atomic.Uint64
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			u := ups[next.Add(1)%uint64(len(ups))]
+			pr.SetURL(&url.URL{Scheme: "http", Host: u})
+			pr.SetXForwarded()
+		},
+		Transport: &http.Transport{MaxIdleConnsPerHost: 128},
+	}
+	if err := http.ListenAndServe(listen, rp); err != nil {
+		fatal("revproxy: %v", err)
+	}
 }
 
 var (

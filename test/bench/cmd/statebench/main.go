@@ -12,6 +12,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -36,6 +37,7 @@ var (
 	rounds    = flag.Int("rounds", 3, "alternated (meshgw, etcd) rounds per measurement")
 	dur       = flag.Duration("d", 5*time.Second, "duration of one round")
 	maxOps    = flag.Int("max-ops", 1_000_000, "upper bound on ops per round")
+	raw       = flag.Bool("raw", true, "also measure dragonboat alone (3 NodeHosts configured as meshgw's, load inside the nodes, no HTTP)")
 )
 
 var (
@@ -43,6 +45,53 @@ var (
 	procs   []*exec.Cmd
 	tmpRoot string
 )
+
+// cpuTicks is the user+system CPU time of pid so far, in clock ticks
+// (1/100 s on Linux), read from /proc/PID/stat.
+func cpuTicks(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// Fields after the command name, which is in parentheses and may hold spaces.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+2:]))
+	if len(f) < 13 {
+		return 0
+	}
+	var u, s int64
+	fmt.Sscan(f[11], &u)
+	fmt.Sscan(f[12], &s)
+	return u + s
+}
+
+// cpuOf sums cpuTicks over the started processes whose binary is bin, and
+// of this process itself (the clients) when self is set.
+func cpuOf(bin string) (servers, self int64) {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	for _, p := range procs {
+		if p.Path == bin || filepath.Base(p.Path) == filepath.Base(bin) {
+			servers += cpuTicks(p.Process.Pid)
+		}
+	}
+	return servers, cpuTicks(os.Getpid())
+}
+
+// only lets the processes started from bin run and stops (SIGSTOP) every
+// other process this benchmark started, so that each system is measured
+// alone on the machine: an idle Raft group still spends CPU on ticks,
+// heartbeats and gossip. The caller warms the resumed system up.
+func only(bin string) {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	for _, p := range procs {
+		sig := syscall.SIGSTOP
+		if p.Path == bin || filepath.Base(p.Path) == filepath.Base(bin) {
+			sig = syscall.SIGCONT
+		}
+		_ = p.Process.Signal(sig)
+	}
+}
 
 func start(name string, args ...string) {
 	cmd := exec.Command(name, args...)
@@ -115,6 +164,10 @@ type result struct {
 	rate     float64
 	p50, p99 time.Duration
 	errs     int
+	n        int
+	// CPU per acknowledged write, in µs: the 3 servers together, and the
+	// clients (this process).
+	cpuServers, cpuClient float64
 }
 
 // load runs clients goroutines calling op until d elapses or maxOps ops ran.
@@ -149,12 +202,31 @@ func load(clients int, d time.Duration, op func(client, i int) error) result {
 		}(c)
 	}
 	wg.Wait()
-	el := time.Since(t0)
+	r := resultOf(lat, time.Since(t0))
+	r.errs = errs
+	return r
+}
+
+// resultOf summarises the latencies of the ops acknowledged in el.
+func resultOf(lat []time.Duration, el time.Duration) result {
 	if len(lat) == 0 {
-		return result{errs: errs}
+		return result{}
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	return result{rate: float64(len(lat)) / el.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], errs: errs}
+	return result{rate: float64(len(lat)) / el.Seconds(), p50: lat[len(lat)/2], p99: lat[len(lat)*99/100], n: len(lat)}
+}
+
+// measured runs load and charges the CPU that bin's processes and this
+// process spent meanwhile to each acknowledged write.
+func measured(bin string, clients int, d time.Duration, op func(client, i int) error) result {
+	s0, c0 := cpuOf(bin)
+	r := load(clients, d, op)
+	s1, c1 := cpuOf(bin)
+	if r.n > 0 {
+		perTick := 1e6 / 100 / float64(r.n) // µs per tick per write
+		r.cpuServers, r.cpuClient = float64(s1-s0)*perTick, float64(c1-c0)*perTick
+	}
+	return r
 }
 
 type series []float64
@@ -268,6 +340,37 @@ func startEtcd() []string {
 	return eps
 }
 
+// meshLeader names the default group's leader as node h sees it.
+func meshLeader(h string) string {
+	resp, err := (&http.Client{Timeout: 2 * time.Second}).Get("http://" + h + "/v1/status")
+	if err != nil {
+		return "?"
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Groups []struct {
+			Leader string `json:"leader"`
+		} `json:"groups"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st) != nil || len(st.Groups) == 0 {
+		return "?"
+	}
+	return st.Groups[0].Leader
+}
+
+// etcdLeader names the etcd member that leads (e1..e3, by endpoint order).
+func etcdLeader(cli *clientv3.Client, eps []string) string {
+	for i, ep := range eps {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, err := cli.Status(ctx, ep)
+		cancel()
+		if err == nil && st.Leader == st.Header.MemberId {
+			return fmt.Sprintf("e%d", i+1)
+		}
+	}
+	return "?"
+}
+
 func machine() string {
 	out, _ := os.ReadFile("/proc/cpuinfo")
 	model, n := "", 0
@@ -283,6 +386,10 @@ func machine() string {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "raftnode" {
+		raftNode(os.Args[2:])
+		return
+	}
 	flag.Parse()
 	if *rounds < 1 || *dur <= 0 || *maxOps < 32 {
 		fmt.Fprintln(os.Stderr, "statebench: -rounds ≥ 1, -d > 0, -max-ops ≥ 32")
@@ -313,6 +420,28 @@ func main() {
 		return err
 	})
 
+	var rg *rawGroup
+	if *raw {
+		rg = startRaw(bin)
+	}
+	rawRound := func(clients int) result {
+		self, _ := os.Executable()
+		only(self)
+		waitFor(30*time.Second, "dragonboat group after resume", func() error {
+			if len(rg.load(1, 100*time.Millisecond, 1)) == 0 {
+				return fmt.Errorf("no write acknowledged")
+			}
+			return nil
+		})
+		c0 := rg.cpu()
+		t0 := time.Now()
+		r := resultOf(rg.load(clients, *dur, *maxOps), time.Since(t0))
+		if r.n > 0 {
+			r.cpuServers = float64(rg.cpu()-c0) * 1e6 / 100 / float64(r.n)
+		}
+		return r
+	}
+
 	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}
 	meshOp := func(c, i int) error {
 		name := fmt.Sprintf("s%d-%d", c, i)
@@ -320,6 +449,9 @@ func main() {
 			fmt.Sprintf(`{"name":"%s","type":"exec","command":["true"]}`, name))
 	}
 	value := strings.Repeat("v", 128)
+	rawHTTPOp := func(c, i int) error {
+		return put(hc, fmt.Sprintf("http://%s/k/k%d-%d", rg.http[c%3], c, i), value)
+	}
 	etcdOp := func(c, i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -328,12 +460,37 @@ func main() {
 	}
 
 	for _, clients := range []int{1, 32} {
-		var mR, eR, m50, e50, m99, e99 series
+		var mR, eR, m50, e50, m99, e99, mC, eC series
+		var rR, r50, r99, rC, hR, h50, h99, hC series
 		for r := 1; r <= *rounds; r++ {
-			a := load(clients, *dur, meshOp)
-			b := load(clients, *dur, etcdOp)
-			fmt.Fprintf(os.Stderr, "  %d client(s) round %d: meshgw %.0f/s p50 %.2fms p99 %.2fms (%d err) | etcd %.0f/s p50 %.2fms p99 %.2fms (%d err)\n",
-				clients, r, a.rate, ms(a.p50), ms(a.p99), a.errs, b.rate, ms(b.p50), ms(b.p99), b.errs)
+			only(bin)
+			waitFor(30*time.Second, "meshgw after resume", func() error { return meshOp(0, -1) })
+			a := measured(bin, clients, *dur, meshOp)
+			meshLead := meshLeader(nodes[0])
+			only(*etcdBin)
+			waitFor(30*time.Second, "etcd after resume", func() error { return etcdOp(0, -1) })
+			b := measured(*etcdBin, clients, *dur, etcdOp)
+			if clients == 1 {
+				fmt.Fprintf(os.Stderr, "  leaders: meshgw %s, etcd %s (the 1-client load goes to node 1 for meshgw and dragonboat; etcd's client picks its endpoints)\n",
+					meshLead, etcdLeader(cli, eps))
+			}
+			fmt.Fprintf(os.Stderr, "  %d client(s) round %d: meshgw %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client | etcd %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
+				clients, r, a.rate, ms(a.p50), ms(a.p99), a.errs, a.cpuServers, a.cpuClient, b.rate, ms(b.p50), ms(b.p99), b.errs, b.cpuServers, b.cpuClient)
+			mC, eC = append(mC, a.cpuServers), append(eC, b.cpuServers)
+			if rg != nil {
+				x := rawRound(clients)
+				if clients == 1 {
+					fmt.Fprintf(os.Stderr, "  leaders: dragonboat alone n%d\n", rg.leader)
+				}
+				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat alone %.0f/s p50 %.2fms p99 %.2fms cpu/write %.0fµs (clients included)\n",
+					clients, r, x.rate, ms(x.p50), ms(x.p99), x.cpuServers)
+				rR, r50, r99, rC = append(rR, x.rate), append(r50, ms(x.p50)), append(r99, ms(x.p99)), append(rC, x.cpuServers)
+				self, _ := os.Executable()
+				y := measured(self, clients, *dur, rawHTTPOp)
+				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat + bare net/http %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
+					clients, r, y.rate, ms(y.p50), ms(y.p99), y.errs, y.cpuServers, y.cpuClient)
+				hR, h50, h99, hC = append(hR, y.rate), append(h50, ms(y.p50)), append(h99, ms(y.p99)), append(hC, y.cpuServers)
+			}
 			mR, eR = append(mR, a.rate), append(eR, b.rate)
 			m50, e50 = append(m50, ms(a.p50)), append(e50, ms(b.p50))
 			m99, e99 = append(m99, ms(a.p99)), append(e99, ms(b.p99))
@@ -342,5 +499,20 @@ func main() {
 		row("writes/s", "", mR, eR)
 		row("p50", " ms", m50, e50)
 		row("p99", " ms", m99, e99)
+		row("server CPU per write", " µs", mC, eC)
+		if rg != nil {
+			fmt.Printf("\n| measurement | dragonboat alone median [min–max] | etcd median [min–max] | dragonboat alone/etcd |\n|---|---|---|---|\n")
+			row("writes/s", "", rR, eR)
+			row("p50", " ms", r50, e50)
+			row("p99", " ms", r99, e99)
+			row("CPU per write (dragonboat: clients included)", " µs", rC, eC)
+			fmt.Printf("\n| measurement | dragonboat + bare net/http median [min–max] | etcd median [min–max] | ratio |\n|---|---|---|---|\n")
+			row("writes/s", "", hR, eR)
+			row("p50", " ms", h50, e50)
+			row("p99", " ms", h99, e99)
+			row("server CPU per write", " µs", hC, eC)
+			fmt.Printf("\nmeshgw reaches %.0f%% of dragonboat alone's writes/s and %.0f%% of dragonboat + bare net/http's\n",
+				100*mR.median()/rR.median(), 100*mR.median()/hR.median())
+		}
 	}
 }
