@@ -292,6 +292,10 @@ func main() {
 		runReverseProxy(*revProxy)
 		return
 	}
+	if *fastProxy != "" {
+		runFastProxy(*fastProxy)
+		return
+	}
 	if *bareProxy != "" {
 		runBareProxy(*bareProxy)
 		return

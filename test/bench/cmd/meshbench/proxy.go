@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"github.com/valyala/fasthttp"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -80,13 +81,16 @@ backend b
 	}
 	start(self, "-revproxy", fmt.Sprintf("127.0.0.1:%d=%s,%s", rport, ups[0], ups[1]))
 	waitFor(10*time.Second, "ReverseProxy", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", rport)) })
+	fport := freePort()
+	start(self, "-fastproxy", fmt.Sprintf("127.0.0.1:%d=%s,%s", fport, ups[0], ups[1]))
+	waitFor(10*time.Second, "fasthttp proxy", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", fport)) })
 	bport := freePort()
 	start(self, "-bareproxy", fmt.Sprintf("127.0.0.1:%d=%s,%s", bport, ups[0], ups[1]))
 	waitFor(10*time.Second, "bare proxy loop", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", bport)) })
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
 	waitFor(10*time.Second, "meshgw proxy via the gateway", func() error { return get("http://" + nodes[3].http + "/svc/web/") })
-	var mRate, gRate, hRate, rRate, bRate, mLat, gLat, hLat, rLat, bLat series
+	var mRate, gRate, hRate, rRate, bRate, fRate, mLat, gLat, hLat, rLat, bLat, fLat series
 	for r := 0; r < *rounds; r++ {
 		a, al := wrk("http://"+nodes[r%3].http+"/svc/web/", d)
 		g, gl := wrk("http://"+nodes[3].http+"/svc/web/", d)
@@ -94,6 +98,8 @@ backend b
 		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", rport), d)
 		y, yl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", bport), d)
 		bRate, bLat = append(bRate, y), append(bLat, yl)
+		z, zl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", fport), d)
+		fRate, fLat = append(fRate, z), append(fLat, zl)
 		mRate, gRate, hRate, rRate = append(mRate, a), append(gRate, g), append(hRate, b), append(rRate, x)
 		mLat, gLat, hLat, rLat = append(mLat, al), append(gLat, gl), append(hLat, bl), append(rLat, xl)
 	}
@@ -106,14 +112,44 @@ backend b
 	row("p50, net/http ReverseProxy (the standard library's proxy)", "ms", rLat, hLat, false)
 	row("req/s, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "", bRate, hRate, true)
 	row("p50, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "ms", bLat, hLat, false)
+	row("req/s, fasthttp server + HostClient", "", fRate, hRate, true)
+	row("p50, fasthttp server + HostClient", "ms", fLat, hLat, false)
 	fmt.Printf("\nmeshgw via a runner node reaches %.0f%% of the ReverseProxy's req/s and %.0f%% of the bare loop's\n",
 		100*mRate.median()/rRate.median(), 100*mRate.median()/bRate.median())
 }
 
 var (
+	fastProxy = flag.String("fastproxy", "", "internal: run as a fasthttp forwarding proxy, LISTEN=UP1,UP2")
 	revProxy  = flag.String("revproxy", "", "internal: run as a net/http ReverseProxy, LISTEN=UP1,UP2")
 	bareProxy = flag.String("bareproxy", "", "internal: run as a bare HTTP/1.1 forwarding loop, LISTEN=UP1,UP2")
 )
+
+// runFastProxy is the child behind -fastproxy LISTEN=UP1,UP2: a forwarding
+// proxy on valyala/fasthttp (its server and HostClient, round-robin), the
+// fastest HTTP/1.1 stack in Go's ecosystem, as a bound for a Go proxy that
+// gives up net/http.
+func runFastProxy(spec string) {
+	listen, list, ok := strings.Cut(spec, "=")
+	if !ok {
+		fatal("-fastproxy LISTEN=UP1,UP2")
+	}
+	var clients []*fasthttp.HostClient
+	for _, u := range strings.Split(list, ",") {
+		clients = append(clients, &fasthttp.HostClient{Addr: u, MaxConns: 128})
+	}
+	var next atomic.Uint64
+	h := func(ctx *fasthttp.RequestCtx) {
+		c := clients[next.Add(1)%uint64(len(clients))]
+		req := &ctx.Request
+		req.Header.Del("Connection")
+		if err := c.Do(req, &ctx.Response); err != nil {
+			ctx.Error("upstream: "+err.Error(), fasthttp.StatusBadGateway)
+		}
+	}
+	if err := fasthttp.ListenAndServe(listen, h); err != nil {
+		fatal("fastproxy: %v", err)
+	}
+}
 
 // runBareProxy is the child behind -bareproxy LISTEN=UP1,UP2: the least a
 // Go HTTP/1.1 proxy can do. Each client connection gets its own upstream

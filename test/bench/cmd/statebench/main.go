@@ -37,6 +37,7 @@ var (
 	rounds    = flag.Int("rounds", 3, "alternated (meshgw, etcd) rounds per measurement")
 	dur       = flag.Duration("d", 5*time.Second, "duration of one round")
 	maxOps    = flag.Int("max-ops", 1_000_000, "upper bound on ops per round")
+	withWrk   = flag.Bool("wrk", true, "also drive meshgw with wrk instead of Go's HTTP client")
 	raw       = flag.Bool("raw", true, "also measure dragonboat alone (3 NodeHosts configured as meshgw's, load inside the nodes, no HTTP)")
 )
 
@@ -452,6 +453,9 @@ func main() {
 	rawHTTPOp := func(c, i int) error {
 		return put(hc, fmt.Sprintf("http://%s/k/k%d-%d", rg.http[c%3], c, i), value)
 	}
+	rawFastOp := func(c, i int) error {
+		return put(hc, fmt.Sprintf("http://%s/k/k%d-%d", rg.fast[c%3], c, i), value)
+	}
 	etcdOp := func(c, i int) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -461,12 +465,19 @@ func main() {
 
 	for _, clients := range []int{1, 32} {
 		var mR, eR, m50, e50, m99, e99, mC, eC series
-		var rR, r50, r99, rC, hR, h50, h99, hC series
+		var rR, r50, r99, rC, hR, h50, h99, hC, fR, f50, f99, fC series
+		var wR, w50, w99, wC series
 		for r := 1; r <= *rounds; r++ {
 			only(bin)
 			waitFor(30*time.Second, "meshgw after resume", func() error { return meshOp(0, -1) })
 			a := measured(bin, clients, *dur, meshOp)
 			meshLead := meshLeader(nodes[0])
+			if *withWrk {
+				w := wrkWrites(bin, nodes, clients, *dur)
+				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: meshgw driven by wrk %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers\n",
+					clients, r, w.rate, ms(w.p50), ms(w.p99), w.errs, w.cpuServers)
+				wR, w50, w99, wC = append(wR, w.rate), append(w50, ms(w.p50)), append(w99, ms(w.p99)), append(wC, w.cpuServers)
+			}
 			only(*etcdBin)
 			waitFor(30*time.Second, "etcd after resume", func() error { return etcdOp(0, -1) })
 			b := measured(*etcdBin, clients, *dur, etcdOp)
@@ -490,6 +501,10 @@ func main() {
 				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat + bare net/http %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
 					clients, r, y.rate, ms(y.p50), ms(y.p99), y.errs, y.cpuServers, y.cpuClient)
 				hR, h50, h99, hC = append(hR, y.rate), append(h50, ms(y.p50)), append(h99, ms(y.p99)), append(hC, y.cpuServers)
+				z := measured(self, clients, *dur, rawFastOp)
+				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat + fasthttp %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
+					clients, r, z.rate, ms(z.p50), ms(z.p99), z.errs, z.cpuServers, z.cpuClient)
+				fR, f50, f99, fC = append(fR, z.rate), append(f50, ms(z.p50)), append(f99, ms(z.p99)), append(fC, z.cpuServers)
 			}
 			mR, eR = append(mR, a.rate), append(eR, b.rate)
 			m50, e50 = append(m50, ms(a.p50)), append(e50, ms(b.p50))
@@ -500,6 +515,13 @@ func main() {
 		row("p50", " ms", m50, e50)
 		row("p99", " ms", m99, e99)
 		row("server CPU per write", " µs", mC, eC)
+		if *withWrk {
+			fmt.Printf("\n| measurement | meshgw driven by wrk median [min–max] | etcd (its Go client) median [min–max] | ratio |\n|---|---|---|---|\n")
+			row("writes/s", "", wR, eR)
+			row("p50 (largest of the wrk processes')", " ms", w50, e50)
+			row("p99 (largest of the wrk processes')", " ms", w99, e99)
+			row("server CPU per write", " µs", wC, eC)
+		}
 		if rg != nil {
 			fmt.Printf("\n| measurement | dragonboat alone median [min–max] | etcd median [min–max] | dragonboat alone/etcd |\n|---|---|---|---|\n")
 			row("writes/s", "", rR, eR)
@@ -511,6 +533,11 @@ func main() {
 			row("p50", " ms", h50, e50)
 			row("p99", " ms", h99, e99)
 			row("server CPU per write", " µs", hC, eC)
+			fmt.Printf("\n| measurement | dragonboat + fasthttp median [min–max] | etcd median [min–max] | ratio |\n|---|---|---|---|\n")
+			row("writes/s", "", fR, eR)
+			row("p50", " ms", f50, e50)
+			row("p99", " ms", f99, e99)
+			row("server CPU per write", " µs", fC, eC)
 			fmt.Printf("\nmeshgw reaches %.0f%% of dragonboat alone's writes/s and %.0f%% of dragonboat + bare net/http's\n",
 				100*mR.median()/rR.median(), 100*mR.median()/hR.median())
 		}

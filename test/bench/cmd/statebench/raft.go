@@ -21,6 +21,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/valyala/fasthttp"
 	"io"
 	"net"
 	"net/http"
@@ -100,13 +101,14 @@ func (s *kv) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan stru
 
 func (s *kv) Close() error { return nil }
 
-// raftNode is the child: `statebench raftnode INDEX DIR ADDR1,ADDR2,ADDR3 HTTPADDR`.
+// raftNode is the child: `statebench raftnode INDEX DIR ADDR1,ADDR2,ADDR3 HTTPADDR FASTADDR`.
 // Besides the in-process load it serves PUT /k/KEY (body = value) with a
 // bare net/http handler that proposes and answers 200 once applied: the
-// same Raft group behind the cheapest HTTP API net/http allows.
+// same Raft group behind the cheapest HTTP API net/http allows; FASTADDR
+// serves the same handler on valyala/fasthttp's server.
 func raftNode(args []string) {
-	if len(args) != 4 {
-		fmt.Fprintln(os.Stderr, "usage: statebench raftnode INDEX DIR ADDR,ADDR,ADDR HTTPADDR")
+	if len(args) != 5 {
+		fmt.Fprintln(os.Stderr, "usage: statebench raftnode INDEX DIR ADDR,ADDR,ADDR HTTPADDR FASTADDR")
 		os.Exit(2)
 	}
 	idx, _ := strconv.Atoi(args[0])
@@ -167,6 +169,26 @@ func raftNode(args []string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"ok":true}`))
 	}))
+	go fasthttp.ListenAndServe(args[4], func(fc *fasthttp.RequestCtx) {
+		key := strings.TrimPrefix(string(fc.Path()), "/k/")
+		value := fc.PostBody()
+		if !fc.IsPut() || key == "" || len(value) > 4096 {
+			fc.Error("PUT /k/KEY", fasthttp.StatusBadRequest)
+			return
+		}
+		cmd := make([]byte, 2+len(key)+len(value))
+		binary.BigEndian.PutUint16(cmd, uint16(len(key)))
+		copy(cmd[2:], key)
+		copy(cmd[2+len(key):], value)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if _, err := nh.SyncPropose(ctx, nh.GetNoOPSession(rawShard), cmd); err != nil {
+			fc.Error(err.Error(), fasthttp.StatusServiceUnavailable)
+			return
+		}
+		fc.SetContentType("application/json")
+		fc.SetBodyString(`{"ok":true}`)
+	})
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
 		var clients, maxOps int
@@ -229,7 +251,8 @@ func raftLoad(nh *dragonboat.NodeHost, idx, clients int, d time.Duration, maxOps
 // rawGroup is the driver's handle on the three children.
 type rawGroup struct {
 	leader int      // 1-based index of the leader at the last load
-	http   []string // the children's bare HTTP fronts
+	http   []string // the children's bare net/http fronts
+	fast   []string // the children's fasthttp fronts
 	in     []io.WriteCloser
 	out    []*bufio.Reader
 	pids   []int
@@ -260,7 +283,8 @@ func startRaw(meshgw string) *rawGroup {
 	g := &rawGroup{}
 	for i := 0; i < 3; i++ {
 		g.http = append(g.http, fmt.Sprintf("127.0.0.1:%d", freePort()))
-		cmd := exec.Command(self, "raftnode", strconv.Itoa(i), filepath.Join(dir, fmt.Sprintf("n%d", i+1)), strings.Join(addrs, ","), g.http[i])
+		g.fast = append(g.fast, fmt.Sprintf("127.0.0.1:%d", freePort()))
+		cmd := exec.Command(self, "raftnode", strconv.Itoa(i), filepath.Join(dir, fmt.Sprintf("n%d", i+1)), strings.Join(addrs, ","), g.http[i], g.fast[i])
 		log, err := os.Create(filepath.Join(tmpRoot, fmt.Sprintf("raw-n%d.log", i+1)))
 		if err != nil {
 			fatal("log: %v", err)
