@@ -169,7 +169,12 @@ func raftNode(args []string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.Write([]byte(`{"ok":true}`))
 	}))
-	go fasthttp.ListenAndServe(args[4], func(fc *fasthttp.RequestCtx) {
+	fl, err := net.Listen("tcp", args[4])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "raftnode:", err)
+		os.Exit(1)
+	}
+	go fasthttp.Serve(fl, func(fc *fasthttp.RequestCtx) {
 		key := strings.TrimPrefix(string(fc.Path()), "/k/")
 		value := fc.PostBody()
 		if !fc.IsPut() || key == "" || len(value) > 4096 {
