@@ -208,6 +208,25 @@ func TestRunRecordWriteWithUnknownOutcome(t *testing.T) {
 	}
 }
 
+// The retried write conflicts with its own first try while the group is
+// still electing: the check of what the record holds must wait for the
+// election too, not call the run a conflict (a process test saw 409s when
+// the Raft leader was killed as runs were being created).
+func TestRunRecordCheckRidesOutElection(t *testing.T) {
+	e := newLocal(t, func(c *Config) { c.StoreRetryFor = 5 * time.Second })
+	e.store.mu.Lock()
+	e.store.lyingPuts = 1   // the create applies, then "fails"
+	e.store.failingGets = 3 // and the first reads after its retry's conflict fail
+	e.store.mu.Unlock()
+	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
+		t.Fatalf("%v %+v", err, ex)
+	}
+	if rec := e.store.count(testCluster, ""); rec != 1 {
+		t.Fatalf("%d records, want 1", rec)
+	}
+}
+
 func TestRunAsync(t *testing.T) {
 	e := newLocal(t, nil)
 	ex, err := e.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.2; echo done"), nil, RunOptions{Async: true})

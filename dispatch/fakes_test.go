@@ -23,6 +23,11 @@ type memStore struct {
 	// (an unknown outcome, as when the leader dies after committing).
 	lyingPuts int
 	writes    int
+	// failingGets: after a conflict, the next this many reads fail with
+	// errUnavailable (the election that made a write's outcome unknown is
+	// not over yet when the writer looks).
+	failingGets int
+	armGets     bool
 }
 
 type memItem struct {
@@ -39,6 +44,10 @@ func newMemStore() *memStore {
 func (m *memStore) Get(_ context.Context, cluster, key string) ([]byte, uint64, bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.armGets && m.failingGets > 0 {
+		m.failingGets--
+		return nil, 0, false, errUnavailable
+	}
 	it, ok := m.data[cluster][key]
 	if !ok {
 		return nil, 0, false, nil
@@ -52,6 +61,7 @@ func (m *memStore) checkCAS(cluster, key string, cas *uint64) error {
 	}
 	it, ok := m.data[cluster][key]
 	if *cas == 0 && ok || *cas != 0 && (!ok || it.version != *cas) {
+		m.armGets = true
 		return &ConflictError{Key: key}
 	}
 	return nil

@@ -297,6 +297,7 @@ func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
 // try may have applied, and the record holding exactly b means it did.
 func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, write func(context.Context) (uint64, error)) (uint64, error) {
 	deadline := time.Now().Add(d.cfg.StoreRetryFor)
+	var unknown error // why an earlier try's outcome is unknown
 	for try := 0; ; try++ {
 		wctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
 		v, err := write(wctx)
@@ -305,13 +306,21 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 			return v, nil
 		}
 		if errors.Is(err, ErrConflict) {
-			if try > 0 {
-				if v, ok := d.storedAs(rec, b); ok {
-					return v, nil
-				}
+			if unknown == nil {
+				return 0, err
+			}
+			v, same, rerr := d.storedAs(ctx, rec, b, deadline)
+			switch {
+			case rerr != nil:
+				// Our earlier try may or may not be what the retry ran
+				// into: the outcome is still unknown, not a conflict.
+				return 0, fmt.Errorf("%w (a retry conflicted and the record could not be read back: %v)", unknown, rerr)
+			case same:
+				return v, nil
 			}
 			return 0, err
 		}
+		unknown = err
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return 0, err
 		}
@@ -326,15 +335,29 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 }
 
 // storedAs reports whether rec's record currently holds exactly b, and its
-// version: an earlier write of ours that timed out but applied.
-func (d *Dispatcher) storedAs(rec *Execution, b []byte) (uint64, bool) {
-	ctx, cancel := context.WithTimeout(context.Background(), d.cfg.StoreTimeout)
-	defer cancel()
-	cur, v, found, err := d.store.Get(ctx, rec.Cluster, ExecKey(rec.ID))
-	if err != nil || !found || !bytes.Equal(cur, b) {
-		return 0, false
+// version: an earlier write of ours that timed out but applied. The read
+// is retried until deadline while the store cannot answer (the election
+// that made the write's outcome unknown may not be over yet); the error is
+// the last read's when it never could.
+func (d *Dispatcher) storedAs(ctx context.Context, rec *Execution, b []byte, deadline time.Time) (uint64, bool, error) {
+	for try := 0; ; try++ {
+		rctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
+		cur, v, found, err := d.store.Get(rctx, rec.Cluster, ExecKey(rec.ID))
+		cancel()
+		if err == nil {
+			return v, found && bytes.Equal(cur, b), nil
+		}
+		if time.Now().After(deadline) {
+			return 0, false, err
+		}
+		select {
+		case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
+		case <-ctx.Done():
+			return 0, false, err
+		case <-d.ctx.Done():
+			return 0, false, err
+		}
 	}
-	return v, true
 }
 
 // drive runs attempts until the execution is terminal (or superseded, or
