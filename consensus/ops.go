@@ -279,6 +279,13 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 		if tryExpired && !idempotent {
 			return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, tryTimeout)
 		}
+		if !idempotent && !errors.Is(err, transport.ErrNotSent) {
+			// The replica had the request and went away before answering:
+			// it may have proposed it. Another replica would apply it a
+			// second time, and a compare-and-set would report its own
+			// first application as a conflict.
+			return fmt.Errorf("%w: forward to %s: %v; the write's outcome is unknown", ErrTimeout, p.Name, err)
+		}
 		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
 	}
 	return lastErr

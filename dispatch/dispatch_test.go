@@ -227,6 +227,22 @@ func TestRunRecordCheckRidesOutElection(t *testing.T) {
 	}
 }
 
+// A write that a lower layer applied and then re-sent comes back as a
+// conflict on the first try: the run still succeeds, once.
+func TestRunRecordReplayedWriteIsOurs(t *testing.T) {
+	e := newLocal(t, nil)
+	e.store.mu.Lock()
+	e.store.replayedPuts = 2 // the create and the first update
+	e.store.mu.Unlock()
+	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
+		t.Fatalf("%v %+v", err, ex)
+	}
+	if rec := e.store.count(testCluster, ""); rec != 1 {
+		t.Fatalf("%d records, want 1", rec)
+	}
+}
+
 func TestRunAsync(t *testing.T) {
 	e := newLocal(t, nil)
 	ex, err := e.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.2; echo done"), nil, RunOptions{Async: true})

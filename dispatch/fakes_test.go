@@ -28,6 +28,10 @@ type memStore struct {
 	// not over yet when the writer looks).
 	failingGets int
 	armGets     bool
+	// replayedPuts: the next this many writes apply and then answer a
+	// conflict, as when a forwarding layer re-sent a compare-and-set that
+	// had already applied.
+	replayedPuts int
 }
 
 type memItem struct {
@@ -96,6 +100,10 @@ func (m *memStore) PutMulti(_ context.Context, cluster string, kvs []KV) ([]uint
 		vers[i] = m.rev[cluster]
 	}
 	m.writes++
+	if m.replayedPuts > 0 {
+		m.replayedPuts--
+		return nil, &ConflictError{Key: kvs[0].Key}
+	}
 	if m.lyingPuts > 0 {
 		m.lyingPuts--
 		return nil, errUnavailable

@@ -293,8 +293,9 @@ func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
 // writeRecord runs write, a compare-and-set of rec's record to b. A write
 // whose outcome is unknown (the leader died, a replica went silent) is
 // retried for up to Config.StoreRetryFor, enough to ride out a leader
-// election after a voter's death; if a retry then conflicts, the first
-// try may have applied, and the record holding exactly b means it did.
+// election after a voter's death; if a try then conflicts, an earlier one
+// (or a lower layer's failover) may have applied, and the record holding
+// exactly b means it did.
 func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, write func(context.Context) (uint64, error)) (uint64, error) {
 	deadline := time.Now().Add(d.cfg.StoreRetryFor)
 	var unknown error // why an earlier try's outcome is unknown
@@ -306,17 +307,16 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 			return v, nil
 		}
 		if errors.Is(err, ErrConflict) {
-			if unknown == nil {
-				return 0, err
-			}
+			// The conflict may be with our own write: an earlier try
+			// whose outcome was unknown, or one a lower layer applied
+			// before failing over. The record holding exactly b says so.
 			v, same, rerr := d.storedAs(ctx, rec, b, deadline)
 			switch {
-			case rerr != nil:
-				// Our earlier try may or may not be what the retry ran
-				// into: the outcome is still unknown, not a conflict.
-				return 0, fmt.Errorf("%w (a retry conflicted and the record could not be read back: %v)", unknown, rerr)
 			case same:
 				return v, nil
+			case rerr != nil && unknown != nil:
+				// The outcome is still unknown, not a conflict.
+				return 0, fmt.Errorf("%w (a retry conflicted and the record could not be read back: %v)", unknown, rerr)
 			}
 			return 0, err
 		}

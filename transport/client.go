@@ -161,7 +161,7 @@ func (t *Transport) Call(ctx context.Context, addr, method string, body []byte) 
 	c, str, err := t.openStream(ctx, addr)
 	if err != nil {
 		t.metrics.callErrors.Inc()
-		return nil, err
+		return nil, fmt.Errorf("%w: %w", ErrNotSent, err)
 	}
 	stop := watch(ctx, str)
 	defer stop()

@@ -14,6 +14,13 @@ var (
 	// closing its transport. The request may or may not have been handled;
 	// the caller may retry on another peer. Always wrapped with the cause.
 	ErrUnreachable = errors.New("transport: peer unreachable")
+	// ErrNotSent: the call failed before any byte of the request left this
+	// node (no connection to the peer, or no stream on it), so the peer
+	// cannot have handled it: a caller may retry it anywhere, even a write
+	// that must not apply twice. Wraps alongside the cause (and
+	// ErrUnreachable when the peer is gone). A failure after the request
+	// was written does not carry it: its outcome is unknown.
+	ErrNotSent = errors.New("transport: request not sent")
 	// ErrFrameTooLarge: a frame is bigger than MaxFrameSize (ours or the
 	// peer's); it was not sent, or not allocated when received.
 	ErrFrameTooLarge = errors.New("transport: frame too large")
