@@ -105,6 +105,22 @@ func DefaultConfig() Config {
 	}
 }
 
+// SetRTT sets Raft's time unit and scales what depends on it: a proposal
+// or an operation must be allowed to outlast an election (ElectionRTT to
+// 2×ElectionRTT RTTs), so ProposalTimeout is at least 3 election timeouts
+// and OpTimeout at least 5, never below the defaults (1 s, 5 s).
+// A zero rtt leaves the config as it is.
+func (c *Config) SetRTT(rtt time.Duration) {
+	if rtt <= 0 {
+		return
+	}
+	ms := max(uint64(rtt/time.Millisecond), 1)
+	c.RTTMillisecond = ms
+	election := time.Duration(c.ElectionRTT*ms) * time.Millisecond
+	c.ProposalTimeout = max(c.ProposalTimeout, 3*election)
+	c.OpTimeout = max(c.OpTimeout, 5*election)
+}
+
 // Validate reports the first invalid field.
 func (c Config) Validate() error {
 	switch {

@@ -24,6 +24,9 @@ type GroupStatus struct {
 	AppliedIndex    uint64
 	Local           bool // this node holds a replica
 	Replicas        []Replica
+	// HeartbeatInterval and ElectionTimeout are this node's Raft timings
+	// (elections start after 1-2 ElectionTimeouts of silence).
+	HeartbeatInterval, ElectionTimeout time.Duration
 }
 
 // Replica is one voter of a group.
@@ -57,7 +60,9 @@ func (m *Manager) Status(ctx context.Context) []GroupStatus {
 		if !ok {
 			continue
 		}
-		g := GroupStatus{Cluster: c, ShardID: si.ShardID, LeaderReplicaID: si.LeaderID, Term: si.Term, Local: true}
+		rtt := time.Duration(m.cfg.RTTMillisecond) * time.Millisecond
+		g := GroupStatus{Cluster: c, ShardID: si.ShardID, LeaderReplicaID: si.LeaderID, Term: si.Term, Local: true,
+			HeartbeatInterval: time.Duration(m.cfg.HeartbeatRTT) * rtt, ElectionTimeout: time.Duration(m.cfg.ElectionRTT) * rtt}
 		for id, addr := range si.Replicas {
 			g.Replicas = append(g.Replicas, Replica{ID: id, Node: names[addr], Addr: addr})
 			if id == si.LeaderID {

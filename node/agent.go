@@ -353,7 +353,8 @@ func (b *backend) Status(ctx context.Context) (httpapi.Status, error) {
 	}
 	for _, g := range b.cons.Status(ctx) {
 		gs := httpapi.GroupStatus{Cluster: g.Cluster, ShardID: g.ShardID, Leader: g.Leader, LeaderID: g.LeaderReplicaID,
-			Term: g.Term, AppliedIndex: g.AppliedIndex, Local: g.Local}
+			Term: g.Term, AppliedIndex: g.AppliedIndex, Local: g.Local,
+			HeartbeatMs: g.HeartbeatInterval.Milliseconds(), ElectionTimeoutMs: g.ElectionTimeout.Milliseconds()}
 		for _, r := range g.Replicas {
 			gs.Replicas = append(gs.Replicas, httpapi.Replica{ID: r.ID, Node: r.Node, Addr: r.Addr})
 		}

@@ -312,3 +312,43 @@ func TestLeftVoterIsReplacedAtOnce(t *testing.T) {
 		t.Fatalf("replacement took %s: it waited for the dead-voter timeout", took)
 	}
 }
+
+// A mesh with a WAN's Raft timing (-raft-rtt 100ms, as -gossip-profile wan
+// picks): the group forms with 1 s election timeouts, says so in
+// /v1/status, takes writes, and elects a new leader when the leader dies.
+func TestWANRaftTimingFormsAndFailsOver(t *testing.T) {
+	if testing.Short() {
+		t.Skip("3-node Raft cluster")
+	}
+	slow := func(c *config.Runtime) { c.RaftRTT = 100 * time.Millisecond }
+	a1 := startAgent(t, testConfig(t, "w1", slow))
+	agents := map[string]*Agent{"w1": a1}
+	for _, n := range []string{"w2", "w3"} {
+		agents[n] = startAgent(t, testConfig(t, n, func(c *config.Runtime) { slow(c); c.Join = []string{a1.cfg.BindAddr} }))
+	}
+	put := func(a *Agent, i int) error {
+		_, err := do("PUT", a.HTTPAddr(), fmt.Sprintf("/v1/services/wan%d", i),
+			map[string]any{"name": fmt.Sprintf("wan%d", i), "type": "exec", "command": []string{"true"}}, nil)
+		return err
+	}
+	eventually(t, 30*time.Second, func() error { return put(a1, 0) })
+	g, err := groupOf(a1.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.ElectionTimeoutMs != 1000 || g.HeartbeatMs != 100 {
+		t.Fatalf("status says election %d ms, heartbeat %d ms; want 1000 and 100", g.ElectionTimeoutMs, g.HeartbeatMs)
+	}
+	var leader string
+	eventually(t, 10*time.Second, func() (err error) { leader, err = leaderOf(a1.HTTPAddr()); return })
+	agents[leader].Shutdown()
+	delete(agents, leader)
+	var survivor *Agent
+	for _, a := range agents {
+		survivor = a
+	}
+	eventually(t, 20*time.Second, func() error { return put(survivor, 1) })
+	if _, err := do("GET", survivor.HTTPAddr(), "/v1/services/wan0", nil, nil); err != nil {
+		t.Fatalf("%s lost wan0: %v", survivor.cfg.NodeName, err)
+	}
+}

@@ -35,6 +35,7 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Voters = cfg.RaftVoters
 	ccfg.DeadVoterTimeout = cfg.AutopilotDeadAfter
+	ccfg.SetRTT(cfg.RaftRTT)
 	ccfg.MutualTLS = true
 	ccfg.CAFile, ccfg.CertFile, ccfg.KeyFile = tm.caFile, tm.certFile, tm.keyFile
 	return ccfg

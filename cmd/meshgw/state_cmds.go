@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 func init() {
@@ -201,6 +202,7 @@ type groupStatus struct {
 	Term         uint64 `json:"term"`
 	AppliedIndex uint64 `json:"applied_index"`
 	Local        bool   `json:"local"`
+	ElectionMs   int64  `json:"election_timeout_ms"`
 	Replicas     []struct {
 		ID   uint64 `json:"id"`
 		Node string `json:"node"`
@@ -239,10 +241,14 @@ func cmdRaft(args []string, stdout, stderr io.Writer) error {
 				reps = append(reps, n)
 			}
 			sort.Strings(reps)
+			election := "-"
+			if g.ElectionMs > 0 {
+				election = (time.Duration(g.ElectionMs) * time.Millisecond).String()
+			}
 			rows = append(rows, []string{g.Cluster, strconv.FormatUint(g.ShardID, 16), g.Leader, strconv.FormatUint(g.Term, 10),
-				strconv.FormatUint(g.AppliedIndex, 10), strconv.FormatBool(g.Local), strings.Join(reps, ",")})
+				strconv.FormatUint(g.AppliedIndex, 10), strconv.FormatBool(g.Local), election, strings.Join(reps, ",")})
 		}
-		return table(stdout, []string{"CLUSTER", "SHARD", "LEADER", "TERM", "APPLIED", "LOCAL", "VOTERS"}, rows)
+		return table(stdout, []string{"CLUSTER", "SHARD", "LEADER", "TERM", "APPLIED", "LOCAL", "ELECTION", "VOTERS"}, rows)
 	case "recover":
 		return raftRecover(args[1:], stdout, stderr)
 	}

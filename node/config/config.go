@@ -82,6 +82,11 @@ type Runtime struct {
 	LogFormat string
 	// GossipProfile tunes failure detection: lan (default), local, wan.
 	GossipProfile string
+	// RaftRTT is Raft's time unit: a leader heartbeats every RTT and a
+	// follower starts an election after 10-20 RTT without one. It should be
+	// about the round trip between voters; when not set it follows the
+	// gossip profile (DefaultRaftRTT).
+	RaftRTT time.Duration
 	// CAFile, CertFile, KeyFile are the node-to-node mutual TLS material.
 	CAFile, CertFile, KeyFile string
 	// Encrypt is the base64 gossip encryption key.
@@ -141,6 +146,7 @@ func Default() Runtime {
 		LogLevel:           "info",
 		LogFormat:          "console",
 		GossipProfile:      "lan",
+		RaftRTT:            DefaultRaftRTT("lan"),
 		MaxConcurrentExecs: 64,
 		RequireTLSCA:       true,
 		RetentionCount:     10000,
@@ -148,6 +154,24 @@ func Default() Runtime {
 		MaxBodyBytes:       4 << 20,
 		LeaveTimeout:       5 * time.Second,
 		set:                map[string]bool{},
+	}
+}
+
+// DefaultRaftRTT is the Raft RTT for a gossip profile: 10 ms on one host
+// or a LAN (elections after 100-200 ms of silence), 100 ms across a WAN
+// (1-2 s), where a 100 ms election timeout would be shorter than a round
+// trip and the group would never keep a leader.
+func DefaultRaftRTT(profile string) time.Duration {
+	if profile == "wan" {
+		return 100 * time.Millisecond
+	}
+	return 10 * time.Millisecond
+}
+
+// applyDerived fills the defaults that depend on other options.
+func (r *Runtime) applyDerived() {
+	if !r.set["raft-rtt"] {
+		r.RaftRTT = DefaultRaftRTT(r.GossipProfile)
 	}
 }
 
@@ -259,6 +283,9 @@ func (r *Runtime) Validate() error {
 	case "lan", "local", "wan":
 	default:
 		return fieldErr("gossip-profile", "%q (want lan, local or wan)", r.GossipProfile)
+	}
+	if r.RaftRTT < time.Millisecond || r.RaftRTT > 2*time.Second || r.RaftRTT%time.Millisecond != 0 {
+		return fieldErr("raft-rtt", "%s must be whole milliseconds from 1ms to 2s", r.RaftRTT)
 	}
 	n := 0
 	for _, f := range []string{r.CAFile, r.CertFile, r.KeyFile} {

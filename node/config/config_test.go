@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func build(t *testing.T, args []string, env map[string]string, files map[string]string) (Runtime, error) {
@@ -86,6 +87,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-gossip-profile", "fast"}, "gossip-profile"},
 		{[]string{"-ca-file", "x"}, "ca-file"},
 		{[]string{"-raft-voters", "2"}, "raft-voters"},
+		{[]string{"-raft-rtt", "0s"}, "raft-rtt"},
+		{[]string{"-raft-rtt", "5s"}, "raft-rtt"},
+		{[]string{"-raft-rtt", "1500us"}, "raft-rtt"},
 		{[]string{"-rpc", "0.0.0.0:7946"}, "rpc"},
 		{[]string{"-tag", "bad key=1"}, "tag"},
 	}
@@ -97,6 +101,31 @@ func TestValidationNamesTheField(t *testing.T) {
 		var fe *FieldError
 		if !errors.As(err, &fe) || fe.Field != c.field {
 			t.Errorf("%v: err = %v, want a FieldError on %q", c.args, err, c.field)
+		}
+	}
+}
+
+func TestRaftRTTFollowsTheGossipProfile(t *testing.T) {
+	dir := t.TempDir()
+	cases := []struct {
+		args []string
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, nil, 10 * time.Millisecond},
+		{[]string{"-gossip-profile", "wan"}, nil, 100 * time.Millisecond},
+		{nil, map[string]string{"MESHGW_GOSSIP_PROFILE": "wan"}, 100 * time.Millisecond},
+		{[]string{"-gossip-profile", "wan", "-raft-rtt", "250ms"}, nil, 250 * time.Millisecond},
+		{[]string{"-raft-rtt", "30ms"}, nil, 30 * time.Millisecond},
+		{[]string{"-dev"}, nil, 10 * time.Millisecond},
+	}
+	for _, c := range cases {
+		r, err := build(t, append([]string{"-data-dir", dir, "-node", "n1"}, c.args...), c.env, nil)
+		if err != nil {
+			t.Fatalf("%v: %v", c.args, err)
+		}
+		if r.RaftRTT != c.want {
+			t.Errorf("%v %v: raft-rtt = %s, want %s", c.args, c.env, r.RaftRTT, c.want)
 		}
 	}
 }

@@ -62,6 +62,9 @@ type GroupStatus struct {
 	AppliedIndex uint64    `json:"applied_index"`
 	Local        bool      `json:"local"`
 	Replicas     []Replica `json:"replicas"`
+	// HeartbeatMs and ElectionTimeoutMs are this node's Raft timings (-raft-rtt).
+	HeartbeatMs       int64 `json:"heartbeat_ms,omitempty"`
+	ElectionTimeoutMs int64 `json:"election_timeout_ms,omitempty"`
 }
 
 // Replica is one member of a Raft group.
