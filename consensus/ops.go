@@ -211,7 +211,10 @@ type readReq struct {
 // reads give up after ProposalTimeout), so one that has not is hung or cut
 // off, and is tried last for slowFor. A read or an idempotent write then
 // goes to the next node; a compare-and-set write, whose outcome is
-// unknown, is answered ErrTimeout, as it is when proposed locally.
+// unknown, is answered ErrTimeout, as it is when proposed locally. The
+// same holds when the node went away with the request (a broken
+// connection): only a call that never left this node
+// (transport.ErrNotSent) is safe to send elsewhere.
 func (m *Manager) forward(ctx context.Context, cluster, method string, req, out any, idempotent bool, tryTimeout time.Duration) error {
 	if m.rpc == nil {
 		return fmt.Errorf("%w: no replica of cluster %s here and no transport", ErrNotBootstrapped, cluster)
@@ -276,14 +279,15 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 		}
 		m.slow[p.Name] = time.Now().Add(slowFor)
 		m.mu.Unlock()
-		if tryExpired && !idempotent {
-			return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, tryTimeout)
-		}
 		if !idempotent && !errors.Is(err, transport.ErrNotSent) {
-			// The replica had the request and went away before answering:
-			// it may have proposed it. Another replica would apply it a
-			// second time, and a compare-and-set would report its own
-			// first application as a conflict.
+			// The replica had the request and went silent or away before
+			// answering: it may have proposed it. Another replica would
+			// apply it a second time, and a compare-and-set would report
+			// its own first application as a conflict. Only a call that
+			// never left this node moves on.
+			if tryExpired {
+				return fmt.Errorf("%w: forward to %s: no answer within %s; the write's outcome is unknown", ErrTimeout, p.Name, tryTimeout)
+			}
 			return fmt.Errorf("%w: forward to %s: %v; the write's outcome is unknown", ErrTimeout, p.Name, err)
 		}
 		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)

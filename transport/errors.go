@@ -11,8 +11,10 @@ var (
 	ErrClosed = errors.New("transport: closed")
 	// ErrUnreachable: the peer is gone or the connection (or stream) broke:
 	// dial or handshake failure, idle timeout, stateless reset, the peer
-	// closing its transport. The request may or may not have been handled;
-	// the caller may retry on another peer. Always wrapped with the cause.
+	// closing its transport. The request may or may not have been handled:
+	// the caller may retry an idempotent request on another peer, and any
+	// request when the error is also ErrNotSent. Always wrapped with the
+	// cause.
 	ErrUnreachable = errors.New("transport: peer unreachable")
 	// ErrNotSent: the call failed before any byte of the request left this
 	// node (no connection to the peer, or no stream on it), so the peer
