@@ -191,55 +191,45 @@ func TestRunStoreUnavailable(t *testing.T) {
 	}
 }
 
-// A record write that applied but answered with an error (the leader died
-// after committing it) is retried; the retry's conflict is recognised as
-// the first write, and the run goes on.
-func TestRunRecordWriteWithUnknownOutcome(t *testing.T) {
-	e := newLocal(t, nil)
-	e.store.mu.Lock()
-	e.store.lyingPuts = 2 // the create and the first update apply, then "fail"
-	e.store.mu.Unlock()
-	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
-	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
-		t.Fatalf("%v %+v", err, ex)
+// Record writes whose outcome the store cannot tell: each case applies the
+// write and then answers as a store does when a leader or a replica dies
+// at the wrong moment. The run must succeed, recorded once.
+func TestRunRecordWritesWithUnknownOutcome(t *testing.T) {
+	cases := []struct {
+		name  string
+		retry time.Duration
+		set   func(*memStore)
+	}{
+		// Applied, then "no quorum": retried, and the retry's conflict is
+		// recognised as the first write.
+		{"applied then unavailable", 0, func(m *memStore) { m.lyingPuts = 2 }},
+		// As above while the group is still electing: reading the record
+		// back must wait for the election too, not call the run a
+		// conflict (a process test saw 409s when the Raft leader was
+		// killed as runs were being created).
+		{"read-back during the election", 5 * time.Second, func(m *memStore) { m.lyingPuts = 1; m.failingGets = 3 }},
+		// Applied, then re-sent by a lower layer: a conflict on the first
+		// try that is our own write.
+		{"replayed by a lower layer", 0, func(m *memStore) { m.replayedPuts = 2 }},
 	}
-	if rec := e.store.count(testCluster, ""); rec != 1 {
-		t.Fatalf("%d records, want 1", rec)
-	}
-}
-
-// The retried write conflicts with its own first try while the group is
-// still electing: the check of what the record holds must wait for the
-// election too, not call the run a conflict (a process test saw 409s when
-// the Raft leader was killed as runs were being created).
-func TestRunRecordCheckRidesOutElection(t *testing.T) {
-	e := newLocal(t, func(c *Config) { c.StoreRetryFor = 5 * time.Second })
-	e.store.mu.Lock()
-	e.store.lyingPuts = 1   // the create applies, then "fails"
-	e.store.failingGets = 3 // and the first reads after its retry's conflict fail
-	e.store.mu.Unlock()
-	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
-	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
-		t.Fatalf("%v %+v", err, ex)
-	}
-	if rec := e.store.count(testCluster, ""); rec != 1 {
-		t.Fatalf("%d records, want 1", rec)
-	}
-}
-
-// A write that a lower layer applied and then re-sent comes back as a
-// conflict on the first try: the run still succeeds, once.
-func TestRunRecordReplayedWriteIsOurs(t *testing.T) {
-	e := newLocal(t, nil)
-	e.store.mu.Lock()
-	e.store.replayedPuts = 2 // the create and the first update
-	e.store.mu.Unlock()
-	ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
-	if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
-		t.Fatalf("%v %+v", err, ex)
-	}
-	if rec := e.store.count(testCluster, ""); rec != 1 {
-		t.Fatalf("%d records, want 1", rec)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			e := newLocal(t, func(cfg *Config) {
+				if c.retry > 0 {
+					cfg.StoreRetryFor = c.retry
+				}
+			})
+			e.store.mu.Lock()
+			c.set(e.store)
+			e.store.mu.Unlock()
+			ex, err := e.d.Run(context.Background(), testCluster, execSvc("echo", "hi"), nil, RunOptions{})
+			if err != nil || ex.Status != StatusSucceeded || ex.Stdout != "hi\n" {
+				t.Fatalf("%v %+v", err, ex)
+			}
+			if rec := e.store.count(testCluster, ""); rec != 1 {
+				t.Fatalf("%d records, want 1", rec)
+			}
+		})
 	}
 }
 

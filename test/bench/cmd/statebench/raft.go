@@ -101,6 +101,19 @@ func (s *kv) RecoverFromSnapshot(r io.Reader, _ []sm.SnapshotFile, _ <-chan stru
 
 func (s *kv) Close() error { return nil }
 
+// proposeKV proposes key=value (an entry of the kv state machine) and
+// waits until it is applied, for at most 10 s.
+func proposeKV(ctx context.Context, nh *dragonboat.NodeHost, key string, value []byte) error {
+	cmd := make([]byte, 2+len(key)+len(value))
+	binary.BigEndian.PutUint16(cmd, uint16(len(key)))
+	copy(cmd[2:], key)
+	copy(cmd[2+len(key):], value)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	_, err := nh.SyncPropose(ctx, nh.GetNoOPSession(rawShard), cmd)
+	return err
+}
+
 // raftNode is the child: `statebench raftnode INDEX DIR ADDR1,ADDR2,ADDR3 HTTPADDR FASTADDR`.
 // Besides the in-process load it serves PUT /k/KEY (body = value) with a
 // bare net/http handler that proposes and answers 200 once applied: the
@@ -156,13 +169,7 @@ func raftNode(args []string) {
 			http.Error(w, "PUT /k/KEY", http.StatusBadRequest)
 			return
 		}
-		cmd := make([]byte, 2+len(key)+len(value))
-		binary.BigEndian.PutUint16(cmd, uint16(len(key)))
-		copy(cmd[2:], key)
-		copy(cmd[2+len(key):], value)
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		if _, err := nh.SyncPropose(ctx, nh.GetNoOPSession(rawShard), cmd); err != nil {
+		if err := proposeKV(r.Context(), nh, key, value); err != nil {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
@@ -181,13 +188,7 @@ func raftNode(args []string) {
 			fc.Error("PUT /k/KEY", fasthttp.StatusBadRequest)
 			return
 		}
-		cmd := make([]byte, 2+len(key)+len(value))
-		binary.BigEndian.PutUint16(cmd, uint16(len(key)))
-		copy(cmd[2:], key)
-		copy(cmd[2+len(key):], value)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if _, err := nh.SyncPropose(ctx, nh.GetNoOPSession(rawShard), cmd); err != nil {
+		if err := proposeKV(context.Background(), nh, key, value); err != nil {
 			fc.Error(err.Error(), fasthttp.StatusServiceUnavailable)
 			return
 		}
@@ -222,25 +223,17 @@ func raftLoad(nh *dragonboat.NodeHost, idx, clients int, d time.Duration, maxOps
 		lat []time.Duration
 		wg  sync.WaitGroup
 	)
-	value := strings.Repeat("v", 128)
+	value := []byte(strings.Repeat("v", 128))
 	end := time.Now().Add(d)
 	for c := idx; c < clients; c += 3 {
 		wg.Add(1)
 		go func(c int) {
 			defer wg.Done()
-			s := nh.GetNoOPSession(rawShard)
 			mine := make([]time.Duration, 0, 4096)
 			for i := 0; i < maxOps/clients && time.Now().Before(end); i++ {
 				key := fmt.Sprintf("k%d-%d", c, i)
-				cmd := make([]byte, 2+len(key)+len(value))
-				binary.BigEndian.PutUint16(cmd, uint16(len(key)))
-				copy(cmd[2:], key)
-				copy(cmd[2+len(key):], value)
 				t := time.Now()
-				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-				_, err := nh.SyncPropose(ctx, s, cmd)
-				cancel()
-				if err == nil {
+				if err := proposeKV(context.Background(), nh, key, value); err == nil {
 					mine = append(mine, time.Since(t))
 				}
 			}
