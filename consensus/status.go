@@ -54,13 +54,13 @@ func (m *Manager) Status(ctx context.Context) []GroupStatus {
 	}
 	m.mu.Unlock()
 	info := m.nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true})
+	rtt := time.Duration(m.cfg.RTTMillisecond) * time.Millisecond
 	var out []GroupStatus
 	for _, si := range info.ShardInfoList {
 		c, ok := byShard[si.ShardID]
 		if !ok {
 			continue
 		}
-		rtt := time.Duration(m.cfg.RTTMillisecond) * time.Millisecond
 		g := GroupStatus{Cluster: c, ShardID: si.ShardID, LeaderReplicaID: si.LeaderID, Term: si.Term, Local: true,
 			HeartbeatInterval: time.Duration(m.cfg.HeartbeatRTT) * rtt, ElectionTimeout: time.Duration(m.cfg.ElectionRTT) * rtt}
 		for id, addr := range si.Replicas {

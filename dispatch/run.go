@@ -321,17 +321,26 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 			return 0, err
 		}
 		unknown = err
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return 0, err
-		}
-		select {
-		case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
-		case <-ctx.Done():
-			return 0, err
-		case <-d.ctx.Done():
+		if !d.storeBackoff(ctx, try, deadline) {
 			return 0, err
 		}
 	}
+}
+
+// storeBackoff waits before try+1 of a store operation (200 ms more each time,
+// at most 1 s) and reports false, at once, when deadline has passed or
+// ctx or the dispatcher is done.
+func (d *Dispatcher) storeBackoff(ctx context.Context, try int, deadline time.Time) bool {
+	if time.Now().After(deadline) || ctx.Err() != nil {
+		return false
+	}
+	select {
+	case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
+		return true
+	case <-ctx.Done():
+	case <-d.ctx.Done():
+	}
+	return false
 }
 
 // storedAs reports whether rec's record currently holds exactly b, and its
@@ -347,14 +356,7 @@ func (d *Dispatcher) storedAs(ctx context.Context, rec *Execution, b []byte, dea
 		if err == nil {
 			return v, found && bytes.Equal(cur, b), nil
 		}
-		if time.Now().After(deadline) {
-			return 0, false, err
-		}
-		select {
-		case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
-		case <-ctx.Done():
-			return 0, false, err
-		case <-d.ctx.Done():
+		if !d.storeBackoff(ctx, try, deadline) {
 			return 0, false, err
 		}
 	}
