@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"flag"
 	"fmt"
+	"github.com/meshgw/meshgw/test/bench/internal/wrkout"
 	"github.com/valyala/fasthttp"
 	"net"
 	"net/http"
@@ -11,8 +12,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -226,32 +225,19 @@ func runReverseProxy(spec string) {
 	}
 }
 
-var (
-	reqRe = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	p50Re = regexp.MustCompile(`50%\s+([0-9.]+)(us|ms|s)`)
-)
-
+// wrk drives url for d with 2 threads and 64 connections and returns the
+// rate and the p50 in milliseconds.
 func wrk(url, d string) (float64, float64) {
 	out, err := exec.Command("wrk", "-t2", "-c64", "-d"+d, "--latency", url).CombinedOutput()
 	if err != nil {
 		fatal("wrk: %v\n%s", err, out)
 	}
-	s := string(out)
-	if strings.Contains(s, "Non-2xx") {
-		fmt.Fprintf(os.Stderr, "wrk saw errors on %s:\n%s\n", url, s)
+	r, err := wrkout.Parse(string(out))
+	if err != nil {
+		fatal("%v: %s", err, out)
 	}
-	m := reqRe.FindStringSubmatch(s)
-	l := p50Re.FindStringSubmatch(s)
-	if m == nil || l == nil {
-		fatal("wrk output: %s", s)
+	if r.Errors > 0 {
+		fmt.Fprintf(os.Stderr, "wrk saw %d errors on %s:\n%s\n", r.Errors, url, out)
 	}
-	rate, _ := strconv.ParseFloat(m[1], 64)
-	lat, _ := strconv.ParseFloat(l[1], 64)
-	switch l[2] {
-	case "us":
-		lat /= 1000
-	case "s":
-		lat *= 1000
-	}
-	return rate, lat
+	return r.Rate, float64(r.P50) / float64(time.Millisecond)
 }

@@ -230,6 +230,25 @@ func measured(bin string, clients int, d time.Duration, op func(client, i int) e
 	return r
 }
 
+// samples are one system's results over the rounds.
+type samples struct{ rate, p50, p99, cpu series }
+
+// add records round r's result and logs it.
+func (s *samples) add(clients, r int, name string, x result) {
+	fmt.Fprintf(os.Stderr, "  %d client(s) round %d: %s %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
+		clients, r, name, x.rate, ms(x.p50), ms(x.p99), x.errs, x.cpuServers, x.cpuClient)
+	s.rate, s.p50, s.p99, s.cpu = append(s.rate, x.rate), append(s.p50, ms(x.p50)), append(s.p99, ms(x.p99)), append(s.cpu, x.cpuServers)
+}
+
+// compare prints name's results beside etcd's.
+func compare(name string, s, etcd *samples) {
+	fmt.Printf("\n| measurement | %s median [min–max] | etcd median [min–max] | ratio |\n|---|---|---|---|\n", name)
+	row("writes/s", "", s.rate, etcd.rate)
+	row("p50", " ms", s.p50, etcd.p50)
+	row("p99", " ms", s.p99, etcd.p99)
+	row("server CPU per write", " µs", s.cpu, etcd.cpu)
+}
+
 type series []float64
 
 func (s series) sorted() []float64 {
@@ -463,83 +482,44 @@ func main() {
 		return err
 	}
 
+	self, _ := os.Executable()
 	for _, clients := range []int{1, 32} {
-		var mR, eR, m50, e50, m99, e99, mC, eC series
-		var rR, r50, r99, rC, hR, h50, h99, hC, fR, f50, f99, fC series
-		var wR, w50, w99, wC series
+		var mesh, meshWrk, etcd, alone, bare, fast samples
 		for r := 1; r <= *rounds; r++ {
 			only(bin)
 			waitFor(30*time.Second, "meshgw after resume", func() error { return meshOp(0, -1) })
-			a := measured(bin, clients, *dur, meshOp)
+			mesh.add(clients, r, "meshgw", measured(bin, clients, *dur, meshOp))
 			meshLead := meshLeader(nodes[0])
 			if *withWrk {
-				w := wrkWrites(bin, nodes, clients, *dur)
-				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: meshgw driven by wrk %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers\n",
-					clients, r, w.rate, ms(w.p50), ms(w.p99), w.errs, w.cpuServers)
-				wR, w50, w99, wC = append(wR, w.rate), append(w50, ms(w.p50)), append(w99, ms(w.p99)), append(wC, w.cpuServers)
+				meshWrk.add(clients, r, "meshgw driven by wrk", wrkWrites(bin, nodes, clients, *dur))
 			}
 			only(*etcdBin)
 			waitFor(30*time.Second, "etcd after resume", func() error { return etcdOp(0, -1) })
-			b := measured(*etcdBin, clients, *dur, etcdOp)
+			etcd.add(clients, r, "etcd", measured(*etcdBin, clients, *dur, etcdOp))
 			if clients == 1 {
 				fmt.Fprintf(os.Stderr, "  leaders: meshgw %s, etcd %s (the 1-client load goes to node 1 for meshgw and dragonboat; etcd's client picks its endpoints)\n",
 					meshLead, etcdLeader(cli, eps))
 			}
-			fmt.Fprintf(os.Stderr, "  %d client(s) round %d: meshgw %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client | etcd %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
-				clients, r, a.rate, ms(a.p50), ms(a.p99), a.errs, a.cpuServers, a.cpuClient, b.rate, ms(b.p50), ms(b.p99), b.errs, b.cpuServers, b.cpuClient)
-			mC, eC = append(mC, a.cpuServers), append(eC, b.cpuServers)
 			if rg != nil {
-				x := rawRound(clients)
+				alone.add(clients, r, "dragonboat alone (clients in the nodes)", rawRound(clients))
 				if clients == 1 {
 					fmt.Fprintf(os.Stderr, "  leaders: dragonboat alone n%d\n", rg.leader)
 				}
-				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat alone %.0f/s p50 %.2fms p99 %.2fms cpu/write %.0fµs (clients included)\n",
-					clients, r, x.rate, ms(x.p50), ms(x.p99), x.cpuServers)
-				rR, r50, r99, rC = append(rR, x.rate), append(r50, ms(x.p50)), append(r99, ms(x.p99)), append(rC, x.cpuServers)
-				self, _ := os.Executable()
-				y := measured(self, clients, *dur, rawHTTPOp)
-				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat + bare net/http %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
-					clients, r, y.rate, ms(y.p50), ms(y.p99), y.errs, y.cpuServers, y.cpuClient)
-				hR, h50, h99, hC = append(hR, y.rate), append(h50, ms(y.p50)), append(h99, ms(y.p99)), append(hC, y.cpuServers)
-				z := measured(self, clients, *dur, rawFastOp)
-				fmt.Fprintf(os.Stderr, "  %d client(s) round %d: dragonboat + fasthttp %.0f/s p50 %.2fms p99 %.2fms (%d err) cpu/write %.0fµs servers %.0fµs client\n",
-					clients, r, z.rate, ms(z.p50), ms(z.p99), z.errs, z.cpuServers, z.cpuClient)
-				fR, f50, f99, fC = append(fR, z.rate), append(f50, ms(z.p50)), append(f99, ms(z.p99)), append(fC, z.cpuServers)
+				bare.add(clients, r, "dragonboat + bare net/http", measured(self, clients, *dur, rawHTTPOp))
+				fast.add(clients, r, "dragonboat + fasthttp", measured(self, clients, *dur, rawFastOp))
 			}
-			mR, eR = append(mR, a.rate), append(eR, b.rate)
-			m50, e50 = append(m50, ms(a.p50)), append(e50, ms(b.p50))
-			m99, e99 = append(m99, ms(a.p99)), append(e99, ms(b.p99))
 		}
-		fmt.Printf("\n%d client(s)\n\n| measurement | meshgw median [min–max] | etcd median [min–max] | meshgw/etcd |\n|---|---|---|---|\n", clients)
-		row("writes/s", "", mR, eR)
-		row("p50", " ms", m50, e50)
-		row("p99", " ms", m99, e99)
-		row("server CPU per write", " µs", mC, eC)
+		fmt.Printf("\n%d client(s)\n", clients)
+		compare("meshgw", &mesh, &etcd)
 		if *withWrk {
-			fmt.Printf("\n| measurement | meshgw driven by wrk median [min–max] | etcd (its Go client) median [min–max] | ratio |\n|---|---|---|---|\n")
-			row("writes/s", "", wR, eR)
-			row("p50 (largest of the wrk processes')", " ms", w50, e50)
-			row("p99 (largest of the wrk processes')", " ms", w99, e99)
-			row("server CPU per write", " µs", wC, eC)
+			compare("meshgw driven by wrk (p50/p99: the largest of the wrk processes')", &meshWrk, &etcd)
 		}
 		if rg != nil {
-			fmt.Printf("\n| measurement | dragonboat alone median [min–max] | etcd median [min–max] | dragonboat alone/etcd |\n|---|---|---|---|\n")
-			row("writes/s", "", rR, eR)
-			row("p50", " ms", r50, e50)
-			row("p99", " ms", r99, e99)
-			row("CPU per write (dragonboat: clients included)", " µs", rC, eC)
-			fmt.Printf("\n| measurement | dragonboat + bare net/http median [min–max] | etcd median [min–max] | ratio |\n|---|---|---|---|\n")
-			row("writes/s", "", hR, eR)
-			row("p50", " ms", h50, e50)
-			row("p99", " ms", h99, e99)
-			row("server CPU per write", " µs", hC, eC)
-			fmt.Printf("\n| measurement | dragonboat + fasthttp median [min–max] | etcd median [min–max] | ratio |\n|---|---|---|---|\n")
-			row("writes/s", "", fR, eR)
-			row("p50", " ms", f50, e50)
-			row("p99", " ms", f99, e99)
-			row("server CPU per write", " µs", fC, eC)
+			compare("dragonboat alone (CPU: clients included)", &alone, &etcd)
+			compare("dragonboat + bare net/http", &bare, &etcd)
+			compare("dragonboat + fasthttp", &fast, &etcd)
 			fmt.Printf("\nmeshgw reaches %.0f%% of dragonboat alone's writes/s and %.0f%% of dragonboat + bare net/http's\n",
-				100*mR.median()/rR.median(), 100*mR.median()/hR.median())
+				100*mesh.rate.median()/alone.rate.median(), 100*mesh.rate.median()/bare.rate.median())
 		}
 	}
 }

@@ -9,11 +9,10 @@ package main
 
 import (
 	"fmt"
+	"github.com/meshgw/meshgw/test/bench/internal/wrkout"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync"
 	"time"
 )
@@ -28,25 +27,6 @@ function request()
     '{"name":"' .. name .. '","type":"exec","command":["true"]}')
 end
 `
-
-var (
-	wrkRateRe = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
-	wrkP50Re  = regexp.MustCompile(`50%\s+([0-9.]+)(us|ms|s)`)
-	wrkP99Re  = regexp.MustCompile(`99%\s+([0-9.]+)(us|ms|s)`)
-	wrkBadRe  = regexp.MustCompile(`Non-2xx or 3xx responses:\s+([0-9]+)`)
-	wrkErrRe  = regexp.MustCompile(`Socket errors: connect ([0-9]+), read ([0-9]+), write ([0-9]+), timeout ([0-9]+)`)
-)
-
-func wrkDuration(m []string) time.Duration {
-	v, _ := strconv.ParseFloat(m[1], 64)
-	switch m[2] {
-	case "us":
-		return time.Duration(v * float64(time.Microsecond))
-	case "ms":
-		return time.Duration(v * float64(time.Millisecond))
-	}
-	return time.Duration(v * float64(time.Second))
-}
 
 // wrkWrites runs clients spread over nodes for d and merges the wrk
 // reports: rates add up, p50 and p99 are the largest of the processes'
@@ -78,27 +58,16 @@ func wrkWrites(bin string, nodes []string, clients int, d time.Duration) result 
 			if err != nil {
 				fatal("wrk: %v\n%s", err, out)
 			}
-			rate, p50, p99 := wrkRateRe.FindStringSubmatch(string(out)), wrkP50Re.FindStringSubmatch(string(out)), wrkP99Re.FindStringSubmatch(string(out))
-			if rate == nil || p50 == nil || p99 == nil {
-				fatal("wrk output: %s", out)
-			}
-			r, _ := strconv.ParseFloat(rate[1], 64)
-			bad := 0
-			if m := wrkBadRe.FindStringSubmatch(string(out)); m != nil {
-				bad, _ = strconv.Atoi(m[1])
-			}
-			if m := wrkErrRe.FindStringSubmatch(string(out)); m != nil {
-				for _, s := range m[1:] {
-					n, _ := strconv.Atoi(s)
-					bad += n
-				}
+			w, err := wrkout.Parse(string(out))
+			if err != nil {
+				fatal("%v: %s", err, out)
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			res.rate += r
-			res.errs += bad
-			res.p50 = max(res.p50, wrkDuration(p50))
-			res.p99 = max(res.p99, wrkDuration(p99))
+			res.rate += w.Rate
+			res.errs += w.Errors
+			res.p50 = max(res.p50, w.P50)
+			res.p99 = max(res.p99, w.P99)
 		}(i, share, node)
 	}
 	wg.Wait()
