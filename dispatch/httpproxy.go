@@ -242,22 +242,28 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	defer cancel()
 	s, err := d.rpc.Stream(ctx, rn.RPCAddr, MethodHTTP)
 	if err != nil {
-		return false, d.classify(ctx, rn, err)
+		err = d.classify(ctx, rn, err)
+		cancel()
+		return false, err
 	}
-	defer s.Close()
+	x := &remoteExchange{w: w, s: s, cancel: cancel, pumpDone: make(chan struct{})}
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			x.end()
+		}
+	}()
 	if err := s.Send(hb); err != nil {
 		return false, d.classify(ctx, rn, err)
 	}
-	pumpDone := make(chan struct{})
 	if hasBody {
 		// The upload is pumped while the response comes back: the answer
 		// must not wait for a slow client to finish uploading.
 		_ = http.NewResponseController(w).EnableFullDuplex()
 		go func() {
-			defer close(pumpDone)
+			defer close(x.pumpDone)
 			buf := make([]byte, proxyChunk)
 			for {
 				n, rerr := body.Read(buf)
@@ -277,23 +283,11 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 			}
 		}()
 	} else {
-		close(pumpDone)
+		close(x.pumpDone)
 		if err := s.CloseSend(); err != nil {
 			return false, d.classify(ctx, rn, err)
 		}
 	}
-	defer func() {
-		select {
-		case <-pumpDone:
-		default:
-			// The upload is still going while the exchange is over: unblock
-			// a pending body read and the stream, then wait for the pump.
-			cancel()
-			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
-			_ = s.Close()
-			<-pumpDone
-		}
-	}()
 
 	f, err := s.Recv()
 	if err != nil {
@@ -315,9 +309,19 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		h[k] = vs
 	}
 	w.WriteHeader(resp.Status)
+	size := contentLength(h)
+	streamed := runner.Streamed(h, size)
+	if bs, ok := w.(runner.BodyStreamer); ok {
+		if streamed {
+			size = -1
+		}
+		handedOff = true
+		bs.SetBodyStream(&frameBody{s: s, onClose: x.end}, size)
+		return true, nil
+	}
 	// A streamed response is flushed frame by frame, header first.
 	var rc *http.ResponseController
-	if runner.Streamed(h, contentLength(h)) {
+	if streamed {
 		rc = http.NewResponseController(w)
 		_ = rc.Flush()
 	}
@@ -411,11 +415,13 @@ func validMethod(m string) bool {
 	return true
 }
 
-// frameBody reads a request body from stream frames.
+// frameBody reads a body from stream frames: a request's on the runner, a
+// response's on a data-plane gateway, which ends the exchange with Close.
 type frameBody struct {
-	s   *transport.Stream
-	buf []byte
-	err error
+	s       *transport.Stream
+	buf     []byte
+	err     error
+	onClose func()
 }
 
 func (b *frameBody) Read(p []byte) (int, error) {
@@ -435,7 +441,37 @@ func (b *frameBody) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (b *frameBody) Close() error { return nil }
+func (b *frameBody) Close() error {
+	if b.onClose != nil {
+		b.onClose()
+		b.onClose = nil
+	}
+	return nil
+}
+
+// remoteExchange is one proxied request through a remote runner's stream.
+type remoteExchange struct {
+	w        http.ResponseWriter
+	s        *transport.Stream
+	cancel   context.CancelFunc
+	pumpDone chan struct{} // closed when the upload pump is over
+}
+
+// end releases the exchange. An upload still going when it ends (the
+// upstream answered without taking it all) is cut: a pending body read and
+// the stream are unblocked, and the pump waited for.
+func (x *remoteExchange) end() {
+	select {
+	case <-x.pumpDone:
+	default:
+		x.cancel()
+		_ = http.NewResponseController(x.w).SetReadDeadline(time.Now())
+		_ = x.s.Close()
+		<-x.pumpDone
+	}
+	_ = x.s.Close()
+	x.cancel()
+}
 
 // frameResponseWriter sends a response as stream frames: a header frame at
 // the first WriteHeader/Write, then one frame per Write.

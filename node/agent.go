@@ -46,6 +46,9 @@ type Agent struct {
 	api    *httpapi.API
 	srv    *http.Server
 	httpLn net.Listener
+	// dp serves -proxy, the data-plane listener, when set.
+	dp      *httpapi.DataPlane
+	proxyLn net.Listener
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -188,6 +191,13 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("http listen %s: %w", a.cfg.HTTPAddr, err)
 	}
 	a.httpLn = ln
+	if a.cfg.ProxyAddr != "" {
+		pln, err := net.Listen("tcp", a.cfg.ProxyAddr)
+		if err != nil {
+			return fmt.Errorf("proxy listen %s: %w", a.cfg.ProxyAddr, err)
+		}
+		a.proxyLn = pln
+	}
 	if err := a.rpc.Start(); err != nil {
 		return fmt.Errorf("rpc on %s: %w", a.cfg.RPCAddr, err)
 	}
@@ -227,6 +237,22 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.log.Error().Err(err).Msg("http server stopped")
 		}
 	}()
+	if a.proxyLn != nil {
+		a.dp = httpapi.NewDataPlane(a.api, a.cfg.MaxBodyBytes, a.log.With().Str("listener", "proxy").Logger())
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			var err error
+			if a.cfg.HTTPCertFile != "" {
+				err = a.dp.ServeTLS(a.proxyLn, a.cfg.HTTPCertFile, a.cfg.HTTPKeyFile)
+			} else {
+				err = a.dp.Serve(a.proxyLn)
+			}
+			if err != nil {
+				a.log.Error().Err(err).Msg("data-plane server stopped")
+			}
+		}()
+	}
 	a.ready.Store(true)
 	return nil
 }
@@ -263,6 +289,15 @@ func (a *Agent) HTTPAddr() string {
 	return a.cfg.HTTPAddr
 }
 
+// ProxyAddr is the address the data-plane listener (-proxy) listens on, or
+// "" when it is off.
+func (a *Agent) ProxyAddr() string {
+	if a.proxyLn != nil {
+		return a.proxyLn.Addr().String()
+	}
+	return ""
+}
+
 // LeaveRequested is closed when a client asked the agent to leave.
 func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
 
@@ -275,6 +310,11 @@ func (a *Agent) Stop(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		if err := a.srv.Shutdown(sctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+		if a.dp != nil {
+			if err := a.dp.Shutdown(sctx); err != nil {
+				errs = append(errs, fmt.Errorf("proxy listener shutdown: %w", err))
+			}
 		}
 		cancel()
 	}
@@ -295,6 +335,15 @@ func (a *Agent) Shutdown() {
 			_ = a.srv.Close()
 		} else if a.httpLn != nil {
 			_ = a.httpLn.Close()
+		}
+		if a.dp != nil {
+			// Closes the listener and idle connections and cancels the
+			// requests in flight, without waiting for them.
+			now, cancel := context.WithCancel(context.Background())
+			cancel()
+			_ = a.dp.Shutdown(now)
+		} else if a.proxyLn != nil {
+			_ = a.proxyLn.Close()
 		}
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")

@@ -256,48 +256,76 @@ func TestPausedRunnerIsRoutedAround(t *testing.T) {
 
 // HTTP services proxy through a runner: method, headers, status, a 1 MiB
 // upload and a streamed response.
+// TestHTTPServiceProxy proxies through every node's API and its
+// data-plane listener (-proxy): two runners, which proxy in place, and a
+// gateway-only node, which goes through a runner over QUIC.
 func TestHTTPServiceProxy(t *testing.T) {
 	up := upstream(t)
-	c := StartCluster(t, 3, Options{})
+	var dp []string
+	for i := 0; i < 3; i++ {
+		dp = append(dp, fmt.Sprintf("127.0.0.1:%d", freePort(t)))
+	}
+	c := StartCluster(t, 3, Options{Extra: func(i int) []string {
+		if i == 2 {
+			return []string{"-proxy", dp[i], "-roles", "gateway"}
+		}
+		return []string{"-proxy", dp[i]}
+	}})
 	WaitLeader(t, c.Nodes, "default")
 	putService(t, c.Nodes[0], map[string]any{"name": "web", "type": "http", "upstream": "http://" + up})
 	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
 	sum := sha256.Sum256(body)
-	for _, n := range c.Nodes {
-		req, _ := http.NewRequest("PUT", "http://"+n.HTTP+"/svc/web/upload?x=1", bytes.NewReader(body))
-		req.Header.Set("X-Custom", "yes")
-		resp, err := http.DefaultClient.Do(req)
+	for i, n := range c.Nodes {
+		for _, addr := range []string{n.HTTP, dp[i]} {
+			req, _ := http.NewRequest("PUT", "http://"+addr+"/svc/web/upload?x=1", bytes.NewReader(body))
+			req.Header.Set("X-Custom", "yes")
+			req.Header.Set("Connection", "X-Hop")
+			req.Header.Set("X-Hop", "dropped")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			want := fmt.Sprintf("PUT /upload x=1 yes %s 127.0.0.1 %s", hex.EncodeToString(sum[:]), addr)
+			if resp.StatusCode != 201 || string(got) != want || resp.Header.Get("X-Upstream") != "1" {
+				t.Fatalf("via %s at %s: %d %q %v, want 201 %q", n.Name, addr, resp.StatusCode, got, resp.Header, want)
+			}
+		}
+	}
+	for _, addr := range []string{c.Nodes[1].HTTP, dp[1], dp[2]} {
+		resp, err := http.Get("http://" + addr + "/svc/web/stream")
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, _ := io.ReadAll(resp.Body)
+		first := make([]byte, 6)
+		start := time.Now()
+		if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "chunk0" {
+			t.Fatalf("stream via %s: %q %v", addr, first, err)
+		}
+		if time.Since(start) > 1500*time.Millisecond {
+			t.Errorf("via %s: first chunk took %s: the response is buffered, not streamed", addr, time.Since(start))
+		}
+		rest, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		want := fmt.Sprintf("PUT /upload x=1 yes %s", hex.EncodeToString(sum[:]))
-		if resp.StatusCode != 201 || string(got) != want || resp.Header.Get("X-Upstream") != "1" {
-			t.Fatalf("via %s: %d %q %v, want 201 %q", n.Name, resp.StatusCode, got, resp.Header, want)
+		if !strings.HasSuffix(string(rest), "chunk4") {
+			t.Errorf("stream tail via %s: %q", addr, rest)
 		}
 	}
-	resp, err := http.Get("http://" + c.Nodes[1].HTTP + "/svc/web/stream")
+	// The data plane serves /svc/ only, and says where the API is.
+	resp, err := http.Get("http://" + dp[0] + "/v1/services")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	first := make([]byte, 6)
-	start := time.Now()
-	if _, err := io.ReadFull(resp.Body, first); err != nil || string(first) != "chunk0" {
-		t.Fatalf("stream: %q %v", first, err)
-	}
-	if time.Since(start) > 1500*time.Millisecond {
-		t.Errorf("first chunk took %s: the response is buffered, not streamed", time.Since(start))
-	}
-	rest, _ := io.ReadAll(resp.Body)
-	if !strings.HasSuffix(string(rest), "chunk4") {
-		t.Errorf("stream tail: %q", rest)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 404 || !strings.Contains(string(b), "-http") {
+		t.Errorf("API call on the data plane: %d %s, want 404 naming -http", resp.StatusCode, b)
 	}
 }
 
-// upstream serves /upload (echoes method, path, query, header and body
-// hash) and /stream (5 chunks, 400 ms apart).
+// upstream serves /upload (echoes method, path, query, header, body hash
+// and X-Forwarded-For/-Host; 400 if the hop-by-hop X-Hop arrived) and /stream (5 chunks, 400 ms apart).
 func upstream(t *testing.T) string {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/upload", func(w http.ResponseWriter, r *http.Request) {
@@ -305,7 +333,12 @@ func upstream(t *testing.T) string {
 		sum := sha256.Sum256(b)
 		w.Header().Set("X-Upstream", "1")
 		w.WriteHeader(201)
-		fmt.Fprintf(w, "%s %s %s %s %s", r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Custom"), hex.EncodeToString(sum[:]))
+		if r.Header.Get("X-Hop") != "" {
+			http.Error(w, "hop-by-hop header X-Hop was forwarded", 400)
+			return
+		}
+		fmt.Fprintf(w, "%s %s %s %s %s %s %s", r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Get("X-Custom"), hex.EncodeToString(sum[:]),
+			r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"))
 	})
 	mux.HandleFunc("/stream", func(w http.ResponseWriter, r *http.Request) {
 		for i := 0; i < 5; i++ {

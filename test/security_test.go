@@ -75,12 +75,24 @@ func TestGossipEncryptionAndKeyRotation(t *testing.T) {
 // With -acl: every call but health needs a token; policies are enforced;
 // a revoked token is refused on every node at once.
 func TestACLTokens(t *testing.T) {
-	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-acl"} }})
+	dp := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // node 1's data-plane listener
+	c := StartCluster(t, 3, Options{Extra: func(i int) []string {
+		if i == 1 {
+			return []string{"-acl", "-proxy", dp}
+		}
+		return []string{"-acl"}
+	}})
 	WaitHealthy(t, 30*time.Second, c.Nodes...)
-	for _, path := range []string{"/v1/members", "/v1/services", "/v1/status", "/metrics", "/v1/executions"} {
+	for _, path := range []string{"/v1/members", "/v1/services", "/v1/status", "/metrics", "/v1/executions", "/svc/web/x"} {
 		if code, _ := c.Nodes[1].Do("GET", path, nil, nil); code != 401 {
 			t.Errorf("%s without a token: %d, want 401", path, code)
 		}
+	}
+	// The data plane is the same API handler: the same token checks.
+	if resp, err := http.Get("http://" + dp + "/svc/web/x"); err != nil || resp.StatusCode != 401 {
+		t.Errorf("data plane without a token: %v %v, want 401", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	if _, err := c.Nodes[1].Do("GET", "/v1/health", nil, nil); err != nil {
 		t.Errorf("health must stay open: %v", err)

@@ -48,8 +48,11 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 		agent.Shutdown()
 		return &exitError{code: 1, err: errors.New(oneLine(err))}
 	}
-	log.Info().Str("http", agent.HTTPAddr()).Str("cluster", cfg.Cluster).Strs("roles", cfg.Roles).
-		Str("version", version).Msg("agent running")
+	ev := log.Info().Str("http", agent.HTTPAddr())
+	if p := agent.ProxyAddr(); p != "" {
+		ev = ev.Str("proxy", p)
+	}
+	ev.Str("cluster", cfg.Cluster).Strs("roles", cfg.Roles).Str("version", version).Msg("agent running")
 
 	select {
 	case sig := <-sigs:

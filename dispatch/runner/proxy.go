@@ -53,12 +53,27 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 	default:
 		return ErrBusy
 	}
-	defer func() { <-e.httpSem }()
-	if target.Scheme == "http" {
-		return e.proxyPlain(w, r, target, path)
+	release := func() { <-e.httpSem }
+	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" {
+		return e.proxyFast(fr.TakeRequestCtx(), r, target, path, release)
 	}
+	if target.Scheme == "http" {
+		return e.proxyPlain(w, r, target, path, release)
+	}
+	defer release()
 	e.proxyTransport(w, r, target, path)
 	return nil
+}
+
+// BodyStreamer is a ResponseWriter that sends a response body from a
+// reader itself, after the handler returned: the data-plane server
+// (fasthttp) does, and so saves the copy through Write and the handler's
+// wait for the body. After WriteHeader, SetBodyStream hands over body,
+// which it closes when done or abandoned; size is the body's length, or
+// -1 for a body to stream as it arrives (chunked, each piece flushed).
+type BodyStreamer interface {
+	http.ResponseWriter
+	SetBodyStream(body io.ReadCloser, size int64)
 }
 
 // parseUpstream parses and checks a service's upstream, caching the last
@@ -83,7 +98,8 @@ const maxCachedUpstreams = 1024
 
 // proxyPlain proxies to an http:// upstream over the executor's own
 // keep-alive pool (upstream.go).
-func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *url.URL, path string) error {
+// release frees the executor's concurrency slot once the exchange is over.
+func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *url.URL, path string, release func()) error {
 	out := &http.Request{
 		Method:     r.Method,
 		URL:        &url.URL{Scheme: "http", Host: target.Host, Path: joinPath(target.Path, path), RawQuery: joinQuery(target.RawQuery, r.URL.RawQuery)},
@@ -102,6 +118,7 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 	}
 	x, err := e.pool.roundTrip(r.Context(), out)
 	if err != nil {
+		release()
 		e.upstreamError(w, r, target, err)
 		return nil
 	}
@@ -113,6 +130,15 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
+	if bs, ok := w.(BodyStreamer); ok {
+		size := resp.ContentLength
+		if Streamed(resp.Header, size) {
+			size = -1
+		}
+		bs.SetBodyStream(&exchangeBody{x: x, release: release, done: resp.Body == http.NoBody}, size)
+		return nil
+	}
+	defer release()
 	bp := copyBufs.Get().(*[]byte)
 	readErr, writeErr := copyBody(w, resp.Body, *bp, Streamed(resp.Header, resp.ContentLength))
 	copyBufs.Put(bp)
@@ -124,6 +150,34 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		return fmt.Errorf("%w: upstream %s: %v", ErrAborted, target.Host, readErr)
 	}
 	return nil
+}
+
+// exchangeBody is an upstream response body handed to a BodyStreamer: the
+// connection goes back to the pool only if the body was read to its end.
+type exchangeBody struct {
+	x       *exchange
+	release func()
+	done    bool // read to EOF
+	closed  bool
+}
+
+func (b *exchangeBody) Read(p []byte) (int, error) {
+	n, err := b.x.resp.Body.Read(p)
+	if err == io.EOF {
+		b.done = true
+	}
+	return n, err
+}
+
+func (b *exchangeBody) Close() error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.x.finish(b.done)
+	err := b.x.resp.Body.Close()
+	b.release()
+	return err
 }
 
 // Streamed reports whether a response is streamed — of unknown length
@@ -170,24 +224,35 @@ func forwardHeader(r *http.Request) http.Header {
 			h[k] = vs
 		}
 	}
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := h["X-Forwarded-For"]; len(prior) > 0 {
-			ip = strings.Join(prior, ", ") + ", " + ip
-		}
-		h["X-Forwarded-For"] = []string{ip}
+	xff, host, proto := forwarded(r)
+	if xff != "" {
+		h["X-Forwarded-For"] = []string{xff}
 	} else {
 		delete(h, "X-Forwarded-For")
 	}
-	h["X-Forwarded-Host"] = []string{r.Host}
-	proto := "http"
-	if r.TLS != nil {
-		proto = "https"
-	}
+	h["X-Forwarded-Host"] = []string{host}
 	h["X-Forwarded-Proto"] = []string{proto}
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""} // not Go's default
 	}
 	return h
+}
+
+// forwarded returns the X-Forwarded-* values for r's upstream request:
+// the For chain with r's client appended ("" when r.RemoteAddr has no
+// IP: the chain is then dropped), Host and Proto.
+func forwarded(r *http.Request) (xff, host, proto string) {
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		xff = ip
+		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
+			xff = strings.Join(prior, ", ") + ", " + ip
+		}
+	}
+	proto = "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	return xff, r.Host, proto
 }
 
 // HopHeader reports whether k is hop-by-hop (RFC 9110 7.6.1), by name or
@@ -227,6 +292,15 @@ func joinQuery(a, b string) string {
 
 // upstreamError answers an upstream failure: 504 on a timeout, else 502.
 func (e *Executor) upstreamError(w http.ResponseWriter, r *http.Request, target *url.URL, err error) {
+	status, body := e.upstreamFailure(r, target, err)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+// upstreamFailure is the status and JSON body that answer an upstream
+// failure: 504 on a timeout, else 502.
+func (e *Executor) upstreamFailure(r *http.Request, target *url.URL, err error) (int, []byte) {
 	status, code := http.StatusBadGateway, "upstream_unreachable"
 	if isTimeout(err) && r.Context().Err() == nil {
 		status, code = http.StatusGatewayTimeout, "upstream_timeout"
@@ -237,12 +311,11 @@ func (e *Executor) upstreamError(w http.ResponseWriter, r *http.Request, target 
 	} else {
 		e.log.Debug().Err(err).Str("upstream", target.Host).Msg("upstream error")
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{
+	body, _ := json.Marshal(map[string]string{
 		"error": fmt.Sprintf("upstream %s: %v", target.Host, err),
 		"code":  code,
 	})
+	return status, append(body, '\n')
 }
 
 // proxyTransport proxies to an https:// upstream through http.Transport

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
 )
 
 // Sentinel errors.
@@ -116,9 +117,13 @@ type Executor struct {
 	// upstreams caches parsed upstream URLs (string → *url.URL).
 	upstreams     sync.Map
 	upstreamCount atomic.Int64
-	errorLog      *log.Logger
-	closed        atomic.Bool
-	wg            sync.WaitGroup // running processes
+	// hostClients are the data plane's upstream clients (host:port →
+	// *fasthttp.HostClient), bounded like upstreams.
+	hostClients     sync.Map
+	hostClientCount atomic.Int64
+	errorLog        *log.Logger
+	closed          atomic.Bool
+	wg              sync.WaitGroup // running processes
 }
 
 // New builds an executor. It starts nothing.
@@ -165,6 +170,10 @@ func (e *Executor) Close() error {
 	e.wg.Wait()
 	e.client.CloseIdleConnections()
 	e.pool.close()
+	e.hostClients.Range(func(_, v any) bool {
+		v.(*fasthttp.HostClient).CloseIdleConnections()
+		return true
+	})
 	return nil
 }
 

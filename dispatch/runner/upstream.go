@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // upstreamPool is the proxy's HTTP/1.1 client for plain-http upstreams:
@@ -269,5 +271,6 @@ func (p *upstreamPool) write(c *upConn, req *http.Request) error {
 // upstream while idle looks like.
 func staleConn(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, fasthttp.ErrConnectionClosed) // the data plane's client says it so
 }

@@ -68,6 +68,7 @@ var options = []option{
 	{name: "rpc", usage: "node-to-node RPC (QUIC, UDP) host:port", set: str(func(r *Runtime) *string { return &r.RPCAddr })},
 	{name: "raft", usage: "Raft transport (TCP) host:port", set: str(func(r *Runtime) *string { return &r.RaftAddr })},
 	{name: "http", usage: "HTTP API host:port", set: str(func(r *Runtime) *string { return &r.HTTPAddr })},
+	{name: "proxy", usage: "data-plane host:port serving only /svc/ (http services) on a faster HTTP/1.1 server; off when empty", set: str(func(r *Runtime) *string { return &r.ProxyAddr })},
 	{name: "join", usage: "gossip seed host:port to join at start (repeatable)", list: true,
 		set:   func(r *Runtime, v string) error { r.Join = append(r.Join, splitList(v)...); return nil },
 		reset: func(r *Runtime) { r.Join = nil }},

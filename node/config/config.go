@@ -53,6 +53,10 @@ type Runtime struct {
 	RaftAddr string
 	// HTTPAddr is the client API host:port. Loopback by default.
 	HTTPAddr string
+	// ProxyAddr, when set, is a data-plane listener serving only /svc/
+	// (http services) and /v1/health, on a leaner HTTP/1.1 server than the
+	// API's: the address for high-rate proxy traffic. Empty: off.
+	ProxyAddr string
 	// Join lists gossip seeds to join at start; failing to reach every one is fatal.
 	Join []string
 	// RetryJoin lists seeds retried in the background until one answers.
@@ -227,6 +231,14 @@ func (r *Runtime) Validate() error {
 	}
 	if samePort(r.RaftAddr, r.BindAddr) || samePort(r.RaftAddr, r.HTTPAddr) || samePort(r.BindAddr, r.HTTPAddr) {
 		return fieldErr("raft", "-bind, -raft and -http must use different TCP ports (%s, %s, %s)", r.BindAddr, r.RaftAddr, r.HTTPAddr)
+	}
+	if r.ProxyAddr != "" {
+		if err := checkHostPort(r.ProxyAddr); err != nil {
+			return fieldErr("proxy", "%v", err)
+		}
+		if samePort(r.ProxyAddr, r.HTTPAddr) || samePort(r.ProxyAddr, r.BindAddr) || samePort(r.ProxyAddr, r.RaftAddr) {
+			return fieldErr("proxy", "%s must use a TCP port of its own, not one of -bind, -raft or -http (%s, %s, %s)", r.ProxyAddr, r.BindAddr, r.RaftAddr, r.HTTPAddr)
+		}
 	}
 	for _, lst := range []struct {
 		name string

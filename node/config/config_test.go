@@ -92,6 +92,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-raft-rtt", "1500us"}, "raft-rtt"},
 		{[]string{"-rpc", "0.0.0.0:7946"}, "rpc"},
 		{[]string{"-tag", "bad key=1"}, "tag"},
+		{[]string{"-proxy", "nope"}, "proxy"},
+		{[]string{"-proxy", "127.0.0.1:7480"}, "proxy"}, // the API's port
+		{[]string{"-proxy", "0.0.0.0:7948"}, "proxy"},   // Raft's
 	}
 	for _, c := range cases {
 		_, err := build(t, append(c.args, "-data-dir", dir, "-node", "ok"), nil, nil)

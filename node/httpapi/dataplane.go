@@ -1,0 +1,268 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+)
+
+// DataPlane serves the API's http-service routes (/svc/ and /v1/health) on
+// a fasthttp server, for a -proxy listener of its own. It is the same
+// handler as the API's — routing, ACLs, body bounds, the proxy itself —
+// on a leaner HTTP/1.1 server: net/http's makes about three reads and
+// several goroutine wake-ups per keep-alive request (its background read
+// watches for the client going away), fasthttp's one read, which is most
+// of a proxy's cost on a small machine (BENCHMARKS.md).
+//
+// What the data plane gives up, and why it is a listener of its own rather
+// than the API's: request bodies are read whole (up to MaxBodyBytes) before
+// the proxy starts, as a buffering proxy does; a client that goes away is
+// noticed when its response is written, not while the upstream works; and
+// the streaming API calls (watch, streaming runs) need net/http's flushes,
+// so only /svc/ and /v1/health are served here.
+type DataPlane struct {
+	srv    *fasthttp.Server
+	h      http.Handler
+	log    zerolog.Logger
+	ctx    context.Context // every request's context: canceled at Shutdown
+	cancel context.CancelFunc
+	mu     sync.Mutex
+	ln     net.Listener
+}
+
+// NewDataPlane serves h's /svc/ and /v1/health routes; maxBody bounds
+// request bodies (413 beyond).
+func NewDataPlane(h http.Handler, maxBody int64, log zerolog.Logger) *DataPlane {
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &DataPlane{h: h, log: log, ctx: ctx, cancel: cancel}
+	d.srv = &fasthttp.Server{
+		Handler:               d.serve,
+		ErrorHandler:          d.badRequest,
+		Name:                  "",
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		ReadBufferSize:        maxHeaderBytes,
+		MaxRequestBodySize:    int(maxBody),
+		ReadTimeout:           60 * time.Second,
+		IdleTimeout:           120 * time.Second,
+		CloseOnShutdown:       true,
+		Logger:                fastLogger{log},
+	}
+	return d
+}
+
+// maxHeaderBytes bounds request headers, as Server does for the API.
+const maxHeaderBytes = 64 << 10
+
+// Serve accepts connections on ln until Shutdown, and then returns nil.
+func (d *DataPlane) Serve(ln net.Listener) error {
+	return d.serveOn(ln, func() error { return d.srv.Serve(ln) })
+}
+
+// ServeTLS is Serve over TLS with the given PEM files.
+func (d *DataPlane) ServeTLS(ln net.Listener, certFile, keyFile string) error {
+	return d.serveOn(ln, func() error { return d.srv.ServeTLS(ln, certFile, keyFile) })
+}
+
+func (d *DataPlane) serveOn(ln net.Listener, serve func() error) error {
+	d.mu.Lock()
+	if d.ctx.Err() != nil {
+		d.mu.Unlock()
+		_ = ln.Close()
+		return nil
+	}
+	d.ln = ln
+	d.mu.Unlock()
+	err := serve()
+	if d.ctx.Err() != nil {
+		return nil // the listener was closed by Shutdown
+	}
+	return err
+}
+
+// Shutdown stops accepting, cancels the requests in flight and waits for
+// them until ctx ends. A Serve that has not started yet will not.
+func (d *DataPlane) Shutdown(ctx context.Context) error {
+	d.mu.Lock()
+	d.cancel()
+	ln := d.ln
+	d.mu.Unlock()
+	if ln != nil {
+		// fasthttp closes only a listener its Serve has already taken.
+		_ = ln.Close()
+	}
+	err := d.srv.ShutdownWithContext(ctx)
+	if errors.Is(err, net.ErrClosed) {
+		err = nil // the listener we closed above
+	}
+	return err
+}
+
+func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
+	w := &fastWriter{ctx: ctx, h: http.Header{}}
+	r, err := d.request(ctx)
+	if err != nil {
+		WriteError(w, err)
+		return
+	}
+	if p := r.URL.Path; !strings.HasPrefix(p, "/svc/") && p != "/v1/health" {
+		WriteError(w, Errorf(http.StatusNotFound, "not_found", "%s is not served on the data-plane listener: it serves /svc/ only; use the API address (-http)", p))
+		return
+	}
+	defer func() {
+		if v := recover(); v != nil {
+			if v != http.ErrAbortHandler {
+				d.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("data-plane handler panic")
+			}
+			// The response may have started: cut the connection so the
+			// client cannot take a truncated answer for a whole one.
+			ctx.Response.Reset()
+			ctx.HijackSetNoResponse(true)
+			ctx.Hijack(func(c net.Conn) { _ = c.Close() })
+		}
+	}()
+	d.h.ServeHTTP(w, r)
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// request is ctx's request as net/http would have parsed it.
+func (d *DataPlane) request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
+	uri := string(ctx.RequestURI())
+	u, err := url.ParseRequestURI(uri)
+	if err != nil {
+		return nil, Errorf(http.StatusBadRequest, "bad_request", "request target %q: %v", uri, err)
+	}
+	h := make(http.Header, 8)
+	for k, v := range ctx.Request.Header.AllInOrder() {
+		key := http.CanonicalHeaderKey(string(k))
+		if key == "Host" {
+			continue
+		}
+		h[key] = append(h[key], string(v))
+	}
+	body := ctx.Request.Body() // read whole by the server, chunked or not
+	r := &http.Request{
+		Method:        string(ctx.Method()),
+		URL:           u,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        h,
+		Body:          http.NoBody,
+		ContentLength: int64(len(body)),
+		Host:          string(ctx.Host()),
+		RemoteAddr:    ctx.RemoteAddr().String(),
+		RequestURI:    uri,
+		TLS:           ctx.TLSConnectionState(),
+	}
+	if !ctx.Request.Header.IsHTTP11() {
+		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
+	}
+	if len(body) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
+	return r.WithContext(d.ctx), nil
+}
+
+// badRequest answers a request the server could not read, in the API's
+// error shape.
+func (d *DataPlane) badRequest(ctx *fasthttp.RequestCtx, err error) {
+	w := &fastWriter{ctx: ctx, h: http.Header{}}
+	var e *Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.srv.MaxRequestBodySize)
+	case isTimeout(err):
+		e = Errorf(http.StatusRequestTimeout, "timeout", "reading the request: %v", err)
+	case errors.As(err, new(*fasthttp.ErrSmallBuffer)):
+		e = Errorf(http.StatusRequestHeaderFieldsTooLarge, "too_large", "request headers larger than %d bytes", maxHeaderBytes)
+	default:
+		e = Errorf(http.StatusBadRequest, "bad_request", "malformed request: %v", err)
+	}
+	ctx.SetConnectionClose()
+	WriteError(w, e)
+}
+
+func isTimeout(err error) bool {
+	var t interface{ Timeout() bool }
+	return errors.As(err, &t) && t.Timeout()
+}
+
+// fastWriter is an http.ResponseWriter on a fasthttp response. Written
+// bytes are buffered and sent when the handler returns; a proxied body is
+// handed over whole with SetBodyStream (runner.BodyStreamer) and streams.
+type fastWriter struct {
+	ctx   *fasthttp.RequestCtx
+	h     http.Header
+	wrote bool
+}
+
+func (w *fastWriter) Header() http.Header { return w.h }
+
+func (w *fastWriter) WriteHeader(code int) {
+	if w.wrote || code < 200 {
+		return // informational answers are the server's business
+	}
+	w.wrote = true
+	w.ctx.SetStatusCode(code)
+	rh := &w.ctx.Response.Header
+	for k, vs := range w.h {
+		switch k {
+		case "Content-Length", "Transfer-Encoding", "Connection":
+			continue // the server frames the response itself
+		}
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+}
+
+func (w *fastWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	w.ctx.Response.AppendBody(p)
+	return len(p), nil
+}
+
+// Flush does nothing: buffered writes go out when the handler returns.
+// Streaming responses come through SetBodyStream.
+func (w *fastWriter) Flush() {}
+
+func (w *fastWriter) TakeRequestCtx() *fasthttp.RequestCtx {
+	w.wrote = true
+	return w.ctx
+}
+
+// SetBodyStream implements runner.BodyStreamer.
+func (w *fastWriter) SetBodyStream(body io.ReadCloser, size int64) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if size < 0 || size > int64(^uint(0)>>1) {
+		size = -1
+		// The header goes out before the first piece of a stream.
+		w.ctx.Response.ImmediateHeaderFlush = true
+	}
+	w.ctx.Response.SetBodyStream(body, int(size))
+}
+
+// fastLogger sends fasthttp's own messages (connection errors) to debug.
+type fastLogger struct{ log zerolog.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	l.log.Debug().Msg(fmt.Sprintf(format, args...))
+}
