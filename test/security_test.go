@@ -231,23 +231,29 @@ func TestHTTPSClientAPI(t *testing.T) {
 	if _, stderr, code := CLI(t, "tls", "cert", "create", "-dir", dir, "-node", "api"); code != 0 {
 		t.Fatal(stderr)
 	}
-	n := NewNode(t, "secure", "-dev", "-http-cert-file", filepath.Join(dir, "api.pem"), "-http-key-file", filepath.Join(dir, "api-key.pem"))
+	dp := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // the data plane is served over HTTPS too
+	n := NewNode(t, "secure", "-dev", "-http-cert-file", filepath.Join(dir, "api.pem"), "-http-key-file", filepath.Join(dir, "api-key.pem"), "-proxy", dp)
 	n.Start()
 	pem, _ := os.ReadFile(filepath.Join(dir, "ca.pem"))
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	cl := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-	Eventually(t, 20*time.Second, func() error {
-		resp, err := cl.Get("https://" + n.HTTP + "/v1/health")
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
-		return nil
-	})
+	for _, addr := range []string{n.HTTP, dp} {
+		Eventually(t, 20*time.Second, func() error {
+			resp, err := cl.Get("https://" + addr + "/v1/health")
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("status %d", resp.StatusCode)
+			}
+			return nil
+		})
+	}
+	if resp, err := http.Get("http://" + dp + "/v1/health"); err == nil && resp.StatusCode == 200 {
+		t.Error("the data plane answered plain HTTP while -http-cert-file is set")
+	}
 	if out, stderr, code := CLI(t, "members", "-http-addr", "https://"+n.HTTP, "-http-ca-file", filepath.Join(dir, "ca.pem")); code != 0 || !strings.Contains(out, "secure") {
 		t.Fatalf("CLI over https: %d %s %s", code, out, stderr)
 	}

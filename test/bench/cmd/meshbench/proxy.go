@@ -34,11 +34,17 @@ func benchProxy(bin string) {
 		go srv.Serve(l)
 		ups = append(ups, l.Addr().String())
 	}
+	// Every node also has a data-plane listener (-proxy): the same /svc/
+	// handler on fasthttp.
+	var dps []string
+	for i := 0; i < 4; i++ {
+		dps = append(dps, fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
 	nodes, _ := startNodes(bin, []string{"b1", "b2", "b3", "g1"}, func(i int) []string {
 		if i == 3 {
-			return []string{"-roles", "gateway"}
+			return []string{"-roles", "gateway", "-proxy", dps[i]}
 		}
-		return nil
+		return []string{"-proxy", dps[i]}
 	})
 	hc := httpClient()
 	// One http service per upstream; the runner round-robin spreads them.
@@ -89,10 +95,15 @@ backend b
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
 	waitFor(10*time.Second, "meshgw proxy via the gateway", func() error { return get("http://" + nodes[3].http + "/svc/web/") })
+	waitFor(10*time.Second, "meshgw data plane", func() error { return get("http://" + dps[3] + "/svc/web/") })
 	var mRate, gRate, hRate, rRate, bRate, fRate, mLat, gLat, hLat, rLat, bLat, fLat series
+	var pRate, qRate, pLat, qLat series
 	for r := 0; r < *rounds; r++ {
 		a, al := wrk("http://"+nodes[r%3].http+"/svc/web/", d)
 		g, gl := wrk("http://"+nodes[3].http+"/svc/web/", d)
+		p, pl := wrk("http://"+dps[r%3]+"/svc/web/", d)
+		q, ql := wrk("http://"+dps[3]+"/svc/web/", d)
+		pRate, pLat, qRate, qLat = append(pRate, p), append(pLat, pl), append(qRate, q), append(qLat, ql)
 		b, bl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", hport), d)
 		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", rport), d)
 		y, yl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", bport), d)
@@ -105,6 +116,10 @@ backend b
 	fmt.Printf("\nwrk -t2 -c64 -d%s: | measurement | meshgw median [range] | HAProxy median [range] | meshgw/HAProxy |\n|---|---|---|---|\n", d)
 	row("req/s, via a runner node", "", mRate, hRate, true)
 	row("p50, via a runner node", "ms", mLat, hLat, false)
+	row("req/s, via a runner node's -proxy listener (fasthttp)", "", pRate, hRate, true)
+	row("p50, via a runner node's -proxy listener (fasthttp)", "ms", pLat, hLat, false)
+	row("req/s, via a gateway-only node's -proxy listener (QUIC hop)", "", qRate, hRate, true)
+	row("p50, via a gateway-only node's -proxy listener (QUIC hop)", "ms", qLat, hLat, false)
 	row("req/s, via a gateway-only node (QUIC hop)", "", gRate, hRate, true)
 	row("p50, via a gateway-only node (QUIC hop)", "ms", gLat, hLat, false)
 	row("req/s, net/http ReverseProxy (the standard library's proxy)", "", rRate, hRate, true)
