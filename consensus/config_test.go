@@ -11,13 +11,14 @@ func TestSetRTTScalesTimeouts(t *testing.T) {
 		wantMs            uint64
 		proposal, operate time.Duration
 	}{
-		// A LAN's 10 ms: elections after 100 ms, the defaults stand.
+		// A LAN's 20 ms: elections after 200 ms, the defaults stand.
+		{20 * time.Millisecond, 20, time.Second, 5 * time.Second},
 		{10 * time.Millisecond, 10, time.Second, 5 * time.Second},
 		// A WAN's 100 ms: elections after 1-2 s; a proposal may outlast one.
 		{100 * time.Millisecond, 100, 3 * time.Second, 5 * time.Second},
 		{250 * time.Millisecond, 250, 7500 * time.Millisecond, 12500 * time.Millisecond},
 		{500 * time.Microsecond, 1, time.Second, 5 * time.Second},
-		{0, 10, time.Second, 5 * time.Second}, // unset: the defaults
+		{0, 20, time.Second, 5 * time.Second}, // unset: the defaults
 	}
 	for _, c := range cases {
 		cfg := DefaultConfig()

@@ -95,7 +95,7 @@ func DefaultConfig() Config {
 		DeadVoterTimeout:   30 * time.Second,
 		ReconcileInterval:  time.Second,
 		BootstrapStable:    2 * time.Second,
-		RTTMillisecond:     10,
+		RTTMillisecond:     20,
 		ElectionRTT:        10,
 		HeartbeatRTT:       1,
 		SnapshotEntries:    10000,

@@ -96,7 +96,7 @@ var options = []option{
 	{name: "log-level", usage: "trace, debug, info, warn or error", set: str(func(r *Runtime) *string { return &r.LogLevel })},
 	{name: "log-format", usage: "console (people) or json (machines)", set: str(func(r *Runtime) *string { return &r.LogFormat })},
 	{name: "gossip-profile", usage: "failure-detection timings: lan, local or wan", set: str(func(r *Runtime) *string { return &r.GossipProfile })},
-	{name: "raft-rtt", usage: "Raft's time unit, about the round trip between voters: heartbeats every RTT, elections after 10-20 RTT (default 10ms; 100ms with -gossip-profile wan)", set: duration(func(r *Runtime) *time.Duration { return &r.RaftRTT })},
+	{name: "raft-rtt", usage: "Raft's time unit, about the round trip between voters: heartbeats every RTT, elections after 10-20 RTT (default 20ms; 100ms with -gossip-profile wan)", set: duration(func(r *Runtime) *time.Duration { return &r.RaftRTT })},
 	{name: "ca-file", usage: "PEM CA certificate for node-to-node mutual TLS", set: str(func(r *Runtime) *string { return &r.CAFile })},
 	{name: "cert-file", usage: "PEM node certificate signed by -ca-file", set: str(func(r *Runtime) *string { return &r.CertFile })},
 	{name: "key-file", usage: "PEM private key of -cert-file", set: str(func(r *Runtime) *string { return &r.KeyFile })},

@@ -115,12 +115,12 @@ func TestRaftRTTFollowsTheGossipProfile(t *testing.T) {
 		env  map[string]string
 		want time.Duration
 	}{
-		{nil, nil, 10 * time.Millisecond},
+		{nil, nil, 20 * time.Millisecond},
 		{[]string{"-gossip-profile", "wan"}, nil, 100 * time.Millisecond},
 		{nil, map[string]string{"MESHGW_GOSSIP_PROFILE": "wan"}, 100 * time.Millisecond},
 		{[]string{"-gossip-profile", "wan", "-raft-rtt", "250ms"}, nil, 250 * time.Millisecond},
 		{[]string{"-raft-rtt", "30ms"}, nil, 30 * time.Millisecond},
-		{[]string{"-dev"}, nil, 10 * time.Millisecond},
+		{[]string{"-dev"}, nil, 20 * time.Millisecond},
 	}
 	for _, c := range cases {
 		r, err := build(t, append([]string{"-data-dir", dir, "-node", "n1"}, c.args...), c.env, nil)

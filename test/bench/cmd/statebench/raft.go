@@ -3,7 +3,7 @@ package main
 // "dragonboat alone": the ceiling meshgw's write path sits under. Three
 // child processes (this binary re-executed as `statebench raftnode`) each
 // run a dragonboat NodeHost configured as meshgw configures its own
-// (RTT 10 ms, election 10, heartbeat 1, CheckQuorum, PreVote, the small
+// (RTT 20 ms, election 10, heartbeat 1, CheckQuorum, PreVote, the small
 // LogDB, snapshots every 10,000 entries, mutual TLS on the Raft links with
 // certificates from `meshgw tls`), with a trivial in-memory key/value state
 // machine. The load runs inside the nodes: client c proposes from node
@@ -133,7 +133,7 @@ func raftNode(args []string) {
 	logger.GetLogger("logdb").SetLevel(logger.ERROR)
 	nhc := config.NodeHostConfig{
 		NodeHostDir:    filepath.Join(dir, "nh"),
-		RTTMillisecond: 10,
+		RTTMillisecond: 20,
 		RaftAddress:    addrs[idx],
 		MutualTLS:      true,
 		CAFile:         filepath.Join(dir, "..", "ca.pem"),
