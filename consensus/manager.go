@@ -199,6 +199,11 @@ type Manager struct {
 	// the next forwards try them last.
 	slow map[string]time.Time
 
+	// epochs holds, per hosted shard, a context canceled when the shard's
+	// leader changes (leaderEpoch).
+	epochMu sync.Mutex
+	epochs  map[uint64]epoch
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -216,6 +221,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		batchers:     map[uint64]*batcher{},
 		failedSince:  map[string]time.Time{},
 		pendingJoins: map[string]pendingJoin{},
+		epochs:       map[uint64]epoch{},
 		stop:         make(chan struct{}),
 	}
 	if rpc != nil {

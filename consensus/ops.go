@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	"github.com/lni/dragonboat/v4/raftio"
 
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/transport"
@@ -67,7 +68,15 @@ func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fs
 func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, idempotent bool) ([]byte, error) {
 	for {
 		pctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
+		stop := func() bool { return false }
+		if idempotent {
+			// A proposal forwarded to a leader that has since died is
+			// lost; resend as soon as the group has another one rather
+			// than at ProposalTimeout.
+			stop = context.AfterFunc(m.leaderEpoch(shard), cancel)
+		}
 		res, err := m.nh.SyncPropose(pctx, m.session(shard), entry)
+		stop()
 		cancel()
 		if err == nil {
 			if res.Value == 0 {
@@ -77,7 +86,8 @@ func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, 
 		}
 		retryable := errors.Is(err, dragonboat.ErrShardNotReady) || errors.Is(err, dragonboat.ErrSystemBusy) ||
 			errors.Is(err, dragonboat.ErrShardNotInitialized) ||
-			(idempotent && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded)) && ctx.Err() == nil)
+			(idempotent && (errors.Is(err, dragonboat.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+				errors.Is(err, dragonboat.ErrCanceled)) && ctx.Err() == nil)
 		if !retryable {
 			return nil, m.mapErr(shard, err)
 		}
@@ -86,6 +96,38 @@ func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, 
 			return nil, m.mapErr(shard, err)
 		case <-time.After(20 * time.Millisecond):
 		}
+	}
+}
+
+// epoch is one leadership of a shard as this node saw it.
+type epoch struct {
+	ctx    context.Context
+	cancel context.CancelFunc
+}
+
+// leaderEpoch returns a context canceled when shard's leader next changes
+// as this node sees it (a new leader, or none while an election runs).
+func (m *Manager) leaderEpoch(shard uint64) context.Context {
+	m.epochMu.Lock()
+	defer m.epochMu.Unlock()
+	e, ok := m.epochs[shard]
+	if !ok {
+		e.ctx, e.cancel = context.WithCancel(context.Background())
+		m.epochs[shard] = e
+	}
+	return e.ctx
+}
+
+// leaderListener hears dragonboat's leader changes (on its own goroutine:
+// it must not block) and ends the shard's epoch.
+type leaderListener struct{ m *Manager }
+
+func (l leaderListener) LeaderUpdated(info raftio.LeaderInfo) {
+	l.m.epochMu.Lock()
+	defer l.m.epochMu.Unlock()
+	if e, ok := l.m.epochs[info.ShardID]; ok {
+		e.cancel()
+		delete(l.m.epochs, info.ShardID)
 	}
 }
 
@@ -104,7 +146,7 @@ func (m *Manager) mapErr(shard uint64, err error) error {
 		return fmt.Errorf("%w: %v", ErrNotBootstrapped, err)
 	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
 		return fmt.Errorf("%w: %v", ErrTimeout, err)
-	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded),
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
 		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy):
 		if _, _, valid, _ := m.nh.GetLeaderID(shard); !valid {
 			return fmt.Errorf("%w: no leader for the group: %v", ErrNoQuorum, err)
@@ -141,12 +183,15 @@ func (m *Manager) readLocal(ctx context.Context, h hosted, q fsm.Query) (fsm.Que
 	}
 	for {
 		rctx, cancel := boundedCtx(ctx, try)
+		stop := context.AfterFunc(m.leaderEpoch(h.Shard), cancel) // as in proposeEntry
 		v, err := m.nh.SyncRead(rctx, h.Shard, q)
+		stop()
 		cancel()
 		if err == nil {
 			return v.(fsm.QueryResult), nil
 		}
-		if !dragonboat.IsTempError(err) && !errors.Is(err, context.DeadlineExceeded) {
+		canceledHere := errors.Is(err, dragonboat.ErrCanceled) && ctx.Err() == nil
+		if !dragonboat.IsTempError(err) && !errors.Is(err, context.DeadlineExceeded) && !canceledHere {
 			return fsm.QueryResult{}, m.mapErr(h.Shard, err)
 		}
 		select {

@@ -152,5 +152,6 @@ func (m *Manager) nodeHostConfig() config.NodeHostConfig {
 		KeyFile:        m.cfg.KeyFile,
 	}
 	nhc.Expert.LogDB = config.GetSmallMemLogDBConfig()
+	nhc.RaftEventListener = leaderListener{m}
 	return nhc
 }

@@ -320,7 +320,9 @@ func TestWANRaftTimingFormsAndFailsOver(t *testing.T) {
 	if testing.Short() {
 		t.Skip("3-node Raft cluster")
 	}
-	slow := func(c *config.Runtime) { c.RaftRTT = 100 * time.Millisecond }
+	// 200 ms: elections after 2-4 s, and a proposal timeout (3 election
+	// timeouts) of 6 s that a write during the failover must not wait out.
+	slow := func(c *config.Runtime) { c.RaftRTT = 200 * time.Millisecond }
 	a1 := startAgent(t, testConfig(t, "w1", slow))
 	agents := map[string]*Agent{"w1": a1}
 	for _, n := range []string{"w2", "w3"} {
@@ -336,8 +338,8 @@ func TestWANRaftTimingFormsAndFailsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if g.ElectionTimeoutMs != 1000 || g.HeartbeatMs != 100 {
-		t.Fatalf("status says election %d ms, heartbeat %d ms; want 1000 and 100", g.ElectionTimeoutMs, g.HeartbeatMs)
+	if g.ElectionTimeoutMs != 2000 || g.HeartbeatMs != 200 {
+		t.Fatalf("status says election %d ms, heartbeat %d ms; want 2000 and 200", g.ElectionTimeoutMs, g.HeartbeatMs)
 	}
 	var leader string
 	eventually(t, 10*time.Second, func() (err error) { leader, err = leaderOf(a1.HTTPAddr()); return })
@@ -347,7 +349,18 @@ func TestWANRaftTimingFormsAndFailsOver(t *testing.T) {
 	for _, a := range agents {
 		survivor = a
 	}
-	eventually(t, 20*time.Second, func() error { return put(survivor, 1) })
+	// One write, sent at once: the survivor still takes the dead node for
+	// the leader and hands it the proposal, which is lost. It must land
+	// once the group has a new leader, not after the 6 s proposal timeout.
+	start := time.Now()
+	if err := put(survivor, 1); err != nil {
+		t.Fatalf("write during the failover: %v (after %s)", err, time.Since(start))
+	}
+	if took := time.Since(start); took >= 6*time.Second {
+		t.Errorf("write during the failover took %s: it waited out the proposal timeout", took)
+	} else {
+		t.Logf("write during the failover took %s", took)
+	}
 	if _, err := do("GET", survivor.HTTPAddr(), "/v1/services/wan0", nil, nil); err != nil {
 		t.Fatalf("%s lost wan0: %v", survivor.cfg.NodeName, err)
 	}
