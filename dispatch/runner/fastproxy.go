@@ -22,9 +22,10 @@ type FastRequest interface {
 }
 
 // proxyFast is proxyPlain for a FastRequest: the same rewrite rules
-// (forwardHeader, HopHeader, joinPath, joinQuery), the same errors, with
-// fasthttp's client instead of net/http's parser and no copy of headers or
-// body into net/http's types — about half of the proxy's CPU per request.
+// (forwarded, HopHeader, joinPath, joinQuery) and the same errors, with
+// fasthttp's client instead of net/http's parser and writer, and no copy of
+// headers or body into net/http's types (BENCHMARKS.md, session 4). The
+// client has no context: a request in flight ends with its deadlines.
 func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *url.URL, path string, release func()) error {
 	req := &ctx.Request
 	for k := range r.Header {

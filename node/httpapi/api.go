@@ -1,5 +1,6 @@
 // Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
-// package declares, so it can be tested without a mesh.
+// package declares, so it can be tested without a mesh; and, for a listener
+// of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
 //
 // It owns request parsing and bounds (body size, query validation), the
 // error shape {"error","code"} with fitting status codes, and the mapping of
