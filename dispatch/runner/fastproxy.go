@@ -164,7 +164,8 @@ func (e *Executor) hostClient(host string) *fasthttp.HostClient {
 		// does, or one closed here after an upgrade (closeUpstream).
 		MaxIdemponentCallAttempts: 2,
 		RetryIfErr: func(req *fasthttp.Request, attempts int, err error) (bool, bool) {
-			return false, attempts < 2 && len(req.Body()) == 0 && (staleConn(err) || errors.Is(err, net.ErrClosed))
+			n := req.Header.ContentLength() // -2: neither a length nor chunked, so no body
+			return false, attempts < 2 && (n == 0 || n == -2) && (staleConn(err) || errors.Is(err, net.ErrClosed))
 		},
 	})
 	return c.(*fasthttp.HostClient)

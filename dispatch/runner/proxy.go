@@ -54,7 +54,9 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 		return ErrBusy
 	}
 	release := func() { <-e.httpSem }
-	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" {
+	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" && r.ContentLength >= 0 {
+		// A chunked upload goes through proxyPlain, which bounds it as it
+		// reads (r.Body); a declared length was checked by the server.
 		return e.proxyFast(fr.TakeRequestCtx(), r, target, path, release)
 	}
 	if target.Scheme == "http" {

@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -26,11 +25,11 @@ import (
 // of a proxy's cost on a small machine (BENCHMARKS.md).
 //
 // What the data plane gives up, and why it is a listener of its own rather
-// than the API's: request bodies are read whole (up to MaxBodyBytes) before
-// the proxy starts, as a buffering proxy does; a client that goes away is
-// noticed when its response is written, not while the upstream works; and
-// the streaming API calls (watch, streaming runs) need net/http's flushes,
-// so only /svc/ and /v1/health are served here.
+// than the API's: a client that goes away is noticed when its response is
+// written, not while the upstream works; an upstream that answers before it
+// has taken the whole upload waits for it to be sent; and the streaming API
+// calls (watch, streaming runs) need net/http's flushes, so only /svc/ and
+// /v1/health are served here.
 type DataPlane struct {
 	srv    *fasthttp.Server
 	h      http.Handler
@@ -39,13 +38,16 @@ type DataPlane struct {
 	cancel context.CancelFunc
 	mu     sync.Mutex
 	ln     net.Listener
+	// maxBody bounds request bodies: a longer declared length is refused
+	// before anything is read, a chunked body fails its read past it.
+	maxBody int64
 }
 
 // NewDataPlane serves h's /svc/ and /v1/health routes; maxBody bounds
 // request bodies (413 beyond).
 func NewDataPlane(h http.Handler, maxBody int64, log zerolog.Logger) *DataPlane {
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &DataPlane{h: h, log: log, ctx: ctx, cancel: cancel}
+	d := &DataPlane{h: h, log: log, ctx: ctx, cancel: cancel, maxBody: maxBody}
 	d.srv = &fasthttp.Server{
 		Handler:               d.serve,
 		ErrorHandler:          d.badRequest,
@@ -54,10 +56,16 @@ func NewDataPlane(h http.Handler, maxBody int64, log zerolog.Logger) *DataPlane 
 		NoDefaultContentType:  true,
 		ReadBufferSize:        maxHeaderBytes,
 		MaxRequestBodySize:    int(maxBody),
-		ReadTimeout:           60 * time.Second,
-		IdleTimeout:           120 * time.Second,
-		CloseOnShutdown:       true,
-		Logger:                fastLogger{log},
+		// Bodies stream to the handler (8 KiB read ahead), as on the API
+		// port: a proxy must not hold every upload in memory, least of all
+		// before the token is checked. Multipart bodies are passed on as
+		// they are, not parsed.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		ReadTimeout:                  60 * time.Second,
+		IdleTimeout:                  120 * time.Second,
+		CloseOnShutdown:              true,
+		Logger:                       fastLogger{log},
 	}
 	return d
 }
@@ -111,7 +119,12 @@ func (d *DataPlane) Shutdown(ctx context.Context) error {
 
 func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 	w := &fastWriter{ctx: ctx, h: http.Header{}}
-	r, err := d.request(ctx)
+	if n := ctx.Request.Header.ContentLength(); int64(n) > d.maxBody {
+		ctx.SetConnectionClose() // the body is not read
+		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody))
+		return
+	}
+	r, err := d.request(ctx, w)
 	if err != nil {
 		WriteError(w, err)
 		return
@@ -138,8 +151,9 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 	}
 }
 
-// request is ctx's request as net/http would have parsed it.
-func (d *DataPlane) request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
+// request is ctx's request as net/http would have parsed it; its body
+// reads from the connection, bounded by maxBody.
+func (d *DataPlane) request(ctx *fasthttp.RequestCtx, w http.ResponseWriter) (*http.Request, error) {
 	uri := string(ctx.RequestURI())
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {
@@ -153,7 +167,10 @@ func (d *DataPlane) request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
 		}
 		h[key] = append(h[key], string(v))
 	}
-	body := ctx.Request.Body() // read whole by the server, chunked or not
+	length := int64(ctx.Request.Header.ContentLength())
+	if length < -1 {
+		length = 0 // -2: no length and not chunked, which for a request means no body
+	}
 	r := &http.Request{
 		Method:        string(ctx.Method()),
 		URL:           u,
@@ -162,7 +179,7 @@ func (d *DataPlane) request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
 		ProtoMinor:    1,
 		Header:        h,
 		Body:          http.NoBody,
-		ContentLength: int64(len(body)),
+		ContentLength: length,
 		Host:          string(ctx.Host()),
 		RemoteAddr:    ctx.RemoteAddr().String(),
 		RequestURI:    uri,
@@ -171,8 +188,8 @@ func (d *DataPlane) request(ctx *fasthttp.RequestCtx) (*http.Request, error) {
 	if !ctx.Request.Header.IsHTTP11() {
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
 	}
-	if len(body) > 0 {
-		r.Body = io.NopCloser(bytes.NewReader(body))
+	if s := ctx.RequestBodyStream(); length != 0 && s != nil {
+		r.Body = http.MaxBytesReader(w, io.NopCloser(s), d.maxBody)
 	}
 	return r.WithContext(d.ctx), nil
 }
@@ -184,7 +201,7 @@ func (d *DataPlane) badRequest(ctx *fasthttp.RequestCtx, err error) {
 	var e *Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		e = Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.srv.MaxRequestBodySize)
+		e = Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody)
 	case isTimeout(err):
 		e = Errorf(http.StatusRequestTimeout, "timeout", "reading the request: %v", err)
 	case errors.As(err, new(*fasthttp.ErrSmallBuffer)):

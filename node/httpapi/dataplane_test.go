@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"mime/multipart"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -147,7 +148,8 @@ func TestDataPlaneRequestIsWhatNetHTTPParses(t *testing.T) {
 		_, _ = io.WriteString(w, "made")
 	}), 1<<20)
 
-	// A chunked upload: the handler gets it whole, with its length.
+	// A chunked upload: the handler reads it from the connection, of
+	// unknown length, as from net/http.
 	req, _ := http.NewRequest("POST", base+"/svc/a/b%20c?x=1&y=2", io.MultiReader(strings.NewReader("hello "), strings.NewReader("world")))
 	req.Host = "front.example"
 	req.Header.Add("X-Repeat", "one")
@@ -160,7 +162,7 @@ func TestDataPlaneRequestIsWhatNetHTTPParses(t *testing.T) {
 	}
 	s := <-got
 	want := seen{Method: "POST", RequestURI: "/svc/a/b%20c?x=1&y=2", Path: "/svc/a/b c", Query: "x=1&y=2", Host: "front.example",
-		Proto: "HTTP/1.1", Body: "hello world", RemoteIP: "127.0.0.1", ContentLength: 11}
+		Proto: "HTTP/1.1", Body: "hello world", RemoteIP: "127.0.0.1", ContentLength: -1}
 	h := <-gotHeader
 	if s != want {
 		t.Errorf("request:\n got %+v\nwant %+v", s, want)
@@ -168,15 +170,36 @@ func TestDataPlaneRequestIsWhatNetHTTPParses(t *testing.T) {
 	if strings.Join(h["X-Repeat"], ",") != "one,two" || h.Get("Cookie") != "a=1; b=2" || h.Get("Host") != "" {
 		t.Errorf("header: %v", h)
 	}
+	// A GET has no body: length 0, which is what sends a proxied request
+	// down the fast path (runner.FastRequest wants a known length).
+	send(t, newReq(t, "GET", base+"/svc/a", nil))
+	if s := <-got; s.ContentLength != 0 || s.Body != "" {
+		t.Errorf("GET: length %d, body %q; want 0 and none", s.ContentLength, s.Body)
+	}
+	<-gotHeader
 }
 
 func TestDataPlaneBounds(t *testing.T) {
+	var called atomic.Int64
 	base := startDataPlane(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
+		called.Add(1)
+		if _, err := io.Copy(io.Discard, r.Body); err != nil {
+			WriteError(w, err) // *http.MaxBytesError: 413
+		}
 	}), 1024)
+	// A declared length over the bound is refused before the handler.
 	resp, body := send(t, newReq(t, "PUT", base+"/svc/a", bytes.NewReader(make([]byte, 2048))))
+	if resp.StatusCode != http.StatusRequestEntityTooLarge || errorCode(t, body) != "too_large" || called.Load() != 0 {
+		t.Errorf("2 KiB body over a 1 KiB bound: %d %s, handler called %d times", resp.StatusCode, body, called.Load())
+	}
+	// A chunked one fails its read past the bound.
+	resp, body = send(t, newReq(t, "PUT", base+"/svc/a", io.MultiReader(bytes.NewReader(make([]byte, 1000)), bytes.NewReader(make([]byte, 1000)))))
 	if resp.StatusCode != http.StatusRequestEntityTooLarge || errorCode(t, body) != "too_large" {
-		t.Errorf("2 KiB body over a 1 KiB bound: %d %s", resp.StatusCode, body)
+		t.Errorf("2 KiB chunked body over a 1 KiB bound: %d %s", resp.StatusCode, body)
+	}
+	resp, body = send(t, newReq(t, "PUT", base+"/svc/a", bytes.NewReader(make([]byte, 1000))))
+	if resp.StatusCode != 200 {
+		t.Errorf("a body within the bound: %d %s", resp.StatusCode, body)
 	}
 	req := newReq(t, "GET", base+"/svc/a", nil)
 	req.Header.Set("X-Big", strings.Repeat("x", maxHeaderBytes+1))
@@ -222,10 +245,10 @@ func TestDataPlaneAbortCutsTheConnection(t *testing.T) {
 func TestFastProxyRewritesLikeTheAPIProxy(t *testing.T) {
 	var got atomic.Value
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got.Store(fmt.Sprintf("%s %s host=%s xff=%s xfh=%s xfp=%s hop=%q keep=%q te=%q custom=%s ua=%q",
+		got.Store(fmt.Sprintf("%s %s host=%s xff=%s xfh=%s xfp=%s hop=%q keep=%q te=%q custom=%s ua=%q length=%d chunked=%v",
 			r.Method, r.RequestURI, r.Host, r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"),
 			r.Header.Get("X-Forwarded-Proto"), r.Header.Get("X-Hop"), r.Header.Get("Keep-Alive"), r.Header.Get("Te"),
-			r.Header.Get("X-Custom"), r.Header.Get("User-Agent")))
+			r.Header.Get("X-Custom"), r.Header.Get("User-Agent"), r.ContentLength, r.TransferEncoding != nil))
 		w.Header().Set("Connection", "X-Resp-Hop")
 		w.Header().Set("X-Resp-Hop", "dropped")
 		w.Header().Set("X-Kept", "yes")
@@ -250,7 +273,7 @@ func TestFastProxyRewritesLikeTheAPIProxy(t *testing.T) {
 		t.Errorf("response: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
 	upHost := strings.TrimPrefix(up.URL, "http://")
-	want := fmt.Sprintf(`GET /base/a%%20b//c?k=v&q=1 host=%s xff=10.0.0.1, 127.0.0.1 xfh=gw.example xfp=http hop="" keep="" te="" custom=kept ua=""`, upHost)
+	want := fmt.Sprintf(`GET /base/a%%20b//c?k=v&q=1 host=%s xff=10.0.0.1, 127.0.0.1 xfh=gw.example xfp=http hop="" keep="" te="" custom=kept ua="" length=0 chunked=false`, upHost)
 	if got.Load() != want {
 		t.Errorf("upstream saw\n %v\nwant\n %s", got.Load(), want)
 	}
@@ -284,6 +307,24 @@ func TestFastProxyBodiesBothWays(t *testing.T) {
 	resp, got := send(t, newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(body)))
 	if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
 		t.Errorf("1 MiB upload: %d %q, want %q", resp.StatusCode, got, want)
+	}
+
+	// A multipart form and a chunked upload pass through as sent.
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	fw, _ := mw.CreateFormFile("file", "a.bin")
+	_, _ = fw.Write(body[:100<<10])
+	_ = mw.Close()
+	fsum := sha256.Sum256(form.Bytes())
+	mreq := newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(form.Bytes()))
+	mreq.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, got = send(t, mreq)
+	if want := fmt.Sprintf("%d %s", form.Len(), hex.EncodeToString(fsum[:])); resp.StatusCode != 200 || got != want {
+		t.Errorf("multipart upload: %d %q, want %q", resp.StatusCode, got, want)
+	}
+	resp, got = send(t, newReq(t, "POST", base+"/svc/x/upload", io.MultiReader(bytes.NewReader(body[:1<<19]), bytes.NewReader(body[1<<19:]))))
+	if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
+		t.Errorf("1 MiB chunked upload: %d %q, want %q", resp.StatusCode, got, want)
 	}
 
 	sresp, err := http.Get(base + "/svc/x/stream")
