@@ -311,7 +311,9 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	w.WriteHeader(resp.Status)
 	size := contentLength(h)
 	streamed := runner.Streamed(h, size)
-	if bs, ok := w.(runner.BodyStreamer); ok {
+	if bs, ok := w.(runner.BodyStreamer); ok && x.uploaded() {
+		// Handed over only once the upload is over: the server reads its
+		// connection again after the handler returns.
 		if streamed {
 			size = -1
 		}
@@ -455,6 +457,16 @@ type remoteExchange struct {
 	s        *transport.Stream
 	cancel   context.CancelFunc
 	pumpDone chan struct{} // closed when the upload pump is over
+}
+
+// uploaded reports whether the request body has been sent whole.
+func (x *remoteExchange) uploaded() bool {
+	select {
+	case <-x.pumpDone:
+		return true
+	default:
+		return false
+	}
 }
 
 // end releases the exchange. An upload still going when it ends (the

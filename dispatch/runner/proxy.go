@@ -132,7 +132,9 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if bs, ok := w.(BodyStreamer); ok {
+	if bs, ok := w.(BodyStreamer); ok && x.sent() {
+		// Handed over only once the request is sent whole: the server
+		// reads its connection again after the handler returns.
 		size := resp.ContentLength
 		if Streamed(resp.Header, size) {
 			size = -1

@@ -160,6 +160,10 @@ type exchange struct {
 	writeErr chan error  // the request writer's result
 }
 
+// sent reports whether the request has been written whole (its body
+// writer is done).
+func (x *exchange) sent() bool { return len(x.writeErr) > 0 }
+
 // finish returns the connection to the pool when the request was sent
 // whole, the response read to its end and both sides allow keep-alive;
 // otherwise it closes it (which also ends a body writer still blocked).

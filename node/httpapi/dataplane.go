@@ -26,8 +26,8 @@ import (
 //
 // What the data plane gives up, and why it is a listener of its own rather
 // than the API's: a client that goes away is noticed when its response is
-// written, not while the upstream works; an upstream that answers before it
-// has taken the whole upload waits for it to be sent; and the streaming API
+// written, not while the upstream works; an upload of declared length is
+// sent whole before the upstream's answer is read; and the streaming API
 // calls (watch, streaming runs) need net/http's flushes, so only /svc/ and
 // /v1/health are served here.
 type DataPlane struct {
@@ -124,7 +124,7 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody))
 		return
 	}
-	r, err := d.request(ctx, w)
+	r, body, err := d.request(ctx, w)
 	if err != nil {
 		WriteError(w, err)
 		return
@@ -134,6 +134,9 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	defer func() {
+		if body != nil && !body.end(ctx.Conn()) {
+			ctx.SetConnectionClose() // a read was cut short: where the body ends is unknown
+		}
 		if v := recover(); v != nil {
 			if v != http.ErrAbortHandler {
 				d.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("data-plane handler panic")
@@ -152,12 +155,13 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 }
 
 // request is ctx's request as net/http would have parsed it; its body
-// reads from the connection, bounded by maxBody.
-func (d *DataPlane) request(ctx *fasthttp.RequestCtx, w http.ResponseWriter) (*http.Request, error) {
+// reads from the connection, bounded by maxBody, until the handler returns
+// (streamBody.end).
+func (d *DataPlane) request(ctx *fasthttp.RequestCtx, w http.ResponseWriter) (*http.Request, *streamBody, error) {
 	uri := string(ctx.RequestURI())
 	u, err := url.ParseRequestURI(uri)
 	if err != nil {
-		return nil, Errorf(http.StatusBadRequest, "bad_request", "request target %q: %v", uri, err)
+		return nil, nil, Errorf(http.StatusBadRequest, "bad_request", "request target %q: %v", uri, err)
 	}
 	h := make(http.Header, 8)
 	for k, v := range ctx.Request.Header.AllInOrder() {
@@ -188,10 +192,49 @@ func (d *DataPlane) request(ctx *fasthttp.RequestCtx, w http.ResponseWriter) (*h
 	if !ctx.Request.Header.IsHTTP11() {
 		r.Proto, r.ProtoMinor = "HTTP/1.0", 0
 	}
+	var body *streamBody
 	if s := ctx.RequestBodyStream(); length != 0 && s != nil {
-		r.Body = http.MaxBytesReader(w, io.NopCloser(s), d.maxBody)
+		body = &streamBody{r: s}
+		r.Body = http.MaxBytesReader(w, body, d.maxBody)
 	}
-	return r.WithContext(d.ctx), nil
+	return r.WithContext(d.ctx), body, nil
+}
+
+// streamBody is a request body read from the connection. The server owns
+// the connection again once the handler returns, so a reader the handler
+// left behind (an upload pump, a body writer) must be stopped then: end
+// cuts a read in progress and fails every later one.
+type streamBody struct {
+	mu     sync.Mutex
+	r      io.Reader
+	closed bool
+}
+
+var errBodyEnded = errors.New("request body read after its handler returned")
+
+func (b *streamBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return 0, errBodyEnded
+	}
+	return b.r.Read(p)
+}
+
+// Close does nothing: the body's life ends with its handler (end).
+func (b *streamBody) Close() error { return nil }
+
+// end stops every reader; it reports false if it had to cut a read in
+// progress (through conn's read deadline), leaving the connection unusable.
+func (b *streamBody) end(conn net.Conn) bool {
+	clean := b.mu.TryLock()
+	if !clean {
+		_ = conn.SetReadDeadline(time.Unix(1, 0))
+		b.mu.Lock()
+	}
+	b.closed = true
+	b.mu.Unlock()
+	return clean
 }
 
 // badRequest answers a request the server could not read, in the API's
@@ -254,6 +297,10 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 	w.ctx.Response.AppendBody(p)
 	return len(p), nil
 }
+
+// SetReadDeadline sets the connection's read deadline: the proxy uses it
+// (http.ResponseController) to stop an upload it no longer needs.
+func (w *fastWriter) SetReadDeadline(t time.Time) error { return w.ctx.Conn().SetReadDeadline(t) }
 
 // Flush does nothing: buffered writes go out when the handler returns.
 // Streaming responses come through SetBodyStream.

@@ -445,3 +445,41 @@ func TestFastProxyReusesAndReleases(t *testing.T) {
 		t.Errorf("after the upstream closed the idle connection: %d %q", resp.StatusCode, body)
 	}
 }
+
+// TestFastProxyUpstreamAnswersDuringSlowUpload: an upstream that answers
+// before taking a slow chunked upload reaches the client at once, and the
+// body writer left reading the upload is stopped when the handler returns
+// (the race detector watches the connection's reuse).
+func TestFastProxyUpstreamAnswersDuringSlowUpload(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close")
+		http.Error(w, "too big for me", http.StatusRequestEntityTooLarge)
+	}))
+	defer up.Close()
+	base := proxyFront(t, executor(t, nil), up.URL)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write([]byte("first part of a slow upload")) }()
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(newReq(t, "POST", base+"/svc/x/up", pr))
+		if err != nil {
+			done <- nil
+			return
+		}
+		done <- resp
+	}()
+	select {
+	case resp := <-done:
+		if resp == nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("want the upstream's 413, got %+v", resp)
+		}
+		resp.Body.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("the answer waited for the client's upload")
+	}
+	// The listener still serves.
+	if resp, _ := send(t, newReq(t, "GET", base+"/svc/x/again", nil)); resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("after the cut upload: %d", resp.StatusCode)
+	}
+}
