@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -81,7 +80,7 @@ func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *
 		resp.Header.Del(k)
 	}
 	size := up.Header.ContentLength()
-	if size < 0 || strings.HasPrefix(string(up.Header.ContentType()), "text/event-stream") {
+	if size < 0 || eventStream(string(up.Header.ContentType())) {
 		// Of unknown length or an event stream: chunked, each piece
 		// flushed as it arrives, header first (Streamed).
 		size = -1
@@ -127,19 +126,15 @@ func (b *fastBody) Close() error {
 
 // hostClient is the fasthttp client of one upstream host:port.
 func (e *Executor) hostClient(host string) *fasthttp.HostClient {
-	if c, ok := e.hostClients.Load(host); ok {
-		return c.(*fasthttp.HostClient)
-	}
-	if e.hostClientCount.Add(1) > maxCachedUpstreams {
-		e.hostClients.Range(func(k, v any) bool {
-			v.(*fasthttp.HostClient).CloseIdleConnections()
-			e.hostClients.Delete(k)
-			return true
-		})
-		e.hostClientCount.Store(1)
-	}
+	c, _ := e.hostClients.get(host, func() (*fasthttp.HostClient, error) {
+		return e.newHostClient(host), nil
+	})
+	return c
+}
+
+func (e *Executor) newHostClient(host string) *fasthttp.HostClient {
 	dialer := &net.Dialer{Timeout: e.cfg.UpstreamDialTimeout, KeepAlive: 30 * time.Second}
-	c, _ := e.hostClients.LoadOrStore(host, &fasthttp.HostClient{
+	return &fasthttp.HostClient{
 		Addr: host,
 		Dial: func(addr string) (net.Conn, error) {
 			c, err := dialer.Dial("tcp", addr)
@@ -167,8 +162,7 @@ func (e *Executor) hostClient(host string) *fasthttp.HostClient {
 			n := req.Header.ContentLength() // -2: neither a length nor chunked, so no body
 			return false, attempts < 2 && (n == 0 || n == -2) && (staleConn(err) || errors.Is(err, net.ErrClosed))
 		},
-	})
-	return c.(*fasthttp.HostClient)
+	}
 }
 
 // upstreamConn is a data-plane upstream connection that the exchange can

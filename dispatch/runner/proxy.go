@@ -81,19 +81,13 @@ type BodyStreamer interface {
 // parseUpstream parses and checks a service's upstream, caching the last
 // few: the proxy sees the same handful on every request.
 func (e *Executor) parseUpstream(upstream string) (*url.URL, error) {
-	if u, ok := e.upstreams.Load(upstream); ok {
-		return u.(*url.URL), nil
-	}
-	target, err := url.Parse(upstream)
-	if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
-		return nil, fmt.Errorf("%w: upstream %q is not an http(s) URL", ErrInvalid, upstream)
-	}
-	if e.upstreamCount.Add(1) > maxCachedUpstreams {
-		e.upstreams.Clear()
-		e.upstreamCount.Store(0)
-	}
-	e.upstreams.Store(upstream, target)
-	return target, nil
+	return e.upstreams.get(upstream, func() (*url.URL, error) {
+		target, err := url.Parse(upstream)
+		if err != nil || (target.Scheme != "http" && target.Scheme != "https") || target.Host == "" {
+			return nil, fmt.Errorf("%w: upstream %q is not an http(s) URL", ErrInvalid, upstream)
+		}
+		return target, nil
+	})
 }
 
 const maxCachedUpstreams = 1024
@@ -189,7 +183,12 @@ func (b *exchangeBody) Close() error {
 // the client as it arrives, like httputil.ReverseProxy does. A response of
 // known length goes out in as few writes as it arrives in.
 func Streamed(h http.Header, contentLength int64) bool {
-	return contentLength == -1 || strings.HasPrefix(h.Get("Content-Type"), "text/event-stream")
+	return contentLength == -1 || eventStream(h.Get("Content-Type"))
+}
+
+// eventStream reports whether a Content-Type is server-sent events.
+func eventStream(contentType string) bool {
+	return strings.HasPrefix(contentType, "text/event-stream")
 }
 
 var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}

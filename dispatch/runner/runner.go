@@ -6,6 +6,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -114,16 +115,13 @@ type Executor struct {
 	httpSem chan struct{}
 	client  *http.Transport // https upstreams
 	pool    *upstreamPool   // http upstreams
-	// upstreams caches parsed upstream URLs (string → *url.URL).
-	upstreams     sync.Map
-	upstreamCount atomic.Int64
-	// hostClients are the data plane's upstream clients (host:port →
-	// *fasthttp.HostClient), bounded like upstreams.
-	hostClients     sync.Map
-	hostClientCount atomic.Int64
-	errorLog        *log.Logger
-	closed          atomic.Bool
-	wg              sync.WaitGroup // running processes
+	// upstreams caches parsed upstream URLs.
+	upstreams boundedCache[*url.URL]
+	// hostClients are the data plane's upstream clients, by host:port.
+	hostClients boundedCache[*fasthttp.HostClient]
+	errorLog    *log.Logger
+	closed      atomic.Bool
+	wg          sync.WaitGroup // running processes
 }
 
 // New builds an executor. It starts nothing.
@@ -137,6 +135,9 @@ func New(cfg Config, logger zerolog.Logger) (*Executor, error) {
 		execSem: make(chan struct{}, cfg.MaxConcurrent),
 		httpSem: make(chan struct{}, cfg.MaxConcurrentHTTP),
 	}
+	e.upstreams.max = maxCachedUpstreams
+	e.hostClients.max = maxCachedUpstreams
+	e.hostClients.drop = func(c *fasthttp.HostClient) { c.CloseIdleConnections() }
 	e.client = &http.Transport{
 		Proxy: nil, // never route through the runner's HTTP_PROXY
 		DialContext: (&net.Dialer{
@@ -170,10 +171,7 @@ func (e *Executor) Close() error {
 	e.wg.Wait()
 	e.client.CloseIdleConnections()
 	e.pool.close()
-	e.hostClients.Range(func(_, v any) bool {
-		v.(*fasthttp.HostClient).CloseIdleConnections()
-		return true
-	})
+	e.hostClients.clear()
 	return nil
 }
 
