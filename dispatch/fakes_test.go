@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -41,11 +42,21 @@ type memItem struct {
 
 var errUnavailable = errors.New("memstore: no quorum")
 
+// memMaxValueLen and errBadCommand mirror consensus/fsm (MaxValueLen,
+// ErrBadCommand): the real store refuses a value over 4 MiB as a bad
+// command, and so must the fake, or tests hide records that never land.
+const memMaxValueLen = 4 << 20
+
+var errBadCommand = errors.New("fsm: bad command")
+
 func newMemStore() *memStore {
 	return &memStore{data: map[string]map[string]memItem{}, rev: map[string]uint64{}, leader: map[string]bool{}}
 }
 
-func (m *memStore) Get(_ context.Context, cluster, key string) ([]byte, uint64, bool, error) {
+func (m *memStore) Get(ctx context.Context, cluster, key string) ([]byte, uint64, bool, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, false, err // a cancelled call never reaches the real store either
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.armGets && m.failingGets > 0 {
@@ -79,11 +90,19 @@ func (m *memStore) Put(ctx context.Context, cluster, key string, value []byte, c
 	return v[0], nil
 }
 
-func (m *memStore) PutMulti(_ context.Context, cluster string, kvs []KV) ([]uint64, error) {
+func (m *memStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failPuts != nil {
 		return nil, m.failPuts
+	}
+	for _, kv := range kvs {
+		if len(kv.Value) > memMaxValueLen {
+			return nil, fmt.Errorf("%w: value of %d bytes", errBadCommand, len(kv.Value))
+		}
 	}
 	for _, kv := range kvs {
 		if err := m.checkCAS(cluster, kv.Key, kv.CAS); err != nil {
@@ -111,7 +130,10 @@ func (m *memStore) PutMulti(_ context.Context, cluster string, kvs []KV) ([]uint
 	return vers, nil
 }
 
-func (m *memStore) Delete(_ context.Context, cluster, key string, cas *uint64) error {
+func (m *memStore) Delete(ctx context.Context, cluster, key string, cas *uint64) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.failPuts != nil {
@@ -125,7 +147,10 @@ func (m *memStore) Delete(_ context.Context, cluster, key string, cas *uint64) e
 	return nil
 }
 
-func (m *memStore) List(_ context.Context, cluster, prefix string, o ListOptions) ([]Entry, error) {
+func (m *memStore) List(ctx context.Context, cluster, prefix string, o ListOptions) ([]Entry, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var keys []string

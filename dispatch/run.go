@@ -281,7 +281,9 @@ func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("encode execution: %w", err)
 	}
-	v, err := d.writeRecord(d.ctx, rec, b, func(ctx context.Context) (uint64, error) {
+	// Not d.ctx: a terminal or release write made while Stop runs must
+	// still land (each try is bounded by StoreTimeout, all by StoreRetryFor).
+	v, err := d.writeRecord(context.WithoutCancel(d.ctx), rec, b, func(ctx context.Context) (uint64, error) {
 		return d.store.Put(ctx, rec.Cluster, ExecKey(rec.ID), b, &ver)
 	})
 	if err != nil && !errors.Is(err, ErrConflict) {
@@ -329,7 +331,8 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 
 // storeBackoff waits before try+1 of a store operation (200 ms more each time,
 // at most 1 s) and reports false, at once, when deadline has passed or
-// ctx or the dispatcher is done.
+// ctx is done. The dispatcher's stop does not cut it short: the record
+// writes that must survive Stop (terminal, release) retry through it.
 func (d *Dispatcher) storeBackoff(ctx context.Context, try int, deadline time.Time) bool {
 	if time.Now().After(deadline) || ctx.Err() != nil {
 		return false
@@ -338,7 +341,6 @@ func (d *Dispatcher) storeBackoff(ctx context.Context, try int, deadline time.Ti
 	case <-time.After(min(time.Duration(try+1)*200*time.Millisecond, time.Second)):
 		return true
 	case <-ctx.Done():
-	case <-d.ctx.Done():
 	}
 	return false
 }
