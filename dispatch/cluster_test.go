@@ -75,6 +75,13 @@ func (n *nodeStore) Delete(ctx context.Context, cluster, key string, cas *uint64
 	return n.memStore.Delete(ctx, cluster, key, cas)
 }
 
+func (n *nodeStore) DeleteMulti(ctx context.Context, cluster string, kvs []KV) error {
+	if err := n.err(); err != nil {
+		return err
+	}
+	return n.memStore.DeleteMulti(ctx, cluster, kvs)
+}
+
 func (n *nodeStore) List(ctx context.Context, cluster, prefix string, o ListOptions) ([]Entry, error) {
 	if err := n.err(); err != nil {
 		return nil, err

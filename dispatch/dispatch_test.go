@@ -770,3 +770,60 @@ func TestRetentionIncremental(t *testing.T) {
 		t.Fatalf("no incremental state: %+v", st)
 	}
 }
+
+// Retention deletes a record and its idempotency key in one command: a
+// store that fails between two commands must not leave the key behind.
+func TestRetentionDeletesKeyWithRecord(t *testing.T) {
+	now := time.Now()
+	e := newLocal(t, func(c *Config) {
+		c.RetentionAge = time.Hour
+		c.Now = func() time.Time { return now }
+	})
+	at := now.Add(-2 * time.Hour)
+	ex := Execution{ID: NewID(at), Service: "svc", Cluster: testCluster, Status: StatusSucceeded,
+		CreatedAt: at, IdempotencyKey: "k"}
+	b, _ := json.Marshal(ex)
+	ctx := context.Background()
+	if _, err := e.store.PutMulti(ctx, testCluster, []KV{
+		{Key: ExecKey(ex.ID), Value: b}, {Key: IdemKey("svc", "k"), Value: []byte(ex.ID)}}); err != nil {
+		t.Fatal(err)
+	}
+	e.store.mu.Lock()
+	e.store.limitWrites, e.store.writesLeft = true, 1
+	e.store.mu.Unlock()
+	_, _ = e.d.Retain(testCluster)
+	_, _, recFound, _ := e.store.Get(ctx, testCluster, ExecKey(ex.ID))
+	_, _, keyFound, _ := e.store.Get(ctx, testCluster, IdemKey("svc", "k"))
+	if recFound != keyFound {
+		t.Fatalf("record present %v, idempotency key present %v: they must go together", recFound, keyFound)
+	}
+	if recFound {
+		t.Fatal("retention deleted nothing with one write available")
+	}
+}
+
+// A key whose record is gone is treated as absent: the run goes ahead and
+// the key is replaced to point at the new execution.
+func TestIdempotencyDanglingKeyRunsAgain(t *testing.T) {
+	e := newLocal(t, nil)
+	ctx := context.Background()
+	gone := NewID(time.Now().Add(-time.Hour))
+	if _, err := e.store.Put(ctx, testCluster, IdemKey("svc", "k"), []byte(gone), nil); err != nil {
+		t.Fatal(err)
+	}
+	ex, err := e.d.Run(ctx, testCluster, execSvc("echo", "hi"), nil, RunOptions{IdempotencyKey: "k"})
+	if err != nil {
+		t.Fatalf("run with a dangling key: %v", err)
+	}
+	if ex.Status != StatusSucceeded || ex.ID == gone {
+		t.Fatalf("%+v", ex)
+	}
+	b, _, _, _ := e.store.Get(ctx, testCluster, IdemKey("svc", "k"))
+	if string(b) != ex.ID {
+		t.Fatalf("key points at %q, want %q", b, ex.ID)
+	}
+	again, err := e.d.Run(ctx, testCluster, execSvc("echo", "hi"), nil, RunOptions{IdempotencyKey: "k"})
+	if err != nil || again.ID != ex.ID {
+		t.Fatalf("replay: %v %+v", err, again)
+	}
+}

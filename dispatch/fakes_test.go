@@ -33,6 +33,23 @@ type memStore struct {
 	// conflict, as when a forwarding layer re-sent a compare-and-set that
 	// had already applied.
 	replayedPuts int
+	// limitWrites: only writesLeft more writes (puts or deletes) apply;
+	// later ones fail with errUnavailable (the leader died between two
+	// commands).
+	limitWrites bool
+	writesLeft  int
+}
+
+// spend takes one write from the budget; the caller holds mu.
+func (m *memStore) spend() error {
+	if !m.limitWrites {
+		return nil
+	}
+	if m.writesLeft <= 0 {
+		return errUnavailable
+	}
+	m.writesLeft--
+	return nil
 }
 
 type memItem struct {
@@ -109,6 +126,9 @@ func (m *memStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]ui
 			return nil, err
 		}
 	}
+	if err := m.spend(); err != nil {
+		return nil, err
+	}
 	if m.data[cluster] == nil {
 		m.data[cluster] = map[string]memItem{}
 	}
@@ -142,8 +162,36 @@ func (m *memStore) Delete(ctx context.Context, cluster, key string, cas *uint64)
 	if err := m.checkCAS(cluster, key, cas); err != nil {
 		return err
 	}
+	if err := m.spend(); err != nil {
+		return err
+	}
 	delete(m.data[cluster], key)
 	m.rev[cluster]++
+	return nil
+}
+
+func (m *memStore) DeleteMulti(ctx context.Context, cluster string, kvs []KV) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.failPuts != nil {
+		return m.failPuts
+	}
+	for _, kv := range kvs {
+		if err := m.checkCAS(cluster, kv.Key, kv.CAS); err != nil {
+			return err
+		}
+	}
+	if err := m.spend(); err != nil {
+		return err
+	}
+	for _, kv := range kvs {
+		delete(m.data[cluster], kv.Key)
+	}
+	m.rev[cluster]++
+	m.writes++
 	return nil
 }
 

@@ -280,10 +280,13 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 	for _, v := range victims {
 		ctx, cancel := d.ctxTimeout()
 		ver := v.ver
-		err := d.store.Delete(ctx, cluster, v.key, &ver)
-		if err == nil && v.idem != "" {
-			err = d.store.Delete(ctx, cluster, v.idem, nil)
+		// The record and its idempotency key go in one command: two
+		// deletes could leave the key pointing at nothing.
+		kvs := []KV{{Key: v.key, CAS: &ver}}
+		if v.idem != "" {
+			kvs = append(kvs, KV{Key: v.idem})
 		}
+		err := d.store.DeleteMulti(ctx, cluster, kvs)
 		cancel()
 		if errors.Is(err, ErrConflict) {
 			continue // changed meanwhile; next pass

@@ -59,13 +59,26 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		return Execution{}, err
 	}
 	svc.Normalize()
+	var idemVer uint64 // a dangling key's version: create replaces it by CAS
 	if opts.IdempotencyKey != "" {
 		// A replay answers with the first execution even when no runner is
 		// live now; a concurrent first use is caught by the create's CAS.
-		if _, _, found, err := d.store.Get(ctx, cluster, IdemKey(svc.Name, opts.IdempotencyKey)); err != nil {
+		id, ver, found, err := d.store.Get(ctx, cluster, IdemKey(svc.Name, opts.IdempotencyKey))
+		if err != nil {
 			return Execution{}, fmt.Errorf("idempotency key: %w", err)
-		} else if found {
-			return d.existing(ctx, cluster, svc.Name, opts.IdempotencyKey, !opts.Async)
+		}
+		if found {
+			_, _, recFound, err := d.store.Get(ctx, cluster, ExecKey(string(id)))
+			if err != nil {
+				return Execution{}, fmt.Errorf("idempotency key's execution: %w", err)
+			}
+			if recFound {
+				return d.existing(ctx, cluster, svc.Name, opts.IdempotencyKey, !opts.Async)
+			}
+			// The key outlived its record (retention before both went in
+			// one command): treat it as absent, or every later run with
+			// this key would answer 404.
+			idemVer = ver
 		}
 	}
 	first, err := d.pick(cluster, &svc, nil, true)
@@ -105,7 +118,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 			return Execution{}, fmt.Errorf("%w: %d async executions in flight on %s", ErrBusy, d.cfg.MaxAsync, d.local)
 		}
 		rec.LeaseExpires = now.Add(d.cfg.QueueLease)
-		ver, err := d.create(ctx, rec)
+		ver, err := d.create(ctx, rec, idemVer)
 		if err != nil {
 			<-d.asyncSem
 			d.removeLive(rec.ID, lv)
@@ -120,7 +133,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	}
 
 	d.beginAttempt(rec, first)
-	ver, err := d.create(ctx, rec)
+	ver, err := d.create(ctx, rec, idemVer)
 	if err != nil {
 		d.removeLive(rec.ID, lv)
 		if errors.Is(err, ErrConflict) && opts.IdempotencyKey != "" {
@@ -165,8 +178,10 @@ func validIdemKey(k string) error {
 	return nil
 }
 
-// create writes a new record (and its idempotency key) atomically.
-func (d *Dispatcher) create(ctx context.Context, rec *Execution) (uint64, error) {
+// create writes a new record (and its idempotency key) atomically. idemVer
+// is 0 when the key must not exist, else the version of a dangling key
+// (one whose record is gone) to replace.
+func (d *Dispatcher) create(ctx context.Context, rec *Execution, idemVer uint64) (uint64, error) {
 	b, err := json.Marshal(d.stored(rec))
 	if err != nil {
 		return 0, fmt.Errorf("encode execution: %w", err)
@@ -174,8 +189,7 @@ func (d *Dispatcher) create(ctx context.Context, rec *Execution) (uint64, error)
 	zero := uint64(0)
 	kvs := []KV{{Key: ExecKey(rec.ID), Value: b, CAS: &zero}}
 	if rec.IdempotencyKey != "" {
-		z := uint64(0)
-		kvs = append(kvs, KV{Key: IdemKey(rec.Service, rec.IdempotencyKey), Value: []byte(rec.ID), CAS: &z})
+		kvs = append(kvs, KV{Key: IdemKey(rec.Service, rec.IdempotencyKey), Value: []byte(rec.ID), CAS: &idemVer})
 	}
 	v, err := d.writeRecord(ctx, rec, b, func(ctx context.Context) (uint64, error) {
 		vers, err := d.store.PutMulti(ctx, rec.Cluster, kvs)

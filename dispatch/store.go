@@ -58,6 +58,9 @@ type Store interface {
 	// Delete removes key (cas as in Put; deleting an absent key without cas
 	// is not an error).
 	Delete(ctx context.Context, cluster, key string, cas *uint64) error
+	// DeleteMulti removes every KV's key (CAS as in Delete; Value unused)
+	// atomically, in one command: all CAS checked before any delete.
+	DeleteMulti(ctx context.Context, cluster string, kvs []KV) error
 	// List returns entries whose key has prefix, in key order (or reverse),
 	// starting strictly after opts.After in that order.
 	List(ctx context.Context, cluster, prefix string, opts ListOptions) ([]Entry, error)

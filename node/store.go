@@ -59,6 +59,15 @@ func (s dispatchStore) Delete(ctx context.Context, cluster, key string, cas *uin
 	return err
 }
 
+func (s dispatchStore) DeleteMulti(ctx context.Context, cluster string, kvs []dispatch.KV) error {
+	ops := make([]fsm.Op, len(kvs))
+	for i, kv := range kvs {
+		ops[i] = fsm.Op{Type: fsm.OpDelete, Key: kv.Key, CAS: kv.CAS}
+	}
+	_, err := s.apply(ctx, cluster, ops)
+	return err
+}
+
 func (s dispatchStore) List(ctx context.Context, cluster, prefix string, o dispatch.ListOptions) ([]dispatch.Entry, error) {
 	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit, Reverse: o.Reverse, Match: o.Match})
 	if err != nil {
