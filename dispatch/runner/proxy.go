@@ -227,6 +227,7 @@ func forwardHeader(r *http.Request) http.Header {
 			h[k] = vs
 		}
 	}
+	delete(h, TokenHeader) // defensive: the gateway strips it already
 	xff, host, proto := forwarded(r)
 	if xff != "" {
 		h["X-Forwarded-For"] = []string{xff}
@@ -257,6 +258,9 @@ func forwarded(r *http.Request) (xff, host, proto string) {
 	}
 	return xff, r.Host, proto
 }
+
+// TokenHeader is meshgw's own credential header: no upstream ever gets it.
+const TokenHeader = "X-Meshgw-Token"
 
 // HopHeader reports whether k is hop-by-hop (RFC 9110 7.6.1), by name or
 // listed in h's Connection header: a proxy does not forward it.
@@ -332,6 +336,7 @@ func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target
 			pr.SetURL(target)
 			// Keep the incoming chain and append this hop's client.
 			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.Out.Header.Del(TokenHeader)
 			pr.SetXForwarded()
 			// SetURL rewrites Host to the upstream's; that is what a
 			// backend behind a gateway expects.
