@@ -87,3 +87,36 @@ func TestUpstreamNeverSeesTheMeshgwToken(t *testing.T) {
 		t.Errorf("no ACL: upstream saw %v, want %s", got.Load(), want)
 	}
 }
+
+// TestProxyPathStaysUnderTheBase: a path that could climb out of the
+// upstream's base path is refused with 400 bad_path on both listeners and
+// never reaches the upstream; a plain one is joined under the base.
+func TestProxyPathStaysUnderTheBase(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(r.RequestURI)
+	}))
+	defer up.Close()
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(),
+		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL + "/public"}))
+	srv := httptest.NewServer(api)
+	defer srv.Close()
+	listeners := map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20)}
+	for name, base := range listeners {
+		for _, p := range []string{"%2e%2e/private/secret", "%2E%2e/x", "a/%2e%2e/%2e%2e/x",
+			"..%2fprivate", "..%5cprivate", "%252e%252e/private", "a%00b", "%2e/x"} {
+			got.Store("")
+			resp, body := send(t, newReq(t, "GET", base+"/svc/web/"+p, nil))
+			if resp.StatusCode != http.StatusBadRequest || errorCode(t, body) != "bad_path" {
+				t.Errorf("%s %s: %d %s, want 400 bad_path", name, p, resp.StatusCode, body)
+			}
+			if got.Load() != "" {
+				t.Errorf("%s %s: upstream saw %v", name, p, got.Load())
+			}
+		}
+		resp, body := send(t, newReq(t, "GET", base+"/svc/web/a/b%20c", nil))
+		if resp.StatusCode != http.StatusOK || got.Load() != "/public/a/b%20c" {
+			t.Errorf("%s: %d %s, upstream saw %v", name, resp.StatusCode, body, got.Load())
+		}
+	}
+}
