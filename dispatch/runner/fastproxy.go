@@ -32,6 +32,12 @@ func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *
 			req.Header.Del(k)
 		}
 	}
+	// The server's request still holds what the gateway took out of r's
+	// header (the meshgw credential it consumed): r's header decides.
+	req.Header.Del(TokenHeader)
+	if _, ok := r.Header["Authorization"]; !ok {
+		req.Header.Del("Authorization")
+	}
 	req.Header.Del("Expect")          // the server has taken the whole body already
 	req.Header.ResetConnectionClose() // the client's wish, not the upstream's
 	xff, host, proto := forwarded(r)

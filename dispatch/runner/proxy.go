@@ -45,6 +45,11 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 	if !strings.HasPrefix(path, "/") {
 		path = "/" + path
 	}
+	// Checked here too, not only at the gateway: a request over the hop
+	// must not climb out of the base either.
+	if _, err := JoinPath(target.Path, path); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if headerSize(r.Header) > e.cfg.MaxHeaderBytes {
 		return ErrHeaderTooLarge
 	}
@@ -227,6 +232,7 @@ func forwardHeader(r *http.Request) http.Header {
 			h[k] = vs
 		}
 	}
+	delete(h, TokenHeader) // defensive: the gateway strips it already
 	xff, host, proto := forwarded(r)
 	if xff != "" {
 		h["X-Forwarded-For"] = []string{xff}
@@ -258,6 +264,9 @@ func forwarded(r *http.Request) (xff, host, proto string) {
 	return xff, r.Host, proto
 }
 
+// TokenHeader is meshgw's own credential header: no upstream ever gets it.
+const TokenHeader = "X-Meshgw-Token"
+
 // HopHeader reports whether k is hop-by-hop (RFC 9110 7.6.1), by name or
 // listed in h's Connection header: a proxy does not forward it.
 func HopHeader(k string, h http.Header) bool {
@@ -274,6 +283,43 @@ func HopHeader(k string, h http.Header) bool {
 		}
 	}
 	return false
+}
+
+// ErrBadPath: a request path would leave its upstream's base path.
+var ErrBadPath = errors.New("runner: request path leaves the upstream's base path")
+
+// JoinPath appends p, a request path already decoded once, to an
+// upstream's base path, refusing (ErrBadPath) anything that could reach
+// outside base there: a "." or ".." segment, a backslash or NUL, and a
+// residual encoding of '.', '/', '\' or '%' (a double encoding, which a
+// server decoding again would turn into a climb). Empty segments ("//")
+// are kept: they are the upstream's business and cannot climb.
+func JoinPath(base, p string) (string, error) {
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
+	}
+	if strings.ContainsAny(p, "\\\x00") {
+		return "", fmt.Errorf("%w: %q holds a backslash or NUL", ErrBadPath, p)
+	}
+	for rest := p; ; {
+		i := strings.IndexByte(rest, '%')
+		if i < 0 {
+			break
+		}
+		if i+2 < len(rest) {
+			switch strings.ToLower(rest[i+1 : i+3]) {
+			case "2e", "2f", "5c", "25", "00":
+				return "", fmt.Errorf("%w: %q holds an encoded '.', '/', '\\', '%%' or NUL", ErrBadPath, p)
+			}
+		}
+		rest = rest[i+1:]
+	}
+	for seg := range strings.SplitSeq(p, "/") {
+		if seg == "." || seg == ".." {
+			return "", fmt.Errorf("%w: %q holds a %q segment", ErrBadPath, p, seg)
+		}
+	}
+	return joinPath(base, p), nil
 }
 
 func joinPath(base, p string) string {
@@ -332,6 +378,7 @@ func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target
 			pr.SetURL(target)
 			// Keep the incoming chain and append this hop's client.
 			pr.Out.Header["X-Forwarded-For"] = pr.In.Header["X-Forwarded-For"]
+			pr.Out.Header.Del(TokenHeader)
 			pr.SetXForwarded()
 			// SetURL rewrites Host to the upstream's; that is what a
 			// backend behind a gateway expects.

@@ -340,3 +340,28 @@ func TestProxyUpstreamFailsDuringSlowUpload(t *testing.T) {
 		t.Fatal("the proxy waited for the client's upload after the upstream failed")
 	}
 }
+
+// TestProxyNeverForwardsTheMeshgwToken: whatever reached the runner (over
+// the hop, say), X-Meshgw-Token is not sent upstream; every other header
+// is.
+func TestProxyNeverForwardsTheMeshgwToken(t *testing.T) {
+	var got atomic.Value
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(fmt.Sprintf("token=%q auth=%q", r.Header.Get(TokenHeader), r.Header.Get("Authorization")))
+	})
+	plain := httptest.NewServer(h)
+	defer plain.Close()
+	e := newExec(t, nil)
+	front, _ := frontFor(t, e, plain.URL)
+	req, _ := http.NewRequest("GET", front.URL+"/x", nil)
+	req.Header.Set(TokenHeader, "s3cret")
+	req.Header.Set("Authorization", "Basic kept")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if want := `token="" auth="Basic kept"`; got.Load() != want {
+		t.Errorf("upstream saw %v, want %s", got.Load(), want)
+	}
+}

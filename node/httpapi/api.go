@@ -212,6 +212,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r = r2
 	}
+	if strings.HasPrefix(r.URL.Path, "/svc/") {
+		stripCredential(r, a.acl != nil)
+	}
 	a.mux.ServeHTTP(w, r)
 }
 

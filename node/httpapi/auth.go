@@ -104,6 +104,20 @@ func bearer(r *http.Request) string {
 	return r.Header.Get("X-Meshgw-Token")
 }
 
+// stripCredential removes from a /svc/ request what meshgw's authentication
+// reads, so an upstream never sees a caller's meshgw token: X-Meshgw-Token
+// always (it is meshgw's own header), and Authorization when ACLs are on and
+// it was the Bearer credential bearer consumed. Any other Authorization (a
+// scheme meshgw does not read, or ACLs off) is the upstream's business.
+func stripCredential(r *http.Request, aclOn bool) {
+	if aclOn {
+		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+			r.Header.Del("Authorization")
+		}
+	}
+	r.Header.Del("X-Meshgw-Token")
+}
+
 // authenticate resolves the request's token (ACLs on) or returns a 401.
 func (a *API) authenticate(r *http.Request) (*http.Request, error) {
 	secret := bearer(r)

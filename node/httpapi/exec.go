@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch"
+	"github.com/meshgw/meshgw/dispatch/runner"
 )
 
 // ExecBackend runs services and reads execution records.
@@ -193,7 +194,26 @@ func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
 	if c == "" {
 		c = a.b.LocalCluster()
 	}
-	return a.exec.ProxyHTTP(w, r, c, name, "/"+r.PathValue("path"))
+	p := "/" + r.PathValue("path")
+	if err := checkProxyPath(r, p); err != nil {
+		return err
+	}
+	return a.exec.ProxyHTTP(w, r, c, name, p)
+}
+
+// checkProxyPath refuses (400) a /svc/ path that could leave its upstream's
+// base path: an encoded '/' or '\' in the request (the mux decoded it into
+// a segment), or what runner.JoinPath refuses in the decoded path. The
+// runner checks again; this makes the answer a 400 on both listeners.
+func checkProxyPath(r *http.Request, p string) error {
+	raw := strings.ToLower(r.URL.EscapedPath())
+	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") {
+		return Errorf(http.StatusBadRequest, "bad_path", "path %q: encoded '/' or '\\' is refused", r.URL.EscapedPath())
+	}
+	if _, err := runner.JoinPath("/", p); err != nil {
+		return Errorf(http.StatusBadRequest, "bad_path", "%v", err)
+	}
+	return nil
 }
 
 func boolParam(q map[string][]string, name string) (bool, error) {
