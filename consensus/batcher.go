@@ -132,13 +132,7 @@ func (b *batcher) run(batch []*proposal) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), dl)
 	defer cancel()
-	idempotent := true
-	for _, c := range cmds {
-		if hasCAS(c) {
-			idempotent = false
-		}
-	}
-	data, err := b.m.proposeEntry(ctx, b.shard, entry, idempotent)
+	data, err := b.m.proposeEntry(ctx, b.shard, entry, retrySafe(cmds))
 	var results []fsm.Result
 	if err == nil {
 		results, err = fsm.DecodeResults(data)
@@ -153,6 +147,18 @@ func (b *batcher) run(batch []*proposal) {
 		}
 		p.done <- proposalResult{res: results[i]}
 	}
+}
+
+// retrySafe reports whether an entry of cmds may be re-proposed: the state
+// machine can tell a second copy of every command from a new one (each
+// has a proposal ID) and none is a compare-and-set (proposeEntry).
+func retrySafe(cmds []fsm.Command) bool {
+	for _, c := range cmds {
+		if hasCAS(c) || c.ID.IsZero() {
+			return false
+		}
+	}
+	return true
 }
 
 func (b *batcher) drain() {

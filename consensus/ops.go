@@ -34,9 +34,16 @@ const (
 
 // Apply proposes cmd to cluster's group and returns its result. A node
 // without a replica forwards to one that has it.
+//
+// cmd gets its proposal ID here (unless the caller gave it one), once:
+// every re-proposal and forward of it carries the same ID, and the state
+// machine applies an ID once, so a retry never applies a write twice.
 func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (fsm.Result, error) {
 	if err := cmd.Validate(); err != nil {
 		return fsm.Result{}, err
+	}
+	if cmd.ID.IsZero() {
+		cmd.ID = fsm.NewProposalID()
 	}
 	if h, ok := m.hostedShard(cluster); ok {
 		return m.applyLocal(ctx, h, cmd)
@@ -58,13 +65,18 @@ func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fs
 
 // proposeEntry proposes one encoded entry. It retries only while
 // dragonboat says the entry was not accepted (shard not ready, busy); a
-// proposal that timed out may still commit, so it is never re-proposed
-// here: the caller gets ErrTimeout and decides (a blind retry could apply
-// a write twice, and a compare-and-set would then report a false conflict).
+// proposal that timed out may still commit, so it is not re-proposed
+// unless idempotent: the caller gets ErrTimeout and decides.
 //
-// An idempotent entry (unconditional puts and deletes, a restore) is
-// re-proposed after a timeout too: applying it twice leaves the same state,
-// so a leader's death costs the client only the election.
+// idempotent: every command of the entry (or the restore) carries a
+// proposal ID and none is a compare-and-set. Such an entry is re-proposed
+// after a timeout or a leader change too, so a leader's death costs the
+// client only the election: if the first proposal did commit, the state
+// machine answers the second with the first's results and applies
+// nothing, so a write another client made in between is not overwritten
+// (an entry without IDs, from before they existed, must never be re-proposed).
+// Compare-and-set entries are not re-proposed yet: their callers handle
+// ErrTimeout (the outcome is unknown) by reading back.
 func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, idempotent bool) ([]byte, error) {
 	for {
 		pctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
@@ -223,9 +235,12 @@ func (m *Manager) Snapshot(ctx context.Context, cluster string) ([]byte, error) 
 	return r.Export, err
 }
 
-// Restore replaces cluster's whole state with a snapshot blob.
+// Restore replaces cluster's whole state with a snapshot blob. The restore
+// gets its proposal ID here, once, like a command in Apply: re-proposed or
+// forwarded again, it is applied once, never over the writes that followed.
 func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) error {
-	entry, err := fsm.EncodeRestore(blob)
+	id := fsm.NewProposalID()
+	entry, err := fsm.EncodeRestore(id, blob)
 	if err != nil {
 		return err
 	}
@@ -234,13 +249,17 @@ func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) erro
 		return err
 	}
 	var ok bool
-	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok, true, m.cfg.OpTimeout)
+	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob, RestoreID: id}, &ok, true, m.cfg.OpTimeout)
 }
 
+// applyReq is a forwarded write. The command's proposal ID travels in Cmd;
+// a restore's in RestoreID. A request from a node that predates IDs has
+// none: the serving node draws them, which covers its own re-proposals.
 type applyReq struct {
-	Cluster string      `json:"cluster"`
-	Cmd     fsm.Command `json:"cmd"`
-	Restore []byte      `json:"restore,omitempty"`
+	Cluster   string         `json:"cluster"`
+	Cmd       fsm.Command    `json:"cmd"`
+	Restore   []byte         `json:"restore,omitempty"`
+	RestoreID fsm.ProposalID `json:"restore_id,omitzero"`
 }
 
 type readReq struct {
@@ -365,7 +384,10 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 		return nil, transport.Errorf(codeNotHosting, "%s hosts no replica of cluster %s", m.cfg.NodeName, req.Cluster)
 	}
 	if req.Restore != nil {
-		entry, err := fsm.EncodeRestore(req.Restore)
+		if req.RestoreID.IsZero() {
+			req.RestoreID = fsm.NewProposalID()
+		}
+		entry, err := fsm.EncodeRestore(req.RestoreID, req.Restore)
 		if err != nil {
 			return nil, remoteErr(err)
 		}
@@ -376,6 +398,9 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 	}
 	if err := req.Cmd.Validate(); err != nil {
 		return nil, remoteErr(err)
+	}
+	if req.Cmd.ID.IsZero() {
+		req.Cmd.ID = fsm.NewProposalID()
 	}
 	res, err := m.applyLocal(ctx, h, req.Cmd)
 	if err != nil {
