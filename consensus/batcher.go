@@ -63,17 +63,19 @@ func (b *batcher) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, err
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
-		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		return fsm.Result{}, b.m.mapErr(b.shard, ctx.Err())
 	case <-b.stop:
-		return fsm.Result{}, fmt.Errorf("%w: stopping", ErrNoQuorum)
+		return fsm.Result{}, b.stopping()
 	}
 	select {
 	case r := <-p.done:
 		return r.res, r.err
 	case <-ctx.Done():
 		// The command may still commit: the caller learns it timed out,
-		// exactly as with a lost reply.
-		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		// exactly as with a lost reply (or that there is no quorum, when
+		// the group has no leader: the batch's proposal outlives the
+		// caller's deadline, so its own error would come too late).
+		return fsm.Result{}, b.m.mapErr(b.shard, ctx.Err())
 	}
 }
 
@@ -106,7 +108,7 @@ func (b *batcher) run(batch []*proposal) {
 	cmds := make([]fsm.Command, 0, len(batch))
 	for _, p := range batch {
 		if p.ctx.Err() != nil {
-			p.done <- proposalResult{err: fmt.Errorf("%w: %v", ErrTimeout, p.ctx.Err())}
+			p.done <- proposalResult{err: b.m.mapErr(b.shard, p.ctx.Err())}
 			continue
 		}
 		live = append(live, p)
@@ -161,11 +163,15 @@ func retrySafe(cmds []fsm.Command) bool {
 	return true
 }
 
+func (b *batcher) stopping() error {
+	return newOpError(ErrNoQuorum, nil, "%s is stopping its replica of the group; retry, another node can serve it", b.m.cfg.NodeName)
+}
+
 func (b *batcher) drain() {
 	for {
 		select {
 		case p := <-b.queue:
-			p.done <- proposalResult{err: fmt.Errorf("%w: stopping", ErrNoQuorum)}
+			p.done <- proposalResult{err: b.stopping()}
 		default:
 			return
 		}

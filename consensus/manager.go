@@ -199,6 +199,10 @@ type Manager struct {
 	// the next forwards try them last.
 	slow map[string]time.Time
 
+	// shardNames maps a hosted shard to its cluster, for error messages
+	// (read without m.mu).
+	shardNames sync.Map
+
 	// epochs holds, per hosted shard, a context canceled when the shard's
 	// leader changes (leaderEpoch).
 	epochMu sync.Mutex
@@ -343,6 +347,7 @@ func (m *Manager) startReplica(h hosted, members map[uint64]string, join bool) e
 		return err
 	}
 	m.shards[h.Cluster] = h
+	m.shardNames.Store(h.Shard, h.Cluster)
 	m.batchers[h.Shard] = newBatcher(m, h.Shard)
 	return m.saveShards()
 }

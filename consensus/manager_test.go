@@ -21,38 +21,54 @@ func (noPeers) Peers() []Peer { return nil }
 // startSingle runs a Manager hosting a one-voter group of cluster "c" on
 // loopback, without the reconcile loop (nothing here depends on gossip),
 // and waits until the group has a leader.
-func startSingle(t testing.TB) *Manager {
+func startSingle(t testing.TB) *Manager { return startGroup(t, 1)[0] }
+
+// startGroup runs n Managers (n1..nn) hosting one group of cluster "c"
+// with n voters, as startSingle does, and waits until it has a leader.
+func startGroup(t testing.TB, n int) []*Manager {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	var ms []*Manager
+	members := map[uint64]string{}
+	for i := 1; i <= n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		cfg := DefaultConfig()
+		cfg.NodeName, cfg.DataDir, cfg.LocalCluster = fmt.Sprintf("n%d", i), t.TempDir(), "c"
+		cfg.RaftBindAddr, cfg.RaftAdvertiseAddr = addr, addr
+		cfg.BootstrapExpect, cfg.RTTMillisecond = 0, 5
+		m, err := New(cfg, noPeers{}, nil, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.nh, err = dragonboat.NewNodeHost(m.nodeHostConfig()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Stop() })
+		members[replicaID(cfg.NodeName, 0)] = addr
+		ms = append(ms, m)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	cfg := DefaultConfig()
-	cfg.NodeName, cfg.DataDir, cfg.LocalCluster = "n1", t.TempDir(), "c"
-	cfg.RaftBindAddr, cfg.RaftAdvertiseAddr = addr, addr
-	cfg.BootstrapExpect, cfg.RTTMillisecond = 0, 5
-	m, err := New(cfg, noPeers{}, nil, zerolog.Nop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if m.nh, err = dragonboat.NewNodeHost(m.nodeHostConfig()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Stop() })
-	h := hosted{Cluster: "c", Shard: ShardID("c"), Replica: replicaID("n1", 0)}
-	if err := m.startReplica(h, map[uint64]string{h.Replica: addr}, false); err != nil {
-		t.Fatal(err)
+	for _, m := range ms {
+		h := hosted{Cluster: "c", Shard: ShardID("c"), Replica: replicaID(m.cfg.NodeName, 0)}
+		if err := m.startReplica(h, members, false); err != nil {
+			t.Fatal(err)
+		}
 	}
 	deadline := time.Now().Add(20 * time.Second)
-	for !m.IsLeader("c") {
+	for {
+		for _, m := range ms {
+			if m.IsLeader("c") {
+				return ms
+			}
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("the one-voter group elected no leader within 20 s")
+			t.Fatalf("the %d-voter group elected no leader within 20 s", n)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return m
 }
 
 // BenchmarkApply: unconditional single-key writes through Manager.Apply

@@ -151,21 +151,91 @@ func boundedCtx(ctx context.Context, d time.Duration) (context.Context, context.
 	return context.WithTimeout(ctx, d)
 }
 
-// mapErr turns dragonboat errors into the package's sentinels.
-func (m *Manager) mapErr(shard uint64, err error) error {
-	switch {
-	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
-		return fmt.Errorf("%w: %v", ErrNotBootstrapped, err)
-	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
-		return fmt.Errorf("%w: %v", ErrTimeout, err)
-	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
-		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy):
-		if _, _, valid, _ := m.nh.GetLeaderID(shard); !valid {
-			return fmt.Errorf("%w: no leader for the group: %v", ErrNoQuorum, err)
-		}
-		return fmt.Errorf("%w: %v", ErrTimeout, err)
+// opError is one of the package's sentinels with a message of the
+// package's own. The cause (dragonboat's error, a remote one) stays in the
+// chain for errors.Is and logs but not in the message: the message reaches
+// clients (an API error, a stream event), and dragonboat's wording
+// ("specified timeout value is too small") tells them nothing to act on.
+type opError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *opError) Error() string { return e.msg }
+func (e *opError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
 	}
-	return err
+	return []error{e.kind, e.cause}
+}
+
+func newOpError(kind, cause error, format string, args ...any) error {
+	return &opError{kind: kind, msg: fmt.Sprintf(format, args...), cause: cause}
+}
+
+// noQuorumMsg says what a client can do about a group without a leader.
+func noQuorumMsg(cluster, node string) string {
+	return fmt.Sprintf("no quorum for cluster %s: the group has no leader reachable from %s; "+
+		"retry later, and check that a majority of its voters is up and they can reach each other", cluster, node)
+}
+
+// mapErr turns dragonboat errors into the package's sentinels, each with
+// a message that says what happened to cluster's group and what to do.
+func (m *Manager) mapErr(shard uint64, err error) error {
+	if err == nil {
+		return nil
+	}
+	leader := false
+	if m.nh != nil {
+		_, _, leader, _ = m.nh.GetLeaderID(shard)
+	}
+	// Not m.mu: mapErr runs on batcher workers, which Stop waits for
+	// while holding it.
+	cluster := fmt.Sprintf("shard %d", shard)
+	if c, ok := m.shardNames.Load(shard); ok {
+		cluster = c.(string)
+	}
+	mapped := classifyErr(err, cluster, m.cfg.NodeName, leader)
+	var oe *opError
+	if errors.As(mapped, &oe) && oe.kind == errInternal {
+		m.log.Warn().Err(err).Str("cluster", cluster).Msg("raft operation failed")
+	}
+	return mapped
+}
+
+// errInternal marks a dragonboat error no sentinel fits (a bug here).
+var errInternal = errors.New("consensus: internal error")
+
+// classifyErr is mapErr's decision: leader says whether this node knows a
+// leader of the group. Running out of time (dragonboat's timeout, a
+// context deadline, a remaining deadline too short for dragonboat to
+// try, a dropped or aborted request) with no leader is ErrNoQuorum: on the
+// minority side of a partition, every attempt ends this way.
+func classifyErr(err error, cluster, node string, leader bool) error {
+	var oe *opError
+	switch {
+	case errors.As(err, &oe):
+		return err
+	case errors.Is(err, context.Canceled):
+		return err // the caller gave up: nothing to tell it (the API answers 499)
+	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
+		return newOpError(ErrNotBootstrapped, err, "cluster %s has no Raft group on %s yet; retry later", cluster, node)
+	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
+		return newOpError(ErrNoQuorum, err, "%s is stopping its replica of cluster %s; retry, another node can serve it", node, cluster)
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return newOpError(fsm.ErrBadCommand, err, "the write is larger than one Raft entry of cluster %s may be", cluster)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall), errors.Is(err, dragonboat.ErrInvalidDeadline),
+		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
+		errors.Is(err, dragonboat.ErrSystemBusy), errors.Is(err, dragonboat.ErrAborted):
+		if !leader {
+			return newOpError(ErrNoQuorum, err, "%s", noQuorumMsg(cluster, node))
+		}
+		return newOpError(ErrTimeout, err, "timeout on cluster %s: its group did not complete the operation in time "+
+			"(leader known to %s); a write's outcome is unknown: read it back before retrying", cluster, node)
+	}
+	return newOpError(errInternal, err, "cluster %s: the Raft replica on %s failed the operation (see its log)", cluster, node)
 }
 
 // read runs a linearizable query on cluster's group.
@@ -323,12 +393,12 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			case codeNotHosting:
 				continue
 			case codeNoQuorum:
-				return fmt.Errorf("%w (via %s): %s", ErrNoQuorum, p.Name, re.Message)
+				return newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
 			case codeNotBootstrapped:
-				lastErr = fmt.Errorf("%w (via %s): %s", ErrNotBootstrapped, p.Name, re.Message)
+				lastErr = newOpError(ErrNotBootstrapped, re, "%s (via %s)", re.Message, p.Name)
 				continue
 			case codeTimeout:
-				return fmt.Errorf("%w (via %s): %s", ErrTimeout, p.Name, re.Message)
+				return newOpError(ErrTimeout, re, "%s (via %s)", re.Message, p.Name)
 			case codeBad:
 				return fmt.Errorf("%w: %s", fsm.ErrBadCommand, re.Message)
 			}
@@ -354,7 +424,8 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			}
 			return fmt.Errorf("%w: forward to %s: %v; the write's outcome is unknown", ErrTimeout, p.Name, err)
 		}
-		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
+		lastErr = newOpError(ErrNoQuorum, err, "%s (no node hosting the group answered; last tried %s: %v)",
+			noQuorumMsg(cluster, m.cfg.NodeName), p.Name, err)
 	}
 	return lastErr
 }
