@@ -38,6 +38,9 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 	if err := cmd.Validate(); err != nil {
 		return fsm.Result{}, err
 	}
+	if err := checkReserved(cmd); err != nil {
+		return fsm.Result{}, err
+	}
 	if h, ok := m.hostedShard(cluster); ok {
 		return m.applyLocal(ctx, h, cmd)
 	}
@@ -214,7 +217,7 @@ func (m *Manager) Get(ctx context.Context, cluster, key string) (fsm.Item, bool,
 // List reads keys linearizably.
 func (m *Manager) List(ctx context.Context, cluster string, q fsm.ListQuery) ([]fsm.Item, error) {
 	r, err := m.read(ctx, cluster, fsm.Query{List: &q})
-	return r.Items, err
+	return dropReserved(r.Items), err
 }
 
 // Snapshot returns a consistent point-in-time export of cluster's state.
@@ -375,6 +378,9 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 		return []byte("true"), nil
 	}
 	if err := req.Cmd.Validate(); err != nil {
+		return nil, remoteErr(err)
+	}
+	if err := checkReserved(req.Cmd); err != nil {
 		return nil, remoteErr(err)
 	}
 	res, err := m.applyLocal(ctx, h, req.Cmd)

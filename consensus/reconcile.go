@@ -235,9 +235,14 @@ type joinReq struct {
 	Cluster string `json:"cluster"`
 	Shard   uint64 `json:"shard"`
 	Replica uint64 `json:"replica"`
+	// NonVoting: the replica was added as a non-voter (promoted later);
+	// false once it has been promoted.
+	NonVoting bool `json:"non_voting,omitempty"`
 }
 
-// serveJoin starts a replica the group's leader just added.
+// serveJoin starts a replica the group's leader just added, or, when it
+// runs already, notes a promotion. It answers whether the replica has
+// caught up with the leader (autopilot promotes it then).
 func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, error) {
 	var req joinReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
@@ -248,7 +253,13 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 	}
 	if old, ok := m.hostedShard(req.Cluster); ok {
 		if old.Replica == req.Replica {
-			return []byte("{}"), nil
+			if old.NonVoting && !req.NonVoting {
+				// Promoted: restart as a voter from now on.
+				if err := m.markPromoted(req.Cluster, req.Replica); err != nil {
+					return nil, fmt.Errorf("join cluster %s: %w", req.Cluster, err)
+				}
+			}
+			return json.Marshal(joinResp{Ready: m.caughtUp(ctx, old.Shard)})
 		}
 		// An earlier replica of ours was removed (we were down too long):
 		// drop it and its data, then join afresh.
@@ -269,10 +280,11 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
-	h := hosted{Cluster: req.Cluster, Shard: req.Shard, Replica: req.Replica}
+	h := hosted{Cluster: req.Cluster, Shard: req.Shard, Replica: req.Replica, NonVoting: req.NonVoting}
 	if err := m.startReplica(h, nil, true); err != nil {
 		return nil, fmt.Errorf("join cluster %s: %w", req.Cluster, err)
 	}
-	m.log.Info().Str("cluster", req.Cluster).Uint64("replica", req.Replica).Str("by", r.Peer).Msg("joined the cluster's Raft group")
-	return []byte("{}"), nil
+	m.log.Info().Str("cluster", req.Cluster).Uint64("replica", req.Replica).Bool("non_voting", req.NonVoting).
+		Str("by", r.Peer).Msg("joined the cluster's Raft group")
+	return json.Marshal(joinResp{})
 }
