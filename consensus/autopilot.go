@@ -81,6 +81,9 @@ type apView struct {
 	Peers     []Peer
 	// FailedSince: since when gossip has said a node is failed.
 	FailedSince map[string]time.Time
+	// UnknownSince: since when gossip has known no node at a replica's
+	// Raft address (right after restarts it may just not have heard yet).
+	UnknownSince map[uint64]time.Time
 	// CaughtUp: non-voters that answered this tick that they have applied
 	// everything the leader had committed.
 	CaughtUp    map[uint64]bool
@@ -170,7 +173,11 @@ func decide(v apView) apAction {
 				dead = append(dead, rid)
 			}
 		case !known:
-			dead = append(dead, rid) // reaped from gossip long ago
+			// Gossip may not have heard of a restarted node yet: only a
+			// voter unknown for the whole timeout is dead.
+			if since, ok := v.UnknownSince[rid]; ok && v.Now.Sub(since) > v.DeadAfter {
+				dead = append(dead, rid)
+			}
 		}
 	}
 	if len(left) > 0 {
@@ -252,11 +259,15 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 		Cluster: h.Cluster, Self: h.Replica, Voters: mem.Nodes, NonVoters: mem.NonVotings,
 		Pending: pending, Peers: peers, CaughtUp: map[uint64]bool{}, Now: now,
 		Target: m.cfg.Voters, DeadAfter: m.cfg.DeadVoterTimeout, JoinTimeout: m.joinTimeout(),
-		FailedSince: map[string]time.Time{}, CCID: mem.ConfigChangeID,
+		FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{}, CCID: mem.ConfigChangeID,
 	}
 	m.mu.Lock()
+	trackUnknown(m.unknownSince, mem.Nodes, byAddr, h.Replica, now)
 	for k, t := range m.failedSince {
 		v.FailedSince[k] = t
+	}
+	for k, t := range m.unknownSince {
+		v.UnknownSince[k] = t
 	}
 	m.mu.Unlock()
 	// Tell every non-voter to join (again: the call is idempotent) and
@@ -284,6 +295,24 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 		return
 	}
 	log.Info().Msg("autopilot changed the group")
+}
+
+// trackUnknown keeps since, by replica, the time each voter's Raft address
+// was first seen unknown to gossip (byAddr); the clock restarts when gossip
+// knows it again. A new leader starts afresh: it waits the whole timeout.
+func trackUnknown(since map[uint64]time.Time, voters map[uint64]string, byAddr map[string]Peer, self uint64, now time.Time) {
+	for rid, addr := range voters {
+		if _, known := byAddr[addr]; known || rid == self {
+			delete(since, rid)
+		} else if _, ok := since[rid]; !ok {
+			since[rid] = now
+		}
+	}
+	for rid := range since {
+		if _, ok := voters[rid]; !ok {
+			delete(since, rid)
+		}
+	}
 }
 
 // defaultJoinTimeout bounds how long a non-voter may take to catch up when

@@ -29,7 +29,7 @@ func (f *apFixture) status(name, st string) { p := f.peers[name]; p.Status = st;
 func (f *apFixture) view(voters ...string) apView {
 	v := apView{
 		Cluster: "default", Self: replicaID("n1", 0), Voters: map[uint64]string{}, NonVoters: map[uint64]string{},
-		Pending: map[uint64]pendingJoin{}, FailedSince: map[string]time.Time{},
+		Pending: map[uint64]pendingJoin{}, FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{},
 		CaughtUp: map[uint64]bool{}, Now: f.now, Target: 3, DeadAfter: 30 * time.Second,
 		JoinTimeout: 2 * time.Minute, CCID: 7,
 	}
@@ -46,6 +46,55 @@ func wantAction(t *testing.T, step string, got apAction, kind apKind, rid uint64
 	t.Helper()
 	if got.Kind != kind || got.Replica != rid {
 		t.Fatalf("%s: got %s of replica %d (%s), want %s of replica %d", step, got.Kind, got.Replica, got.Why, kind, rid)
+	}
+}
+
+// Defect 4: a voter whose Raft address gossip does not know (yet) is only
+// dead once it has been unknown for the dead-voter timeout.
+func TestAutopilotUnknownVoterWaitsForDeadVoterTimeout(t *testing.T) {
+	f := newAPFixture()
+	delete(f.peers, "n3") // gossip has not heard of n3's address
+	v := f.view("n1", "n2", "n3")
+	n3 := replicaID("n3", 0)
+	v.UnknownSince[n3] = f.now.Add(-5 * time.Second)
+	wantAction(t, "unknown for 5 s of 30", decide(v), apNone, 0)
+
+	// Above the target size an unknown voter is not removed early either.
+	v4 := f.view("n1", "n2", "n3", "n4")
+	v4.UnknownSince[n3] = f.now.Add(-5 * time.Second)
+	wantAction(t, "4 voters, one unknown for 5 s", decide(v4), apNone, 0)
+
+	// Past the timeout it is replaced (through a non-voter) or removed.
+	v.UnknownSince[n3] = f.now.Add(-31 * time.Second)
+	wantAction(t, "unknown for 31 s", decide(v), apAddNonVoter, replicaID("n4", v.CCID+1))
+	v4.UnknownSince[n3] = f.now.Add(-31 * time.Second)
+	wantAction(t, "4 voters, one unknown for 31 s", decide(v4), apRemove, n3)
+}
+
+func TestAutopilotTracksUnknownSince(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	voters := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
+	known := map[string]Peer{"a:1": {Name: "a"}, "b:1": {Name: "b"}}
+	since := map[uint64]time.Time{}
+	trackUnknown(since, voters, known, 1, t0)
+	trackUnknown(since, voters, known, 1, t0.Add(time.Second)) // keeps the first time
+	if len(since) != 1 || !since[3].Equal(t0) {
+		t.Fatalf("after two ticks: %v", since)
+	}
+	known["c:1"] = Peer{Name: "c"}
+	trackUnknown(since, voters, known, 1, t0.Add(2*time.Second))
+	if len(since) != 0 {
+		t.Fatalf("known again: %v", since)
+	}
+	delete(known, "c:1")
+	trackUnknown(since, voters, known, 1, t0.Add(3*time.Second)) // the clock restarts
+	if !since[3].Equal(t0.Add(3 * time.Second)) {
+		t.Fatalf("unknown again: %v", since)
+	}
+	delete(voters, 3)
+	trackUnknown(since, voters, known, 1, t0.Add(4*time.Second))
+	if len(since) != 0 {
+		t.Fatalf("removed from the group: %v", since)
 	}
 }
 

@@ -193,13 +193,14 @@ type Manager struct {
 
 	nh *dragonboat.NodeHost
 
-	mu          sync.Mutex
-	shards      map[string]hosted // by cluster
-	batchers    map[uint64]*batcher
-	candidates  string
-	stableSince time.Time
-	failedSince map[string]time.Time
-	rr          uint64
+	mu           sync.Mutex
+	shards       map[string]hosted // by cluster
+	batchers     map[uint64]*batcher
+	candidates   string
+	stableSince  time.Time
+	failedSince  map[string]time.Time
+	unknownSince map[uint64]time.Time
+	rr           uint64
 	// slow holds nodes a forward recently got no answer from, until when:
 	// the next forwards try them last.
 	slow map[string]time.Time
@@ -221,12 +222,13 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 	}
 	m := &Manager{
 		cfg: cfg, members: members, rpc: rpc,
-		log:         log.With().Str("component", "consensus").Logger(),
-		shards:      map[string]hosted{},
-		batchers:    map[uint64]*batcher{},
-		failedSince: map[string]time.Time{},
-		epochs:      map[uint64]epoch{},
-		stop:        make(chan struct{}),
+		log:          log.With().Str("component", "consensus").Logger(),
+		shards:       map[string]hosted{},
+		batchers:     map[uint64]*batcher{},
+		failedSince:  map[string]time.Time{},
+		unknownSince: map[uint64]time.Time{},
+		epochs:       map[uint64]epoch{},
+		stop:         make(chan struct{}),
 	}
 	if rpc != nil {
 		rpc.Handle(methodApply, m.serveApply)
