@@ -180,7 +180,9 @@ type hosted struct {
 	// Initial is the member map the group was bootstrapped with.
 	Initial map[uint64]string `json:"initial,omitempty"`
 	// NonVoting: the replica joined as a non-voter and has not heard of
-	// its promotion yet (dragonboat must restart it as one).
+	// its promotion yet (dragonboat must restart it as one). A true left
+	// over after a promotion is harmless: the membership the replica
+	// replays on restart makes it a voter again.
 	NonVoting bool `json:"non_voting,omitempty"`
 }
 

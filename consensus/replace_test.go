@@ -2,9 +2,11 @@ package consensus
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"testing"
@@ -60,10 +62,11 @@ func freeTCP(t *testing.T) string {
 }
 
 type testNode struct {
-	name string
-	m    *Manager
-	rpc  *transport.Transport
-	once sync.Once
+	name          string
+	dataDir, raft string
+	m             *Manager
+	rpc           *transport.Transport
+	once          sync.Once
 }
 
 func (n *testNode) stop() {
@@ -74,8 +77,9 @@ func (n *testNode) stop() {
 }
 
 // startTestNode starts a manager with a real transport and NodeHost on
-// loopback; it bootstraps nothing (BootstrapExpect 0).
-func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers) *testNode {
+// loopback; it bootstraps nothing (BootstrapExpect 0). With prev it
+// restarts that node: same data dir and Raft address.
+func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *testNode) *testNode {
 	t.Helper()
 	ca, cert, key, err := tlsutil.EnsureDevFiles(tlsDir, name)
 	if err != nil {
@@ -102,6 +106,9 @@ func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers) *testNo
 	cfg.NodeName = name
 	cfg.DataDir = t.TempDir()
 	raft := freeTCP(t)
+	if prev != nil {
+		cfg.DataDir, raft = prev.dataDir, prev.raft
+	}
 	cfg.RaftBindAddr, cfg.RaftAdvertiseAddr = raft, raft
 	cfg.BootstrapExpect = 0
 	cfg.DeadVoterTimeout = time.Second
@@ -117,7 +124,7 @@ func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers) *testNo
 		rpc.Close()
 		t.Fatal(err)
 	}
-	n := &testNode{name: name, m: m, rpc: rpc}
+	n := &testNode{name: name, dataDir: cfg.DataDir, raft: raft, m: m, rpc: rpc}
 	t.Cleanup(n.stop)
 	view.set(Peer{Name: name, Cluster: cfg.LocalCluster, RaftAddr: raft, RPCAddr: rpc.Addr().String(), Status: "alive"})
 	return n
@@ -159,7 +166,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	view := &fakeMembers{peers: map[string]Peer{}}
 	nodes := map[string]*testNode{}
 	for _, name := range []string{"a1", "a2", "a3"} {
-		nodes[name] = startTestNode(t, tlsDir, name, view)
+		nodes[name] = startTestNode(t, tlsDir, name, view, nil)
 	}
 	initial := map[uint64]string{}
 	for name := range nodes {
@@ -194,7 +201,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hole.Close()
-	spare := startTestNode(t, tlsDir, "a4", view)
+	spare := startTestNode(t, tlsDir, "a4", view, nil)
 	realRPC := view.get("a4").RPCAddr
 	p := view.get("a4")
 	p.RPCAddr = hole.LocalAddr().String()
@@ -289,6 +296,38 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 		}
 		return nil
 	})
+	// Leadership moves to the other live voter meanwhile: the new leader
+	// finds the pending join in the group's state and carries on.
+	var other *testNode
+	for name, n := range nodes {
+		if name != leader.name && name != "a4" {
+			other = n
+		}
+	}
+	if err := leader.m.nh.RequestLeaderTransfer(ShardID("default"), replicaID(other.name, 0)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "leadership moved", func() error {
+		if !other.m.IsLeader("default") {
+			return fmt.Errorf("leader is %q", leaderOf(nodes))
+		}
+		return nil
+	})
+	waitFor(t, 5*time.Second, "the new leader sees the pending join", func() error {
+		h, _ := other.m.hostedShard("default")
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		pending, err := other.m.pendingJoins(ctx, h)
+		if err != nil {
+			return err
+		}
+		for _, pj := range pending {
+			if pj.Node == "a4" && pj.RaftAddr == spareRaft {
+				return nil
+			}
+		}
+		return fmt.Errorf("pending joins %+v", pending)
+	})
 	// Joins keep failing for a while: the group keeps its leader.
 	refuseUntil := time.Now().Add(4 * time.Second)
 	for time.Now().Before(refuseUntil) {
@@ -327,4 +366,42 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	if g := leaderGap(); g > maxGap {
 		t.Fatalf("the group had no leader for %s", g)
 	}
+	stopWatch()
+	<-watchDone
+
+	// The new voter restarts as if it had missed the promotion notice
+	// (shards.json still says non-voting): the membership it replays must
+	// make it a voter again, and it must vote: with the other follower
+	// stopped, the leader can commit only with it.
+	spare.stop()
+	path := filepath.Join(spare.dataDir, "raft", "shards.json")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hs []hosted
+	if err := json.Unmarshal(data, &hs); err != nil || len(hs) != 1 {
+		t.Fatalf("shards.json: %v %s", err, data)
+	}
+	hs[0].NonVoting = true
+	data, _ = json.Marshal(hs)
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	spare = startTestNode(t, tlsDir, "a4", view, spare)
+	nodes["a4"] = spare
+	waitFor(t, 15*time.Second, "a write through the restarted voter", func() error { return put(spare, "restarted") })
+	l := leaderOf(nodes)
+	for name, n := range nodes {
+		if name != l && name != "a4" {
+			n.stop()
+			delete(nodes, name)
+		}
+	}
+	waitFor(t, 15*time.Second, "a write with only the leader and the restarted voter", func() error {
+		if leaderOf(nodes) == "" {
+			return fmt.Errorf("no leader")
+		}
+		return put(nodes[leaderOf(nodes)], "two-of-three")
+	})
 }
