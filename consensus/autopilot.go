@@ -197,9 +197,11 @@ func decide(v apView) apAction {
 		pj, addr := v.Pending[rid], v.NonVoters[rid]
 		switch {
 		case known && p.Status == "left":
-			return apAction{Kind: apRemove, Replica: rid, Addr: addr, Peer: p, Why: "the joining node left the mesh"}
+			return apAction{Kind: apRemove, Replica: rid, Addr: addr, Peer: p,
+				Why: "the joining node left the mesh"}
 		case v.Now.Sub(pj.Since) > v.JoinTimeout:
-			return apAction{Kind: apRemove, Replica: rid, Addr: addr, Peer: p, Why: "did not catch up within the join timeout"}
+			return apAction{Kind: apRemove, Replica: rid, Addr: addr, Peer: p,
+				Why: "did not catch up within the join timeout"}
 		case known && p.Status == "alive" && v.CaughtUp[rid]:
 			return apAction{Kind: apPromote, Replica: rid, Addr: addr, Peer: p, Why: "caught up"}
 		}
@@ -259,14 +261,15 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 		Cluster: h.Cluster, Self: h.Replica, Voters: mem.Nodes, NonVoters: mem.NonVotings,
 		Pending: pending, Peers: peers, CaughtUp: map[uint64]bool{}, Now: now,
 		Target: m.cfg.Voters, DeadAfter: m.cfg.DeadVoterTimeout, JoinTimeout: m.joinTimeout(),
-		FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{}, CCID: mem.ConfigChangeID,
+		FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{},
+		CCID: mem.ConfigChangeID,
 	}
 	m.mu.Lock()
-	trackUnknown(m.unknownSince, mem.Nodes, byAddr, h.Replica, now)
+	m.unknownSince.track(mem.Nodes, byAddr, h.Replica, now, 3*m.cfg.ReconcileInterval)
 	for k, t := range m.failedSince {
 		v.FailedSince[k] = t
 	}
-	for k, t := range m.unknownSince {
+	for k, t := range m.unknownSince.since {
 		v.UnknownSince[k] = t
 	}
 	m.mu.Unlock()
@@ -279,7 +282,8 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 		}
 		ready, err := m.tellJoin(ctx, h, p, rid, true)
 		if err != nil {
-			m.log.Warn().Err(err).Str("node", p.Name).Uint64("replica", rid).Msg("autopilot: tell non-voter to join; will retry")
+			m.log.Warn().Err(err).Str("node", p.Name).Uint64("replica", rid).
+				Msg("autopilot: tell non-voter to join; will retry")
 			continue
 		}
 		v.CaughtUp[rid] = ready
@@ -297,20 +301,34 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 	log.Info().Msg("autopilot changed the group")
 }
 
-// trackUnknown keeps since, by replica, the time each voter's Raft address
-// was first seen unknown to gossip (byAddr); the clock restarts when gossip
-// knows it again. A new leader starts afresh: it waits the whole timeout.
-func trackUnknown(since map[uint64]time.Time, voters map[uint64]string, byAddr map[string]Peer, self uint64, now time.Time) {
+// unknownVoters keeps, by replica, since when each voter's Raft address
+// has been unknown to gossip. Only a leader keeps it, tick by tick: after
+// a gap longer than maxGap (this node was not leading, or stalled) it
+// starts afresh, as it cannot know what gossip said meanwhile, so a
+// voter is never found unknown for longer than this node has watched.
+type unknownVoters struct {
+	since map[uint64]time.Time
+	last  time.Time
+}
+
+// track updates the clocks from voters and the gossip view byAddr; the
+// clock of a voter gossip knows again restarts.
+func (u *unknownVoters) track(voters map[uint64]string, byAddr map[string]Peer, self uint64, now time.Time,
+	maxGap time.Duration) {
+	if u.since == nil || now.Sub(u.last) > maxGap {
+		u.since = map[uint64]time.Time{}
+	}
+	u.last = now
 	for rid, addr := range voters {
 		if _, known := byAddr[addr]; known || rid == self {
-			delete(since, rid)
-		} else if _, ok := since[rid]; !ok {
-			since[rid] = now
+			delete(u.since, rid)
+		} else if _, ok := u.since[rid]; !ok {
+			u.since[rid] = now
 		}
 	}
-	for rid := range since {
+	for rid := range u.since {
 		if _, ok := voters[rid]; !ok {
-			delete(since, rid)
+			delete(u.since, rid)
 		}
 	}
 }

@@ -29,8 +29,9 @@ func (f *apFixture) status(name, st string) { p := f.peers[name]; p.Status = st;
 func (f *apFixture) view(voters ...string) apView {
 	v := apView{
 		Cluster: "default", Self: replicaID("n1", 0), Voters: map[uint64]string{}, NonVoters: map[uint64]string{},
-		Pending: map[uint64]pendingJoin{}, FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{},
-		CaughtUp: map[uint64]bool{}, Now: f.now, Target: 3, DeadAfter: 30 * time.Second,
+		Pending: map[uint64]pendingJoin{}, FailedSince: map[string]time.Time{},
+		UnknownSince: map[uint64]time.Time{}, CaughtUp: map[uint64]bool{},
+		Now: f.now, Target: 3, DeadAfter: 30 * time.Second,
 		JoinTimeout: 2 * time.Minute, CCID: 7,
 	}
 	for _, n := range voters {
@@ -45,7 +46,8 @@ func (f *apFixture) view(voters ...string) apView {
 func wantAction(t *testing.T, step string, got apAction, kind apKind, rid uint64) {
 	t.Helper()
 	if got.Kind != kind || got.Replica != rid {
-		t.Fatalf("%s: got %s of replica %d (%s), want %s of replica %d", step, got.Kind, got.Replica, got.Why, kind, rid)
+		t.Fatalf("%s: got %s of replica %d (%s), want %s of replica %d",
+			step, got.Kind, got.Replica, got.Why, kind, rid)
 	}
 }
 
@@ -73,28 +75,36 @@ func TestAutopilotUnknownVoterWaitsForDeadVoterTimeout(t *testing.T) {
 
 func TestAutopilotTracksUnknownSince(t *testing.T) {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	const gap = 3 * time.Second // three reconcile intervals
 	voters := map[uint64]string{1: "a:1", 2: "b:1", 3: "c:1"}
 	known := map[string]Peer{"a:1": {Name: "a"}, "b:1": {Name: "b"}}
-	since := map[uint64]time.Time{}
-	trackUnknown(since, voters, known, 1, t0)
-	trackUnknown(since, voters, known, 1, t0.Add(time.Second)) // keeps the first time
-	if len(since) != 1 || !since[3].Equal(t0) {
-		t.Fatalf("after two ticks: %v", since)
+	var u unknownVoters
+	u.track(voters, known, 1, at(0), gap)
+	u.track(voters, known, 1, at(1), gap) // keeps the first time
+	if len(u.since) != 1 || !u.since[3].Equal(at(0)) {
+		t.Fatalf("after two ticks: %v", u.since)
 	}
 	known["c:1"] = Peer{Name: "c"}
-	trackUnknown(since, voters, known, 1, t0.Add(2*time.Second))
-	if len(since) != 0 {
-		t.Fatalf("known again: %v", since)
+	u.track(voters, known, 1, at(2), gap)
+	if len(u.since) != 0 {
+		t.Fatalf("known again: %v", u.since)
 	}
 	delete(known, "c:1")
-	trackUnknown(since, voters, known, 1, t0.Add(3*time.Second)) // the clock restarts
-	if !since[3].Equal(t0.Add(3 * time.Second)) {
-		t.Fatalf("unknown again: %v", since)
+	u.track(voters, known, 1, at(3), gap) // the clock restarts
+	if !u.since[3].Equal(at(3)) {
+		t.Fatalf("unknown again: %v", u.since)
+	}
+	// Not leading for a while: what gossip said meanwhile is unknown, so
+	// the clock starts over rather than count the time away.
+	u.track(voters, known, 1, at(60), gap)
+	if !u.since[3].Equal(at(60)) {
+		t.Fatalf("after a gap: %v", u.since)
 	}
 	delete(voters, 3)
-	trackUnknown(since, voters, known, 1, t0.Add(4*time.Second))
-	if len(since) != 0 {
-		t.Fatalf("removed from the group: %v", since)
+	u.track(voters, known, 1, at(61), gap)
+	if len(u.since) != 0 {
+		t.Fatalf("removed from the group: %v", u.since)
 	}
 }
 
@@ -147,9 +157,12 @@ func TestAutopilotExpiresPendingJoin(t *testing.T) {
 	v.FailedSince["n3"] = f.now.Add(-time.Hour)
 	n4 := replicaID("n4", 3)
 	v.NonVoters[n4] = "n4:7000"
-	v.Pending[n4] = pendingJoin{Node: "n4", Replica: n4, RaftAddr: "n4:7000", Since: f.now.Add(-v.JoinTimeout + time.Second)}
+	pj := pendingJoin{Node: "n4", Replica: n4, RaftAddr: "n4:7000"}
+	pj.Since = f.now.Add(-v.JoinTimeout + time.Second)
+	v.Pending[n4] = pj
 	wantAction(t, "within the join timeout", decide(v), apNone, 0)
-	v.Pending[n4] = pendingJoin{Node: "n4", Replica: n4, RaftAddr: "n4:7000", Since: f.now.Add(-v.JoinTimeout - time.Second)}
+	pj.Since = f.now.Add(-v.JoinTimeout - time.Second)
+	v.Pending[n4] = pj
 	wantAction(t, "past the join timeout", decide(v), apRemove, n4)
 	// Expired even when its node is gone from gossip.
 	delete(f.peers, "n4")
@@ -184,7 +197,8 @@ func TestAutopilotRemovesLeftVoterAtOnce(t *testing.T) {
 
 // Callers can neither write nor list the keys autopilot keeps.
 func TestReservedKeysAreHidden(t *testing.T) {
-	err := checkReserved(fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: "svc/a"}, {Type: fsm.OpDelete, Key: pendingKey(1)}}})
+	err := checkReserved(fsm.Command{Ops: []fsm.Op{
+		{Type: fsm.OpPut, Key: "svc/a"}, {Type: fsm.OpDelete, Key: pendingKey(1)}}})
 	if !errors.Is(err, fsm.ErrBadCommand) {
 		t.Fatalf("write of a reserved key: %v", err)
 	}

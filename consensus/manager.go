@@ -201,7 +201,7 @@ type Manager struct {
 	candidates   string
 	stableSince  time.Time
 	failedSince  map[string]time.Time
-	unknownSince map[uint64]time.Time
+	unknownSince unknownVoters
 	rr           uint64
 	// slow holds nodes a forward recently got no answer from, until when:
 	// the next forwards try them last.
@@ -228,7 +228,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		shards:       map[string]hosted{},
 		batchers:     map[uint64]*batcher{},
 		failedSince:  map[string]time.Time{},
-		unknownSince: map[uint64]time.Time{},
+		unknownSince: unknownVoters{},
 		epochs:       map[uint64]epoch{},
 		stop:         make(chan struct{}),
 	}

@@ -126,7 +126,8 @@ func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *t
 	}
 	n := &testNode{name: name, dataDir: cfg.DataDir, raft: raft, m: m, rpc: rpc}
 	t.Cleanup(n.stop)
-	view.set(Peer{Name: name, Cluster: cfg.LocalCluster, RaftAddr: raft, RPCAddr: rpc.Addr().String(), Status: "alive"})
+	view.set(Peer{Name: name, Cluster: cfg.LocalCluster, RaftAddr: raft, RPCAddr: rpc.Addr().String(),
+		Status: "alive"})
 	return n
 }
 
@@ -187,7 +188,8 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	put := func(n *testNode, key string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		_, err := n.m.Apply(ctx, "default", fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: []byte("v")}}})
+		cmd := fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: []byte("v")}}}
+		_, err := n.m.Apply(ctx, "default", cmd)
 		return err
 	}
 	leader := nodes[leaderOf(nodes)]
@@ -390,7 +392,9 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	}
 	spare = startTestNode(t, tlsDir, "a4", view, spare)
 	nodes["a4"] = spare
-	waitFor(t, 15*time.Second, "a write through the restarted voter", func() error { return put(spare, "restarted") })
+	waitFor(t, 15*time.Second, "a write through the restarted voter", func() error {
+		return put(spare, "restarted")
+	})
 	l := leaderOf(nodes)
 	for name, n := range nodes {
 		if name != l && name != "a4" {
