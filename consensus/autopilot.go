@@ -426,6 +426,13 @@ func (m *Manager) writePending(ctx context.Context, h hosted, rid uint64, pj *pe
 	return nil
 }
 
+// methodJoinNonVoting is the join call autopilot makes. It is not
+// methodJoin, whose handler in older versions would start any replica as
+// a voter: a replica the membership holds as a non-voter then panics
+// dragonboat on every start. An older node answers this method unknown
+// instead, and its join expires like any that fails.
+const methodJoinNonVoting = "consensus.join-non-voting"
+
 type joinResp struct {
 	// Ready: the replica runs and has applied everything the leader had
 	// committed when the node asked (a linearizable read succeeded).
@@ -438,7 +445,7 @@ func (m *Manager) tellJoin(ctx context.Context, h hosted, p Peer, rid uint64, no
 	body, _ := json.Marshal(joinReq{Cluster: h.Cluster, Shard: h.Shard, Replica: rid, NonVoting: nonVoting})
 	cctx, cancel := boundedCtx(ctx, 2*m.cfg.ProposalTimeout)
 	defer cancel()
-	resp, err := m.rpc.Call(cctx, p.RPCAddr, methodJoin, body)
+	resp, err := m.rpc.Call(cctx, p.RPCAddr, methodJoinNonVoting, body)
 	if err != nil {
 		return false, fmt.Errorf("join call to %s: %w", p.Name, err)
 	}

@@ -237,6 +237,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		rpc.Handle(methodRead, m.serveRead)
 		rpc.Handle(methodInfo, m.serveInfo)
 		rpc.Handle(methodJoin, m.serveJoin)
+		rpc.Handle(methodJoinNonVoting, m.serveJoin)
 	}
 	return m, nil
 }

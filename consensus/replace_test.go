@@ -3,6 +3,7 @@ package consensus
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -408,4 +409,68 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 		}
 		return put(nodes[leaderOf(nodes)], "two-of-three")
 	})
+}
+
+// A node of an older version, whose join handler starts every replica as
+// a voter, must refuse autopilot's join (and so never start a non-voter
+// as a voter, which panics dragonboat) rather than act on it.
+func TestOlderNodeRefusesNonVotingJoin(t *testing.T) {
+	tlsDir := t.TempDir()
+	tlsConf := func(name string) transport.Config {
+		ca, cert, key, err := tlsutil.EnsureDevFiles(tlsDir, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc, err := tlsutil.LoadFiles(ca, cert, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := transport.DefaultConfig()
+		c.BindAddr, c.TLS = "127.0.0.1:0", tc
+		return c
+	}
+	old, err := transport.New(tlsConf("old"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var calls []string
+	old.Handle(methodJoin, func(ctx context.Context, r *transport.Request) ([]byte, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, string(r.Body))
+		return []byte("{}"), nil
+	})
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	rpc, err := transport.New(tlsConf("leader"), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.DataDir = "leader", t.TempDir()
+	cfg.RaftBindAddr, cfg.RaftAdvertiseAddr = "127.0.0.1:1", "127.0.0.1:1"
+	m, err := New(cfg, &fakeMembers{peers: map[string]Peer{}}, rpc, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rpc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer rpc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	h := hosted{Cluster: "default", Shard: ShardID("default"), Replica: 1}
+	_, err = m.tellJoin(ctx, h, Peer{Name: "old", RPCAddr: old.Addr().String()}, 2, true)
+	var re *transport.RemoteError
+	if !errors.As(err, &re) || re.Code != transport.CodeNoHandler {
+		t.Fatalf("join of an older node: %v, want a %s error", err, transport.CodeNoHandler)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) != 0 {
+		t.Fatalf("the older node's join handler ran: %v", calls)
+	}
 }
