@@ -30,6 +30,17 @@
 // another runner while the service's retries last;
 // then the execution ends "lost". A non-zero exit is "failed", not retried.
 //
+// # Record size
+//
+// A record always fits the store's value limit, MaxRecordSize, as
+// encoded: JSON without HTML escaping, its input kept first (whole, as
+// base64 when it is not valid UTF-8, since a re-run feeds it to the
+// process), stdout and stderr sharing the rest, cut at rune boundaries
+// with runner.TruncationMarker and Truncated (InputTruncated) set; a
+// record that cannot fit even so is written without input and output, the
+// reason in Error. The store's refusal of a value as too large is
+// ErrTooLarge, permanent: never retried as an unknown outcome.
+//
 // # Recovery and retention
 //
 // While a node leads a cluster's Raft group (Store.IsLeader) it scans the

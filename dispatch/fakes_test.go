@@ -61,8 +61,9 @@ var errUnavailable = errors.New("memstore: no quorum")
 
 // memMaxValueLen and errBadCommand mirror consensus/fsm (MaxValueLen,
 // ErrBadCommand): the real store refuses a value over 4 MiB as a bad
-// command, and so must the fake, or tests hide records that never land.
-const memMaxValueLen = 4 << 20
+// command, which node's adapter classifies as ErrTooLarge, and so must the
+// fake, or tests hide records that never land.
+const memMaxValueLen = MaxRecordSize
 
 var errBadCommand = errors.New("fsm: bad command")
 
@@ -118,7 +119,7 @@ func (m *memStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]ui
 	}
 	for _, kv := range kvs {
 		if len(kv.Value) > memMaxValueLen {
-			return nil, fmt.Errorf("%w: value of %d bytes", errBadCommand, len(kv.Value))
+			return nil, fmt.Errorf("%w: %w: value of %d bytes", ErrTooLarge, errBadCommand, len(kv.Value))
 		}
 	}
 	for _, kv := range kvs {

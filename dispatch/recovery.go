@@ -199,7 +199,7 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 		return false // at capacity; a later scan retries
 	}
 	log.Info().Msg("re-dispatching async execution")
-	d.spawn(ex, ex.Version, []byte(ex.Input), lv)
+	d.spawn(ex, ex.Version, ex.input(), lv)
 	return true
 }
 

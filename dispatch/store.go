@@ -28,6 +28,9 @@ var (
 	ErrWrongType = errors.New("dispatch: wrong service type")
 	// ErrStopped: the dispatcher is stopping.
 	ErrStopped = errors.New("dispatch: stopped")
+	// ErrTooLarge: the store refused a value over MaxRecordSize. Permanent:
+	// a retry of the same write can never succeed, so none is made.
+	ErrTooLarge = errors.New("dispatch: value too large for the store")
 	// ErrProxyAborted: an HTTP proxy failed after the response started;
 	// the caller should abort the client connection (panic(http.ErrAbortHandler)).
 	ErrProxyAborted = errors.New("dispatch: proxied response aborted")
@@ -41,10 +44,16 @@ func (e *ConflictError) Error() string { return "dispatch: conflict on " + e.Key
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
+// MaxRecordSize is the largest value the store accepts (consensus/fsm's
+// MaxValueLen; node/store.go fails to compile if the two differ). Records
+// are encoded to fit it (see encodeRecord).
+const MaxRecordSize = 4 << 20
+
 // Store is the per-cluster replicated key-value store (node adapts consensus
 // to it). Reads are linearizable. Temporary failures (no quorum, timeouts)
 // are returned wrapped so callers can classify them; dispatch passes them
-// through with %w. Implementations must be safe for concurrent use.
+// through with %w. A value over MaxRecordSize fails with an error matching
+// ErrTooLarge. Implementations must be safe for concurrent use.
 type Store interface {
 	// Get returns the value and version of key; found is false if absent.
 	Get(ctx context.Context, cluster, key string) (value []byte, version uint64, found bool, err error)
