@@ -67,5 +67,20 @@
 // and body frames one way; response header frame and body frames the
 // other). Every node serves MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
-// (falling back to the record, at the end, when the driving node is gone).
+// (from the next driving node when a recovery moves the execution, and
+// from the record, at the end, when no driving node can stream).
+//
+// # Attempts in the output stream
+//
+// A retry starts its output from nothing, so a stream says where each
+// attempt begins: before the output of every attempt but the first comes
+// an attempt marker, "attempt N started" (a tagAttempt frame on
+// MethodWatch; StreamAttempt with the decimal number to the callbacks of
+// Watch and RunOptions.OnOutput; {"attempt": N} in the HTTP API's NDJSON
+// events). Output before it belongs to a lost attempt and should be
+// discarded; the output after the last marker equals the terminal
+// record's (up to the record's cap). The live buffer holds the current
+// attempt only, and Watch counts what it relayed per attempt, so the
+// record fills in only the final attempt's missing part — or all of it,
+// after a marker, when the stream showed another attempt.
 package dispatch

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -20,8 +21,9 @@ type RunOptions struct {
 	// of running again. At most MaxIdempotencyKeyLen printable characters.
 	IdempotencyKey string
 	// OnOutput receives output chunks while a synchronous run executes
-	// (not called for async runs). Called from the dispatcher's goroutine;
-	// must not block for long or retain chunk.
+	// (not called for async runs), and (StreamAttempt, number) before a
+	// retry's output. Called from the dispatcher's goroutine; must not
+	// block for long or retain chunk.
 	OnOutput func(stream string, chunk []byte)
 }
 
@@ -456,6 +458,12 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			ver = nv
 		}
 
+		// Watchers drop what a lost attempt printed: the buffer restarts,
+		// and a marker tells the stream's readers (StreamAttempt).
+		lv.begin(rec.Attempts)
+		if onOut != nil && rec.Attempts > 1 {
+			onOut(StreamAttempt, []byte(strconv.Itoa(rec.Attempts)))
+		}
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
