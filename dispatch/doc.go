@@ -49,11 +49,13 @@
 // queue lease) has lapsed, is taken over: a synchronous one is marked lost
 // (its client went with its node), an async one is re-dispatched as a new
 // attempt. The leader also deletes the oldest terminal records beyond
-// Config.RetentionCount or Config.RetentionAge, in bounded batches; a record
-// and its idempotency key are deleted in one command, and a key found
-// without its record is treated as absent (a new run replaces it). Both
-// passes read only the recent part of the key space in steady state (a
-// cursor below which everything is terminal; a sliding retention window),
+// Config.RetentionCount or Config.RetentionBytes (their total encoded size:
+// every voter holds them in memory) or older than Config.RetentionAge, in
+// bounded batches; a record and its idempotency key are deleted in one
+// command, and a key found without its record is treated as absent (a new
+// run replaces it). Both passes read only the recent part of the key space
+// in steady state (a cursor below which everything is terminal; a sliding
+// retention window whose in-flight records are re-measured as they grow),
 // with a full scan every minute (recovery) or hour (retention).
 //
 // Delivery is at least once: an async execution whose owner died while its

@@ -238,3 +238,64 @@ func TestEncodeRecordMinimal(t *testing.T) {
 		t.Fatalf("limit 100: %v, want ErrTooLarge", err)
 	}
 }
+
+// Retention bounds the bytes of the records kept, not only their number:
+// the oldest beyond RetentionBytes go, in full walks and incremental
+// passes alike, and a record counted small while in flight is counted
+// again when it ends bigger.
+func TestRetentionBytes(t *testing.T) {
+	e := newLocal(t, func(c *Config) {
+		c.RetentionCount = 1000
+		c.RetentionBytes = MaxRecordSize // the least allowed: 4 MiB
+		c.RetentionBatch = 100
+	})
+	ctx := context.Background()
+	base := time.Now().Add(-time.Hour)
+	var ids []string
+	put := func(id string, st Status, out int) {
+		t.Helper()
+		ex := Execution{ID: id, Service: "svc", Cluster: testCluster, Status: st, Stdout: strings.Repeat("x", out)}
+		b, _ := json.Marshal(ex)
+		if _, err := e.store.Put(ctx, testCluster, ExecKey(id), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	add := func(n int, st Status, out int) {
+		for range n {
+			id := NewID(base.Add(time.Duration(len(ids)) * time.Second))
+			ids = append(ids, id)
+			put(id, st, out)
+		}
+	}
+	retain := func(want int, kept ...string) {
+		t.Helper()
+		n, err := e.d.Retain(testCluster)
+		if err != nil || n != want {
+			t.Fatalf("deleted %d (%v), want %d", n, err, want)
+		}
+		es, _ := e.store.List(ctx, testCluster, "exec/", ListOptions{})
+		var got []string
+		for _, x := range es {
+			got = append(got, strings.TrimPrefix(x.Key, "exec/"))
+		}
+		if strings.Join(got, ",") != strings.Join(kept, ",") {
+			t.Fatalf("kept %d records %v, want %v", len(got), got, kept)
+		}
+	}
+	const mib = 1 << 20
+	add(10, StatusSucceeded, mib) // 10 MiB: only the newest 3 fit in 4 MiB
+	retain(7, ids[7:]...)
+	add(2, StatusSucceeded, mib) // incremental: 2 in, 2 out
+	retain(2, ids[9:]...)
+	if st := e.d.retention(testCluster); st == nil || st.passes != 1 {
+		t.Fatalf("pass was not incremental: %+v", st)
+	}
+	add(1, StatusRunning, 10) // in flight, small: nothing to delete
+	retain(0, ids[9:]...)
+	put(ids[len(ids)-1], StatusSucceeded, mib) // it ends with 1 MiB of output
+	retain(1, ids[10:]...)
+	if err := (func() Config { c := testConfig(); c.RetentionBytes = MaxRecordSize - 1; return c }()).Validate(); err == nil ||
+		!strings.Contains(err.Error(), "RetentionBytes") {
+		t.Fatalf("RetentionBytes below MaxRecordSize: %v", err)
+	}
+}
