@@ -91,6 +91,21 @@ type Config struct {
 	MaxHTTPHeaderBytes int
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
+
+	// listBytes and scanBytes bound List pages in bytes (0: the defaults,
+	// defaultListBytes and defaultScanBytes); tests shrink them.
+	listBytes, scanBytes int
+}
+
+func (c *Config) pageBytes() (list, scan int) {
+	list, scan = defaultListBytes, defaultScanBytes
+	if c.listBytes > 0 {
+		list = c.listBytes
+	}
+	if c.scanBytes > 0 {
+		scan = c.scanBytes
+	}
+	return list, scan
 }
 
 // DefaultConfig returns the defaults documented on Config.

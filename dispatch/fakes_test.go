@@ -219,6 +219,7 @@ func (m *memStore) List(ctx context.Context, cluster, prefix string, o ListOptio
 		limit = 1000
 	}
 	var out []Entry
+	size := 0
 	for _, k := range keys {
 		if o.After != "" && (!o.Reverse && k <= o.After || o.Reverse && k >= o.After) {
 			continue
@@ -239,6 +240,10 @@ func (m *memStore) List(ctx context.Context, cluster, prefix string, o ListOptio
 				continue
 			}
 		}
+		if o.MaxBytes > 0 && len(out) > 0 && size+len(it.value) > o.MaxBytes {
+			break // as consensus/fsm's ListQuery.MaxBytes
+		}
+		size += len(it.value)
 		out = append(out, Entry{Key: k, Value: append([]byte(nil), it.value...), Version: it.version})
 		if len(out) == limit {
 			break

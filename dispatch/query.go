@@ -42,7 +42,8 @@ func decodeExec(b []byte, ver uint64) (Execution, error) {
 type ListFilter struct {
 	Service string
 	Status  Status
-	// Limit bounds the answer: default 100, at most 1000.
+	// Limit bounds the answer: default 100, at most 1000 (fewer when the
+	// records take more than MaxRecordSize together).
 	Limit int
 	// Before pages: only executions older than this ID.
 	Before string
@@ -62,7 +63,9 @@ func (d *Dispatcher) List(ctx context.Context, cluster string, f ListFilter) ([]
 	if f.Status != "" {
 		match["status"] = string(f.Status)
 	}
-	opts := ListOptions{Limit: limit, Reverse: true, Match: match}
+	// A short page is still an answer: the caller pages on with Before.
+	listBytes, _ := d.cfg.pageBytes()
+	opts := ListOptions{Limit: limit, Reverse: true, Match: match, MaxBytes: listBytes}
 	if f.Before != "" {
 		opts.After = ExecKey(f.Before)
 	}

@@ -299,3 +299,29 @@ func TestRetentionBytes(t *testing.T) {
 		t.Fatalf("RetentionBytes below MaxRecordSize: %v", err)
 	}
 }
+
+// Pages are bounded in bytes as well as count: the API's list answers
+// fewer big records (it fits one transport frame when forwarded), and the
+// leader's scans page on past a page the byte bound cut short.
+func TestListPagesBoundedByBytes(t *testing.T) {
+	const n, size = 20, 16 << 10 // 320 KiB in all: more than one scan page
+	e := newLocal(t, func(c *Config) { c.listBytes, c.scanBytes = 3*size+1024, 8*size })
+	ctx := context.Background()
+	base := time.Now().Add(-time.Minute)
+	for i := range n {
+		ex := Execution{ID: NewID(base.Add(time.Duration(i) * time.Millisecond)), Service: "svc", Cluster: testCluster,
+			Status: StatusRunning, Owner: "ghost", Stdout: strings.Repeat("x", size)}
+		b, _ := json.Marshal(ex)
+		if _, err := e.store.Put(ctx, testCluster, ExecKey(ex.ID), b, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, err := e.d.List(ctx, testCluster, ListFilter{Limit: 100})
+	if err != nil || len(es) != 3 {
+		t.Fatalf("list: %d records (%v), want the 3 that fit", len(es), err)
+	}
+	taken, err := e.d.Recover(testCluster)
+	if err != nil || taken != n {
+		t.Fatalf("recovery took over %d of %d (%v): it stopped at a page cut short by bytes", taken, n, err)
+	}
+}

@@ -77,6 +77,7 @@ const cursorLag = time.Minute
 // moves the cluster's cursor: below it every execution was terminal at the
 // scan (terminal is final), up to cursorLag before now.
 func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	n := 0
 	cursor := timeKey(d.now().Add(-cursorLag))
 	for _, st := range []Status{StatusQueued, StatusRunning} {
@@ -84,7 +85,7 @@ func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
 		for {
 			ctx, cancel := d.ctxTimeout()
 			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{
-				After: after, Limit: 500, Match: map[string]string{"status": string(st)}})
+				After: after, Limit: 500, Match: map[string]string{"status": string(st)}, MaxBytes: scanBytes})
 			cancel()
 			if err != nil {
 				return n, fmt.Errorf("list %s executions: %w", st, err)
@@ -104,7 +105,7 @@ func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
 					}
 				}
 			}
-			if len(entries) < 500 {
+			if !morePages(entries, 500, scanBytes) {
 				break
 			}
 			after = entries[len(entries)-1].Key
@@ -209,6 +210,7 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 // Config.RetentionBytes, the oldest ones — at most Config.RetentionBatch
 // per call. It returns how many it deleted.
 func (d *Dispatcher) Retain(cluster string) (int, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	cutoff := d.now().Add(-d.cfg.RetentionAge)
 	type victim struct {
 		key, idem string
@@ -232,7 +234,8 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 	after := ""
 	for len(victims) < d.cfg.RetentionBatch {
 		ctx, cancel := d.ctxTimeout()
-		entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{After: after, Limit: d.cfg.RetentionBatch})
+		entries, err := d.store.List(ctx, cluster, "exec/",
+			ListOptions{After: after, Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("list executions: %w", err)
@@ -245,7 +248,7 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 			}
 			add(e)
 		}
-		if young || len(entries) < d.cfg.RetentionBatch {
+		if young || !morePages(entries, d.cfg.RetentionBatch, scanBytes) {
 			break
 		}
 		after = entries[len(entries)-1].Key
@@ -351,9 +354,8 @@ func (d *Dispatcher) list(cluster string, o ListOptions) ([]Entry, error) {
 	return es, nil
 }
 
-// retentionPage is the page size of retention's walks. A page carries the
-// records' values, so it is also bounded by bytes in effect: the walks
-// cover the kept window, at most RetentionBytes, and what arrived since.
+// retentionPage is the page size of retention's walks (and scanBytes their
+// bound in bytes: a page carries the records' values).
 const retentionPage = 1000
 
 // sized is what retention needs of one record.
@@ -380,6 +382,7 @@ func (d *Dispatcher) over(n int, b int64) bool {
 // the window (the newest within RetentionCount and RetentionBytes), oldest
 // first.
 func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	st := d.retention(cluster)
 	if st != nil && st.passes < retentionFullEvery {
 		ok, err := d.slideWindow(cluster, st)
@@ -391,7 +394,7 @@ func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
 			if st.cut == "" {
 				return nil, nil
 			}
-			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch})
+			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 			if err != nil {
 				return nil, err
 			}
@@ -413,6 +416,7 @@ func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
 // counted, the cut moved until the window fits. false: st disagrees with
 // the store, or too many records are in flight (a full walk is due).
 func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	for key, was := range st.pending {
 		ctx, cancel := d.ctxTimeout()
 		v, _, found, err := d.store.Get(ctx, cluster, key)
@@ -434,7 +438,7 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 		}
 	}
 	for after := max(st.settled, st.cut); ; {
-		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage})
+		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, MaxBytes: scanBytes})
 		if err != nil {
 			return false, err
 		}
@@ -448,14 +452,14 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 				st.pending[e.Key] = x.size
 			}
 		}
-		if len(es) < retentionPage {
+		if !morePages(es, retentionPage, scanBytes) {
 			break
 		}
 		after = es[len(es)-1].Key
 	}
 	for d.over(st.n, st.bytes) {
 		limit := min(max(st.n-d.cfg.RetentionCount, 16), retentionPage)
-		es, err := d.list(cluster, ListOptions{After: st.cut, Limit: limit})
+		es, err := d.list(cluster, ListOptions{After: st.cut, Limit: limit, MaxBytes: scanBytes})
 		if err != nil {
 			return false, err
 		}
@@ -484,12 +488,13 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 // retentionWalk walks every record from the newest, rebuilds the state and
 // returns up to RetentionBatch of the oldest entries beyond the window.
 func (d *Dispatcher) retentionWalk(cluster string) ([]Entry, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	st := &retentionState{pending: map[string]int64{}}
 	var excess []Entry
 	windowDone := false
 	after := ""
 	for {
-		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true})
+		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true, MaxBytes: scanBytes})
 		if err != nil {
 			return nil, err
 		}
@@ -513,7 +518,7 @@ func (d *Dispatcher) retentionWalk(cluster string) ([]Entry, error) {
 				excess = excess[1:]
 			}
 		}
-		if len(es) < retentionPage {
+		if !morePages(es, retentionPage, scanBytes) {
 			break
 		}
 		after = es[len(es)-1].Key

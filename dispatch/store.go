@@ -97,6 +97,37 @@ type ListOptions struct {
 	Limit   int               // 0: the store's default bound
 	Reverse bool              // descending key order
 	Match   map[string]string // equality on top-level JSON string fields
+	// MaxBytes, when positive, ends the page before the value that would
+	// take it past this many bytes (the first entry always comes). A store
+	// may ignore it: see morePages.
+	MaxBytes int
+}
+
+// Page byte bounds (Config.listBytes and scanBytes override them in
+// tests). A list that may be forwarded to another node answers in one
+// transport frame (8 MiB, values in base64): defaultListBytes keeps it
+// inside. The leader's own scans (recovery, retention) read locally:
+// defaultScanBytes only bounds their memory.
+const (
+	defaultListBytes = MaxRecordSize
+	defaultScanBytes = 4 * MaxRecordSize
+)
+
+// morePages reports whether a List page of es, asked with limit and
+// maxBytes, may have more after it: it was full, or it may have stopped at
+// the byte bound (the next value, at most MaxRecordSize, would not fit).
+func morePages(es []Entry, limit, maxBytes int) bool {
+	if len(es) >= limit {
+		return true
+	}
+	if maxBytes <= 0 || len(es) == 0 {
+		return false
+	}
+	n := 0
+	for _, e := range es {
+		n += len(e.Value)
+	}
+	return n > maxBytes-MaxRecordSize
 }
 
 // Runner roles and member statuses as gossip reports them.

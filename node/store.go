@@ -93,7 +93,8 @@ func (s dispatchStore) DeleteMulti(ctx context.Context, cluster string, kvs []di
 }
 
 func (s dispatchStore) List(ctx context.Context, cluster, prefix string, o dispatch.ListOptions) ([]dispatch.Entry, error) {
-	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit, Reverse: o.Reverse, Match: o.Match})
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit,
+		Reverse: o.Reverse, Match: o.Match, MaxBytes: o.MaxBytes})
 	if err != nil {
 		return nil, err
 	}
