@@ -122,8 +122,9 @@ func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stre
 	var followedLive *liveExec // this node's drive followed last
 	followed := ""             // owner whose drive was followed last
 	for !ex.Status.Terminal() {
+		wait := true // false after a follow: its end may be the execution's
 		if lv := d.getLive(id); lv != nil && lv != followedLive {
-			followedLive, w.complete = lv, false
+			followedLive, w.complete, wait = lv, false, false
 			if err := lv.follow(ctx, track); err != nil {
 				return ex, err
 			}
@@ -131,17 +132,19 @@ func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stre
 		} else if ex.Owner != "" && ex.Owner != d.local && ex.Owner != followed && d.rpc != nil {
 			// An error means that node cannot stream it (any more): the
 			// record, or the next owner, carries on.
-			followed, w.complete = ex.Owner, false
+			followed, w.complete, wait = ex.Owner, false, false
 			err := d.watchRemote(ctx, ex.Owner, id, track)
 			if err != nil && ctx.Err() != nil {
 				return ex, ctx.Err()
 			}
 			w.complete = err == nil
 		}
-		select {
-		case <-ctx.Done():
-			return ex, ctx.Err()
-		case <-t.C:
+		if wait {
+			select {
+			case <-ctx.Done():
+				return ex, ctx.Err()
+			case <-t.C:
+			}
 		}
 		if ex, err = d.Get(ctx, cluster, id); err != nil {
 			return ex, err
