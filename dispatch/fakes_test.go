@@ -38,6 +38,9 @@ type memStore struct {
 	// commands).
 	limitWrites bool
 	writesLeft  int
+	// maxValue, when set, refuses values over it instead of over
+	// memMaxValueLen (a store that measures differently from dispatch).
+	maxValue int
 }
 
 // spend takes one write from the budget; the caller holds mu.
@@ -117,8 +120,12 @@ func (m *memStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]ui
 	if m.failPuts != nil {
 		return nil, m.failPuts
 	}
+	limit := memMaxValueLen
+	if m.maxValue > 0 {
+		limit = m.maxValue
+	}
 	for _, kv := range kvs {
-		if len(kv.Value) > memMaxValueLen {
+		if len(kv.Value) > limit {
 			return nil, fmt.Errorf("%w: %w: value of %d bytes", ErrTooLarge, errBadCommand, len(kv.Value))
 		}
 	}

@@ -325,3 +325,20 @@ func TestListPagesBoundedByBytes(t *testing.T) {
 		t.Fatalf("recovery took over %d of %d (%v): it stopped at a page cut short by bytes", taken, n, err)
 	}
 }
+
+// When the store refuses a terminal record that encodeRecord sized, the
+// execution still ends: the minimal record (marker, no output) is written.
+func TestRecordRefusedTerminalWritesMinimal(t *testing.T) {
+	e := newLocal(t, nil)
+	e.store.mu.Lock()
+	e.store.maxValue = 4 << 10
+	e.store.mu.Unlock()
+	ex, err := e.d.Run(context.Background(), testCluster, execSvc("head", "-c", "20000", "/dev/zero"), nil, RunOptions{})
+	if err != nil || ex.Status != StatusSucceeded || len(ex.Stdout) != 20000 {
+		t.Fatalf("%v %s stdout %d", err, ex.Status, len(ex.Stdout))
+	}
+	rec := e.record(t, ex.ID)
+	if rec.Status != StatusSucceeded || !rec.Truncated || rec.Stdout != "" || !strings.Contains(rec.Error, "record too large") {
+		t.Fatalf("record %s truncated=%v stdout %d error %q", rec.Status, rec.Truncated, len(rec.Stdout), rec.Error)
+	}
+}
