@@ -62,6 +62,11 @@ type Config struct {
 	RecoveryMargin time.Duration
 	// RetentionCount keeps at most this many execution records. Default 10000.
 	RetentionCount int
+	// RetentionBytes bounds the total size of the execution records kept
+	// (every voter holds them in memory; a record takes up to
+	// MaxRecordSize): the oldest beyond it are deleted. At least
+	// MaxRecordSize. Default 256 MiB.
+	RetentionBytes int64
 	// RetentionAge deletes records older than this. Default 24h.
 	RetentionAge time.Duration
 	// RetentionInterval is the period of the leader's retention pass. Default 1m.
@@ -86,6 +91,21 @@ type Config struct {
 	MaxHTTPHeaderBytes int
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
+
+	// listBytes and scanBytes bound List pages in bytes (0: the defaults,
+	// defaultListBytes and defaultScanBytes); tests shrink them.
+	listBytes, scanBytes int
+}
+
+func (c *Config) pageBytes() (list, scan int) {
+	list, scan = defaultListBytes, defaultScanBytes
+	if c.listBytes > 0 {
+		list = c.listBytes
+	}
+	if c.scanBytes > 0 {
+		scan = c.scanBytes
+	}
+	return list, scan
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -102,6 +122,7 @@ func DefaultConfig() Config {
 		RecoveryInterval:   3 * time.Second,
 		RecoveryMargin:     5 * time.Second,
 		RetentionCount:     10000,
+		RetentionBytes:     256 << 20,
 		RetentionAge:       24 * time.Hour,
 		RetentionInterval:  time.Minute,
 		RetentionBatch:     256,
@@ -140,6 +161,9 @@ func (c Config) Validate() error {
 		return errors.New("dispatch: NoRunnerWait must be below QueueLease")
 	case c.RetentionCount < 1 || c.RetentionBatch < 1:
 		return errors.New("dispatch: RetentionCount and RetentionBatch must be positive")
+	case c.RetentionBytes < MaxRecordSize:
+		return fmt.Errorf("dispatch: RetentionBytes %d is below MaxRecordSize (%d), one record at its largest",
+			c.RetentionBytes, MaxRecordSize)
 	case c.MaxAsync < 1:
 		return errors.New("dispatch: MaxAsync must be positive")
 	case c.MaxHTTPHeaderBytes < 1024:

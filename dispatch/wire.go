@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,11 +22,17 @@ import (
 // runs, then one result frame (tagResult + JSON resultWire) and ends the
 // stream. A busy runner fails the call with RemoteError code "busy" before
 // sending anything.
+//
+// MethodWatch streams tagOut/tagErr frames too, and before the output of
+// every attempt but the first a tagAttempt frame (tagAttempt + the attempt
+// number in decimal): "attempt N started", the output after it is attempt
+// N's from its first byte and what came before belongs to a lost attempt.
 const (
-	tagAck    byte = 'a'
-	tagOut    byte = 'o'
-	tagErr    byte = 'e'
-	tagResult byte = 'r'
+	tagAck     byte = 'a'
+	tagOut     byte = 'o'
+	tagErr     byte = 'e'
+	tagResult  byte = 'r'
+	tagAttempt byte = 'n'
 
 	codeBusy    = "busy"
 	codeInvalid = "invalid"
@@ -128,6 +135,27 @@ func outFrame(f []byte) (stream string, chunk []byte, ok bool) {
 		return runner.Stderr, f[1:], true
 	}
 	return "", nil, false
+}
+
+// watchFrame parses a MethodWatch frame: output, or an attempt marker as
+// (StreamAttempt, decimal number). ok is false if f is neither.
+func watchFrame(f []byte) (stream string, chunk []byte, ok bool) {
+	if len(f) > 0 && f[0] == tagAttempt {
+		if _, ok := parseAttempt(f[1:]); !ok {
+			return "", nil, false
+		}
+		return StreamAttempt, f[1:], true
+	}
+	return outFrame(f)
+}
+
+// parseAttempt reads an attempt marker's number (1 to 1e6, decimal).
+func parseAttempt(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 7 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(b))
+	return n, err == nil && n >= 1 && n <= 1_000_000
 }
 
 // attemptError classifies a failed attempt.

@@ -64,6 +64,7 @@ func (a *Agent) wireState() error {
 	dcfg := dispatch.DefaultConfig()
 	dcfg.Clusters = []string{cfg.Cluster}
 	dcfg.RetentionCount = cfg.RetentionCount
+	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
 	store := dispatchStore{kv: cons}
 	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {

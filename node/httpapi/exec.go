@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -248,7 +249,17 @@ func (e *eventWriter) started() bool {
 	return e.begun
 }
 
+// output writes an output event, or {"attempt": N} for an attempt marker:
+// the output after it is attempt N's from its start (an earlier attempt's
+// was lost).
 func (e *eventWriter) output(stream string, data []byte) {
+	if stream == dispatch.StreamAttempt {
+		n, err := strconv.Atoi(string(data))
+		if err == nil {
+			e.event(map[string]any{"attempt": n})
+		}
+		return
+	}
 	e.event(map[string]any{"stream": stream, "data": string(data)})
 }
 
