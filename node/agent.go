@@ -142,7 +142,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
 		httpapi.WithKeyring(keyringBackend{g}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}))
+		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
