@@ -142,7 +142,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
 		httpapi.WithKeyring(keyringBackend{g}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}))
+		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -302,8 +303,36 @@ func (a *Agent) ProxyAddr() string {
 func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
 
 // Stop leaves the mesh gracefully (bounded by ctx and -leave-timeout) and
-// stops every part.
-func (a *Agent) Stop(ctx context.Context) error {
+// stops every part: what `meshgw leave` asks for.
+func (a *Agent) Stop(ctx context.Context) error { return a.stop(ctx, true) }
+
+// Terminate is the graceful stop for SIGTERM and SIGINT. A node that holds
+// a Raft replica stops without leaving the mesh unless -leave-on-terminate
+// is set: its peers see it failed, autopilot keeps its voter for
+// -autopilot-dead-after, and a restart within that time finds the group as
+// it was. A node without a replica leaves, as its departure changes no
+// group. It reports whether the node left.
+func (a *Agent) Terminate(ctx context.Context) (left bool, err error) {
+	leave := a.cfg.LeaveOnTerminate || !a.holdsReplica()
+	return leave, a.stop(ctx, leave)
+}
+
+// holdsReplica reports whether this node holds a replica of any group.
+func (a *Agent) holdsReplica() bool {
+	if a.cons == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, g := range a.cons.Status(ctx) {
+		if g.Local {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) stop(ctx context.Context, leave bool) error {
 	a.ready.Store(false)
 	var errs []error
 	if a.srv != nil {
@@ -318,11 +347,13 @@ func (a *Agent) Stop(ctx context.Context) error {
 		}
 		cancel()
 	}
-	lctx, cancel := context.WithTimeout(ctx, a.cfg.LeaveTimeout)
-	if err := a.gossip.Leave(lctx); err != nil {
-		errs = append(errs, fmt.Errorf("leave: %w", err))
+	if leave {
+		lctx, cancel := context.WithTimeout(ctx, a.cfg.LeaveTimeout)
+		if err := a.gossip.Leave(lctx); err != nil {
+			errs = append(errs, fmt.Errorf("leave: %w", err))
+		}
+		cancel()
 	}
-	cancel()
 	a.Shutdown()
 	return errors.Join(errs...)
 }
@@ -442,4 +473,14 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k.status, k.cluster)
 	}
+}
+
+// SetTags replaces this node's user tags at run time (SIGHUP); peers see
+// them with the next gossip round, and runner_tags match them from then on.
+func (a *Agent) SetTags(tags map[string]string) error {
+	if err := a.gossip.SetUserTags(tags); err != nil {
+		return fmt.Errorf("set tags: %w", err)
+	}
+	a.cfg.Tags = tags
+	return nil
 }

@@ -310,10 +310,15 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 
 func cmdLeave(args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("leave", stderr)
+	force := c.fs.Bool("force", false, "leave even when that takes the node's Raft group below quorum")
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	if _, err := c.do("POST", "/v1/agent/leave", nil, nil, nil, nil); err != nil {
+	var q url.Values
+	if *force {
+		q = url.Values{"force": {"true"}}
+	}
+	if _, err := c.do("POST", "/v1/agent/leave", q, nil, nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "agent at %s is leaving the mesh\n", c.addr)

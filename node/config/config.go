@@ -119,6 +119,12 @@ type Runtime struct {
 	MaxBodyBytes int64
 	// LeaveTimeout bounds the graceful leave on shutdown.
 	LeaveTimeout time.Duration
+	// LeaveOnTerminate makes SIGTERM/SIGINT leave the mesh even on a node
+	// that holds a Raft replica. Off by default: a voter that leaves is
+	// removed from its group by autopilot, so a rolling restart would
+	// re-replicate every group (Consul's and Nomad's servers behave alike).
+	// A node without a replica always leaves; `meshgw leave` always leaves.
+	LeaveOnTerminate bool
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool

@@ -112,6 +112,7 @@ type API struct {
 	acl     TokenStore   // optional: token checks
 	exec    ExecBackend  // optional: runs, executions, proxy
 	keyring KeyringBackend
+	ready   Readiness // optional: /v1/ready and the leave guard
 	log     zerolog.Logger
 	mux     *http.ServeMux
 }
@@ -140,8 +141,9 @@ func (a *API) routes() {
 	a.handle("GET /v1/members", a.members)
 	a.handle("GET /v1/runners", a.runners)
 	a.handle("GET /v1/status", a.status)
-	a.handle("POST /v1/agent/leave", a.leave)
-	a.handle("PUT /v1/agent/leave", a.leave)
+	a.handle("GET /v1/ready", a.readiness)
+	a.handle("POST /v1/agent/leave", a.leaveChecked)
+	a.handle("PUT /v1/agent/leave", a.leaveChecked)
 	if a.metrics != nil {
 		a.mux.Handle("GET /metrics", a.metrics)
 	}
@@ -199,7 +201,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/acl/bootstrap" {
+	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/ready" && r.URL.Path != "/v1/acl/bootstrap" {
 		r2, err := a.authenticate(r)
 		if err != nil {
 			WriteError(w, err)
