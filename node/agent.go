@@ -44,6 +44,7 @@ type Agent struct {
 	state  *stateBackend
 	reg    *prometheus.Registry
 	api    *httpapi.API
+	tokens *tokenStore
 	srv    *http.Server
 	httpLn net.Listener
 	// dp serves -proxy, the data-plane listener, when set.
@@ -134,9 +135,13 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
-	opts := []httpapi.Option{}
+	// Every node checks tokens: a request for a cluster whose state says
+	// its ACLs are on is checked against that cluster's tokens, whether or
+	// not this node runs -acl (httpapi's package comment has the table).
+	a.tokens = newTokenStore(a.cons)
+	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
-		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
+		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
 	}
 	opts = append(opts,
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
@@ -220,6 +225,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
+	if a.cfg.ACL {
+		a.wg.Add(1)
+		go a.markACL()
+	}
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
@@ -277,6 +286,38 @@ func (a *Agent) watchFailures() {
 					a.rpc.Disconnect(m.RPCAddr, "gossip declared "+m.Name+" failed")
 				}
 			}
+		}
+	}
+}
+
+// markACL records in this node's cluster state that its ACLs are on, so
+// that nodes without -acl, of this cluster or another, check the requests
+// they serve for it. It retries until the group takes the write (it does
+// not exist until bootstrapped) or the agent stops.
+func (a *Agent) markACL() {
+	defer a.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.tokens.enable(actx, a.cfg.Cluster)
+		acancel()
+		if err == nil {
+			a.log.Info().Str("cluster", a.cfg.Cluster).Msg("ACLs recorded as on in the cluster's state")
+			return
+		}
+		a.log.Debug().Err(err).Msg("recording ACLs as on; will retry")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
 		}
 	}
 }

@@ -169,6 +169,103 @@ func TestACLTokens(t *testing.T) {
 	}
 }
 
+// authCode sends one request to n with secret as its Bearer token ("" for
+// none) and returns the status.
+func authCode(t *testing.T, n *Node, secret, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+n.HTTP+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// bootstrapACL bootstraps n's cluster's ACLs (retrying while its group
+// forms) and returns the management secret.
+func bootstrapACL(t *testing.T, n *Node) string {
+	t.Helper()
+	var boot struct {
+		Secret string `json:"secret_id"`
+	}
+	Eventually(t, 60*time.Second, func() error {
+		o, stderr, code := CLI(t, "acl", "bootstrap", "-http-addr", n.HTTP, "-format", "json")
+		if code != 0 {
+			return fmt.Errorf("bootstrap on %s: %s %s", n.Name, o, stderr)
+		}
+		return json.Unmarshal([]byte(o), &boot)
+	})
+	return boot.Secret
+}
+
+// A token belongs to its cluster: red's token is refused on blue through
+// any node, blue's works on blue through a node of red, and a node of red
+// started without -acl opens neither blue nor, once red's state says its
+// ACLs are on, red.
+func TestTokenBelongsToItsCluster(t *testing.T) {
+	c := StartCluster(t, 2, Options{Cluster: "red", Extra: func(i int) []string {
+		if i == 0 {
+			return []string{"-acl"}
+		}
+		return nil
+	}})
+	redACL, redOpen := c.Nodes[0], c.Nodes[1]
+	blue := c.NewNode(t, "b1", "-cluster", "blue", "-bootstrap-expect", "1", "-gossip-profile", "local",
+		"-join", c.Nodes[0].Gossip, "-acl")
+	blue.Start()
+	WaitHealthy(t, 30*time.Second, blue)
+	redTok, blueTok := bootstrapACL(t, redACL), bootstrapACL(t, blue)
+
+	def := `{"name":"echo","type":"exec","command":["echo","hi"]}`
+	if code := authCode(t, blue, blueTok, "PUT", "/v1/services/echo", def); code != 200 {
+		t.Fatalf("blue's token writing on blue: %d", code)
+	}
+	calls := [][3]string{
+		{"GET", "/v1/services?cluster=blue", ""},
+		{"PUT", "/v1/services/red-made?cluster=blue", strings.Replace(def, "echo", "red-made", 1)},
+		{"POST", "/v1/services/echo/run?cluster=blue", "{}"},
+		{"GET", "/v1/executions?cluster=blue", ""},
+	}
+	for _, n := range []*Node{redACL, redOpen, blue} {
+		for _, call := range calls {
+			if code := authCode(t, n, redTok, call[0], call[1], call[2]); code != 401 && code != 403 {
+				t.Errorf("red's token on blue via %s: %s %s: %d, want 401", n.Name, call[0], call[1], code)
+			}
+			if code := authCode(t, n, "", call[0], call[1], call[2]); code != 401 {
+				t.Errorf("no token on blue via %s: %s %s: %d, want 401", n.Name, call[0], call[1], code)
+			}
+		}
+	}
+	for _, n := range []*Node{redACL, redOpen} {
+		if code := authCode(t, n, blueTok, "POST", "/v1/services/echo/run?cluster=blue", "{}"); code != 200 {
+			t.Errorf("blue's token running on blue via %s: %d, want 200", n.Name, code)
+		}
+		if code := authCode(t, n, blueTok, "GET", "/v1/services", ""); code != 401 {
+			t.Errorf("blue's token on red via %s: %d, want 401", n.Name, code)
+		}
+	}
+	if code := authCode(t, blue, blueTok, "GET", "/v1/services/red-made", ""); code != 404 {
+		t.Errorf("a call refused on blue left a service behind: %d", code)
+	}
+	// redOpen runs no -acl, but red's state says its ACLs are on.
+	Eventually(t, 10*time.Second, func() error {
+		if code := authCode(t, redOpen, "", "GET", "/v1/services", ""); code != 401 {
+			return fmt.Errorf("red's node without -acl, no token: %d, want 401", code)
+		}
+		return nil
+	})
+	if code := authCode(t, redOpen, redTok, "GET", "/v1/services", ""); code != 200 {
+		t.Errorf("red's token on red's node without -acl: %d", code)
+	}
+}
+
 // Garbage sent to every port leaves every node healthy and the state as it was.
 func TestGarbageToEveryPort(t *testing.T) {
 	c := StartCluster(t, 3, Options{})

@@ -1,11 +1,3 @@
-// Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
-// package declares, so it can be tested without a mesh; and, for a listener
-// of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
-//
-// It owns request parsing and bounds (body size, query validation), the
-// error shape {"error","code"} with fitting status codes, and the mapping of
-// routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only
-// node imports httpapi.
 package httpapi
 
 import (
@@ -110,6 +102,7 @@ type API struct {
 	metrics http.Handler
 	state   StateBackend // optional: services, clusters, snapshots
 	acl     TokenStore   // optional: token checks
+	aclFlag bool         // this node runs -acl: every request is checked
 	exec    ExecBackend  // optional: runs, executions, proxy
 	keyring KeyringBackend
 	log     zerolog.Logger
@@ -199,21 +192,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/acl/bootstrap" {
-		r2, err := a.authenticate(r)
-		if err != nil {
-			WriteError(w, err)
-			return
-		}
-		perm, svc := permFor(r2)
-		if err := require(r2, perm, svc); err != nil {
-			WriteError(w, err)
-			return
-		}
-		r = r2
+	r, err := a.access(r)
+	if err != nil {
+		WriteError(w, err)
+		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
-		stripCredential(r, a.acl != nil)
+		_, checked := TokenFrom(r.Context())
+		stripCredential(r, checked)
 	}
 	a.mux.ServeHTTP(w, r)
 }

@@ -190,8 +190,8 @@ func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
 	if err := dispatch.ValidateName(name); err != nil {
 		return Errorf(http.StatusNotFound, "not_found", "service %q: %v", name, err)
 	}
-	c := r.URL.Query().Get("cluster")
-	if c == "" {
+	c, ok := clusterFrom(r.Context())
+	if !ok {
 		c = a.b.LocalCluster()
 	}
 	p := "/" + r.PathValue("path")
