@@ -87,13 +87,18 @@ type Backend interface {
 type Config struct {
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
+	// StreamWriteTimeout bounds each write of an event stream (a streamed
+	// run, a watch): a client that takes longer to take one is cut.
+	StreamWriteTimeout time.Duration
 }
 
 // maxSnapshotBytes bounds a snapshot restore body.
 const maxSnapshotBytes = 512 << 20
 
 // DefaultConfig returns the API's default bounds.
-func DefaultConfig() Config { return Config{MaxBodyBytes: 4 << 20} }
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 4 << 20, StreamWriteTimeout: 10 * time.Second}
+}
 
 // API is the HTTP handler of the client API.
 type API struct {
@@ -119,6 +124,9 @@ func WithMetrics(h http.Handler) Option { return func(a *API) { a.metrics = h } 
 func New(cfg Config, b Backend, log zerolog.Logger, opts ...Option) *API {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = DefaultConfig().StreamWriteTimeout
 	}
 	a := &API{cfg: cfg, b: b, log: log.With().Str("component", "http").Logger(), mux: http.NewServeMux()}
 	for _, o := range opts {
