@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -737,4 +738,53 @@ func TestClusterHTTPProxyDoesNotResendConsumedPost(t *testing.T) {
 	if hits.Load() != 0 || rec.Body.Len() != 0 {
 		t.Fatalf("POST resent: %d hits, body %q", hits.Load(), rec.Body.String())
 	}
+}
+
+// TestCallerThatStopsReadingIsCut: a node that calls a runner's exec and
+// then stops reading the stream (a stalled client behind it, a wedged
+// gateway) holds neither the process nor the runner's slot: the first
+// output frame that cannot go within OutputWriteTimeout cancels the run.
+func TestCallerThatStopsReadingIsCut(t *testing.T) {
+	c := newTCluster(t)
+	r1 := c.add("r1", true, func(cfg *Config) { cfg.OutputWriteTimeout = 300 * time.Millisecond })
+	caller := c.transport("caller")
+	if err := caller.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caller.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := caller.Stream(ctx, r1.tr.Addr().String(), MethodExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// 2 MiB of output, beyond a stream's unread receive window, then a
+	// sleep far past the test: only the cut ends it in time.
+	req, _ := json.Marshal(execWire{ID: "x", Attempt: 1, Service: "flood", TimeoutMs: 60_000,
+		Command: []string{"sh", "-c", "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; sleep 60"}})
+	if err := s.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := s.Recv(); err != nil || len(f) == 0 || f[0] != tagAck {
+		t.Fatalf("ack: %q %v", f, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r1.ex.InFlight() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	for r1.ex.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner's slot is still held by a caller that stopped reading")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("slot free %s after the run started", time.Since(start).Round(time.Millisecond))
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -51,6 +52,11 @@ func (s *Stream) Send(b []byte) error {
 	}
 	return nil
 }
+
+// SetWriteDeadline bounds the Sends (and, handler side, the final frame)
+// made after it: one that cannot complete by t, because the peer stopped
+// reading, fails with a timeout. The zero time removes the bound.
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.str.SetWriteDeadline(t) }
 
 // Recv reads the next message; io.EOF once the other side half-closed.
 // The returned slice is owned by the caller. An error the handler returned
