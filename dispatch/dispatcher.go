@@ -46,9 +46,10 @@ type Config struct {
 	// is taken for hung and the attempt is retried elsewhere. Default 2s.
 	AckTimeout time.Duration
 	// OutputWriteTimeout bounds each frame a runner sends to the node that
-	// called it (output, result): a caller that does not take one in time
-	// has stopped reading, and the execution is cancelled rather than left
-	// to hold the stream. Default 10s.
+	// called it (exec output and result, a proxied response): a caller that
+	// does not take one in time has stopped reading, and the execution is
+	// cancelled, or the proxied exchange ended, rather than left to hold
+	// the runner's slot. Default 10s.
 	OutputWriteTimeout time.Duration
 	// PenaltyBox is how long a runner whose call just failed as unreachable
 	// is skipped (cleared by a success). Default 5s.
