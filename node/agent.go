@@ -45,6 +45,7 @@ type Agent struct {
 	reg    *prometheus.Registry
 	api    *httpapi.API
 	tokens *tokenStore
+	trust  *peerTrust // whose TLS this node and they refuse
 	srv    *http.Server
 	httpLn net.Listener
 	// dp serves -proxy, the data-plane listener, when set.
@@ -78,7 +79,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry(),
+		trust: newPeerTrust()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -225,6 +227,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
+	a.wg.Add(1)
+	go a.probePeers()
 	if a.cfg.ACL {
 		a.wg.Add(1)
 		go a.markACL()
@@ -424,10 +428,14 @@ func (b *backend) Members(f httpapi.MemberFilter) []httpapi.Member {
 	ms := b.gossip.Members(gossip.Filter{Cluster: f.Cluster, Role: f.Role, Status: gossip.Status(f.Status), Tags: f.Tags})
 	out := make([]httpapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, httpapi.Member{
+		hm := httpapi.Member{
 			Name: m.Name, Addr: m.Addr, Status: string(m.Status), Cluster: m.Cluster,
 			Roles: m.Roles, Tags: m.Tags, Version: m.Version, RPCAddr: m.RPCAddr, HTTP: m.HTTPAddr,
-		})
+		}
+		if err := b.trust.refusal(m.RPCAddr); err != nil && m.Status == gossip.StatusAlive {
+			hm.Refused = err.Error()
+		}
+		out = append(out, hm)
 	}
 	return out
 }

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -354,4 +355,88 @@ func TestHTTPSClientAPI(t *testing.T) {
 	if out, stderr, code := CLI(t, "members", "-http-addr", "https://"+n.HTTP, "-http-ca-file", filepath.Join(dir, "ca.pem")); code != 0 || !strings.Contains(out, "secure") {
 		t.Fatalf("CLI over https: %d %s %s", code, out, stderr)
 	}
+}
+
+// A node whose TLS its peers refuse (a foreign CA) gossips as alive, but
+// is never a bootstrap candidate, runner or forwarding target; members and
+// runners show it refused, and its own log says why. It is the seed and
+// has the smallest name, so the old code picked it as the group's first
+// voter and the group never formed.
+func TestForeignCANodeIsNeverChosen(t *testing.T) {
+	dir := t.TempDir()
+	if _, stderr, code := CLI(t, "tls", "ca", "create", "-dir", dir); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, stderr, code := CLI(t, "tls", "cert", "create", "-dir", dir, "-node", "a-foreign"); code != 0 {
+		t.Fatal(stderr)
+	}
+	x := NewNode(t, "a-foreign", "-bootstrap-expect", "1", "-gossip-profile", "local",
+		"-ca-file", filepath.Join(dir, "ca.pem"), "-cert-file", filepath.Join(dir, "a-foreign.pem"),
+		"-key-file", filepath.Join(dir, "a-foreign-key.pem"))
+	x.Start()
+	WaitHealthy(t, 20*time.Second, x)
+	c := StartCluster(t, 2, Options{BootstrapExpect: 1, Extra: func(int) []string { return []string{"-join", x.Gossip} }})
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	start := time.Now()
+	Eventually(t, 30*time.Second, func() error {
+		g, err := n1.Group("default")
+		if err != nil || g.Leader == "" {
+			return fmt.Errorf("no group on n1: %v %+v", err, g)
+		}
+		return nil
+	})
+	t.Logf("group formed on n1 %s after the cluster started", time.Since(start).Round(time.Millisecond))
+	Eventually(t, 20*time.Second, func() error {
+		_, err := n2.Do("PUT", "/v1/services/echo", svcDef("echo"), nil)
+		return err
+	})
+	for _, path := range []string{"/v1/members", "/v1/runners"} {
+		var ms []struct {
+			Name    string `json:"name"`
+			Status  string `json:"status"`
+			Refused string `json:"refused"`
+		}
+		if _, err := n2.Do("GET", path, nil, &ms); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, m := range ms {
+			if m.Name == x.Name {
+				found = true
+				if m.Refused == "" {
+					t.Errorf("%s: %s shown as %q, not refused", path, m.Name, m.Status)
+				}
+			} else if m.Refused != "" {
+				t.Errorf("%s: %s refused: %s", path, m.Name, m.Refused)
+			}
+		}
+		if !found {
+			t.Errorf("%s does not list %s", path, x.Name)
+		}
+	}
+	failed := 0
+	for i := 0; i < 30; i++ {
+		var res struct {
+			Runner string `json:"runner"`
+			Status string `json:"status"`
+		}
+		if _, err := c.Nodes[i%2].Do("POST", "/v1/services/echo/run", map[string]any{}, &res); err != nil || res.Status != "succeeded" {
+			failed++
+			t.Logf("run %d: %v %+v", i, err, res)
+		} else if res.Runner == x.Name {
+			t.Errorf("run %d ran on the refused node", i)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of 30 runs failed", failed)
+	}
+	Eventually(t, 15*time.Second, func() error {
+		if !x.logHas("every peer refuses TLS with this node") {
+			return errors.New("the refused node's log does not say that its peers refuse its TLS")
+		}
+		if !n1.logHas("TLS with this peer is refused") {
+			return errors.New("n1's log does not name the refused peer")
+		}
+		return nil
+	})
 }

@@ -25,6 +25,10 @@ type Member struct {
 	Version string            `json:"version,omitempty"`
 	RPCAddr string            `json:"rpc_addr,omitempty"`
 	HTTP    string            `json:"http_addr,omitempty"`
+	// Refused says why this node and the member refuse each other's TLS
+	// (a foreign CA): it is then never a runner, voter or forwarding
+	// target of this node, whatever its gossip status.
+	Refused string `json:"refused,omitempty"`
 }
 
 // MemberFilter selects members; empty fields match everything.
