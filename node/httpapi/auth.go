@@ -166,6 +166,19 @@ func (a *API) targetCluster(r *http.Request) (string, error) {
 	return vs[0], checkName("cluster", vs[0], false)
 }
 
+// nodeRead reports whether r only reads this node's own views (members,
+// runners, status, clusters, metrics).
+func nodeRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch r.URL.Path {
+	case "/v1/members", "/v1/runners", "/v1/status", "/v1/clusters", "/metrics":
+		return true
+	}
+	return false
+}
+
 // aclOn reports whether cluster c's ACLs are on: this node's -acl for its
 // own cluster, else c's replicated state.
 func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
@@ -190,6 +203,13 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 	}
 	if !a.aclFlag {
 		on, err := a.aclOn(r.Context(), c)
+		if err != nil && nodeRead(r) {
+			// The cluster's state cannot be read (no quorum, no group
+			// yet): what it says is unknown. The node's own read-only
+			// views stay open so an operator can see why; everything
+			// else is refused until the state answers.
+			return r, nil
+		}
 		if err != nil {
 			return r, err
 		}

@@ -37,6 +37,12 @@
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //
+// While T's state cannot be read (no group yet, no quorum) a node without
+// -acl cannot tell: it keeps serving its own read-only views (GET members,
+// runners, status, clusters, metrics), so an operator can see why, and
+// answers everything else 503. ("On" once seen is remembered, and a node
+// with -acl always checks.)
+//
 // Token management (create, list, revoke) is refused (400) for a cluster
 // whose request is not checked, so no token can be minted in an open
 // cluster to become valid the day it turns ACLs on. The keyring is the

@@ -118,11 +118,15 @@ type memTokens struct {
 	mu     sync.Mutex
 	byHash map[string]Token // cluster + " " + hash
 	on     map[string]bool  // cluster → its state says ACLs are on
+	down   map[string]bool  // cluster → its state cannot be read
 }
 
 func (m *memTokens) ACLEnabled(ctx context.Context, cluster string) (bool, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.down[cluster] {
+		return false, Errorf(http.StatusServiceUnavailable, "no_quorum", "cluster %s: no quorum", cluster)
+	}
 	return m.on[cluster], nil
 }
 func (m *memTokens) enable(cluster string) {
@@ -303,4 +307,24 @@ func TestTokenBelongsToItsCluster(t *testing.T) {
 	}
 	expect("token minted for b, on b", bACL, "GET", "/v1/services", 200, bearer("sb-reader")...)
 	expect("token minted for b, on a", aACL, "GET", "/v1/services", 401, bearer("sb-reader")...)
+}
+
+// TestUnreadableACLStateKeepsNodeViewsOpen: while a cluster's state cannot
+// be read (no group yet, no quorum), a node without -acl still shows its
+// own read-only views, and refuses everything else with a 503.
+func TestUnreadableACLStateKeepsNodeViewsOpen(t *testing.T) {
+	st := &memState{svcs: map[string]dispatch.Service{}}
+	tok := &memTokens{byHash: map[string]Token{}, down: map[string]bool{"default": true}}
+	a := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithState(st), WithTokens(tok))
+	for _, p := range []string{"/v1/members", "/v1/runners", "/v1/status", "/v1/health"} {
+		if rec := req(t, a, "GET", p, ""); rec.Code != 200 {
+			t.Errorf("GET %s: %d %s, want 200", p, rec.Code, rec.Body)
+		}
+	}
+	for _, r := range [][2]string{{"GET", "/v1/services"}, {"PUT", "/v1/services/x"}, {"POST", "/v1/agent/leave"},
+		{"GET", "/v1/keyring"}, {"POST", "/v1/acl/tokens"}} {
+		if rec := req(t, a, r[0], r[1], `{"name":"x","type":"exec","command":["true"]}`); rec.Code != 503 {
+			t.Errorf("%s %s: %d %s, want 503", r[0], r[1], rec.Code, rec.Body)
+		}
+	}
 }
