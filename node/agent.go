@@ -44,6 +44,8 @@ type Agent struct {
 	state  *stateBackend
 	reg    *prometheus.Registry
 	api    *httpapi.API
+	tokens *tokenStore
+	trust  *peerTrust // whose TLS this node and they refuse
 	srv    *http.Server
 	httpLn net.Listener
 	// dp serves -proxy, the data-plane listener, when set.
@@ -77,7 +79,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry(),
+		trust: newPeerTrust()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -134,9 +137,13 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
-	opts := []httpapi.Option{}
+	// Every node checks tokens: a request for a cluster whose state says
+	// its ACLs are on is checked against that cluster's tokens, whether or
+	// not this node runs -acl (httpapi's package comment has the table).
+	a.tokens = newTokenStore(a.cons)
+	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
-		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
+		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
 	}
 	opts = append(opts,
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
@@ -221,6 +228,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
+	a.wg.Add(1)
+	go a.probePeers()
+	if a.cfg.ACL {
+		a.wg.Add(1)
+		go a.markACL()
+	}
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
@@ -278,6 +291,38 @@ func (a *Agent) watchFailures() {
 					a.rpc.Disconnect(m.RPCAddr, "gossip declared "+m.Name+" failed")
 				}
 			}
+		}
+	}
+}
+
+// markACL records in this node's cluster state that its ACLs are on, so
+// that nodes without -acl, of this cluster or another, check the requests
+// they serve for it. It retries until the group takes the write (it does
+// not exist until bootstrapped) or the agent stops.
+func (a *Agent) markACL() {
+	defer a.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.tokens.enable(actx, a.cfg.Cluster)
+		acancel()
+		if err == nil {
+			a.log.Info().Str("cluster", a.cfg.Cluster).Msg("ACLs recorded as on in the cluster's state")
+			return
+		}
+		a.log.Debug().Err(err).Msg("recording ACLs as on; will retry")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
 		}
 	}
 }
@@ -414,10 +459,14 @@ func (b *backend) Members(f httpapi.MemberFilter) []httpapi.Member {
 	ms := b.gossip.Members(gossip.Filter{Cluster: f.Cluster, Role: f.Role, Status: gossip.Status(f.Status), Tags: f.Tags})
 	out := make([]httpapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, httpapi.Member{
+		hm := httpapi.Member{
 			Name: m.Name, Addr: m.Addr, Status: string(m.Status), Cluster: m.Cluster,
 			Roles: m.Roles, Tags: m.Tags, Version: m.Version, RPCAddr: m.RPCAddr, HTTP: m.HTTPAddr,
-		})
+		}
+		if err := b.trust.refusal(m.RPCAddr); err != nil && m.Status == gossip.StatusAlive {
+			hm.Refused = err.Error()
+		}
+		out = append(out, hm)
 	}
 	return out
 }
