@@ -65,6 +65,9 @@ type Config struct {
 	// DeadVoterTimeout: how long a voter must be failed before autopilot
 	// replaces it. A voter that left gracefully is removed at once.
 	DeadVoterTimeout time.Duration
+	// JoinTimeout: how long a node added as a non-voter may take to catch
+	// up before autopilot removes it again (0: two minutes).
+	JoinTimeout time.Duration
 	// ReconcileInterval is the period of the bootstrap/autopilot loop.
 	ReconcileInterval time.Duration
 	// BootstrapStable: how long the set of bootstrap candidates must stay the
@@ -176,6 +179,11 @@ type hosted struct {
 	BootstrappedAt time.Time `json:"bootstrapped_at,omitzero"`
 	// Initial is the member map the group was bootstrapped with.
 	Initial map[uint64]string `json:"initial,omitempty"`
+	// NonVoting: the replica joined as a non-voter and has not heard of
+	// its promotion yet (dragonboat must restart it as one). A true left
+	// over after a promotion is harmless: the membership the replica
+	// replays on restart makes it a voter again.
+	NonVoting bool `json:"non_voting,omitempty"`
 }
 
 // Manager owns the NodeHost and every group this node takes part in.
@@ -193,7 +201,7 @@ type Manager struct {
 	candidates   string
 	stableSince  time.Time
 	failedSince  map[string]time.Time
-	pendingJoins map[string]pendingJoin
+	unknownSince unknownVoters
 	rr           uint64
 	// slow holds nodes a forward recently got no answer from, until when:
 	// the next forwards try them last.
@@ -224,7 +232,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		shards:       map[string]hosted{},
 		batchers:     map[uint64]*batcher{},
 		failedSince:  map[string]time.Time{},
-		pendingJoins: map[string]pendingJoin{},
+		unknownSince: unknownVoters{},
 		epochs:       map[uint64]epoch{},
 		stop:         make(chan struct{}),
 	}
@@ -233,6 +241,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		rpc.Handle(methodRead, m.serveRead)
 		rpc.Handle(methodInfo, m.serveInfo)
 		rpc.Handle(methodJoin, m.serveJoin)
+		rpc.Handle(methodJoinNonVoting, m.serveJoin)
 	}
 	return m, nil
 }
@@ -324,6 +333,7 @@ func (m *Manager) shardConfig(h hosted) config.Config {
 	return config.Config{
 		ReplicaID:          h.Replica,
 		ShardID:            h.Shard,
+		IsNonVoting:        h.NonVoting,
 		ElectionRTT:        m.cfg.ElectionRTT,
 		HeartbeatRTT:       m.cfg.HeartbeatRTT,
 		CheckQuorum:        true,
@@ -349,6 +359,19 @@ func (m *Manager) startReplica(h hosted, members map[uint64]string, join bool) e
 	m.shards[h.Cluster] = h
 	m.shardNames.Store(h.Shard, h.Cluster)
 	m.batchers[h.Shard] = newBatcher(m, h.Shard)
+	return m.saveShards()
+}
+
+// markPromoted records that cluster's replica rid is a voter now.
+func (m *Manager) markPromoted(cluster string, rid uint64) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	h, ok := m.shards[cluster]
+	if !ok || h.Replica != rid || !h.NonVoting {
+		return nil
+	}
+	h.NonVoting = false
+	m.shards[cluster] = h
 	return m.saveShards()
 }
 

@@ -42,6 +42,9 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 	if err := cmd.Validate(); err != nil {
 		return fsm.Result{}, err
 	}
+	if err := checkReserved(cmd); err != nil {
+		return fsm.Result{}, err
+	}
 	if cmd.ID.IsZero() {
 		cmd.ID = fsm.NewProposalID()
 	}
@@ -296,7 +299,7 @@ func (m *Manager) Get(ctx context.Context, cluster, key string) (fsm.Item, bool,
 // List reads keys linearizably.
 func (m *Manager) List(ctx context.Context, cluster string, q fsm.ListQuery) ([]fsm.Item, error) {
 	r, err := m.read(ctx, cluster, fsm.Query{List: &q})
-	return r.Items, err
+	return dropReserved(r.Items), err
 }
 
 // Snapshot returns a consistent point-in-time export of cluster's state.
@@ -468,6 +471,9 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 		return []byte("true"), nil
 	}
 	if err := req.Cmd.Validate(); err != nil {
+		return nil, remoteErr(err)
+	}
+	if err := checkReserved(req.Cmd); err != nil {
 		return nil, remoteErr(err)
 	}
 	if req.Cmd.ID.IsZero() {

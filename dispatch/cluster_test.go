@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -230,6 +231,12 @@ func TestClusterRoundRobinTouchesEveryRunner(t *testing.T) {
 // runAndKill starts a sync run through gw, waits until its output shows it
 // running, closes the runner's transport and returns the final execution.
 func runAndKill(t *testing.T, c *tcluster, retries int) (Execution, string) {
+	ex, victim, _ := runAndKillLog(t, c, retries)
+	return ex, victim
+}
+
+// runAndKillLog is runAndKill that also returns what OnOutput was given.
+func runAndKillLog(t *testing.T, c *tcluster, retries int) (Execution, string, *watchLog) {
 	gw := c.nodes["gw"]
 	svc := execSvc("sh", "-c", "echo started; sleep 2; echo finished")
 	svc.Retries = retries
@@ -240,9 +247,11 @@ func runAndKill(t *testing.T, c *tcluster, retries int) (Execution, string) {
 		err error
 	}
 	done := make(chan result, 1)
+	var l watchLog
 	go func() {
 		ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{
-			OnOutput: func(_ string, c []byte) {
+			OnOutput: func(s string, c []byte) {
+				l.fn(s, c)
 				if strings.Contains(string(c), "started") {
 					once.Do(func() { close(started) })
 				}
@@ -265,14 +274,19 @@ func runAndKill(t *testing.T, c *tcluster, retries int) (Execution, string) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	return r.ex, victim
+	return r.ex, victim, &l
 }
 
 func TestClusterRunnerKilledMidRunIsRetried(t *testing.T) {
 	c := threeRunners(t)
-	ex, victim := runAndKill(t, c, 2)
+	ex, victim, l := runAndKillLog(t, c, 2)
 	if ex.Status != StatusSucceeded || ex.Attempts != 2 || ex.Runner == victim || ex.Stdout != "started\nfinished\n" {
 		t.Fatalf("victim %s, got %+v", victim, ex)
+	}
+	// The synchronous stream marks the retry; after the marker comes the
+	// answer's output, not the lost attempt's followed by it.
+	if marker, after, all := l.afterLastMarker(); marker != "2" || after != ex.Stdout {
+		t.Fatalf("streamed: marker %q, after it %q, all %q", marker, after, all)
 	}
 	rec := c.record(ex.ID)
 	if rec.Attempts != 2 || len(rec.History) != 2 || rec.History[0].Runner != victim ||
@@ -737,4 +751,242 @@ func TestClusterHTTPProxyDoesNotResendConsumedPost(t *testing.T) {
 	if hits.Load() != 0 || rec.Body.Len() != 0 {
 		t.Fatalf("POST resent: %d hits, body %q", hits.Load(), rec.Body.String())
 	}
+}
+
+// watchLog records what a Watch callback is given, in order.
+type watchLog struct {
+	mu     sync.Mutex
+	events []watchEvent
+}
+
+type watchEvent struct{ stream, data string }
+
+func (w *watchLog) fn(stream string, chunk []byte) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.events = append(w.events, watchEvent{stream, string(chunk)})
+}
+
+func (w *watchLog) contains(s string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		if strings.Contains(e.data, s) {
+			return true
+		}
+	}
+	return false
+}
+
+// afterLastMarker returns the last attempt marker's number, the stdout
+// delivered after it, and all stdout delivered.
+func (w *watchLog) afterLastMarker() (marker, after, all string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, e := range w.events {
+		switch e.stream {
+		case StreamAttempt:
+			marker, after = e.data, ""
+		case runner.Stdout:
+			after += e.data
+			all += e.data
+		}
+	}
+	return marker, after, all
+}
+
+// Issue 12, defect 8: the first attempt's runner dies after printing some
+// output and the retry prints something else. A watcher on the driving
+// node and one on another node each get the first attempt's output, then
+// an "attempt 2" marker, then exactly the record's output.
+func TestClusterWatchMarksAttempts(t *testing.T) {
+	c := threeRunners(t)
+	gw := c.nodes["gw"]
+	wn := c.add("watcher", false, nil)
+	flag := t.TempDir() + "/first"
+	svc := execSvc("sh", "-c", `if [ ! -e "$1" ]; then : > "$1"; echo first-partial; sleep 30; fi; echo retry-output`, "sh", flag)
+	svc.Retries = 1
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		ex  Execution
+		err error
+	}
+	logs := map[string]*watchLog{"gw": {}, "watcher": {}}
+	done := make(chan result, 2)
+	for name, d := range map[string]*Dispatcher{"gw": gw.d, "watcher": wn.d} {
+		go func() {
+			ex, err := d.Watch(context.Background(), testCluster, ex.ID, logs[name].fn)
+			done <- result{ex, err}
+		}()
+	}
+	waitFor(t, 10*time.Second, "both watchers to see the first attempt's output", func() bool {
+		return logs["gw"].contains("first-partial") && logs["watcher"].contains("first-partial")
+	})
+	victim := c.record(ex.ID).Runner
+	_ = c.nodes[victim].tr.Close()
+	for range 2 {
+		select {
+		case r := <-done:
+			if r.err != nil || r.ex.Status != StatusSucceeded {
+				t.Fatalf("watch: %v %+v", r.err, r.ex)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("watch did not end")
+		}
+	}
+	rec := c.record(ex.ID)
+	if rec.Attempts != 2 || rec.Runner == victim || rec.Stdout != "retry-output\n" {
+		t.Fatalf("record attempts=%d runner=%s (victim %s) stdout=%q", rec.Attempts, rec.Runner, victim, rec.Stdout)
+	}
+	for name, l := range logs {
+		marker, after, all := l.afterLastMarker()
+		if marker != "2" || after != rec.Stdout || !strings.HasPrefix(all, "first-partial\n") {
+			t.Errorf("%s: marker %q, after it %q (record %q), all %q", name, marker, after, rec.Stdout, all)
+		}
+	}
+}
+
+// The node driving a watched execution dies mid-attempt and a recovery
+// re-runs it elsewhere: the watcher's count of the first attempt's bytes
+// must not be subtracted from the second's output (it used to hide it).
+func TestClusterWatchAcrossRecovery(t *testing.T) {
+	c := newTCluster(t)
+	acc := c.add("acc", false, nil)
+	c.add("r1", true, nil)
+	leader := c.add("lead", false, nil)
+	wn := c.add("watcher", false, nil)
+	flag := t.TempDir() + "/first"
+	svc := execSvc("sh", "-c", `if [ ! -e "$1" ]; then : > "$1"; echo a-long-first-partial-line; sleep 30; fi; echo two`, "sh", flag)
+	svc.Retries = 1
+	ex, err := acc.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var l watchLog
+	type result struct {
+		ex  Execution
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		ex, err := wn.d.Watch(context.Background(), testCluster, ex.ID, l.fn)
+		done <- result{ex, err}
+	}()
+	waitFor(t, 10*time.Second, "the first attempt's output", func() bool { return l.contains("first-partial") })
+	c.kill("acc")
+	leader.store.leader.Store(true)
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("watch did not end")
+	}
+	if r.err != nil || r.ex.Status != StatusSucceeded || r.ex.Attempts != 2 || r.ex.Stdout != "two\n" {
+		t.Fatalf("watch: %v %+v", r.err, r.ex)
+	}
+	if marker, after, all := l.afterLastMarker(); marker != "2" || after != "two\n" {
+		t.Fatalf("marker %q, after it %q, all %q", marker, after, all)
+	}
+}
+
+// TestCallerThatStopsReadingIsCut: a node that calls a runner's exec and
+// then stops reading the stream (a stalled client behind it, a wedged
+// gateway) holds neither the process nor the runner's slot: the first
+// output frame that cannot go within OutputWriteTimeout cancels the run.
+func TestCallerThatStopsReadingIsCut(t *testing.T) {
+	c := newTCluster(t)
+	r1 := c.add("r1", true, func(cfg *Config) { cfg.OutputWriteTimeout = 300 * time.Millisecond })
+	caller := c.transport("caller")
+	if err := caller.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caller.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := caller.Stream(ctx, r1.tr.Addr().String(), MethodExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// 2 MiB of output, beyond a stream's unread receive window, then a
+	// sleep far past the test: only the cut ends it in time.
+	req, _ := json.Marshal(execWire{ID: "x", Attempt: 1, Service: "flood", TimeoutMs: 60_000,
+		Command: []string{"sh", "-c", "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; sleep 60"}})
+	if err := s.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := s.Recv(); err != nil || len(f) == 0 || f[0] != tagAck {
+		t.Fatalf("ack: %q %v", f, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r1.ex.InFlight() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	for r1.ex.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner's slot is still held by a caller that stopped reading")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("slot free %s after the run started", time.Since(start).Round(time.Millisecond))
+}
+
+// TestProxyCallerThatStopsReadingIsCut: the same for an http service: a
+// gateway that stops reading a proxied response (its client stalled) holds
+// no HTTP slot of the runner past OutputWriteTimeout.
+func TestProxyCallerThatStopsReadingIsCut(t *testing.T) {
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 256; i++ { // 16 MiB, beyond every window and buffer
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer up.Close()
+	c := newTCluster(t)
+	r1 := c.add("r1", true, func(cfg *Config) { cfg.OutputWriteTimeout = 300 * time.Millisecond })
+	caller := c.transport("caller")
+	if err := caller.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caller.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := caller.Stream(ctx, r1.tr.Addr().String(), MethodHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hdr, _ := json.Marshal(httpReqWire{Method: "GET", Path: "/", Upstream: up.URL})
+	if err := s.Send(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil { // the response header, then nothing is read
+		t.Fatal(err)
+	}
+	if r1.ex.HTTPInFlight() != 1 {
+		t.Fatalf("%d proxied requests in flight, want the stalled one", r1.ex.HTTPInFlight())
+	}
+	start := time.Now()
+	for r1.ex.HTTPInFlight() != 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the runner's HTTP slot is still held by a caller that stopped reading")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("HTTP slot free %s after the response started", time.Since(start).Round(time.Millisecond))
 }

@@ -45,6 +45,12 @@ type Config struct {
 	// execution (it does so before starting the process): one that has not
 	// is taken for hung and the attempt is retried elsewhere. Default 2s.
 	AckTimeout time.Duration
+	// OutputWriteTimeout bounds each frame a runner sends to the node that
+	// called it (exec output and result, a proxied response): a caller that
+	// does not take one in time has stopped reading, and the execution is
+	// cancelled, or the proxied exchange ended, rather than left to hold
+	// the runner's slot. Default 10s.
+	OutputWriteTimeout time.Duration
 	// PenaltyBox is how long a runner whose call just failed as unreachable
 	// is skipped (cleared by a success). Default 5s.
 	PenaltyBox time.Duration
@@ -62,6 +68,11 @@ type Config struct {
 	RecoveryMargin time.Duration
 	// RetentionCount keeps at most this many execution records. Default 10000.
 	RetentionCount int
+	// RetentionBytes bounds the total size of the execution records kept
+	// (every voter holds them in memory; a record takes up to
+	// MaxRecordSize): the oldest beyond it are deleted. At least
+	// MaxRecordSize. Default 256 MiB.
+	RetentionBytes int64
 	// RetentionAge deletes records older than this. Default 24h.
 	RetentionAge time.Duration
 	// RetentionInterval is the period of the leader's retention pass. Default 1m.
@@ -86,6 +97,21 @@ type Config struct {
 	MaxHTTPHeaderBytes int
 	// Now is the clock (tests inject one). Default time.Now.
 	Now func() time.Time
+
+	// listBytes and scanBytes bound List pages in bytes (0: the defaults,
+	// defaultListBytes and defaultScanBytes); tests shrink them.
+	listBytes, scanBytes int
+}
+
+func (c *Config) pageBytes() (list, scan int) {
+	list, scan = defaultListBytes, defaultScanBytes
+	if c.listBytes > 0 {
+		list = c.listBytes
+	}
+	if c.scanBytes > 0 {
+		scan = c.scanBytes
+	}
+	return list, scan
 }
 
 // DefaultConfig returns the defaults documented on Config.
@@ -96,12 +122,14 @@ func DefaultConfig() Config {
 		RecordOutputCap:    256 << 10,
 		AttemptGrace:       5 * time.Second,
 		AckTimeout:         2 * time.Second,
+		OutputWriteTimeout: 10 * time.Second,
 		PenaltyBox:         5 * time.Second,
 		QueueLease:         60 * time.Second,
 		NoRunnerWait:       30 * time.Second,
 		RecoveryInterval:   3 * time.Second,
 		RecoveryMargin:     5 * time.Second,
 		RetentionCount:     10000,
+		RetentionBytes:     256 << 20,
 		RetentionAge:       24 * time.Hour,
 		RetentionInterval:  time.Minute,
 		RetentionBatch:     256,
@@ -124,6 +152,7 @@ func (c Config) Validate() error {
 	}
 	for _, e := range []error{
 		pos("AttemptGrace", c.AttemptGrace), pos("AckTimeout", c.AckTimeout), pos("PenaltyBox", c.PenaltyBox),
+		pos("OutputWriteTimeout", c.OutputWriteTimeout),
 		pos("QueueLease", c.QueueLease), pos("NoRunnerWait", c.NoRunnerWait),
 		pos("RecoveryInterval", c.RecoveryInterval), pos("RecoveryMargin", c.RecoveryMargin),
 		pos("RetentionAge", c.RetentionAge), pos("RetentionInterval", c.RetentionInterval),
@@ -140,6 +169,9 @@ func (c Config) Validate() error {
 		return errors.New("dispatch: NoRunnerWait must be below QueueLease")
 	case c.RetentionCount < 1 || c.RetentionBatch < 1:
 		return errors.New("dispatch: RetentionCount and RetentionBatch must be positive")
+	case c.RetentionBytes < MaxRecordSize:
+		return fmt.Errorf("dispatch: RetentionBytes %d is below MaxRecordSize (%d), one record at its largest",
+			c.RetentionBytes, MaxRecordSize)
 	case c.MaxAsync < 1:
 		return errors.New("dispatch: MaxAsync must be positive")
 	case c.MaxHTTPHeaderBytes < 1024:

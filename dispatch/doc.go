@@ -30,6 +30,17 @@
 // another runner while the service's retries last;
 // then the execution ends "lost". A non-zero exit is "failed", not retried.
 //
+// # Record size
+//
+// A record always fits the store's value limit, MaxRecordSize, as
+// encoded: JSON without HTML escaping, its input kept first (whole, as
+// base64 when it is not valid UTF-8, since a re-run feeds it to the
+// process), stdout and stderr sharing the rest, cut at rune boundaries
+// with runner.TruncationMarker and Truncated (InputTruncated) set; a
+// record that cannot fit even so is written without input and output, the
+// reason in Error. The store's refusal of a value as too large is
+// ErrTooLarge, permanent: never retried as an unknown outcome.
+//
 // # Recovery and retention
 //
 // While a node leads a cluster's Raft group (Store.IsLeader) it scans the
@@ -38,11 +49,13 @@
 // queue lease) has lapsed, is taken over: a synchronous one is marked lost
 // (its client went with its node), an async one is re-dispatched as a new
 // attempt. The leader also deletes the oldest terminal records beyond
-// Config.RetentionCount or Config.RetentionAge, in bounded batches; a record
-// and its idempotency key are deleted in one command, and a key found
-// without its record is treated as absent (a new run replaces it). Both
-// passes read only the recent part of the key space in steady state (a
-// cursor below which everything is terminal; a sliding retention window),
+// Config.RetentionCount or Config.RetentionBytes (their total encoded size:
+// every voter holds them in memory) or older than Config.RetentionAge, in
+// bounded batches; a record and its idempotency key are deleted in one
+// command, and a key found without its record is treated as absent (a new
+// run replaces it). Both passes read only the recent part of the key space
+// in steady state (a cursor below which everything is terminal; a sliding
+// retention window whose in-flight records are re-measured as they grow),
 // with a full scan every minute (recovery) or hour (retention).
 //
 // Delivery is at least once: an async execution whose owner died while its
@@ -56,5 +69,20 @@
 // and body frames one way; response header frame and body frames the
 // other). Every node serves MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
-// (falling back to the record, at the end, when the driving node is gone).
+// (from the next driving node when a recovery moves the execution, and
+// from the record, at the end, when no driving node can stream).
+//
+// # Attempts in the output stream
+//
+// A retry starts its output from nothing, so a stream says where each
+// attempt begins: before the output of every attempt but the first comes
+// an attempt marker, "attempt N started" (a tagAttempt frame on
+// MethodWatch; StreamAttempt with the decimal number to the callbacks of
+// Watch and RunOptions.OnOutput; {"attempt": N} in the HTTP API's NDJSON
+// events). Output before it belongs to a lost attempt and should be
+// discarded; the output after the last marker equals the terminal
+// record's (up to the record's cap). The live buffer holds the current
+// attempt only, and Watch counts what it relayed per attempt, so the
+// record fills in only the final attempt's missing part — or all of it,
+// after a marker, when the stream showed another attempt.
 package dispatch

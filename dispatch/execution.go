@@ -65,9 +65,12 @@ type Execution struct {
 	// History lists every attempt with its runner and how it ended.
 	History []Attempt `json:"history,omitempty"`
 
-	AcceptedBy     string `json:"accepted_by"`
-	Async          bool   `json:"async"`
-	Input          string `json:"input,omitempty"`
+	AcceptedBy string `json:"accepted_by"`
+	Async      bool   `json:"async"`
+	Input      string `json:"input,omitempty"`
+	// InputB64 holds the input instead of Input when it is not valid UTF-8
+	// (JSON would corrupt it; see record.go).
+	InputB64       []byte `json:"input_b64,omitempty"`
 	InputTruncated bool   `json:"input_truncated,omitempty"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	Error          string `json:"error,omitempty"`

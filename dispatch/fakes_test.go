@@ -38,6 +38,9 @@ type memStore struct {
 	// commands).
 	limitWrites bool
 	writesLeft  int
+	// maxValue, when set, refuses values over it instead of over
+	// memMaxValueLen (a store that measures differently from dispatch).
+	maxValue int
 }
 
 // spend takes one write from the budget; the caller holds mu.
@@ -61,8 +64,9 @@ var errUnavailable = errors.New("memstore: no quorum")
 
 // memMaxValueLen and errBadCommand mirror consensus/fsm (MaxValueLen,
 // ErrBadCommand): the real store refuses a value over 4 MiB as a bad
-// command, and so must the fake, or tests hide records that never land.
-const memMaxValueLen = 4 << 20
+// command, which node's adapter classifies as ErrTooLarge, and so must the
+// fake, or tests hide records that never land.
+const memMaxValueLen = MaxRecordSize
 
 var errBadCommand = errors.New("fsm: bad command")
 
@@ -116,9 +120,13 @@ func (m *memStore) PutMulti(ctx context.Context, cluster string, kvs []KV) ([]ui
 	if m.failPuts != nil {
 		return nil, m.failPuts
 	}
+	limit := memMaxValueLen
+	if m.maxValue > 0 {
+		limit = m.maxValue
+	}
 	for _, kv := range kvs {
-		if len(kv.Value) > memMaxValueLen {
-			return nil, fmt.Errorf("%w: value of %d bytes", errBadCommand, len(kv.Value))
+		if len(kv.Value) > limit {
+			return nil, fmt.Errorf("%w: %w: value of %d bytes", ErrTooLarge, errBadCommand, len(kv.Value))
 		}
 	}
 	for _, kv := range kvs {
@@ -218,6 +226,7 @@ func (m *memStore) List(ctx context.Context, cluster, prefix string, o ListOptio
 		limit = 1000
 	}
 	var out []Entry
+	size := 0
 	for _, k := range keys {
 		if o.After != "" && (!o.Reverse && k <= o.After || o.Reverse && k >= o.After) {
 			continue
@@ -238,6 +247,10 @@ func (m *memStore) List(ctx context.Context, cluster, prefix string, o ListOptio
 				continue
 			}
 		}
+		if o.MaxBytes > 0 && len(out) > 0 && size+len(it.value) > o.MaxBytes {
+			break // as consensus/fsm's ListQuery.MaxBytes
+		}
+		size += len(it.value)
 		out = append(out, Entry{Key: k, Value: append([]byte(nil), it.value...), Version: it.version})
 		if len(out) == limit {
 			break

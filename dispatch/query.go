@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
+	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/transport"
@@ -40,7 +42,8 @@ func decodeExec(b []byte, ver uint64) (Execution, error) {
 type ListFilter struct {
 	Service string
 	Status  Status
-	// Limit bounds the answer: default 100, at most 1000.
+	// Limit bounds the answer: default 100, at most 1000 (fewer when the
+	// records take more than MaxRecordSize together).
 	Limit int
 	// Before pages: only executions older than this ID.
 	Before string
@@ -60,7 +63,9 @@ func (d *Dispatcher) List(ctx context.Context, cluster string, f ListFilter) ([]
 	if f.Status != "" {
 		match["status"] = string(f.Status)
 	}
-	opts := ListOptions{Limit: limit, Reverse: true, Match: match}
+	// A short page is still an answer: the caller pages on with Before.
+	listBytes, _ := d.cfg.pageBytes()
+	opts := ListOptions{Limit: limit, Reverse: true, Match: match, MaxBytes: listBytes}
 	if f.Before != "" {
 		opts.After = ExecKey(f.Before)
 	}
@@ -80,11 +85,22 @@ func (d *Dispatcher) List(ctx context.Context, cluster string, f ListFilter) ([]
 	return out, nil
 }
 
+// StreamAttempt is the pseudo-stream of an attempt marker passed to
+// Watch's and RunOptions.OnOutput's callbacks: chunk is the attempt number
+// in decimal, and the output that follows is that attempt's from its first
+// byte; what came before it belongs to a lost attempt. A marker precedes
+// the output of every attempt but the first (so a run that is not retried
+// has none).
+const StreamAttempt = "attempt"
+
 // Watch follows an execution until it is terminal, passing its output to
 // fn (from one goroutine), and returns the terminal record. When this node
 // dispatches the execution the output arrives live, as the runner streams
-// it; otherwise the record is polled and its (capped) output delivered when
-// it ends.
+// it; when another node does, live from that node (and from the next one,
+// if a recovery moves it); otherwise the record is polled and its (capped)
+// output delivered when it ends. An attempt marker (StreamAttempt) comes
+// before a retry's output; after the last marker fn has seen the output
+// of the record's final attempt.
 func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stream string, chunk []byte)) (Execution, error) {
 	ex, err := d.Get(ctx, cluster, id)
 	if err != nil {
@@ -94,39 +110,83 @@ func (d *Dispatcher) Watch(ctx context.Context, cluster, id string, fn func(stre
 		deliver(ex, fn)
 		return ex, nil
 	}
-	if lv := d.getLive(id); lv != nil {
-		if err := lv.follow(ctx, fn); err != nil {
+	var w watched
+	track := func(stream string, chunk []byte) {
+		w.note(stream, chunk)
+		if fn != nil {
+			fn(stream, chunk)
+		}
+	}
+	t := time.NewTicker(d.cfg.WatchPoll)
+	defer t.Stop()
+	var followedLive *liveExec // this node's drive followed last
+	followed := ""             // owner whose drive was followed last
+	for !ex.Status.Terminal() {
+		wait := true // false after a follow: its end may be the execution's
+		if lv := d.getLive(id); lv != nil && lv != followedLive {
+			followedLive, w.complete, wait = lv, false, false
+			if err := lv.follow(ctx, track); err != nil {
+				return ex, err
+			}
+			w.complete = true
+		} else if ex.Owner != "" && ex.Owner != d.local && ex.Owner != followed && d.rpc != nil {
+			// An error means that node cannot stream it (any more): the
+			// record, or the next owner, carries on.
+			followed, w.complete, wait = ex.Owner, false, false
+			err := d.watchRemote(ctx, ex.Owner, id, track)
+			if err != nil && ctx.Err() != nil {
+				return ex, ctx.Err()
+			}
+			w.complete = err == nil
+		}
+		if wait {
+			select {
+			case <-ctx.Done():
+				return ex, ctx.Err()
+			case <-t.C:
+			}
+		}
+		if ex, err = d.Get(ctx, cluster, id); err != nil {
 			return ex, err
 		}
-		return d.waitTerminal(ctx, cluster, id)
 	}
-	// Another node drives it: follow its live output over RPC, and fall
-	// back to the record (output at the end) if that node cannot stream.
-	var sent [2]int // stdout, stderr bytes delivered live
-	if ex.Owner != "" && ex.Owner != d.local && d.rpc != nil {
-		count := func(stream string, chunk []byte) {
-			if stream == runner.Stderr {
-				sent[1] += len(chunk)
-			} else {
-				sent[0] += len(chunk)
-			}
-			if fn != nil {
-				fn(stream, chunk)
-			}
+	// What the live stream did not carry (none of it when there was no
+	// stream) comes from the record: the rest of the attempt streamed, or
+	// all of the final one after its marker when another was streamed.
+	rest := ex
+	switch {
+	case w.attempt != 0 && w.attempt != ex.Attempts && ex.Attempts > 0:
+		if fn != nil {
+			fn(StreamAttempt, []byte(strconv.Itoa(ex.Attempts)))
 		}
-		if err := d.watchRemote(ctx, ex.Owner, id, count); err != nil && ctx.Err() != nil {
-			return ex, ctx.Err()
-		}
+	case w.complete:
+		return ex, nil // the stream carried the final attempt to its end
+	default:
+		rest.Stdout, rest.Stderr = suffix(ex.Stdout, w.sent[0]), suffix(ex.Stderr, w.sent[1])
 	}
-	ex, err = d.waitTerminal(ctx, cluster, id)
-	if err == nil {
-		// What the live stream did not carry (none of it when there was
-		// no stream) comes from the record.
-		rest := ex
-		rest.Stdout, rest.Stderr = suffix(ex.Stdout, sent[0]), suffix(ex.Stderr, sent[1])
-		deliver(rest, fn)
+	deliver(rest, fn)
+	return ex, nil
+}
+
+// watched counts what a watcher was given of the attempt it saw last.
+type watched struct {
+	attempt  int    // 0: nothing yet; output before any marker is attempt 1's
+	sent     [2]int // stdout, stderr bytes of that attempt
+	complete bool   // the last drive followed ended and its stream with it
+}
+
+func (w *watched) note(stream string, chunk []byte) {
+	switch {
+	case stream == StreamAttempt:
+		n, _ := parseAttempt(chunk)
+		w.attempt, w.sent = n, [2]int{}
+	case stream == runner.Stderr:
+		w.attempt = max(w.attempt, 1)
+		w.sent[1] += len(chunk)
+	default:
+		w.attempt = max(w.attempt, 1)
+		w.sent[0] += len(chunk)
 	}
-	return ex, err
 }
 
 func suffix(s string, from int) string {
@@ -163,7 +223,7 @@ func (d *Dispatcher) watchRemote(ctx context.Context, owner, id string, fn func(
 		if err != nil {
 			return err
 		}
-		stream, chunk, ok := outFrame(f)
+		stream, chunk, ok := watchFrame(f)
 		if !ok {
 			return fmt.Errorf("watch %s: malformed frame from %s", id, owner)
 		}
@@ -172,7 +232,8 @@ func (d *Dispatcher) watchRemote(ctx context.Context, owner, id string, fn func(
 }
 
 // serveWatch is the driving node's side of MethodWatch: the execution's
-// live output as tagOut/tagErr frames until its drive here ends.
+// live output as tagOut/tagErr frames, each retry's after a tagAttempt
+// frame, until its drive here ends.
 func (d *Dispatcher) serveWatch(ctx context.Context, s *transport.Stream) error {
 	b, err := s.Recv()
 	if err != nil {
@@ -185,6 +246,10 @@ func (d *Dispatcher) serveWatch(ctx context.Context, s *transport.Stream) error 
 	var sendErr error
 	err = lv.follow(ctx, func(stream string, chunk []byte) {
 		if sendErr != nil {
+			return
+		}
+		if stream == StreamAttempt {
+			sendErr = s.Send(append([]byte{tagAttempt}, chunk...))
 			return
 		}
 		tag := outTag(stream)
@@ -216,15 +281,32 @@ func deliver(ex Execution, fn func(string, []byte)) {
 }
 
 // liveExec buffers the output of an execution this node dispatches, for
-// watchers. Writers never block on watchers: watchers read by offset and
-// wake on a channel closed at every write.
+// watchers: the current attempt's only (begin restarts it). Writers never
+// block on watchers: watchers read by offset and wake on a channel closed
+// at every write.
 type liveExec struct {
 	mu      sync.Mutex
+	attempt int // the attempt whose output the buffers hold (0: none yet)
 	stdout  []byte
 	stderr  []byte
 	max     int
 	changed chan struct{}
 	done    bool
+}
+
+// begin starts attempt n: the buffers restart empty, so no watcher gets a
+// lost attempt's output followed by the next one's as if it were one.
+func (l *liveExec) begin(n int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.attempt == n {
+		return
+	}
+	l.attempt = n
+	// New arrays: followers may still read slices of the old ones.
+	l.stdout, l.stderr = nil, nil
+	close(l.changed)
+	l.changed = make(chan struct{})
 }
 
 func newLiveExec(max int) *liveExec {
@@ -256,19 +338,32 @@ func (l *liveExec) finish() {
 	}
 }
 
-// follow delivers output until the execution's drive ends.
+// follow delivers output until the execution's drive ends, with an
+// attempt marker (StreamAttempt) before the output of any attempt but
+// the first.
 func (l *liveExec) follow(ctx context.Context, fn func(string, []byte)) error {
-	var offOut, offErr int
+	var seen, offOut, offErr int
 	for {
 		l.mu.Lock()
+		marker := 0
+		if l.attempt != seen {
+			if l.attempt > 1 {
+				marker = l.attempt
+			}
+			seen, offOut, offErr = l.attempt, 0, 0
+		}
 		newOut := l.stdout[offOut:]
 		newErr := l.stderr[offErr:]
 		offOut, offErr = len(l.stdout), len(l.stderr)
 		done := l.done
 		ch := l.changed
 		l.mu.Unlock()
-		// The slices alias buffers only ever appended to: safe to read.
+		// The slices alias buffers only ever appended to (begin starts
+		// new ones): safe to read.
 		if fn != nil {
+			if marker > 0 {
+				fn(StreamAttempt, []byte(strconv.Itoa(marker)))
+			}
 			if len(newOut) > 0 {
 				fn(runner.Stdout, newOut)
 			}

@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
@@ -76,6 +77,7 @@ const cursorLag = time.Minute
 // moves the cluster's cursor: below it every execution was terminal at the
 // scan (terminal is final), up to cursorLag before now.
 func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	n := 0
 	cursor := timeKey(d.now().Add(-cursorLag))
 	for _, st := range []Status{StatusQueued, StatusRunning} {
@@ -83,7 +85,7 @@ func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
 		for {
 			ctx, cancel := d.ctxTimeout()
 			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{
-				After: after, Limit: 500, Match: map[string]string{"status": string(st)}})
+				After: after, Limit: 500, Match: map[string]string{"status": string(st)}, MaxBytes: scanBytes})
 			cancel()
 			if err != nil {
 				return n, fmt.Errorf("list %s executions: %w", st, err)
@@ -103,7 +105,7 @@ func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
 					}
 				}
 			}
-			if len(entries) < 500 {
+			if !morePages(entries, 500, scanBytes) {
 				break
 			}
 			after = entries[len(entries)-1].Key
@@ -199,18 +201,21 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 		return false // at capacity; a later scan retries
 	}
 	log.Info().Msg("re-dispatching async execution")
-	d.spawn(ex, ex.Version, []byte(ex.Input), lv)
+	d.spawn(ex, ex.Version, ex.input(), lv)
 	return true
 }
 
 // Retain deletes terminal execution records older than Config.RetentionAge
-// and, beyond the newest Config.RetentionCount, the oldest ones — at most
-// Config.RetentionBatch per call. It returns how many it deleted.
+// and, beyond the newest ones within Config.RetentionCount and
+// Config.RetentionBytes, the oldest ones — at most Config.RetentionBatch
+// per call. It returns how many it deleted.
 func (d *Dispatcher) Retain(cluster string) (int, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	cutoff := d.now().Add(-d.cfg.RetentionAge)
 	type victim struct {
 		key, idem string
 		ver       uint64
+		size      int
 	}
 	var victims []victim
 	add := func(e Entry) {
@@ -218,7 +223,7 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 		if err != nil || !ex.Status.Terminal() {
 			return
 		}
-		v := victim{key: e.Key, ver: e.Version}
+		v := victim{key: e.Key, ver: e.Version, size: len(e.Value)}
 		if ex.IdempotencyKey != "" {
 			v.idem = IdemKey(ex.Service, ex.IdempotencyKey)
 		}
@@ -229,7 +234,8 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 	after := ""
 	for len(victims) < d.cfg.RetentionBatch {
 		ctx, cancel := d.ctxTimeout()
-		entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{After: after, Limit: d.cfg.RetentionBatch})
+		entries, err := d.store.List(ctx, cluster, "exec/",
+			ListOptions{After: after, Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 		cancel()
 		if err != nil {
 			return 0, fmt.Errorf("list executions: %w", err)
@@ -242,13 +248,12 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 			}
 			add(e)
 		}
-		if young || len(entries) < d.cfg.RetentionBatch {
+		if young || !morePages(entries, d.cfg.RetentionBatch, scanBytes) {
 			break
 		}
 		after = entries[len(entries)-1].Key
 	}
-	// Count: entries older than the boundary (the oldest of the newest
-	// RetentionCount) are excess.
+	// Count and bytes: entries up to the window's cut are excess.
 	if len(victims) < d.cfg.RetentionBatch {
 		seen := map[string]bool{}
 		for _, v := range victims {
@@ -264,15 +269,6 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 			}
 			if !seen[e.Key] {
 				add(e)
-			}
-		}
-	}
-	// An age deletion inside the kept window shrinks it: recount next time.
-	if st := d.retention(cluster); st != nil {
-		for _, v := range victims {
-			if st.boundary != "" && v.key >= st.boundary {
-				d.setRetention(cluster, nil)
-				break
 			}
 		}
 	}
@@ -295,19 +291,40 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 			return deleted, fmt.Errorf("delete %s: %w", v.key, err)
 		}
 		deleted++
+		// An age deletion inside the window shrinks it.
+		if st := d.retention(cluster); st != nil && v.key > st.cut && v.key <= st.settled {
+			sz, ok := st.pending[v.key]
+			if !ok {
+				sz = int64(v.size)
+			}
+			delete(st.pending, v.key)
+			st.n, st.bytes = st.n-1, st.bytes-sz
+		}
 	}
 	return deleted, nil
 }
 
-// retentionState lets retention passes read only what changed: boundary is
-// the oldest key of the newest RetentionCount (older keys are excess; ""
-// means there are fewer), newest the newest key seen. A full walk resets it
-// every retentionFullEvery passes and after a leadership change.
+// retentionState lets retention passes read little in steady state. The
+// window of kept records is the keys after cut ("" = all keys): the newest
+// records within RetentionCount and RetentionBytes. The keys in
+// (cut, settled] are counted in n and bytes; terminal records do not
+// change, so only the ones in flight (pending, with the size counted) are
+// read again each pass, as they grow when they end. Each pass counts what
+// arrived after settled, then moves the cut until the window fits. A full
+// walk rebuilds the state every retentionFullEvery passes, after a
+// leadership change, and whenever the counts disagree with the store.
 type retentionState struct {
-	newest, boundary string
-	count            int // entries seen while boundary == ""
-	passes           int
+	cut     string // the newest key beyond the window ("" = none)
+	settled string // the newest key counted
+	n       int
+	bytes   int64
+	pending map[string]int64 // counted records not yet terminal → size counted
+	passes  int
 }
+
+// maxRetentionPending bounds the in-flight records a retention pass reads
+// one by one; with more, it walks everything instead.
+const maxRetentionPending = 2048
 
 const retentionFullEvery = 60
 
@@ -337,95 +354,177 @@ func (d *Dispatcher) list(cluster string, o ListOptions) ([]Entry, error) {
 	return es, nil
 }
 
+// retentionPage is the page size of retention's walks (and scanBytes their
+// bound in bytes: a page carries the records' values).
 const retentionPage = 1000
 
+// sized is what retention needs of one record.
+type sized struct {
+	key      string
+	size     int64
+	terminal bool // or undecodable: it will not change by itself
+}
+
+func sizeOf(key string, v []byte) sized {
+	var st struct {
+		Status Status `json:"status"`
+	}
+	err := json.Unmarshal(v, &st)
+	return sized{key: key, size: int64(len(v)), terminal: err != nil || st.Status.Terminal()}
+}
+
+// over reports whether a window of n records taking b bytes is too big.
+func (d *Dispatcher) over(n int, b int64) bool {
+	return n > d.cfg.RetentionCount || b > d.cfg.RetentionBytes
+}
+
 // retentionExcess returns up to RetentionBatch of the oldest entries beyond
-// the newest RetentionCount, oldest first.
+// the window (the newest within RetentionCount and RetentionBytes), oldest
+// first.
 func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
+	_, scanBytes := d.cfg.pageBytes()
 	st := d.retention(cluster)
 	if st != nil && st.passes < retentionFullEvery {
-		// Incremental: count what arrived since the last pass.
-		nNew, after := 0, st.newest
-		for {
-			es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage})
-			if err != nil {
-				return nil, err
-			}
-			nNew += len(es)
-			if len(es) > 0 {
-				after = es[len(es)-1].Key
-			}
-			if len(es) < retentionPage {
-				break
-			}
+		ok, err := d.slideWindow(cluster, st)
+		if err != nil {
+			return nil, err
 		}
-		st.newest = after
-		st.passes++
-		if st.boundary == "" {
-			st.count += nNew
-			if st.count <= d.cfg.RetentionCount {
+		if ok {
+			st.passes++
+			if st.cut == "" {
 				return nil, nil
 			}
-			st = nil // the window just filled: locate the boundary by a full walk
-		} else {
-			// Slide the window by nNew entries.
-			for nNew > 0 {
-				es, err := d.list(cluster, ListOptions{After: st.boundary, Limit: min(nNew, retentionPage)})
-				if err != nil {
-					return nil, err
-				}
-				if len(es) == 0 {
-					break
-				}
-				st.boundary = es[len(es)-1].Key
-				nNew -= len(es)
-			}
-			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch})
+			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 			if err != nil {
 				return nil, err
 			}
 			var out []Entry
 			for _, e := range es {
-				if e.Key >= st.boundary {
+				if e.Key > st.cut {
 					break
 				}
 				out = append(out, e)
 			}
 			return out, nil
 		}
+		d.log.Debug().Str("cluster", cluster).Msg("retention counts disagree with the store; full walk")
 	}
-	// Full walk from the newest: skip RetentionCount, keep the oldest batch
-	// of the rest.
-	st = &retentionState{}
-	var excess []Entry
-	after := ""
-	for {
-		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true})
+	return d.retentionWalk(cluster)
+}
+
+// slideWindow updates st: in-flight records measured again, new ones
+// counted, the cut moved until the window fits. false: st disagrees with
+// the store, or too many records are in flight (a full walk is due).
+func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, error) {
+	_, scanBytes := d.cfg.pageBytes()
+	for key, was := range st.pending {
+		ctx, cancel := d.ctxTimeout()
+		v, _, found, err := d.store.Get(ctx, cluster, key)
+		cancel()
 		if err != nil {
-			return nil, err
+			return false, fmt.Errorf("read execution: %w", err)
+		}
+		if !found {
+			delete(st.pending, key)
+			st.n, st.bytes = st.n-1, st.bytes-was
+			continue
+		}
+		x := sizeOf(key, v)
+		st.bytes += x.size - was
+		if x.terminal {
+			delete(st.pending, key)
+		} else {
+			st.pending[key] = x.size
+		}
+	}
+	for after := max(st.settled, st.cut); ; {
+		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, MaxBytes: scanBytes})
+		if err != nil {
+			return false, err
 		}
 		for _, e := range es {
-			if st.count == 0 {
-				st.newest = e.Key
-			}
-			st.count++
-			switch {
-			case st.count == d.cfg.RetentionCount:
-				st.boundary = e.Key
-			case st.count > d.cfg.RetentionCount:
-				excess = append(excess, e)
-				if len(excess) > d.cfg.RetentionBatch {
-					excess = excess[1:]
+			x := sizeOf(e.Key, e.Value)
+			st.settled, st.n, st.bytes = e.Key, st.n+1, st.bytes+x.size
+			if !x.terminal {
+				if len(st.pending) >= maxRetentionPending {
+					return false, nil
 				}
+				st.pending[e.Key] = x.size
 			}
 		}
-		if len(es) < retentionPage {
+		if !morePages(es, retentionPage, scanBytes) {
 			break
 		}
 		after = es[len(es)-1].Key
 	}
-	if st.boundary != "" {
-		st.count = 0
+	for d.over(st.n, st.bytes) {
+		limit := min(max(st.n-d.cfg.RetentionCount, 16), retentionPage)
+		es, err := d.list(cluster, ListOptions{After: st.cut, Limit: limit, MaxBytes: scanBytes})
+		if err != nil {
+			return false, err
+		}
+		if len(es) == 0 {
+			return false, nil
+		}
+		for _, e := range es {
+			if !d.over(st.n, st.bytes) {
+				break
+			}
+			if e.Key > st.settled {
+				return false, nil // the counts include records that are gone
+			}
+			sz, ok := st.pending[e.Key]
+			if ok {
+				delete(st.pending, e.Key)
+			} else {
+				sz = int64(len(e.Value))
+			}
+			st.cut, st.n, st.bytes = e.Key, st.n-1, st.bytes-sz
+		}
+	}
+	return st.n >= 0 && st.bytes >= 0, nil
+}
+
+// retentionWalk walks every record from the newest, rebuilds the state and
+// returns up to RetentionBatch of the oldest entries beyond the window.
+func (d *Dispatcher) retentionWalk(cluster string) ([]Entry, error) {
+	_, scanBytes := d.cfg.pageBytes()
+	st := &retentionState{pending: map[string]int64{}}
+	var excess []Entry
+	windowDone := false
+	after := ""
+	for {
+		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true, MaxBytes: scanBytes})
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range es {
+			if !windowDone && !d.over(st.n+1, st.bytes+int64(len(e.Value))) {
+				x := sizeOf(e.Key, e.Value)
+				if st.n == 0 {
+					st.settled = e.Key
+				}
+				st.n, st.bytes = st.n+1, st.bytes+x.size
+				if !x.terminal {
+					st.pending[e.Key] = x.size
+				}
+				continue
+			}
+			if !windowDone {
+				windowDone, st.cut = true, e.Key
+			}
+			excess = append(excess, e)
+			if len(excess) > d.cfg.RetentionBatch {
+				excess = excess[1:]
+			}
+		}
+		if !morePages(es, retentionPage, scanBytes) {
+			break
+		}
+		after = es[len(es)-1].Key
+	}
+	if len(st.pending) > maxRetentionPending {
+		st.passes = retentionFullEvery // too many to read one by one: walk again next time
 	}
 	d.setRetention(cluster, st)
 	sort.Slice(excess, func(i, j int) bool { return excess[i].Key < excess[j].Key })

@@ -3,9 +3,9 @@ package dispatch
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -21,8 +21,9 @@ type RunOptions struct {
 	// of running again. At most MaxIdempotencyKeyLen printable characters.
 	IdempotencyKey string
 	// OnOutput receives output chunks while a synchronous run executes
-	// (not called for async runs). Called from the dispatcher's goroutine;
-	// must not block for long or retain chunk.
+	// (not called for async runs), and (StreamAttempt, number) before a
+	// retry's output. Called from the dispatcher's goroutine; must not
+	// block for long or retain chunk.
 	OnOutput func(stream string, chunk []byte)
 }
 
@@ -104,9 +105,9 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	// never mistakes it for abandoned.
 	lv := d.addLive(rec.ID)
 	if opts.Async || len(input) <= d.cfg.RecordInputCap {
-		rec.Input = string(input)
+		rec.setInput(input)
 	} else {
-		rec.Input = string(input[:d.cfg.RecordInputCap])
+		rec.setInput(cutInput(input, d.cfg.RecordInputCap))
 		rec.InputTruncated = true
 	}
 
@@ -182,9 +183,9 @@ func validIdemKey(k string) error {
 // is 0 when the key must not exist, else the version of a dangling key
 // (one whose record is gone) to replace.
 func (d *Dispatcher) create(ctx context.Context, rec *Execution, idemVer uint64) (uint64, error) {
-	b, err := json.Marshal(d.stored(rec))
+	b, err := encodeRecord(*d.stored(rec), MaxRecordSize)
 	if err != nil {
-		return 0, fmt.Errorf("encode execution: %w", err)
+		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
 	}
 	zero := uint64(0)
 	kvs := []KV{{Key: ExecKey(rec.ID), Value: b, CAS: &zero}}
@@ -291,22 +292,34 @@ func failures(rec *Execution) int {
 
 // put writes rec with CAS on ver and returns the new version.
 func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
-	b, err := json.Marshal(d.stored(rec))
+	b, err := encodeRecord(*d.stored(rec), MaxRecordSize)
 	if err != nil {
-		return 0, fmt.Errorf("encode execution: %w", err)
+		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
 	}
-	// Not d.ctx: a terminal or release write made while Stop runs must
-	// still land (each try is bounded by StoreTimeout, all by StoreRetryFor).
-	v, err := d.writeRecord(context.WithoutCancel(d.ctx), rec, b, func(ctx context.Context) (uint64, error) {
-		return d.store.Put(ctx, rec.Cluster, ExecKey(rec.ID), b, &ver)
-	})
+	write := func(b []byte) (uint64, error) {
+		// Not d.ctx: a terminal or release write made while Stop runs must
+		// still land (each try is bounded by StoreTimeout, all by StoreRetryFor).
+		return d.writeRecord(context.WithoutCancel(d.ctx), rec, b, func(ctx context.Context) (uint64, error) {
+			return d.store.Put(ctx, rec.Cluster, ExecKey(rec.ID), b, &ver)
+		})
+	}
+	v, err := write(b)
+	if errors.Is(err, ErrTooLarge) {
+		// The store measures differently from encodeRecord: a record
+		// without input and output still lands, and ends the execution.
+		d.log.Warn().Err(err).Str("exec", rec.ID).Msg("record refused as too large; writing it without output")
+		if b, err = encodeMinimal(*d.stored(rec), MaxRecordSize); err == nil {
+			v, err = write(b)
+		}
+	}
 	if err != nil && !errors.Is(err, ErrConflict) {
 		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
 	}
 	return v, err
 }
 
-// writeRecord runs write, a compare-and-set of rec's record to b. A write
+// writeRecord runs write, a compare-and-set of rec's record to b. A value
+// the store refuses as too large (ErrTooLarge) is not retried. A write
 // whose outcome is unknown (the leader died, a replica went silent) is
 // retried for up to Config.StoreRetryFor, enough to ride out a leader
 // election after a voter's death; if a try then conflicts, an earlier one
@@ -321,6 +334,9 @@ func (d *Dispatcher) writeRecord(ctx context.Context, rec *Execution, b []byte, 
 		cancel()
 		if err == nil {
 			return v, nil
+		}
+		if errors.Is(err, ErrTooLarge) {
+			return 0, err // permanent: the same bytes are refused every time
 		}
 		if errors.Is(err, ErrConflict) {
 			// The conflict may be with our own write: an earlier try
@@ -442,6 +458,12 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			ver = nv
 		}
 
+		// Watchers drop what a lost attempt printed: the buffer restarts,
+		// and a marker tells the stream's readers (StreamAttempt).
+		lv.begin(rec.Attempts)
+		if onOut != nil && rec.Attempts > 1 {
+			onOut(StreamAttempt, []byte(strconv.Itoa(rec.Attempts)))
+		}
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,

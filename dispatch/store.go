@@ -28,6 +28,9 @@ var (
 	ErrWrongType = errors.New("dispatch: wrong service type")
 	// ErrStopped: the dispatcher is stopping.
 	ErrStopped = errors.New("dispatch: stopped")
+	// ErrTooLarge: the store refused a value over MaxRecordSize. Permanent:
+	// a retry of the same write can never succeed, so none is made.
+	ErrTooLarge = errors.New("dispatch: value too large for the store")
 	// ErrProxyAborted: an HTTP proxy failed after the response started;
 	// the caller should abort the client connection (panic(http.ErrAbortHandler)).
 	ErrProxyAborted = errors.New("dispatch: proxied response aborted")
@@ -41,10 +44,16 @@ func (e *ConflictError) Error() string { return "dispatch: conflict on " + e.Key
 // Is makes errors.Is(err, ErrConflict) true.
 func (e *ConflictError) Is(target error) bool { return target == ErrConflict }
 
+// MaxRecordSize is the largest value the store accepts (consensus/fsm's
+// MaxValueLen; node/store.go fails to compile if the two differ). Records
+// are encoded to fit it (see encodeRecord).
+const MaxRecordSize = 4 << 20
+
 // Store is the per-cluster replicated key-value store (node adapts consensus
 // to it). Reads are linearizable. Temporary failures (no quorum, timeouts)
 // are returned wrapped so callers can classify them; dispatch passes them
-// through with %w. Implementations must be safe for concurrent use.
+// through with %w. A value over MaxRecordSize fails with an error matching
+// ErrTooLarge. Implementations must be safe for concurrent use.
 type Store interface {
 	// Get returns the value and version of key; found is false if absent.
 	Get(ctx context.Context, cluster, key string) (value []byte, version uint64, found bool, err error)
@@ -88,6 +97,37 @@ type ListOptions struct {
 	Limit   int               // 0: the store's default bound
 	Reverse bool              // descending key order
 	Match   map[string]string // equality on top-level JSON string fields
+	// MaxBytes, when positive, ends the page before the value that would
+	// take it past this many bytes (the first entry always comes). A store
+	// may ignore it: see morePages.
+	MaxBytes int
+}
+
+// Page byte bounds (Config.listBytes and scanBytes override them in
+// tests). A list that may be forwarded to another node answers in one
+// transport frame (8 MiB, values in base64): defaultListBytes keeps it
+// inside. The leader's own scans (recovery, retention) read locally:
+// defaultScanBytes only bounds their memory.
+const (
+	defaultListBytes = MaxRecordSize
+	defaultScanBytes = 4 * MaxRecordSize
+)
+
+// morePages reports whether a List page of es, asked with limit and
+// maxBytes, may have more after it: it was full, or it may have stopped at
+// the byte bound (the next value, at most MaxRecordSize, would not fit).
+func morePages(es []Entry, limit, maxBytes int) bool {
+	if len(es) >= limit {
+		return true
+	}
+	if maxBytes <= 0 || len(es) == 0 {
+		return false
+	}
+	n := 0
+	for _, e := range es {
+		n += len(e.Value)
+	}
+	return n > maxBytes-MaxRecordSize
 }
 
 // Runner roles and member statuses as gossip reports them.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -21,11 +22,17 @@ import (
 // runs, then one result frame (tagResult + JSON resultWire) and ends the
 // stream. A busy runner fails the call with RemoteError code "busy" before
 // sending anything.
+//
+// MethodWatch streams tagOut/tagErr frames too, and before the output of
+// every attempt but the first a tagAttempt frame (tagAttempt + the attempt
+// number in decimal): "attempt N started", the output after it is attempt
+// N's from its first byte and what came before belongs to a lost attempt.
 const (
-	tagAck    byte = 'a'
-	tagOut    byte = 'o'
-	tagErr    byte = 'e'
-	tagResult byte = 'r'
+	tagAck     byte = 'a'
+	tagOut     byte = 'o'
+	tagErr     byte = 'e'
+	tagResult  byte = 'r'
+	tagAttempt byte = 'n'
 
 	codeBusy    = "busy"
 	codeInvalid = "invalid"
@@ -65,6 +72,11 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	if len(req.Command) == 0 || timeout <= 0 || timeout > MaxTimeout {
 		return transport.Errorf(codeInvalid, "exec request needs a command and a timeout in (0, %s]", MaxTimeout)
 	}
+	// A caller that stops reading must not hold the process or the
+	// stream: each frame has OutputWriteTimeout to go, and the first that
+	// does not cancels the execution.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var mu sync.Mutex
 	var sendErr error
 	send := func(tag byte, chunk []byte) {
@@ -76,7 +88,10 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		f := make([]byte, 1+len(chunk))
 		f[0] = tag
 		copy(f[1:], chunk)
-		sendErr = s.Send(f)
+		_ = s.SetWriteDeadline(time.Now().Add(d.cfg.OutputWriteTimeout))
+		if sendErr = s.Send(f); sendErr != nil {
+			cancel()
+		}
 	}
 	send(tagAck, nil)
 	res, err := d.exec.Exec(ctx, runner.ExecRequest{
@@ -95,6 +110,13 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	case errors.Is(err, runner.ErrInvalid):
 		return transport.Errorf(codeInvalid, "%v", err)
 	case err != nil:
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr != nil {
+			d.log.Warn().Err(sendErr).Str("exec", req.ID).Str("caller", s.Peer()).
+				Msg("caller stopped taking the output: execution cancelled")
+			return fmt.Errorf("sending output: %w", sendErr)
+		}
 		return err // cancelled: the caller is gone
 	}
 	d.log.Debug().Str("exec", req.ID).Int("attempt", req.Attempt).Str("service", req.Service).
@@ -128,6 +150,27 @@ func outFrame(f []byte) (stream string, chunk []byte, ok bool) {
 		return runner.Stderr, f[1:], true
 	}
 	return "", nil, false
+}
+
+// watchFrame parses a MethodWatch frame: output, or an attempt marker as
+// (StreamAttempt, decimal number). ok is false if f is neither.
+func watchFrame(f []byte) (stream string, chunk []byte, ok bool) {
+	if len(f) > 0 && f[0] == tagAttempt {
+		if _, ok := parseAttempt(f[1:]); !ok {
+			return "", nil, false
+		}
+		return StreamAttempt, f[1:], true
+	}
+	return outFrame(f)
+}
+
+// parseAttempt reads an attempt marker's number (1 to 1e6, decimal).
+func parseAttempt(b []byte) (int, bool) {
+	if len(b) == 0 || len(b) > 7 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(string(b))
+	return n, err == nil && n >= 1 && n <= 1_000_000
 }
 
 // attemptError classifies a failed attempt.

@@ -126,6 +126,8 @@ type Gossip struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	closed  bool
+	// tagsMu serializes tag updates (g.cfg.UserTags is written under it).
+	tagsMu sync.Mutex
 }
 
 // New validates cfg and prepares the serf configuration. It opens no socket.
@@ -583,3 +585,28 @@ func (l *limiter) takeSuppressed() uint64 {
 }
 
 var _ io.Writer = (*libWriter)(nil)
+
+// SetUserTags replaces the member's user tags at run time (SIGHUP) and
+// gossips them; the size limit is checked as at start. Before Start the new
+// tags are used when the member joins.
+func (g *Gossip) SetUserTags(tags map[string]string) error {
+	g.tagsMu.Lock()
+	defer g.tagsMu.Unlock()
+	next := g.cfg
+	next.UserTags = make(map[string]string, len(tags))
+	for k, v := range tags {
+		next.UserTags[k] = v
+	}
+	if err := next.Validate(); err != nil {
+		return err
+	}
+	if s := g.sp.Load(); s != nil {
+		if err := s.SetTags(next.tags()); err != nil {
+			return fmt.Errorf("gossip: set tags: %w", err)
+		}
+	} else {
+		g.serfCf.Tags = next.tags()
+	}
+	g.cfg.UserTags = next.UserTags
+	return nil
+}

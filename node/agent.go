@@ -44,6 +44,8 @@ type Agent struct {
 	state  *stateBackend
 	reg    *prometheus.Registry
 	api    *httpapi.API
+	tokens *tokenStore
+	trust  *peerTrust // whose TLS this node and they refuse
 	srv    *http.Server
 	httpLn net.Listener
 	// dp serves -proxy, the data-plane listener, when set.
@@ -77,7 +79,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry(),
+		trust: newPeerTrust()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -134,15 +137,20 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
-	opts := []httpapi.Option{}
+	// Every node checks tokens: a request for a cluster whose state says
+	// its ACLs are on is checked against that cluster's tokens, whether or
+	// not this node runs -acl (httpapi's package comment has the table).
+	a.tokens = newTokenStore(a.cons)
+	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
-		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
+		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
 	}
 	opts = append(opts,
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
 		httpapi.WithKeyring(keyringBackend{g}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}))
+		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -220,6 +228,12 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
+	a.wg.Add(1)
+	go a.probePeers()
+	if a.cfg.ACL {
+		a.wg.Add(1)
+		go a.markACL()
+	}
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
@@ -281,6 +295,38 @@ func (a *Agent) watchFailures() {
 	}
 }
 
+// markACL records in this node's cluster state that its ACLs are on, so
+// that nodes without -acl, of this cluster or another, check the requests
+// they serve for it. It retries until the group takes the write (it does
+// not exist until bootstrapped) or the agent stops.
+func (a *Agent) markACL() {
+	defer a.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.tokens.enable(actx, a.cfg.Cluster)
+		acancel()
+		if err == nil {
+			a.log.Info().Str("cluster", a.cfg.Cluster).Msg("ACLs recorded as on in the cluster's state")
+			return
+		}
+		a.log.Debug().Err(err).Msg("recording ACLs as on; will retry")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
 // HTTPAddr is the address the API listens on.
 func (a *Agent) HTTPAddr() string {
 	if a.httpLn != nil {
@@ -302,8 +348,36 @@ func (a *Agent) ProxyAddr() string {
 func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
 
 // Stop leaves the mesh gracefully (bounded by ctx and -leave-timeout) and
-// stops every part.
-func (a *Agent) Stop(ctx context.Context) error {
+// stops every part: what `meshgw leave` asks for.
+func (a *Agent) Stop(ctx context.Context) error { return a.stop(ctx, true) }
+
+// Terminate is the graceful stop for SIGTERM and SIGINT. A node that holds
+// a Raft replica stops without leaving the mesh unless -leave-on-terminate
+// is set: its peers see it failed, autopilot keeps its voter for
+// -autopilot-dead-after, and a restart within that time finds the group as
+// it was. A node without a replica leaves, as its departure changes no
+// group. It reports whether the node left.
+func (a *Agent) Terminate(ctx context.Context) (left bool, err error) {
+	leave := a.cfg.LeaveOnTerminate || !a.holdsReplica()
+	return leave, a.stop(ctx, leave)
+}
+
+// holdsReplica reports whether this node holds a replica of any group.
+func (a *Agent) holdsReplica() bool {
+	if a.cons == nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	for _, g := range a.cons.Status(ctx) {
+		if g.Local {
+			return true
+		}
+	}
+	return false
+}
+
+func (a *Agent) stop(ctx context.Context, leave bool) error {
 	a.ready.Store(false)
 	var errs []error
 	if a.srv != nil {
@@ -318,11 +392,13 @@ func (a *Agent) Stop(ctx context.Context) error {
 		}
 		cancel()
 	}
-	lctx, cancel := context.WithTimeout(ctx, a.cfg.LeaveTimeout)
-	if err := a.gossip.Leave(lctx); err != nil {
-		errs = append(errs, fmt.Errorf("leave: %w", err))
+	if leave {
+		lctx, cancel := context.WithTimeout(ctx, a.cfg.LeaveTimeout)
+		if err := a.gossip.Leave(lctx); err != nil {
+			errs = append(errs, fmt.Errorf("leave: %w", err))
+		}
+		cancel()
 	}
-	cancel()
 	a.Shutdown()
 	return errors.Join(errs...)
 }
@@ -383,10 +459,14 @@ func (b *backend) Members(f httpapi.MemberFilter) []httpapi.Member {
 	ms := b.gossip.Members(gossip.Filter{Cluster: f.Cluster, Role: f.Role, Status: gossip.Status(f.Status), Tags: f.Tags})
 	out := make([]httpapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, httpapi.Member{
+		hm := httpapi.Member{
 			Name: m.Name, Addr: m.Addr, Status: string(m.Status), Cluster: m.Cluster,
 			Roles: m.Roles, Tags: m.Tags, Version: m.Version, RPCAddr: m.RPCAddr, HTTP: m.HTTPAddr,
-		})
+		}
+		if err := b.trust.refusal(m.RPCAddr); err != nil && m.Status == gossip.StatusAlive {
+			hm.Refused = err.Error()
+		}
+		out = append(out, hm)
 	}
 	return out
 }
@@ -442,4 +522,14 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	for k, n := range counts {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n), k.status, k.cluster)
 	}
+}
+
+// SetTags replaces this node's user tags at run time (SIGHUP); peers see
+// them with the next gossip round, and runner_tags match them from then on.
+func (a *Agent) SetTags(tags map[string]string) error {
+	if err := a.gossip.SetUserTags(tags); err != nil {
+		return fmt.Errorf("set tags: %w", err)
+	}
+	a.cfg.Tags = tags
+	return nil
 }

@@ -50,7 +50,7 @@ func dispatchError(op string, err error) error {
 		return e
 	case errors.Is(err, dispatch.ErrInvalidInput):
 		return httpapi.Errorf(http.StatusBadRequest, "invalid_input", "%v", err)
-	case errors.Is(err, dispatch.ErrInputTooLarge):
+	case errors.Is(err, dispatch.ErrInputTooLarge), errors.Is(err, dispatch.ErrTooLarge):
 		return httpapi.Errorf(http.StatusRequestEntityTooLarge, "too_large", "%v", err)
 	case errors.Is(err, dispatch.ErrWrongType):
 		return httpapi.Errorf(http.StatusBadRequest, "wrong_type", "%v", err)

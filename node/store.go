@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -15,6 +16,14 @@ import (
 type dispatchStore struct{ kv kvStore }
 
 var _ dispatch.Store = dispatchStore{}
+
+// dispatch sizes its records to dispatch.MaxRecordSize (it cannot import
+// consensus); the state machine refuses values over fsm.MaxValueLen. These
+// array lengths are negative, and the build fails, unless the two agree.
+var (
+	_ [dispatch.MaxRecordSize - fsm.MaxValueLen]struct{}
+	_ [fsm.MaxValueLen - dispatch.MaxRecordSize]struct{}
+)
 
 func (s dispatchStore) Get(ctx context.Context, cluster, key string) ([]byte, uint64, bool, error) {
 	it, ok, err := s.kv.Get(ctx, cluster, key)
@@ -43,6 +52,10 @@ func (s dispatchStore) PutMulti(ctx context.Context, cluster string, kvs []dispa
 func (s dispatchStore) apply(ctx context.Context, cluster string, ops []fsm.Op) ([]uint64, error) {
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
 	if err != nil {
+		if errors.Is(err, fsm.ErrBadCommand) && oversize(ops) {
+			// Permanent: dispatch must not retry it as an unknown outcome.
+			return nil, fmt.Errorf("%w: %w", dispatch.ErrTooLarge, err)
+		}
 		return nil, err
 	}
 	if res.Conflict {
@@ -52,6 +65,17 @@ func (s dispatchStore) apply(ctx context.Context, cluster string, ops []fsm.Op) 
 		return nil, fmt.Errorf("store: %d versions for %d ops", len(res.Versions), len(ops))
 	}
 	return res.Versions, nil
+}
+
+// oversize reports whether an op's value is over what the state machine
+// accepts (the reason for its refusal, then).
+func oversize(ops []fsm.Op) bool {
+	for _, op := range ops {
+		if len(op.Value) > fsm.MaxValueLen {
+			return true
+		}
+	}
+	return false
 }
 
 func (s dispatchStore) Delete(ctx context.Context, cluster, key string, cas *uint64) error {
@@ -69,7 +93,8 @@ func (s dispatchStore) DeleteMulti(ctx context.Context, cluster string, kvs []di
 }
 
 func (s dispatchStore) List(ctx context.Context, cluster, prefix string, o dispatch.ListOptions) ([]dispatch.Entry, error) {
-	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit, Reverse: o.Reverse, Match: o.Match})
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, After: o.After, Limit: o.Limit,
+		Reverse: o.Reverse, Match: o.Match, MaxBytes: o.MaxBytes})
 	if err != nil {
 		return nil, err
 	}
@@ -90,7 +115,8 @@ func (s dispatchStore) IsLeader(cluster string) bool { return s.kv.IsLeader(clus
 // status change by at most runnerCacheTTL.
 type runnerView struct {
 	g     *gossip.Gossip
-	cache sync.Map // cluster → *runnerList
+	trust *peerTrust // a refused peer is no runner
+	cache sync.Map   // cluster → *runnerList
 }
 
 type runnerList struct {
@@ -102,7 +128,9 @@ const runnerCacheTTL = 50 * time.Millisecond
 
 var _ dispatch.Runners = (*runnerView)(nil)
 
-func newRunnerView(g *gossip.Gossip) *runnerView { return &runnerView{g: g} }
+func newRunnerView(g *gossip.Gossip, trust *peerTrust) *runnerView {
+	return &runnerView{g: g, trust: trust}
+}
 
 // Runners returns the members of cluster; callers must not modify the slice.
 func (v *runnerView) Runners(cluster string) []dispatch.Runner {
@@ -113,7 +141,7 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 	ms := v.g.Members(gossip.Filter{Cluster: cluster})
 	out := make([]dispatch.Runner, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, toRunner(m))
+		out = append(out, v.toRunner(m))
 	}
 	v.cache.Store(cluster, &runnerList{at: now, runners: out})
 	return out
@@ -122,12 +150,12 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 func (v *runnerView) Lookup(name string) (dispatch.Runner, bool) {
 	for _, m := range v.g.Members(gossip.Filter{}) {
 		if m.Name == name {
-			return toRunner(m), true
+			return v.toRunner(m), true
 		}
 	}
 	return dispatch.Runner{}, false
 }
 
-func toRunner(m gossip.Member) dispatch.Runner {
-	return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles}
+func (v *runnerView) toRunner(m gossip.Member) dispatch.Runner {
+	return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: v.trust.status(m), Tags: m.Tags, Roles: m.Roles}
 }

@@ -10,8 +10,12 @@ import (
 	"github.com/meshgw/meshgw/node/config"
 )
 
-// peerView adapts gossip to consensus.Membership.
-type peerView struct{ g *gossip.Gossip }
+// peerView adapts gossip to consensus.Membership; a peer whose TLS is
+// refused is not "alive" to consensus (peerTrust).
+type peerView struct {
+	g     *gossip.Gossip
+	trust *peerTrust
+}
 
 var _ consensus.Membership = peerView{}
 
@@ -19,7 +23,7 @@ func (v peerView) Peers() []consensus.Peer {
 	ms := v.g.Members(gossip.Filter{})
 	out := make([]consensus.Peer, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, Status: string(m.Status)})
+		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, Status: v.trust.status(m)})
 	}
 	return out
 }
@@ -46,7 +50,7 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 func (a *Agent) wireState() error {
 	cfg := a.cfg
 	ccfg := consensusConfig(cfg, a.adv, a.tls)
-	cons, err := consensus.New(ccfg, peerView{a.gossip}, a.rpc, a.log)
+	cons, err := consensus.New(ccfg, peerView{a.gossip, a.trust}, a.rpc, a.log)
 	if err != nil {
 		return fmt.Errorf("consensus: %w", err)
 	}
@@ -64,9 +68,10 @@ func (a *Agent) wireState() error {
 	dcfg := dispatch.DefaultConfig()
 	dcfg.Clusters = []string{cfg.Cluster}
 	dcfg.RetentionCount = cfg.RetentionCount
+	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
 	store := dispatchStore{kv: cons}
-	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
+	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip, a.trust), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.state = &stateBackend{kv: cons, gossip: a.gossip, cons: cons}

@@ -43,6 +43,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
+	hups := make(chan os.Signal, 1)
+	signal.Notify(hups, syscall.SIGHUP)
+	defer signal.Stop(hups)
 
 	if err := agent.Start(ctx); err != nil {
 		agent.Shutdown()
@@ -54,17 +57,38 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	}
 	ev.Str("cluster", cfg.Cluster).Strs("roles", cfg.Roles).Str("version", version).Msg("agent running")
 
-	select {
-	case sig := <-sigs:
-		log.Info().Str("signal", sig.String()).Msg("leaving the mesh (a second signal stops at once)")
-	case <-agent.LeaveRequested():
-		log.Info().Msg("leave requested through the API")
+	terminate := false
+wait:
+	for {
+		select {
+		case sig := <-sigs:
+			log.Info().Str("signal", sig.String()).Msg("stopping (a second signal stops at once)")
+			terminate = true
+			break wait
+		case <-agent.LeaveRequested():
+			log.Info().Msg("leave requested through the API: leaving the mesh")
+			break wait
+		case <-hups:
+			cfg = reload(args, cfg, agent, log)
+		}
 	}
 	done := make(chan error, 1)
 	go func() {
 		lctx, lcancel := context.WithTimeout(context.Background(), cfg.LeaveTimeout+5*time.Second)
 		defer lcancel()
-		done <- agent.Stop(lctx)
+		if !terminate {
+			done <- agent.Stop(lctx)
+			return
+		}
+		left, err := agent.Terminate(lctx)
+		if left {
+			log.Info().Msg("left the mesh")
+		} else {
+			log.Info().Msg("stopped without leaving the mesh: this node holds a Raft replica " +
+				"and keeps its place in the group if it is back within -autopilot-dead-after " +
+				"(use `meshgw leave` or -leave-on-terminate to leave)")
+		}
+		done <- err
 	}()
 	select {
 	case err := <-done:
@@ -96,11 +120,10 @@ func newLogger(cfg config.Runtime, w io.Writer) zerolog.Logger {
 		}
 		out = cw
 	}
-	lvl, err := zerolog.ParseLevel(cfg.LogLevel)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
-	log := zerolog.New(out).Level(lvl).With().Timestamp().Str("node", cfg.NodeName).Logger()
+	// The logger itself passes everything; the process-wide level gates
+	// it, so SIGHUP can change it for every logger derived from this one.
+	setLogLevel(cfg.LogLevel)
+	log := zerolog.New(out).Level(zerolog.TraceLevel).With().Timestamp().Str("node", cfg.NodeName).Logger()
 	std := log.With().Str("component", "stdlog").Logger()
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(stdWriter{std})
@@ -135,4 +158,53 @@ func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(agentGCPercent)
 	}
+}
+
+// setLogLevel sets the process-wide log level (config validated the name).
+func setLogLevel(name string) {
+	lvl, err := zerolog.ParseLevel(name)
+	if err != nil || name == "" {
+		lvl = zerolog.InfoLevel
+	}
+	zerolog.SetGlobalLevel(lvl)
+}
+
+// reload re-reads the configuration (file, environment, flags) on SIGHUP and
+// applies what can change while the agent runs; anything else that changed
+// is named in the log as needing a restart. A configuration that does not
+// validate changes nothing.
+func reload(args []string, cur config.Runtime, agent *node.Agent, log zerolog.Logger) config.Runtime {
+	// Keep the identity: a -dev node must not get a new temporary dir.
+	b := config.NewBuilder(append(append([]string{}, args...),
+		"-data-dir", cur.DataDir, "-node", cur.NodeName))
+	b.Output = io.Discard
+	next, err := b.Build()
+	if err != nil {
+		log.Error().Str("error", oneLine(err)).Msg("SIGHUP: configuration not reloaded; fix it and send SIGHUP again")
+		return cur
+	}
+	applied, restart := config.Reloadable(cur, next)
+	if len(applied) == 0 && len(restart) == 0 {
+		log.Info().Msg("SIGHUP: configuration unchanged")
+		return cur
+	}
+	for _, f := range applied {
+		switch f {
+		case "log-level":
+			setLogLevel(next.LogLevel)
+			cur.LogLevel = next.LogLevel
+		case "tag":
+			if err := agent.SetTags(next.Tags); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: tags not reloaded")
+				continue
+			}
+			cur.Tags = next.Tags
+		}
+	}
+	ev := log.Info().Strs("reloaded", applied)
+	if len(restart) > 0 {
+		ev = ev.Strs("need_restart", restart)
+	}
+	ev.Str("log_level", cur.LogLevel).Msg("SIGHUP: configuration reloaded")
+	return cur
 }

@@ -247,6 +247,7 @@ type member struct {
 	Cluster string            `json:"cluster"`
 	Roles   []string          `json:"roles"`
 	Tags    map[string]string `json:"tags"`
+	Refused string            `json:"refused,omitempty"`
 }
 
 type multiFlag []string
@@ -288,7 +289,11 @@ func listMembers(name, path string, args []string, stdout, stderr io.Writer) err
 			ts = append(ts, k+"="+v)
 		}
 		sort.Strings(ts)
-		rows = append(rows, []string{m.Name, m.Addr, m.Status, m.Cluster, strings.Join(m.Roles, ","), strings.Join(ts, ",")})
+		status := m.Status
+		if m.Refused != "" {
+			status += " (TLS refused)"
+		}
+		rows = append(rows, []string{m.Name, m.Addr, status, m.Cluster, strings.Join(m.Roles, ","), strings.Join(ts, ",")})
 	}
 	return table(stdout, []string{"NAME", "ADDRESS", "STATUS", "CLUSTER", "ROLES", "TAGS"}, rows)
 }
@@ -310,10 +315,15 @@ func cmdGet(args []string, stdout, stderr io.Writer) error {
 
 func cmdLeave(args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("leave", stderr)
+	force := c.fs.Bool("force", false, "leave even when that takes the node's Raft group below quorum")
 	if err := c.parse(args); err != nil {
 		return err
 	}
-	if _, err := c.do("POST", "/v1/agent/leave", nil, nil, nil, nil); err != nil {
+	var q url.Values
+	if *force {
+		q = url.Values{"force": {"true"}}
+	}
+	if _, err := c.do("POST", "/v1/agent/leave", q, nil, nil, nil); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "agent at %s is leaving the mesh\n", c.addr)

@@ -200,6 +200,7 @@ func watch(c *clientFlags, id string, stdout, stderr io.Writer) error {
 		var ev struct {
 			Stream    string     `json:"stream"`
 			Data      string     `json:"data"`
+			Attempt   int        `json:"attempt"`
 			Execution *execution `json:"execution"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &ev); err != nil {
@@ -211,6 +212,9 @@ func watch(c *clientFlags, id string, stdout, stderr io.Writer) error {
 			if c.format == "json" {
 				printJSON(stdout, last)
 			}
+		case ev.Attempt > 0:
+			// A retry: what was printed above came from a lost attempt.
+			fmt.Fprintf(stderr, "[meshgw: attempt %d started; earlier output was from a lost attempt]\n", ev.Attempt)
 		case ev.Stream == "stderr":
 			io.WriteString(stderr, ev.Data)
 		default:

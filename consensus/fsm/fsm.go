@@ -60,6 +60,10 @@ type ListQuery struct {
 	Limit   int               `json:"limit,omitempty"` // 0: MaxList
 	Reverse bool              `json:"reverse,omitempty"`
 	Match   map[string]string `json:"match,omitempty"` // equality on top-level JSON string fields
+	// MaxBytes, when positive, ends the answer before the item that would
+	// take its values past this many bytes (the first item always comes),
+	// so a page's memory and a forwarded answer's frame stay bounded.
+	MaxBytes int `json:"max_bytes,omitempty"`
 }
 
 // Bounds the state machine enforces on what it is given.
@@ -187,12 +191,17 @@ func (s *Store) List(q ListQuery) []Item {
 		hi = lo + sort.Search(len(s.keys)-lo, func(i int) bool { return !strings.HasPrefix(s.keys[lo+i], q.Prefix) && s.keys[lo+i] > q.Prefix })
 	}
 	var out []Item
+	size := 0
 	visit := func(k string) bool {
 		it := s.items[k]
 		if len(q.Match) > 0 && !matches(it.Value, q.Match) {
 			return true
 		}
+		if q.MaxBytes > 0 && len(out) > 0 && size+len(it.Value) > q.MaxBytes {
+			return false
+		}
 		out = append(out, *it)
+		size += len(it.Value)
 		return len(out) < limit
 	}
 	if !q.Reverse {

@@ -88,6 +88,31 @@ func TestListPrefixAfterReverseMatch(t *testing.T) {
 	}
 }
 
+// MaxBytes ends a page before the value that would take it past the
+// bound; the first item always comes, so paging always moves on.
+func TestListMaxBytes(t *testing.T) {
+	s := NewStore()
+	for i := 0; i < 5; i++ {
+		s.Apply(Command{Ops: []Op{{Type: OpPut, Key: fmt.Sprintf("k%d", i), Value: make([]byte, 100*(i+1))}}})
+	}
+	keys := func(items []Item) []string {
+		var out []string
+		for _, it := range items {
+			out = append(out, it.Key)
+		}
+		return out
+	}
+	if got := keys(s.List(ListQuery{MaxBytes: 600})); !reflect.DeepEqual(got, []string{"k0", "k1", "k2"}) {
+		t.Errorf("forward: %v", got) // 100+200+300; k3 would make 1000
+	}
+	if got := keys(s.List(ListQuery{MaxBytes: 600, Reverse: true})); !reflect.DeepEqual(got, []string{"k4"}) {
+		t.Errorf("reverse: %v", got) // 500; k3 would make 900
+	}
+	if got := keys(s.List(ListQuery{MaxBytes: 10, After: "k3"})); !reflect.DeepEqual(got, []string{"k4"}) {
+		t.Errorf("first item over the bound: %v", got)
+	}
+}
+
 func TestSnapshotRoundTripAndDeterminism(t *testing.T) {
 	a, b := &StateMachine{store: NewStore()}, &StateMachine{store: NewStore()}
 	var entries [][]byte

@@ -107,6 +107,15 @@ var options = []option{
 	{name: "http-key-file", usage: "PEM private key of -http-cert-file", set: str(func(r *Runtime) *string { return &r.HTTPKeyFile })},
 	{name: "max-concurrent-execs", usage: "executions running at once on this runner; more get 429", set: integer(func(r *Runtime) *int { return &r.MaxConcurrentExecs })},
 	{name: "retention-count", usage: "execution records kept per cluster", set: integer(func(r *Runtime) *int { return &r.RetentionCount })},
+	{name: "retention-bytes", usage: "total size of the execution records kept per cluster (at least 4194304)",
+		set: func(r *Runtime, v string) error {
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			if err != nil {
+				return fmt.Errorf("%q is not an integer", v)
+			}
+			r.RetentionBytes = n
+			return nil
+		}},
 	{name: "retention-age", usage: "age after which execution records are deleted", set: duration(func(r *Runtime) *time.Duration { return &r.RetentionAge })},
 	{name: "max-body-bytes", usage: "largest request body the HTTP API accepts",
 		set: func(r *Runtime, v string) error {
@@ -118,6 +127,7 @@ var options = []option{
 			return nil
 		}},
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
+	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
 }
 
 // EnvName is the environment variable of option name.

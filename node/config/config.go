@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/meshgw/meshgw/dispatch"
 )
 
 // Default ports, from the product contract.
@@ -107,13 +109,22 @@ type Runtime struct {
 	HTTPCertFile, HTTPKeyFile string
 	// MaxConcurrentExecs caps executions running at once on this runner.
 	MaxConcurrentExecs int
-	// RetentionCount and RetentionAge bound the execution records kept per cluster.
+	// RetentionCount, RetentionBytes and RetentionAge bound the execution
+	// records kept per cluster (RetentionBytes their total encoded size:
+	// every voter holds them in memory).
 	RetentionCount int
+	RetentionBytes int64
 	RetentionAge   time.Duration
 	// MaxBodyBytes bounds request bodies on the HTTP API.
 	MaxBodyBytes int64
 	// LeaveTimeout bounds the graceful leave on shutdown.
 	LeaveTimeout time.Duration
+	// LeaveOnTerminate makes SIGTERM/SIGINT leave the mesh even on a node
+	// that holds a Raft replica. Off by default: a voter that leaves is
+	// removed from its group by autopilot, so a rolling restart would
+	// re-replicate every group (Consul's and Nomad's servers behave alike).
+	// A node without a replica always leaves; `meshgw leave` always leaves.
+	LeaveOnTerminate bool
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -154,6 +165,7 @@ func Default() Runtime {
 		MaxConcurrentExecs: 64,
 		RequireTLSCA:       true,
 		RetentionCount:     10000,
+		RetentionBytes:     256 << 20,
 		RetentionAge:       24 * time.Hour,
 		MaxBodyBytes:       4 << 20,
 		LeaveTimeout:       5 * time.Second,
@@ -318,6 +330,10 @@ func (r *Runtime) Validate() error {
 	}
 	if r.RetentionCount < 1 {
 		return fieldErr("retention-count", "%d must be at least 1", r.RetentionCount)
+	}
+	if r.RetentionBytes < dispatch.MaxRecordSize {
+		return fieldErr("retention-bytes", "%d is below %d, one execution record at its largest",
+			r.RetentionBytes, dispatch.MaxRecordSize)
 	}
 	if r.RetentionAge < time.Minute {
 		return fieldErr("retention-age", "%s is below 1m", r.RetentionAge)

@@ -95,6 +95,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-proxy", "nope"}, "proxy"},
 		{[]string{"-proxy", "127.0.0.1:7480"}, "proxy"}, // the API's port
 		{[]string{"-proxy", "0.0.0.0:7948"}, "proxy"},   // Raft's
+		{[]string{"-retention-bytes", "1048576"}, "retention-bytes"},
 	}
 	for _, c := range cases {
 		_, err := build(t, append(c.args, "-data-dir", dir, "-node", "ok"), nil, nil)
