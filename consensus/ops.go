@@ -56,7 +56,13 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 	return res, err
 }
 
+// applyLocal proposes cmd through the local replica's batcher. A command
+// without a proposal ID (this package's own writes, a forward from a node
+// that predates IDs) gets one here, so its re-proposals apply once too.
 func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fsm.Result, error) {
+	if cmd.ID.IsZero() {
+		cmd.ID = fsm.NewProposalID()
+	}
 	m.mu.Lock()
 	b := m.batchers[h.Shard]
 	m.mu.Unlock()
@@ -475,9 +481,6 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 	}
 	if err := checkReserved(req.Cmd); err != nil {
 		return nil, remoteErr(err)
-	}
-	if req.Cmd.ID.IsZero() {
-		req.Cmd.ID = fsm.NewProposalID()
 	}
 	res, err := m.applyLocal(ctx, h, req.Cmd)
 	if err != nil {
