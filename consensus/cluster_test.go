@@ -215,3 +215,58 @@ func TestNoSecondGroupAfterVoterFails(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestSeenSurvivesRestart: a node that has seen the group never creates
+// one after a restart, even as a single node (bootstrap-expect 1) that
+// would create at once; its proposal registry survives too.
+func TestSeenSurvivesRestart(t *testing.T) {
+	mesh := &fakeMesh{peers: map[string]Peer{}}
+	caDir, dir, raft := t.TempDir(), t.TempDir(), freeTCP(t)
+	sameRaft := func(expect int) func(*Config) {
+		return func(c *Config) {
+			c.RaftBindAddr, c.RaftAdvertiseAddr, c.BootstrapExpect = raft, raft, expect
+		}
+	}
+	n := startNode(t, mesh, caDir, "n1", dir, sameRaft(0))
+	n.m.bootMu.Lock()
+	n.m.boot.Proposals["n7"] = bootProposal{Initiator: "n7", Members: []string{"n7", "n8", "n9"}, At: time.Now()}
+	if err := n.m.markSeen("test: a peer hosts the group"); err != nil {
+		t.Fatal(err)
+	}
+	n.m.bootMu.Unlock()
+	n.stop()
+
+	restarted := time.Now()
+	n = startNode(t, mesh, caDir, "n1", dir, sameRaft(1))
+	if !n.m.isSeen() {
+		t.Fatal("seen was lost across the restart")
+	}
+	n.m.bootMu.Lock()
+	p, ok := n.m.boot.Proposals["n7"]
+	n.m.bootMu.Unlock()
+	if !ok || p.At.Before(restarted) {
+		t.Fatalf("proposal registry after restart: %+v (ok %v); want n7's, recorded at load time", p, ok)
+	}
+	deadline := time.Now().Add(10 * n.cfg.ReconcileInterval)
+	for time.Now().Before(deadline) {
+		if _, ok := n.m.hostedShard("default"); ok {
+			t.Fatal("a node that had seen the group created one after a restart")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFreshSingleNodeBootstrapsAtOnce: -dev (bootstrap-expect 1) still
+// creates its group within moments.
+func TestFreshSingleNodeBootstrapsAtOnce(t *testing.T) {
+	mesh := &fakeMesh{peers: map[string]Peer{}}
+	start := time.Now()
+	n := startNode(t, mesh, t.TempDir(), "n1", "", func(c *Config) { c.BootstrapExpect = 1 })
+	waitFor(t, 5*time.Second, func() error {
+		if !n.m.IsLeader("default") {
+			return fmt.Errorf("no leader yet")
+		}
+		return nil
+	})
+	t.Logf("single node leads its group %s after start", time.Since(start).Round(time.Millisecond))
+}
