@@ -268,3 +268,37 @@ func TestProposalValidate(t *testing.T) {
 		}
 	}
 }
+
+func TestOrderTargetsPrefersHostsAndPutsSlowLast(t *testing.T) {
+	now := t0
+	slow := map[string]time.Time{"n2": now.Add(time.Second), "n9": now.Add(-time.Second)}
+	for rr := uint64(0); rr < 6; rr++ {
+		var ps []Peer
+		for _, n := range []string{"n1", "n2", "n3", "n4", "n5", "n9"} {
+			p := peer(n, "alive")
+			p.Hosting = n == "n1" || n == "n2" || n == "n3"
+			ps = append(ps, p)
+		}
+		got := orderTargets(ps, rr, slow, now)
+		// n1 and n3 (hosting, not slow) first, then n4, n5, n9, then n2
+		// (hosting but hung recently).
+		if !(got[0].Hosting && got[1].Hosting && got[0].Name != "n2" && got[1].Name != "n2") {
+			t.Fatalf("rr %d: hosts not first: %s", rr, peerNames(got))
+		}
+		if got[5].Name != "n2" {
+			t.Fatalf("rr %d: slow host not last: %s", rr, peerNames(got))
+		}
+	}
+	// Round robin still spreads the first try over the hosts.
+	first := map[string]bool{}
+	for rr := uint64(0); rr < 6; rr++ {
+		ps := []Peer{peer("a", "alive"), peer("b", "alive"), peer("c", "alive")}
+		for i := range ps {
+			ps[i].Hosting = true
+		}
+		first[orderTargets(ps, rr, nil, now)[0].Name] = true
+	}
+	if len(first) != 3 {
+		t.Fatalf("first tries went to %v only", first)
+	}
+}

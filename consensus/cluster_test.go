@@ -20,8 +20,9 @@ import (
 // fakeMesh is a gossip view shared by in-process managers: every manager
 // sees the same members, and the test sets their status.
 type fakeMesh struct {
-	mu    sync.Mutex
-	peers map[string]Peer
+	mu      sync.Mutex
+	peers   map[string]Peer
+	hosting map[string]bool // the gossip hosting tag, as OnHosting sets it
 }
 
 func (f *fakeMesh) Peers() []Peer {
@@ -29,6 +30,7 @@ func (f *fakeMesh) Peers() []Peer {
 	defer f.mu.Unlock()
 	out := make([]Peer, 0, len(f.peers))
 	for _, p := range f.peers {
+		p.Hosting = f.hosting[p.Name]
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
@@ -39,6 +41,15 @@ func (f *fakeMesh) set(p Peer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.peers[p.Name] = p
+}
+
+func (f *fakeMesh) setHosting(name string, hosting bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hosting == nil {
+		f.hosting = map[string]bool{}
+	}
+	f.hosting[name] = hosting
 }
 
 func (f *fakeMesh) setStatus(name, status string) {
@@ -120,6 +131,7 @@ func startNode(t testing.TB, mesh *fakeMesh, caDir, name, dir string, cfg func(*
 		t.Fatal(err)
 	}
 	c := fastConfig(name, dir, freeTCP(t), 3)
+	c.OnHosting = func(h bool) { mesh.setHosting(name, h) }
 	if cfg != nil {
 		cfg(&c)
 	}

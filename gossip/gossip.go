@@ -55,6 +55,9 @@ type Member struct {
 	RaftAddr string
 	HTTPAddr string
 	Version  string
+	// Hosting: the member says it hosts a replica of its cluster's Raft
+	// group (see SetHosting).
+	Hosting bool
 }
 
 // HasRole reports whether m has role r.
@@ -124,8 +127,9 @@ type Gossip struct {
 	dropped atomic.Uint64
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	mu      sync.Mutex
+	mu      sync.Mutex // guards closed, hosting and the serf start
 	closed  bool
+	hosting bool
 }
 
 // New validates cfg and prepares the serf configuration. It opens no socket.
@@ -153,7 +157,7 @@ func (g *Gossip) serfConfig() (*serf.Config, error) {
 	sc := serf.DefaultConfig()
 	sc.Init()
 	sc.NodeName = cfg.NodeName
-	sc.Tags = cfg.tags()
+	sc.Tags = cfg.tags(false)
 	sc.EventCh = g.serfCh
 	sc.ReconnectTimeout = cfg.ReconnectTimeout
 	sc.TombstoneTimeout = cfg.TombstoneTimeout
@@ -252,11 +256,16 @@ func (g *Gossip) Encrypted() bool { return g.serfCf.MemberlistConfig.Keyring != 
 // Start creates the serf member (opening the gossip sockets), joins
 // cfg.Join and starts the retry-join and event loops.
 func (g *Gossip) Start(ctx context.Context) error {
+	// Under mu: a SetHosting meanwhile either changes the tags serf starts
+	// with or reaches the started serf.
+	g.mu.Lock()
 	s, err := serf.Create(g.serfCf)
 	if err != nil {
+		g.mu.Unlock()
 		return fmt.Errorf("gossip listen %s: %w", g.cfg.BindAddr, err)
 	}
 	g.sp.Store(s)
+	g.mu.Unlock()
 	g.wg.Add(1)
 	go g.eventLoop()
 	if len(g.cfg.Join) > 0 {
@@ -448,6 +457,29 @@ func decode(m serf.Member, suspect map[string]bool) Member {
 	}
 	decodeTags(m.Tags, &out)
 	return out
+}
+
+// SetHosting sets or clears this member's hosting tag, which tells peers
+// it hosts a replica of its cluster's Raft group. Before Start it only
+// changes the tags Start announces. It may block until the update is
+// broadcast (serf's BroadcastTimeout at most).
+func (g *Gossip) SetHosting(hosting bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || g.hosting == hosting {
+		return nil
+	}
+	g.hosting = hosting
+	tags := g.cfg.tags(hosting)
+	s := g.sp.Load()
+	if s == nil {
+		g.serfCf.Tags = tags
+		return nil
+	}
+	if err := s.SetTags(tags); err != nil {
+		return fmt.Errorf("gossip: set hosting tag: %w", err)
+	}
+	return nil
 }
 
 // Leave broadcasts a graceful leave and waits for it to propagate (bounded
