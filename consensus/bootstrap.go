@@ -524,7 +524,9 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 			return
 		}
 	}
-	m.logWait(d.Reason)
+	// A seen node waiting to be added is in its normal state (a
+	// non-voter may stay one for good): said once, not every 30 s.
+	m.logWait(d.Reason, !view.Seen)
 }
 
 // bootView snapshots what decideBootstrap needs.
@@ -691,11 +693,11 @@ func (m *Manager) create(ctx context.Context, members []Peer, d bootDecision) er
 }
 
 // logWait says what a waiting node waits for: when the reason changes,
-// then every waitLogEvery.
-func (m *Manager) logWait(reason string) {
+// then, if repeat, every waitLogEvery.
+func (m *Manager) logWait(reason string, repeat bool) {
 	now := time.Now()
 	m.mu.Lock()
-	if reason == m.waitReason && now.Sub(m.waitLogged) < waitLogEvery {
+	if reason == m.waitReason && (!repeat || now.Sub(m.waitLogged) < waitLogEvery) {
 		m.mu.Unlock()
 		return
 	}
