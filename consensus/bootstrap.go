@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshgw/meshgw/transport"
@@ -560,6 +561,7 @@ func (m *Manager) probe(ctx context.Context, members []Peer, prop *bootProposal)
 	}
 	answers := map[string]infoResp{}
 	var recs []probeRec
+	var mu sync.Mutex // answers, recs: the proposal pass asks in parallel
 	ask := func(p Peer) bool {
 		if p.Status != "alive" || p.RPCAddr == "" {
 			return false
@@ -572,9 +574,29 @@ func (m *Manager) probe(ctx context.Context, members []Peer, prop *bootProposal)
 			m.log.Debug().Err(err).Str("peer", p.Name).Msg("bootstrap: peer did not answer")
 			return false
 		}
+		mu.Lock()
+		defer mu.Unlock()
 		answers[p.Name] = a
 		recs = append(recs, probeRec{Peer: p.Name, Sent: sent, Answered: time.Now(), Resp: a})
 		return true
+	}
+	if prop != nil {
+		// The initiator asks everyone, and each asked node writes the
+		// proposal to disk before answering: in parallel, so that the pass
+		// stays within its bound in a large mesh with slow disks.
+		sem := make(chan struct{}, probeParallel)
+		var wg sync.WaitGroup
+		for _, p := range append(tagged, rest...) {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				ask(p)
+			}()
+		}
+		wg.Wait()
+		return answers, recs
 	}
 	hosts := false
 	for _, p := range tagged {
@@ -582,16 +604,19 @@ func (m *Manager) probe(ctx context.Context, members []Peer, prop *bootProposal)
 			hosts = true
 		}
 	}
-	if hosts && prop == nil {
+	if hosts {
 		return answers, recs
 	}
 	for _, p := range rest {
-		if !ask(p) && prop == nil {
+		if !ask(p) {
 			break
 		}
 	}
 	return answers, recs
 }
+
+// probeParallel bounds the initiator's concurrent probes.
+const probeParallel = 16
 
 // joinRound starts this node's replica of the round a peer bootstrapped.
 func (m *Manager) joinRound(d bootDecision) {
@@ -624,6 +649,10 @@ func (m *Manager) joinRound(d bootDecision) {
 // while holding bootMu.
 func (m *Manager) create(ctx context.Context, members []Peer, d bootDecision) error {
 	start := time.Now()
+	// The pass has OpTimeout of its own, whatever the first probes used of
+	// the loop's: the final check refuses a longer pass anyway.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), m.cfg.OpTimeout)
+	defer cancel()
 	names := make([]string, len(d.Chosen))
 	for i, p := range d.Chosen {
 		names[i] = p.Name

@@ -178,9 +178,14 @@ func startMeshWith(t testing.TB, n int, cfg func(*Config)) (*fakeMesh, []*testNo
 	mesh := &fakeMesh{peers: map[string]Peer{}}
 	caDir := t.TempDir()
 	var nodes []*testNode
-	for i := 1; i <= n; i++ {
-		nodes = append(nodes, startNode(t, mesh, caDir, fmt.Sprintf("n%d", i), "", cfg))
+	format := "n%d"
+	if n >= 10 {
+		format = "n%02d" // n01, n02, n03 are the three smallest names
 	}
+	for i := 1; i <= n; i++ {
+		nodes = append(nodes, startNode(t, mesh, caDir, fmt.Sprintf(format, i), "", cfg))
+	}
+	started := time.Now()
 	waitFor(t, 20*time.Second, func() error {
 		for _, x := range nodes[:3] {
 			if _, ok := x.m.hostedShard("default"); !ok {
@@ -194,6 +199,8 @@ func startMeshWith(t testing.TB, n int, cfg func(*Config)) (*fakeMesh, []*testNo
 		}
 		return fmt.Errorf("no leader")
 	})
+	t.Logf("%d managers started; group of n1..n3 led %s after the last start", n,
+		time.Since(started).Round(time.Millisecond))
 	return mesh, nodes
 }
 
