@@ -23,19 +23,38 @@ type fakeMesh struct {
 	mu      sync.Mutex
 	peers   map[string]Peer
 	hosting map[string]bool // the gossip hosting tag, as OnHosting sets it
+	// visible, when it has an entry for a node, restricts that node's view.
+	visible map[string]map[string]bool
 }
 
-func (f *fakeMesh) Peers() []Peer {
+func (f *fakeMesh) Peers() []Peer { return f.peersOf("") }
+
+// peersOf is the view of observer: every member, or the ones in
+// visible[observer] when the test restricts it.
+func (f *fakeMesh) peersOf(observer string) []Peer {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	out := make([]Peer, 0, len(f.peers))
 	for _, p := range f.peers {
+		if v, ok := f.visible[observer]; ok && !v[p.Name] {
+			continue
+		}
 		p.Hosting = f.hosting[p.Name]
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
 }
+
+// viewOf is observer's Membership.
+func (f *fakeMesh) viewOf(observer string) Membership { return observerView{f, observer} }
+
+type observerView struct {
+	f    *fakeMesh
+	name string
+}
+
+func (v observerView) Peers() []Peer { return v.f.peersOf(v.name) }
 
 func (f *fakeMesh) set(p Peer) {
 	f.mu.Lock()
@@ -135,7 +154,7 @@ func startNode(t testing.TB, mesh *fakeMesh, caDir, name, dir string, cfg func(*
 	if cfg != nil {
 		cfg(&c)
 	}
-	m, err := New(c, mesh, rpc, testLogger(name))
+	m, err := New(c, mesh.viewOf(name), rpc, testLogger(name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -288,4 +307,57 @@ func TestFreshSingleNodeBootstrapsAtOnce(t *testing.T) {
 		return nil
 	})
 	t.Logf("single node leads its group %s after start", time.Since(start).Round(time.Millisecond))
+}
+
+// TestInitiatorsWithDifferentViews is the conflict rule of doc.go at work:
+// a1 sees {a1, a2, x} and b1 sees {b1, b2, x} (x sees all five), so each
+// is the initiator of its own three voters. Only x is common to both
+// views; through it at most one of them may create a group.
+func TestInitiatorsWithDifferentViews(t *testing.T) {
+	set := func(names ...string) map[string]bool {
+		m := map[string]bool{}
+		for _, n := range names {
+			m[n] = true
+		}
+		return m
+	}
+	a, b := set("a1", "a2", "x"), set("b1", "b2", "x")
+	mesh := &fakeMesh{peers: map[string]Peer{}, visible: map[string]map[string]bool{
+		"a1": a, "a2": a, "b1": b, "b2": b,
+	}}
+	caDir := t.TempDir()
+	var nodes []*testNode
+	for _, n := range []string{"a1", "a2", "b1", "b2", "x"} {
+		nodes = append(nodes, startNode(t, mesh, caDir, n, "", nil))
+	}
+	// One group, however many of its first voters started it (the old
+	// code had each start it with the same map), has one initial map.
+	rounds := map[string][]string{}
+	deadline := time.Now().Add(2*nodes[0].cfg.BootstrapStable + 30*nodes[0].cfg.ReconcileInterval)
+	for time.Now().Before(deadline) {
+		for _, x := range nodes {
+			h, ok := x.m.hostedShard("default")
+			if !ok || h.BootstrappedAt.IsZero() {
+				continue
+			}
+			r := fmt.Sprint(h.Initial) // fmt sorts map keys
+			if !slicesContains(rounds[r], x.name) {
+				rounds[r] = append(rounds[r], x.name)
+			}
+		}
+		if len(rounds) > 1 {
+			t.Fatalf("two groups were bootstrapped: %v", rounds)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("rounds (hosts): %v", rounds)
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
 }
