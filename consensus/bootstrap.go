@@ -323,16 +323,26 @@ type probeRec struct {
 	Resp           infoResp
 }
 
-// checkConflicts is the initiator's final check (doc.go, rule 7): for
-// every other initiator whose proposal this node knows, from its registry
-// or from a probed node's answer, a probe of that initiator sent after
-// this node learnt of the proposal must have found it not hosting. It also
-// refuses a pass that started more than maxPass before now.
+// checkConflicts is the initiator's final check (doc.go, rule 7): every
+// other initiator it knows of must be met (see unmet), and the pass must
+// have started at most maxPass before now.
 func checkConflicts(self string, registry map[string]bootProposal, probes []probeRec,
 	start, now time.Time, maxPass time.Duration) error {
 	if d := now.Sub(start); d > maxPass {
 		return fmt.Errorf("the pass took %s, more than %s", d.Round(time.Millisecond), maxPass)
 	}
+	if u := unmet(self, registry, probes); len(u) > 0 {
+		return fmt.Errorf("%s also proposed a bootstrap round and was not probed since this node learnt of it",
+			strings.Join(u, ", "))
+	}
+	return nil
+}
+
+// unmet lists the other initiators whose proposal this node knows, from
+// its registry (learnt at the record time) or from a probed node's answer
+// (learnt when the answer arrived), and that no probe sent after this node
+// learnt of the proposal found not hosting.
+func unmet(self string, registry map[string]bootProposal, probes []probeRec) []string {
 	learnt := map[string]time.Time{}
 	for j, p := range registry {
 		if j != self {
@@ -349,63 +359,19 @@ func checkConflicts(self string, registry map[string]bootProposal, probes []prob
 			}
 		}
 	}
-	others := make([]string, 0, len(learnt))
-	for j := range learnt {
-		others = append(others, j)
-	}
-	sort.Strings(others)
-	for _, j := range others {
-		ok := false
+	var out []string
+	for j, at := range learnt {
+		met := false
 		for _, pr := range probes {
-			if pr.Peer == j && pr.Sent.After(learnt[j]) && !pr.Resp.Hosts {
-				ok = true
+			if pr.Peer == j && pr.Sent.After(at) && !pr.Resp.Hosts {
+				met = true
 			}
 		}
-		if !ok {
-			return fmt.Errorf("%s also proposed a bootstrap round and was not probed since this node learnt of it", j)
-		}
-	}
-	return nil
-}
-
-// unmet lists the other initiators checkConflicts would refuse for lack of
-// a late enough probe (the initiator probes them again once).
-func unmet(self string, registry map[string]bootProposal, probes []probeRec) []string {
-	var out []string
-	seen := map[string]bool{}
-	for j := range registry {
-		seen[j] = true
-	}
-	for _, pr := range probes {
-		for _, p := range pr.Resp.Proposals {
-			seen[p.Initiator] = true
-		}
-	}
-	for j := range seen {
-		if j == self {
-			continue
-		}
-		if checkConflicts(self, map[string]bootProposal{j: registry[j]}, filterProposals(probes, j),
-			time.Time{}, time.Time{}, time.Hour) != nil {
+		if !met {
 			out = append(out, j)
 		}
 	}
 	sort.Strings(out)
-	return out
-}
-
-// filterProposals keeps, in each probe's answer, only j's proposal.
-func filterProposals(probes []probeRec, j string) []probeRec {
-	out := make([]probeRec, len(probes))
-	for i, pr := range probes {
-		out[i] = pr
-		out[i].Resp.Proposals = nil
-		for _, p := range pr.Resp.Proposals {
-			if p.Initiator == j {
-				out[i].Resp.Proposals = append(out[i].Resp.Proposals, p)
-			}
-		}
-	}
 	return out
 }
 
@@ -480,7 +446,9 @@ func (m *Manager) serveInfo(ctx context.Context, r *transport.Request) ([]byte, 
 			p.At = time.Time{}
 			resp.Proposals = append(resp.Proposals, p)
 		}
-		sort.Slice(resp.Proposals, func(i, j int) bool { return resp.Proposals[i].Initiator < resp.Proposals[j].Initiator })
+		sort.Slice(resp.Proposals, func(i, j int) bool {
+			return resp.Proposals[i].Initiator < resp.Proposals[j].Initiator
+		})
 	}
 	return json.Marshal(resp)
 }
@@ -548,7 +516,8 @@ func (m *Manager) bootView(members []Peer) bootView {
 // are asked first; when one does, the others are not asked (the answer
 // decides). Without a proposal, probing stops at the first peer that is
 // not alive or does not answer: the decision is "wait" anyway.
-func (m *Manager) probe(ctx context.Context, members []Peer, prop *bootProposal) (map[string]infoResp, []probeRec) {
+func (m *Manager) probe(ctx context.Context, members []Peer,
+	prop *bootProposal) (map[string]infoResp, []probeRec) {
 	var tagged, rest []Peer
 	for _, p := range members {
 		switch {
@@ -634,7 +603,8 @@ func (m *Manager) joinRound(d bootDecision) {
 		m.log.Error().Err(err).Msg("bootstrap: join round")
 		return
 	}
-	h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster), Replica: replicaID(m.cfg.NodeName, 0),
+	h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster),
+		Replica:        replicaID(m.cfg.NodeName, 0),
 		BootstrappedAt: d.Round.BootstrappedAt, Initial: d.Round.Initial}
 	if err := m.startReplica(h, d.Round.Initial, false); err != nil {
 		m.log.Error().Err(err).Msg("start bootstrap replica")
@@ -699,7 +669,8 @@ func (m *Manager) create(ctx context.Context, members []Peer, d bootDecision) er
 	if m.boot.Seen {
 		return errors.New("the group exists")
 	}
-	if err := checkConflicts(m.cfg.NodeName, m.boot.Proposals, recs, start, time.Now(), m.cfg.OpTimeout); err != nil {
+	err = checkConflicts(m.cfg.NodeName, m.boot.Proposals, recs, start, time.Now(), m.cfg.OpTimeout)
+	if err != nil {
 		return err
 	}
 	if err := m.markSeen("bootstrapped the group"); err != nil {
@@ -709,7 +680,8 @@ func (m *Manager) create(ctx context.Context, members []Peer, d bootDecision) er
 	for _, p := range d.Chosen {
 		initial[replicaID(p.Name, 0)] = p.RaftAddr
 	}
-	h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster), Replica: replicaID(m.cfg.NodeName, 0),
+	h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster),
+		Replica:        replicaID(m.cfg.NodeName, 0),
 		BootstrappedAt: time.Now(), Initial: initial}
 	if err := m.startReplica(h, initial, false); err != nil {
 		// Seen stays set: Raft may hold data of the group already; an
