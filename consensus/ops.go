@@ -347,7 +347,8 @@ type readReq struct {
 }
 
 // forward sends a request to a node of cluster that hosts its group,
-// preferring ones that answered before, and tries the next on failure.
+// trying the ones gossip says host it first (orderTargets), and tries the
+// next on failure.
 //
 // Each try is bounded by tryTimeout, twice ProposalTimeout for a single
 // read or write: a replica answers within that (its own proposals and
@@ -377,12 +378,7 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 	}
 	m.mu.Lock()
 	m.rr++
-	start := int(m.rr % uint64(len(targets)))
-	targets = append(targets[start:], targets[:start]...)
-	now := time.Now()
-	sort.SliceStable(targets, func(i, j int) bool { // nodes that just hung last
-		return !now.Before(m.slow[targets[i].Name]) && now.Before(m.slow[targets[j].Name])
-	})
+	targets = orderTargets(targets, m.rr, m.slow, time.Now())
 	m.mu.Unlock()
 	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
 	for _, p := range targets {
@@ -437,6 +433,29 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			noQuorumMsg(cluster, m.cfg.NodeName), p.Name, err)
 	}
 	return lastErr
+}
+
+// orderTargets orders a forward's targets: peers gossip says host the group
+// first (a replica answers at once; any other node answers not_hosting),
+// then the others, nodes that recently hung last whatever they say; each
+// class rotated by rr so that load spreads. It reorders targets in place.
+func orderTargets(targets []Peer, rr uint64, slow map[string]time.Time, now time.Time) []Peer {
+	if len(targets) == 0 {
+		return targets
+	}
+	start := int(rr % uint64(len(targets)))
+	targets = append(targets[start:], targets[:start]...)
+	rank := func(p Peer) int {
+		switch {
+		case now.Before(slow[p.Name]):
+			return 2
+		case p.Hosting:
+			return 0
+		}
+		return 1
+	}
+	sort.SliceStable(targets, func(i, j int) bool { return rank(targets[i]) < rank(targets[j]) })
+	return targets
 }
 
 // remoteErr carries a sentinel to the forwarding node.

@@ -58,6 +58,11 @@ type Agent struct {
 	done      chan struct{} // closed by Shutdown: stops the agent's own goroutines
 	stopOnce  sync.Once
 	wg        sync.WaitGroup
+
+	// hosting and hostingSig carry consensus's hosting changes to gossip
+	// (noteHosting, hostingLoop).
+	hosting    atomic.Bool
+	hostingSig chan struct{}
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -79,8 +84,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry(),
-		trust: newPeerTrust()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}),
+		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -220,6 +225,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	default:
 		a.log.Info().Str("tls", string(a.tls.mode)).Msg("node-to-node TLS")
 	}
+	a.wg.Add(1)
+	go a.hostingLoop()
 	if err := a.cons.Start(ctx); err != nil {
 		return err
 	}

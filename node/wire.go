@@ -23,7 +23,8 @@ func (v peerView) Peers() []consensus.Peer {
 	ms := v.g.Members(gossip.Filter{})
 	out := make([]consensus.Peer, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, Status: v.trust.status(m)})
+		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr,
+			Status: v.trust.status(m), Hosting: m.Hosting})
 	}
 	return out
 }
@@ -50,6 +51,7 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 func (a *Agent) wireState() error {
 	cfg := a.cfg
 	ccfg := consensusConfig(cfg, a.adv, a.tls)
+	ccfg.OnHosting = a.noteHosting
 	cons, err := consensus.New(ccfg, peerView{a.gossip, a.trust}, a.rpc, a.log)
 	if err != nil {
 		return fmt.Errorf("consensus: %w", err)
@@ -76,4 +78,31 @@ func (a *Agent) wireState() error {
 	}
 	a.state = &stateBackend{kv: cons, gossip: a.gossip, cons: cons}
 	return nil
+}
+
+// noteHosting is consensus's OnHosting: it must not block (consensus may
+// hold its bootstrap lock), and gossip's SetHosting may wait for a
+// broadcast, so it records the latest value for hostingLoop.
+func (a *Agent) noteHosting(hosting bool) {
+	a.hosting.Store(hosting)
+	select {
+	case a.hostingSig <- struct{}{}:
+	default: // a signal is pending: the loop reads the latest value
+	}
+}
+
+// hostingLoop sets the gossip hosting tag to the latest value consensus
+// reported, until the agent shuts down.
+func (a *Agent) hostingLoop() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.hostingSig:
+			if err := a.gossip.SetHosting(a.hosting.Load()); err != nil {
+				a.log.Warn().Err(err).Msg("gossip hosting tag")
+			}
+		}
+	}
 }
