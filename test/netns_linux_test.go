@@ -20,7 +20,8 @@ import (
 // namespace of the lab's own, plus one veth from the root namespace into the
 // bridge so the test process reaches the agents' HTTP APIs at their IPs.
 // Links are cut with firewall rules inside the agents' namespaces (by peer
-// IP, both directions); the test's own address (.1) is never cut.
+// IP, both directions, dropped on arrival); the test's own address (.1) is
+// never cut.
 //
 // Names carry the test process's pid, so concurrent runs never share a
 // namespace, and a sweep at start removes what a killed run left behind.
@@ -193,8 +194,11 @@ func (l *netLab) host(name string) labHost {
 }
 
 // cut drops all traffic between every node of a and every node of b, in
-// both directions, with rules in each node's own namespace; the test's
-// address stays reachable from both.
+// both directions: each node's namespace drops what arrives from the other
+// side's addresses. Dropping on arrival only, not on the way out, keeps the
+// cut silent: a sender's packets vanish as in a real partition, where a
+// rule on OUTPUT would fail its sendto at once with EPERM. The test's
+// address stays reachable from both sides.
 func (l *netLab) cut(a, b []string) {
 	l.t.Helper()
 	peers := map[string][]string{}
@@ -227,22 +231,17 @@ const nftTable = "meshgw_cut"
 
 func (l *netLab) block(ns string, ips []string) error {
 	sort.Strings(ips)
-	list := strings.Join(ips, ",")
 	if l.fw == "iptables" {
-		for _, rule := range [][]string{{"INPUT", "-s"}, {"OUTPUT", "-d"}} {
-			if out, err := l.cmd("ip", "netns", "exec", ns, "iptables", "-w", "5", "-A", rule[0],
-				rule[1], list, "-j", "DROP"); err != nil {
-				return fmt.Errorf("%v: %s", err, out)
-			}
+		if out, err := l.cmd("ip", "netns", "exec", ns, "iptables", "-w", "5", "-A", "INPUT",
+			"-s", strings.Join(ips, ","), "-j", "DROP"); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
 		}
 		return nil
 	}
-	set := strings.Join(ips, ", ")
-	script := fmt.Sprintf(`table inet %[1]s {
-	chain in { type filter hook input priority -10; policy accept; ip saddr { %[2]s } drop; }
-	chain out { type filter hook output priority -10; policy accept; ip daddr { %[2]s } drop; }
+	script := fmt.Sprintf(`table inet %s {
+	chain in { type filter hook input priority -10; policy accept; ip saddr { %s } drop; }
 }
-`, nftTable, set)
+`, nftTable, strings.Join(ips, ", "))
 	c := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
 	c.Stdin = strings.NewReader(script)
 	if out, err := c.CombinedOutput(); err != nil {
@@ -261,16 +260,14 @@ func (l *netLab) heal() {
 	}
 	l.mu.Unlock()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2*len(nss))
+	errs := make(chan error, len(nss))
 	for _, ns := range nss {
 		wg.Add(1)
 		go func(ns string) {
 			defer wg.Done()
 			if l.fw == "iptables" {
-				for _, chain := range []string{"INPUT", "OUTPUT"} {
-					if out, err := l.cmd("ip", "netns", "exec", ns, "iptables", "-w", "5", "-F", chain); err != nil {
-						errs <- fmt.Errorf("%v: %s", err, out)
-					}
+				if out, err := l.cmd("ip", "netns", "exec", ns, "iptables", "-w", "5", "-F", "INPUT"); err != nil {
+					errs <- fmt.Errorf("%v: %s", err, out)
 				}
 				return
 			}
