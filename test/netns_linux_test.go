@@ -52,20 +52,10 @@ const labNSPrefix = "meshgw-part-"
 // after the test's agents are killed (their cleanups run first).
 func newNetLab(t testing.TB) *netLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("partition suite: needs root for network namespaces (ip netns); skipped")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("partition suite: no `ip` command (iproute2); skipped")
-	}
-	l := &netLab{t: t, hosts: map[string]labHost{}}
-	switch {
-	case lookPath("iptables"):
+	skipWithoutNetLab(t)
+	l := &netLab{t: t, hosts: map[string]labHost{}, fw: "nft"}
+	if lookPath("iptables") {
 		l.fw = "iptables"
-	case lookPath("nft"):
-		l.fw = "nft"
-	default:
-		t.Skip("partition suite: neither iptables nor nft is installed (.ci/run installs iptables); skipped")
 	}
 	sweepStaleLabs(t)
 	pid, seq := os.Getpid(), labSeq.Add(1)
@@ -89,6 +79,21 @@ func newNetLab(t testing.TB) *netLab {
 	l.must("ip", "addr", "add", l.subnet+".1/24", "dev", root)
 	l.must("ip", "link", "set", root, "up")
 	return l
+}
+
+// skipWithoutNetLab skips the test, saying why, where a netLab cannot be
+// built: not root, or no ip, or neither iptables nor nft.
+func skipWithoutNetLab(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("partition suite: needs root for network namespaces (ip netns); skipped")
+	}
+	if !lookPath("ip") {
+		t.Skip("partition suite: no `ip` command (iproute2); skipped")
+	}
+	if !lookPath("iptables") && !lookPath("nft") {
+		t.Skip("partition suite: neither iptables nor nft is installed (.ci/run installs iptables); skipped")
+	}
 }
 
 func lookPath(name string) bool {

@@ -106,6 +106,7 @@ func TestPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("partition suite: 5 agents per scenario")
 	}
+	skipWithoutNetLab(t)
 	for _, sc := range partScenarios {
 		t.Run(sc.name, func(t *testing.T) { runPartition(t, sc) })
 	}
