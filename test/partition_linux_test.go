@@ -193,8 +193,12 @@ func runPartition(t *testing.T, sc partScenario) {
 	w.checkMinority(plan, cutAt, healAt)
 
 	// One deadline for all the convergence checks: a broken cluster fails
-	// them all within it instead of each waiting its own.
+	// them all within it instead of each waiting its own; shorter when a
+	// node already failed to take writes again.
 	deadline := time.Now().Add(30 * time.Second)
+	if healErr != nil {
+		deadline = time.Now().Add(10 * time.Second)
+	}
 	for _, chk := range []struct {
 		what string
 		f    func() error
@@ -497,6 +501,16 @@ func (w *workload) call(ctx context.Context, n *Node, method, path string, hdr m
 	return resp.StatusCode, ""
 }
 
+// get reads path from n for a check, bounded by the workload client's
+// timeout (the harness's 15 s would let one node that never answers eat a
+// check's whole deadline).
+func (w *workload) get(n *Node, path string, out any) error {
+	if st, msg := w.call(context.Background(), n, "GET", path, nil, nil, out); st != http.StatusOK {
+		return fmt.Errorf("GET %s on %s: %s", path, n.Name, msg)
+	}
+	return nil
+}
+
 func classify(status int, msg string) outcome {
 	switch {
 	case status == 0:
@@ -773,7 +787,7 @@ func (w *workload) checkWrites() error {
 		var list []struct {
 			Name string `json:"name"`
 		}
-		if err := n.GetJSON("/v1/services", &list); err != nil {
+		if err := w.get(n, "/v1/services", &list); err != nil {
 			return err
 		}
 		have := map[string]bool{}
@@ -802,7 +816,7 @@ func (w *workload) checkCounter() error {
 	var ref counterView
 	for i, n := range w.c.Nodes {
 		var v counterView
-		if err := n.GetJSON("/v1/services/"+counterName, &v); err != nil {
+		if err := w.get(n, "/v1/services/"+counterName, &v); err != nil {
 			return err
 		}
 		if i > 0 && (v.Version != ref.Version || v.Env["N"] != ref.Env["N"]) {
@@ -884,7 +898,7 @@ func (w *workload) checkRuns() error {
 			Status string `json:"status"`
 			Key    string `json:"idempotency_key"`
 		}
-		if err := n.GetJSON("/v1/executions?service="+runService+"&limit=1000", &list); err != nil {
+		if err := w.get(n, "/v1/executions?service="+runService+"&limit=1000", &list); err != nil {
 			return err
 		}
 		if len(list) >= 1000 {
