@@ -339,6 +339,13 @@ func (a *Agent) fetchIssuers(next map[string]time.Time) {
 		case <-ctx.Done():
 		}
 	}()
+	known := map[string]bool{}
+	for _, m := range a.gossip.Members(gossip.Filter{}) {
+		known[m.Name] = true
+	}
+	if err := a.keyTLS.Prune(known); err != nil {
+		a.log.Warn().Err(err).Msg("Raft CA file not rewritten")
+	}
 	now := time.Now()
 	for _, m := range a.gossip.Members(gossip.Filter{Cluster: a.cfg.Cluster, Status: gossip.StatusAlive}) {
 		if m.Name == a.cfg.NodeName || m.RPCAddr == "" || now.Before(next[m.Name]) || a.keyTLS.Complete(m.Name) {

@@ -312,6 +312,23 @@ func (k *keyTLS) Learn(peer string, data []byte) (bool, error) {
 	return true, nil
 }
 
+// Prune forgets the copies of peers not in known (gossip no longer lists
+// them), so the Raft CA file does not grow with churn.
+func (k *keyTLS) Prune(known map[string]bool) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	n := len(k.learned)
+	for p := range k.learned {
+		if !known[p] {
+			delete(k.learned, p)
+		}
+	}
+	if len(k.learned) == n {
+		return nil
+	}
+	return writeAtomic(k.files.caFile, k.raftBundle())
+}
+
 // Complete reports whether peer's learned copies cover every installed
 // key's CA (then asking it again is useless until the keyring changes).
 func (k *keyTLS) Complete(peer string) bool {

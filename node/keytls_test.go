@@ -168,6 +168,19 @@ func TestKeyTLSLearnsPeerIssuers(t *testing.T) {
 	if _, err := self.Learn("n2", bytes.Repeat([]byte("x"), maxIssuersBody+1)); err == nil {
 		t.Fatal("an oversized answer accepted")
 	}
+	// A peer gossip forgot leaves the bundle.
+	if err := self.Prune(map[string]bool{"n2": true}); err != nil || !self.Complete("n2") {
+		t.Fatalf("a known peer was pruned (err %v)", err)
+	}
+	if err := self.Prune(map[string]bool{}); err != nil || self.Complete("n2") {
+		t.Fatalf("a forgotten peer was kept (err %v)", err)
+	}
+	if b := mustRead(t, self.files.caFile); bytes.Count(b, []byte("BEGIN CERTIFICATE")) != 1 {
+		t.Fatalf("the Raft CA file still lists a forgotten peer:\n%s", b)
+	}
+	if _, err := self.Learn("n2", peer.Issuers()); err != nil {
+		t.Fatal(err)
+	}
 	// Once K2 is removed too, what it certified leaves the bundle.
 	k3 := keyOf(3)
 	if _, err := self.Refresh([][]byte{k3}); err != nil {
