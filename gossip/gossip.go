@@ -204,22 +204,9 @@ func (g *Gossip) setupKeyring(sc *serf.Config) error {
 	cfg := g.cfg
 	var keys [][]byte
 	if cfg.KeyringFile != "" {
-		data, err := os.ReadFile(cfg.KeyringFile)
-		switch {
-		case err == nil:
-			var encoded []string
-			if err := json.Unmarshal(data, &encoded); err != nil {
-				return fmt.Errorf("keyring file %s: %w", cfg.KeyringFile, err)
-			}
-			for _, k := range encoded {
-				b, err := base64.StdEncoding.DecodeString(k)
-				if err != nil {
-					return fmt.Errorf("keyring file %s: %w", cfg.KeyringFile, err)
-				}
-				keys = append(keys, b)
-			}
-		case !errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("keyring file: %w", err)
+		var err error
+		if keys, err = ReadKeyringFile(cfg.KeyringFile); err != nil {
+			return err
 		}
 	}
 	if len(keys) == 0 && len(cfg.EncryptKey) > 0 {
@@ -248,6 +235,42 @@ func (g *Gossip) setupKeyring(sc *serf.Config) error {
 		sc.KeyringFile = cfg.KeyringFile
 	}
 	return nil
+}
+
+// LocalKeys returns the keys installed on this node, primary first, or nil
+// when gossip is not encrypted. Rotations done through any node change
+// them (serf's key queries); callers that derive from them poll.
+func (g *Gossip) LocalKeys() [][]byte {
+	kr := g.serfCf.MemberlistConfig.Keyring
+	if kr == nil {
+		return nil
+	}
+	return kr.GetKeys()
+}
+
+// ReadKeyringFile reads the keys of a keyring file, primary first; a
+// missing file holds none.
+func ReadKeyringFile(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keyring file: %w", err)
+	}
+	var encoded []string
+	if err := json.Unmarshal(data, &encoded); err != nil {
+		return nil, fmt.Errorf("keyring file %s: %w", path, err)
+	}
+	keys := make([][]byte, 0, len(encoded))
+	for _, k := range encoded {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return nil, fmt.Errorf("keyring file %s: %w", path, err)
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
 }
 
 // Encrypted reports whether gossip is encrypted.

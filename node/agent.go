@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -38,6 +39,7 @@ type Agent struct {
 	gossip *gossip.Gossip
 	rpc    *transport.Transport
 	tls    tlsMaterial
+	keyTLS *keyTLS // non-nil when the TLS is derived from the gossip keyring
 	cons   *consensus.Manager
 	disp   *dispatch.Dispatcher
 	exec   *runner.Executor
@@ -122,11 +124,13 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if h, _, _ := net.SplitHostPort(cfg.RPCAddr); h != "" {
 		hosts = append(hosts, h)
 	}
-	if a.tls, err = resolveTLS(cfg, hosts); err != nil {
+	if a.tls, a.keyTLS, err = resolveTLS(cfg, hosts, g.LocalKeys(), log.With().Str("component", "tls").Logger()); err != nil {
 		return nil, err
 	}
-	tlsConf, err := tlsutil.LoadFiles(a.tls.caFile, a.tls.certFile, a.tls.keyFile)
-	if err != nil {
+	var tlsConf *tls.Config
+	if a.keyTLS != nil {
+		tlsConf = a.keyTLS.dyn.Config()
+	} else if tlsConf, err = tlsutil.LoadFiles(a.tls.caFile, a.tls.certFile, a.tls.keyFile); err != nil {
 		return nil, fmt.Errorf("node-to-node TLS: %w", err)
 	}
 	tcfg := transport.DefaultConfig()
@@ -136,6 +140,12 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		return nil, fmt.Errorf("rpc: %w", err)
 	}
 	a.reg.MustRegister(a.rpc.Collectors()...)
+	if a.keyTLS != nil {
+		kt := a.keyTLS
+		a.rpc.Handle(methodTLSIssuers, func(context.Context, *transport.Request) ([]byte, error) {
+			return kt.Issuers(), nil
+		})
+	}
 	if err := a.wireState(); err != nil {
 		return nil, err
 	}
@@ -152,7 +162,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	}
 	opts = append(opts,
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
-		httpapi.WithKeyring(keyringBackend{g}),
+		httpapi.WithKeyring(keyringBackend{g: g, changed: func() { a.refreshKeyTLS() }}),
 		httpapi.WithState(a.state),
 		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
 		httpapi.WithReadiness((*readiness)(a)))
@@ -237,6 +247,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	go a.watchFailures()
 	a.wg.Add(1)
 	go a.probePeers()
+	if a.keyTLS != nil {
+		a.wg.Add(1)
+		go a.watchKeyring()
+	}
 	if a.cfg.ACL {
 		a.wg.Add(1)
 		go a.markACL()
@@ -332,6 +346,94 @@ func (a *Agent) markACL() {
 		case <-time.After(wait):
 		}
 	}
+}
+
+// watchKeyring keeps the derived node TLS following the gossip keyring:
+// rotations reach this node through serf's key queries from any node,
+// which offer no hook, so the keyring is polled. It also fetches the
+// issuer copies of the cluster's peers for the Raft CA bundle (see
+// keyTLS.raftBundle) until they cover every installed key.
+func (a *Agent) watchKeyring() {
+	defer a.wg.Done()
+	tick := time.NewTicker(keyPollInterval)
+	defer tick.Stop()
+	ask := time.NewTicker(issuerFetchInterval)
+	defer ask.Stop()
+	next := map[string]time.Time{} // peer → when to ask it again
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-tick.C:
+			if a.refreshKeyTLS() {
+				clear(next) // what a peer holds changes with the same rotation
+			}
+		case <-ask.C:
+			a.fetchIssuers(next)
+		}
+	}
+}
+
+const (
+	methodTLSIssuers    = "node.tls-issuers"
+	issuerFetchInterval = 2 * time.Second
+)
+
+// fetchIssuers asks the cluster's live peers whose issuer copies do not
+// yet cover every installed key for them, with a backoff per peer.
+func (a *Agent) fetchIssuers(next map[string]time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	known := map[string]bool{}
+	for _, m := range a.gossip.Members(gossip.Filter{}) {
+		known[m.Name] = true
+	}
+	if err := a.keyTLS.Prune(known); err != nil {
+		a.log.Warn().Err(err).Msg("Raft CA file not rewritten")
+	}
+	now := time.Now()
+	for _, m := range a.gossip.Members(gossip.Filter{Cluster: a.cfg.Cluster, Status: gossip.StatusAlive}) {
+		if m.Name == a.cfg.NodeName || m.RPCAddr == "" || now.Before(next[m.Name]) || a.keyTLS.Complete(m.Name) {
+			continue
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		body, err := a.rpc.Call(cctx, m.RPCAddr, methodTLSIssuers, nil)
+		ccancel()
+		if err != nil {
+			// An older peer has no such method: its Raft certificate is
+			// signed by a CA directly and needs no copy.
+			next[m.Name] = now.Add(30 * time.Second)
+			a.log.Debug().Err(err).Str("peer", m.Name).Msg("no issuer copies from peer")
+			continue
+		}
+		changed, err := a.keyTLS.Learn(m.Name, body)
+		if err != nil {
+			a.log.Warn().Err(err).Str("peer", m.Name).Msg("issuer copies from peer refused")
+		}
+		if !changed {
+			next[m.Name] = now.Add(10 * time.Second)
+		}
+	}
+}
+
+// refreshKeyTLS applies the local keyring to the derived node TLS now and
+// reports whether anything changed.
+func (a *Agent) refreshKeyTLS() bool {
+	if a.keyTLS == nil {
+		return false
+	}
+	changed, err := a.keyTLS.Refresh(a.gossip.LocalKeys())
+	if err != nil {
+		a.log.Error().Err(err).Msg("gossip keyring changed but node TLS could not follow it")
+	}
+	return changed
 }
 
 // HTTPAddr is the address the API listens on.
