@@ -25,6 +25,7 @@ type fakeMesh struct {
 	hosting map[string]bool // the gossip hosting tag, as OnHosting sets it
 	// visible, when it has an entry for a node, restricts that node's view.
 	visible map[string]map[string]bool
+	caDir   string // the CA startMeshWith's nodes share
 }
 
 func (f *fakeMesh) Peers() []Peer { return f.peersOf("") }
@@ -194,8 +195,8 @@ func startMesh(t testing.TB, n int) (*fakeMesh, []*testNode) {
 
 func startMeshWith(t testing.TB, n int, cfg func(*Config)) (*fakeMesh, []*testNode) {
 	t.Helper()
-	mesh := &fakeMesh{peers: map[string]Peer{}}
 	caDir := t.TempDir()
+	mesh := &fakeMesh{peers: map[string]Peer{}, caDir: caDir}
 	var nodes []*testNode
 	format := "n%d"
 	if n >= 10 {

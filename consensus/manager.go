@@ -226,6 +226,10 @@ type Manager struct {
 
 	// epochs holds, per hosted shard, a context canceled when the shard's
 	// leader changes (leaderEpoch).
+	// leaderless holds, per hosted shard, since when it has known no
+	// leader (checkRemoved).
+	leaderless map[uint64]time.Time
+
 	epochMu sync.Mutex
 	epochs  map[uint64]epoch
 
@@ -247,6 +251,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		failedSince:  map[string]time.Time{},
 		unknownSince: unknownVoters{},
 		epochs:       map[uint64]epoch{},
+		leaderless:   map[uint64]time.Time{},
 		stop:         make(chan struct{}),
 	}
 	if rpc != nil {
@@ -255,6 +260,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		rpc.Handle(methodInfo, m.serveInfo)
 		rpc.Handle(methodJoin, m.serveJoin)
 		rpc.Handle(methodJoinNonVoting, m.serveJoin)
+		rpc.Handle(methodMembership, m.serveMembership)
 	}
 	return m, nil
 }

@@ -41,6 +41,8 @@ func (m *Manager) loop() {
 		for _, h := range hs {
 			if m.IsLeader(h.Cluster) {
 				m.autopilot(ctx, h, peers)
+			} else {
+				m.checkRemoved(ctx, h, peers)
 			}
 		}
 		cancel()
