@@ -10,11 +10,13 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -30,12 +32,16 @@ type clientFlags struct {
 	timeout  time.Duration
 	cluster  string
 	insecure bool
+
+	live    int          // index into addrList of the address that last answered
+	hc      *http.Client // built once per command
+	noRetry bool         // the caller wants a 429/503 as it is (meshgw wait)
 }
 
 func newClientFlags(name string, stderr io.Writer) *clientFlags {
 	c := &clientFlags{fs: flag.NewFlagSet("meshgw "+name, flag.ContinueOnError)}
 	c.fs.SetOutput(stderr)
-	c.fs.StringVar(&c.addr, "http-addr", envOr("MESHGW_HTTP_ADDR", "127.0.0.1:7480"), "agent HTTP API address (MESHGW_HTTP_ADDR); https:// for TLS")
+	c.fs.StringVar(&c.addr, "http-addr", envOr("MESHGW_HTTP_ADDR", "127.0.0.1:7480"), "agent HTTP API addresses, comma-separated, tried in turn while one is down (MESHGW_HTTP_ADDR); https:// for TLS")
 	c.fs.StringVar(&c.format, "format", "table", "output format: table or json")
 	c.fs.StringVar(&c.token, "token", "", "API token (default MESHGW_TOKEN, then the token saved by meshgw login)")
 	c.fs.StringVar(&c.caFile, "http-ca-file", os.Getenv("MESHGW_HTTP_CA_FILE"), "CA certificate to verify an https API (MESHGW_HTTP_CA_FILE)")
@@ -69,15 +75,20 @@ func (c *clientFlags) parse(args []string) error {
 	return nil
 }
 
-func (c *clientFlags) baseURL() string {
-	if strings.HasPrefix(c.addr, "http://") || strings.HasPrefix(c.addr, "https://") {
-		return strings.TrimRight(c.addr, "/")
+func baseURL(addr string) string {
+	if strings.HasPrefix(addr, "http://") || strings.HasPrefix(addr, "https://") {
+		return strings.TrimRight(addr, "/")
 	}
-	return "http://" + c.addr
+	return "http://" + addr
 }
 
 func (c *clientFlags) httpClient() (*http.Client, error) {
+	if c.hc != nil {
+		return c.hc, nil
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// A down address must cost little: the next one is tried after it.
+	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
 	if c.caFile != "" {
 		pem, err := os.ReadFile(c.caFile)
 		if err != nil {
@@ -89,7 +100,8 @@ func (c *clientFlags) httpClient() (*http.Client, error) {
 		}
 		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 	}
-	return &http.Client{Transport: tr}, nil
+	c.hc = &http.Client{Transport: tr}
+	return c.hc, nil
 }
 
 func (c *clientFlags) resolveToken() string {
@@ -173,7 +185,74 @@ func (c *clientFlags) do(method, path string, q url.Values, body io.Reader, hdr 
 	return resp.StatusCode, nil
 }
 
-// send starts a request; the caller closes the body.
+// Failover and retry bounds. A dead address costs at most dialTimeout; a
+// 429/503 is retried at most maxRetries times, each after its Retry-After
+// (capped at maxRetryAfter) and only while that fits in the deadline.
+const (
+	dialTimeout   = 3 * time.Second
+	maxRetries    = 5
+	maxRetryAfter = 10 * time.Second
+)
+
+// addrList is -http-addr split at commas: the agents to try, in turn.
+func (c *clientFlags) addrList() []string {
+	var out []string
+	for _, a := range strings.Split(c.addr, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		out = []string{"127.0.0.1:7480"}
+	}
+	return out
+}
+
+// current is the address the last answer came from (the first before any).
+func (c *clientFlags) current() string {
+	as := c.addrList()
+	return as[c.live%len(as)]
+}
+
+// idempotent reports whether a request may be sent again after a 429/503:
+// reads, writes of state (PUT, DELETE), and a run that carries an
+// idempotency key (the agent returns the first execution for it).
+func idempotent(method string, hdr http.Header) bool {
+	switch method {
+	case "GET", "HEAD", "PUT", "DELETE":
+		return true
+	}
+	return hdr.Get("Idempotency-Key") != ""
+}
+
+// notSent reports whether err happened before any byte of the request
+// left: the address is down (refused, unreachable, dial timeout, no such
+// host), so any request may go to the next address.
+func notSent(err error) bool {
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "dial" {
+		return true
+	}
+	var de *net.DNSError
+	return errors.As(err, &de)
+}
+
+// retryAfter is how long a 429/503 asks the client to wait (1 s unless it
+// says otherwise).
+func retryAfter(resp *http.Response) time.Duration {
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if n, err := strconv.Atoi(v); err == nil && n >= 0 {
+		return min(time.Duration(n)*time.Second, maxRetryAfter)
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return min(max(time.Until(t), 0), maxRetryAfter)
+	}
+	return time.Second
+}
+
+// send starts a request; the caller closes the body. It tries the
+// addresses of -http-addr in turn while they are down, and sends an
+// idempotent request again (to the next address) after a 429/503.
 func (c *clientFlags) send(ctx context.Context, method, path string, q url.Values, body io.Reader, hdr http.Header) (*http.Response, error) {
 	if c.cluster != "" {
 		if q == nil {
@@ -181,32 +260,83 @@ func (c *clientFlags) send(ctx context.Context, method, path string, q url.Value
 		}
 		q.Set("cluster", c.cluster)
 	}
-	u := c.baseURL() + path
-	if len(q) > 0 {
-		u += "?" + q.Encode()
-	}
-	req, err := http.NewRequestWithContext(ctx, method, u, body)
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range hdr {
-		req.Header[k] = v
-	}
-	if body != nil && req.Header.Get("Content-Type") == "" {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if t := c.resolveToken(); t != "" {
-		req.Header.Set("Authorization", "Bearer "+t)
+	// The body is kept so it can be sent again; callers bound it.
+	var payload []byte
+	if body != nil {
+		var err error
+		if payload, err = io.ReadAll(body); err != nil {
+			return nil, fmt.Errorf("read request body: %w", err)
+		}
 	}
 	hc, err := c.httpClient()
 	if err != nil {
 		return nil, err
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("reach agent at %s: %w", c.addr, unwrapURL(err))
+	addrs := c.addrList()
+	var down []string // errors of the addresses found down in a row
+	retries := 0
+	for {
+		addr := addrs[c.live%len(addrs)]
+		resp, err := c.sendTo(ctx, hc, addr, method, path, q, payload, body != nil, hdr)
+		if err != nil {
+			if ctx.Err() != nil || !notSent(err) {
+				return nil, fmt.Errorf("reach agent at %s: %w", addr, unwrapURL(err))
+			}
+			down = append(down, fmt.Sprintf("%s (%v)", addr, unwrapURL(err)))
+			if len(down) >= len(addrs) {
+				return nil, fmt.Errorf("reach agent at %s", strings.Join(down, ", "))
+			}
+			c.live++
+			continue
+		}
+		down = nil
+		if (resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable) &&
+			!c.noRetry && idempotent(method, hdr) && retries < maxRetries {
+			wait := retryAfter(resp)
+			if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > wait {
+				io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+				resp.Body.Close()
+				retries++
+				c.live++ // another node may have quorum or room
+				t := time.NewTimer(wait)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil, fmt.Errorf("reach agent at %s: %w", addr, ctx.Err())
+				case <-t.C:
+				}
+				continue
+			}
+		}
+		return resp, nil
 	}
-	return resp, nil
+}
+
+// sendTo sends one request to one address.
+func (c *clientFlags) sendTo(ctx context.Context, hc *http.Client, addr, method, path string, q url.Values,
+	payload []byte, hasBody bool, hdr http.Header) (*http.Response, error) {
+	u := baseURL(addr) + path
+	if len(q) > 0 {
+		u += "?" + q.Encode()
+	}
+	var body io.Reader
+	if hasBody {
+		body = bytes.NewReader(payload)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, u, body)
+	if err != nil {
+		return nil, fmt.Errorf("-http-addr %q: %w", addr, err)
+	}
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	if hasBody && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if t := c.resolveToken(); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
+	return hc.Do(req)
 }
 
 func unwrapURL(err error) error {
@@ -321,7 +451,7 @@ func cmdLeave(args []string, stdout, stderr io.Writer) error {
 	if _, err := c.do("POST", "/v1/agent/leave", q, nil, nil, nil); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "agent at %s is leaving the mesh\n", c.addr)
+	fmt.Fprintf(stdout, "agent at %s is leaving the mesh\n", c.current())
 	return nil
 }
 

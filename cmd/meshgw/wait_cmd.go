@@ -20,6 +20,7 @@ func cmdWait(args []string, stdout, stderr io.Writer) error {
 	to := c.fs.Lookup("timeout")
 	to.Usage, to.DefValue = "how long to wait for the node to be ready", "1m0s"
 	c.timeout = time.Minute
+	c.noRetry = true // a 503 is the answer wait reports and polls again
 	if err := c.parse(args); err != nil {
 		return err
 	}
@@ -31,7 +32,7 @@ func cmdWait(args []string, stdout, stderr io.Writer) error {
 	for {
 		reason := c.readyOnce(time.Until(deadline))
 		if reason == "" {
-			fmt.Fprintf(stdout, "agent at %s is ready\n", c.addr)
+			fmt.Fprintf(stdout, "agent at %s is ready\n", c.current())
 			return nil
 		}
 		if reason != last {
@@ -54,7 +55,7 @@ func (c *clientFlags) readyOnce(left time.Duration) string {
 	resp, err := c.send(ctx, "GET", "/v1/ready", url.Values{}, nil, nil)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Sprintf("agent at %s did not answer in time", c.addr)
+			return fmt.Sprintf("agent at %s did not answer in time", c.current())
 		}
 		return fmt.Sprintf("agent not reachable yet (%v)", err)
 	}
