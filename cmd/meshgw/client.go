@@ -38,9 +38,8 @@ type clientFlags struct {
 	noRetry bool         // the caller wants a 429/503 as it is (meshgw wait)
 }
 
-func newClientFlags(name string, stderr io.Writer) *clientFlags {
-	c := &clientFlags{fs: flag.NewFlagSet("meshgw "+name, flag.ContinueOnError)}
-	c.fs.SetOutput(stderr)
+func newClientFlags(name string) *clientFlags {
+	c := &clientFlags{fs: newFlags(name)}
 	c.fs.StringVar(&c.addr, "http-addr", envOr("MESHGW_HTTP_ADDR", "127.0.0.1:7480"), "agent HTTP API addresses, comma-separated, tried in turn while one is down (MESHGW_HTTP_ADDR); https:// for TLS")
 	c.fs.StringVar(&c.format, "format", "table", "output format: table or json")
 	c.fs.StringVar(&c.token, "token", "", "API token (default MESHGW_TOKEN, then the token saved by meshgw login)")
@@ -61,18 +60,17 @@ func envOr(k, def string) string {
 	return def
 }
 
-// parse parses args and checks the common values.
-func (c *clientFlags) parse(args []string) error {
-	if err := c.fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return &exitError{code: 0}
-		}
-		return &exitError{code: 2, err: errors.New(oneLine(err))}
+// parse parses args (flags and the positional arguments names, see
+// parseArgs) and checks the common values.
+func (c *clientFlags) parse(args []string, names ...string) ([]string, error) {
+	pos, err := parseArgs(c.fs, args, names...)
+	if err != nil {
+		return nil, err
 	}
 	if c.format != "table" && c.format != "json" {
-		return &exitError{code: 2, err: fmt.Errorf("-format %q: want table or json", c.format)}
+		return nil, usageErr("-format %q: want table or json", c.format)
 	}
-	return nil
+	return pos, nil
 }
 
 func baseURL(addr string) string {
@@ -134,29 +132,45 @@ func tokenPath() (string, error) {
 // apiError is the API's JSON error.
 type apiError struct {
 	Status  int
+	Addr    string // the agent that answered
 	Code    string `json:"code"`
 	Message string `json:"error"`
 	Path    string `json:"path"`
 }
 
-// decodeAPIError turns an error answer into an *apiError.
-func decodeAPIError(status int, data []byte) *apiError {
-	e := &apiError{Status: status}
-	if json.Unmarshal(data, e) != nil || e.Message == "" {
+// decodeAPIError turns an error answer of the agent at addr into an
+// *apiError. An answer without meshgw's {"error","code"} body came from
+// something else (a proxy, another server on that port).
+func decodeAPIError(addr string, status int, data []byte) *apiError {
+	e := &apiError{Status: status, Addr: addr}
+	if json.Unmarshal(data, e) != nil || e.Message == "" || e.Code == "" {
+		e.Code, e.Path = "", ""
 		e.Message = strings.TrimSpace(string(data))
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200] + "..."
+		}
 	}
 	return e
 }
 
 // responseError reads an error answer from resp (bounded).
-func responseError(resp *http.Response) error {
+func (c *clientFlags) responseError(resp *http.Response) error {
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	return decodeAPIError(resp.StatusCode, data)
+	return decodeAPIError(c.current(), resp.StatusCode, data)
 }
 
 func (e *apiError) Error() string {
-	if e.Path != "" {
-		return fmt.Sprintf("%s (%d %s at %s)", e.Message, e.Status, e.Code, e.Path)
+	switch {
+	case e.Code == "" && e.Status == http.StatusNotFound:
+		return fmt.Sprintf("the server at %s answered 404 and is not a meshgw agent? "+
+			"(no meshgw error in the answer; check -http-addr)", e.Addr)
+	case e.Code == "" && e.Message == "":
+		return fmt.Sprintf("the server at %s answered %d %s with no message", e.Addr, e.Status,
+			http.StatusText(e.Status))
+	case e.Code == "":
+		return fmt.Sprintf("the server at %s answered %d: %s", e.Addr, e.Status, e.Message)
+	case e.Path != "":
+		return fmt.Sprintf("%s (at %s; %d %s)", e.Message, e.Path, e.Status, e.Code)
 	}
 	return fmt.Sprintf("%s (%d %s)", e.Message, e.Status, e.Code)
 }
@@ -175,11 +189,15 @@ func (c *clientFlags) do(method, path string, q url.Values, body io.Reader, hdr 
 		return resp.StatusCode, fmt.Errorf("read response: %w", err)
 	}
 	if resp.StatusCode >= 400 {
-		return resp.StatusCode, decodeAPIError(resp.StatusCode, data)
+		return resp.StatusCode, decodeAPIError(c.current(), resp.StatusCode, data)
 	}
 	if out != nil {
-		if err := json.Unmarshal(data, out); err != nil {
-			return resp.StatusCode, fmt.Errorf("decode response: %w", err)
+		// Numbers into interfaces stay json.Number: 64-bit IDs, versions
+		// and indexes must not pass through float64.
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if err := dec.Decode(out); err != nil {
+			return resp.StatusCode, fmt.Errorf("the answer of %s is not the JSON expected: %w", c.current(), err)
 		}
 	}
 	return resp.StatusCode, nil
@@ -384,13 +402,13 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-func listMembers(name, path string, args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags(name, stderr).withCluster()
+func listMembers(name, path string, args []string, stdout io.Writer) error {
+	c := newClientFlags(name).withCluster()
 	role := c.fs.String("role", "", "only members with this role: gateway or runner")
 	status := c.fs.String("status", "", "only members with this status: alive, suspect, failed, left")
 	var tags multiFlag
 	c.fs.Var(&tags, "tag", "only members with tag k=v (repeatable)")
-	if err := c.parse(args); err != nil {
+	if _, err := c.parse(args); err != nil {
 		return err
 	}
 	q := url.Values{}
@@ -401,6 +419,9 @@ func listMembers(name, path string, args []string, stdout, stderr io.Writer) err
 		q.Set("status", *status)
 	}
 	for _, t := range tags {
+		if k, _, ok := strings.Cut(t, "="); !ok || k == "" {
+			return usageErr("-tag %q: want k=v", t)
+		}
 		q.Add("tag", t)
 	}
 	var ms []member
@@ -424,24 +445,17 @@ func listMembers(name, path string, args []string, stdout, stderr io.Writer) err
 }
 
 func cmdMembers(args []string, stdout, stderr io.Writer) error {
-	return listMembers("members", "/v1/members", args, stdout, stderr)
+	return listMembers("members", "/v1/members", args, stdout)
 }
 
 func cmdRunners(args []string, stdout, stderr io.Writer) error {
-	return listMembers("runners", "/v1/runners", args, stdout, stderr)
-}
-
-func cmdGet(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 || args[0] != "runners" {
-		return &exitError{code: 2, err: errors.New("usage: meshgw get runners [flags]")}
-	}
-	return cmdRunners(args[1:], stdout, stderr)
+	return listMembers("runners", "/v1/runners", args, stdout)
 }
 
 func cmdLeave(args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("leave", stderr)
+	c := newClientFlags("leave")
 	force := c.fs.Bool("force", false, "leave even when that takes the node's Raft group below quorum")
-	if err := c.parse(args); err != nil {
+	if _, err := c.parse(args); err != nil {
 		return err
 	}
 	var q url.Values
@@ -456,8 +470,8 @@ func cmdLeave(args []string, stdout, stderr io.Writer) error {
 }
 
 func cmdStatus(args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("status", stderr)
-	if err := c.parse(args); err != nil {
+	c := newClientFlags("status")
+	if _, err := c.parse(args); err != nil {
 		return err
 	}
 	var st map[string]any
