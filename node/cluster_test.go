@@ -41,3 +41,15 @@ func TestUnknownClusterIs404NotRetryable503(t *testing.T) {
 		}
 	}
 }
+
+// An error that already names its operation does not get it twice.
+func TestAPIErrorDoesNotDoubleTheOperation(t *testing.T) {
+	err := apiError("list executions", fmt.Errorf("list executions: %w", consensus.ErrNoQuorum))
+	if got := err.Error(); got != "list executions: "+consensus.ErrNoQuorum.Error() {
+		t.Fatalf("got %q", got)
+	}
+	err = apiError("get service", consensus.ErrNoQuorum)
+	if got := err.Error(); got != "get service: "+consensus.ErrNoQuorum.Error() {
+		t.Fatalf("got %q", got)
+	}
+}
