@@ -206,8 +206,12 @@ func leafHelp(w io.Writer, cmd *command, path string, hr *helpRequest) {
 	fmt.Fprintf(w, "%s\n", wrap(desc, 80))
 	if len(cmd.args) > 0 {
 		fmt.Fprintln(w, "\nArguments:")
+		width := 0
 		for _, a := range cmd.args {
-			fmt.Fprintf(w, "  %-10s %s\n", a.name, a.desc)
+			width = max(width, len(a.name))
+		}
+		for _, a := range cmd.args {
+			fmt.Fprintf(w, "  %-*s  %s\n", width, a.name, a.desc)
 		}
 	}
 	switch {
