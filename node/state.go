@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
@@ -33,19 +34,32 @@ func apiError(op string, err error) error {
 		return nil
 	}
 	var he *httpapi.Error
+	msg := withOp(op, err)
 	switch {
 	case errors.As(err, &he):
 		return err
 	case errors.Is(err, consensus.ErrNoQuorum), errors.Is(err, consensus.ErrNotBootstrapped):
-		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s: %v", op, err).WithRetryAfter(1)
+		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s", msg).WithRetryAfter(1)
 	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s: %v", op, err).WithRetryAfter(1)
+		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s", msg).WithRetryAfter(1)
 	case errors.Is(err, dispatch.ErrConflict):
-		return httpapi.Errorf(http.StatusConflict, "conflict", "%s: %v", op, err)
+		return httpapi.Errorf(http.StatusConflict, "conflict", "%s", msg)
 	case errors.Is(err, context.Canceled):
 		return httpapi.Errorf(499, "canceled", "%s: client went away", op)
 	}
+	if strings.HasPrefix(err.Error(), op+": ") {
+		return err
+	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// withOp is "op: err", without doubling op when err already starts with
+// it (dispatch names its own operations, e.g. "list executions: ...").
+func withOp(op string, err error) string {
+	if m := err.Error(); strings.HasPrefix(m, op+": ") {
+		return m
+	}
+	return op + ": " + err.Error()
 }
 
 // stateBackend serves services, clusters and snapshots over consensus.

@@ -72,11 +72,14 @@ func (a *Agent) wireState() error {
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
-	store := dispatchStore{kv: cons}
+	kv := knownClusters{kvStore: cons, known: func(cluster string) bool {
+		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
+	}}
+	store := dispatchStore{kv: kv}
 	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip, a.trust), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
-	a.state = &stateBackend{kv: cons, gossip: a.gossip, cons: cons}
+	a.state = &stateBackend{kv: kv, gossip: a.gossip, cons: cons}
 	return nil
 }
 

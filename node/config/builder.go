@@ -360,8 +360,49 @@ func (b *Builder) usage(fs *flag.FlagSet) {
 		return
 	}
 	fmt.Fprintln(w, "Usage: meshgw agent [flags]")
+	WriteFlagHelp(w)
+}
+
+// WriteFlagHelp prints every option with its default and its environment
+// variable, for -h.
+func WriteFlagHelp(w io.Writer) {
 	fmt.Fprintln(w, "Every flag is also MESHGW_<FLAG> (upper case, '-' → '_') and a key of the -config JSON file.")
+	defs := defaultValues()
 	for _, o := range Options() {
-		fmt.Fprintf(w, "  -%-22s %s (%s)\n", o[0], o[2], o[1])
+		def := ""
+		if v := defs[o[0]]; v != "" {
+			def = " (default " + v + ")"
+		}
+		fmt.Fprintf(w, "  -%-22s %s%s (%s)\n", o[0], o[2], def, o[1])
+	}
+}
+
+// defaultValues are the defaults shown by -h, from Default() so they cannot
+// drift; options whose default is empty or derived are left out (their
+// usage says what happens).
+func defaultValues() map[string]string {
+	r := Default()
+	return map[string]string{
+		"bind":                 r.BindAddr,
+		"rpc":                  r.RPCAddr,
+		"raft":                 r.RaftAddr,
+		"http":                 r.HTTPAddr,
+		"cluster":              r.Cluster,
+		"roles":                strings.Join(r.Roles, ","),
+		"bootstrap-expect":     strconv.Itoa(r.BootstrapExpect),
+		"raft-voters":          strconv.Itoa(r.RaftVoters),
+		"autopilot-dead-after": r.AutopilotDeadAfter.String(),
+		"log-level":            r.LogLevel,
+		"log-format":           r.LogFormat,
+		"gossip-profile":       r.GossipProfile,
+		"max-concurrent-execs": strconv.Itoa(r.MaxConcurrentExecs),
+		"retention-count":      strconv.Itoa(r.RetentionCount),
+		"retention-bytes":      strconv.FormatInt(r.RetentionBytes, 10),
+		"retention-age":        r.RetentionAge.String(),
+		"max-body-bytes":       strconv.FormatInt(r.MaxBodyBytes, 10),
+		"leave-timeout":        r.LeaveTimeout.String(),
+		"dev":                  "false",
+		"acl":                  "false",
+		"leave-on-terminate":   "false",
 	}
 }
