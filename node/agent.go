@@ -436,6 +436,9 @@ func (a *Agent) Shutdown() {
 		if a.exec != nil {
 			_ = a.exec.Close()
 		}
+		if a.tokens != nil {
+			a.tokens.close()
+		}
 		close(a.done)
 		a.wg.Wait()
 	})

@@ -70,8 +70,11 @@ func HashSecret(secret string) string {
 
 // TokenStore is what ACLs need from the replicated state. Every method
 // names the cluster whose group holds the tokens: a token belongs to the
-// cluster it was issued in and is looked up nowhere else. Lookups must be
-// linearizable so a revoked token is refused on every node at once.
+// cluster it was issued in and is looked up nowhere else. A lookup's
+// answer may be reused briefly, but must come from a read that started at
+// most a second before (so a revoked token is refused on every node within
+// a second), except while the group cannot answer (no quorum), when an
+// answer known valid may serve for a bounded while (node's freshCache).
 type TokenStore interface {
 	// ACLEnabled reports whether the cluster's replicated state says ACLs
 	// are on (a node of it ran with -acl). Once on they stay on, so an
