@@ -117,7 +117,7 @@ func (s *tokenStore) LookupSecret(ctx context.Context, cluster, hash string) (ht
 		return s.readSecret(ctx, cluster, hash)
 	})
 	if err != nil {
-		return t, apiError("token lookup", err)
+		return t, readError("token lookup", err)
 	}
 	if !ok {
 		return t, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "token not found (revoked or never issued)")
@@ -133,7 +133,7 @@ func (s *tokenStore) readSecret(ctx context.Context, cluster, hash string) (http
 		return t, 0, false, err
 	}
 	if err := json.Unmarshal(it.Value, &t); err != nil {
-		return t, 0, false, fmt.Errorf("decode token: %w", err)
+		return t, 0, false, fmt.Errorf("decode token: %w: %v", errUndecodable, err)
 	}
 	return t, 2*len(it.Value) + 128, true, nil
 }

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 
 	"github.com/meshgw/meshgw/dispatch"
@@ -47,9 +48,12 @@ func (b *execBackend) cachedService(ctx context.Context, cluster, name string) (
 			return dispatch.Service{}, 0, false, err
 		}
 		svc, err := decodeService(it)
-		return svc, 2*len(it.Value) + 256, err == nil, err
+		if err != nil {
+			return svc, 0, false, fmt.Errorf("%w: %v", errUndecodable, err)
+		}
+		return svc, 2*len(it.Value) + 256, true, nil
 	})
-	return svc, ok, apiError("get service", err)
+	return svc, ok, readError("get service", err)
 }
 
 // ProxyPolicy implements httpapi.ProxyPolicies from the service cache.

@@ -3,11 +3,11 @@ package node
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync"
 	"time"
 
-	"github.com/meshgw/meshgw/consensus"
-	"github.com/meshgw/meshgw/transport"
+	"github.com/meshgw/meshgw/node/httpapi"
 )
 
 // Freshness of what authentication reads from a cluster's replicated state
@@ -26,6 +26,9 @@ const (
 	// cacheReadTimeout bounds one read made on the cache's behalf, whoever
 	// asked for it: waiters share it, so no caller's cancellation ends it.
 	cacheReadTimeout = 10 * time.Second
+	// maxClusters bounds the per-cluster bookkeeping (?cluster= is the
+	// caller's to choose).
+	maxClusters = 4096
 )
 
 // loadFunc reads one key of one cluster: its value and an estimate of the
@@ -89,12 +92,30 @@ func newFreshCache[V any](maxEntries, maxBytes, maxNegative int) *freshCache[V] 
 	}
 }
 
-// unavailable reports whether err says the group could not answer, as
-// opposed to answering "no" or failing for another reason.
+// errUndecodable marks a value the group returned but a loader could not
+// decode: an answer, not a failure to get one.
+var errUndecodable = errors.New("undecodable value")
+
+// unavailable reports whether err says the group gave no answer (no
+// quorum, no leader reachable, a timeout of any layer's making), as opposed
+// to answering "no" or with a value that cannot be decoded. Any such error
+// leaves what is known as it was, so a known answer may serve on.
 func unavailable(err error) bool {
-	return errors.Is(err, consensus.ErrNoQuorum) || errors.Is(err, consensus.ErrNotBootstrapped) ||
-		errors.Is(err, consensus.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, transport.ErrUnreachable)
+	return err != nil && !errors.Is(err, errUndecodable)
+}
+
+// readError is the API error for a read the group gave no answer to: the
+// consensus mapping when it has one, else 503, since nothing is known.
+func readError(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	err = apiError(op, err)
+	var he *httpapi.Error
+	if errors.As(err, &he) || errors.Is(err, errUndecodable) {
+		return err
+	}
+	return httpapi.Errorf(http.StatusServiceUnavailable, "unavailable", "%v", err).WithRetryAfter(1)
 }
 
 func cacheKey(cluster, key string) string { return cluster + "\x00" + key }
@@ -176,6 +197,9 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 	if c.closed || now.Sub(c.lastProbe[cluster]) < c.fresh {
 		return
 	}
+	if len(c.lastProbe) >= maxClusters {
+		clear(c.lastProbe)
+	}
 	c.lastProbe[cluster] = now
 	gen := c.gen
 	c.wg.Add(1)
@@ -202,6 +226,9 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started time.Time, v V, size int, found bool, err error) {
 	if err != nil {
 		if unavailable(err) {
+			if len(c.down) >= maxClusters && !c.down[cluster] {
+				clear(c.down) // ?cluster= is the caller's: forgetting costs a read, no more
+			}
 			c.down[cluster] = true
 		}
 		return
