@@ -268,7 +268,11 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 	var pol ProxyPolicy
 	if name, ok := svcName(r.URL.Path); ok && a.policies != nil {
 		if pol, err = a.policies.ProxyPolicy(r.Context(), c, name); err != nil {
-			return r, err
+			// The definition cannot be read (no group, no quorum, nothing
+			// cached): fail closed, as a service that is neither public
+			// nor passes Authorization. The proxy cannot serve it without
+			// its definition anyway; a caller without a token gets 401.
+			pol = ProxyPolicy{}
 		}
 		r = r.WithContext(context.WithValue(r.Context(), policyKey{}, pol))
 		if pol.Public {

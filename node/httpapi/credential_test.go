@@ -253,3 +253,29 @@ func TestPublicIsForHTTPServices(t *testing.T) {
 		t.Errorf("public http service: %d %s", rec.Code, rec.Body)
 	}
 }
+
+type failingPolicies struct{}
+
+func (failingPolicies) ProxyPolicy(context.Context, string, string) (ProxyPolicy, error) {
+	return ProxyPolicy{}, Errorf(http.StatusServiceUnavailable, "no_quorum", "no quorum")
+}
+
+// TestUnreadablePolicyFailsClosed: when a service's definition cannot be
+// read, its /svc/ calls are checked as a private service's: 401 without a
+// token (as before public services existed), and a token's Bearer is
+// still stripped.
+func TestUnreadablePolicyFailsClosed(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(fmt.Sprintf("auth=%q", r.Header.Get("Authorization")))
+	}))
+	defer up.Close()
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
+		WithProxyPolicies(failingPolicies{}), WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL}))
+	if rec := req(t, api, "GET", "/svc/pub/x", ""); rec.Code != 401 {
+		t.Errorf("no token: %d %s, want 401", rec.Code, rec.Body)
+	}
+	if rec := req(t, api, "GET", "/svc/pub/x", "", "Authorization", "Bearer s3cret"); rec.Code != 200 || got.Load() != `auth=""` {
+		t.Errorf("token: %d %s, upstream saw %v", rec.Code, rec.Body, got.Load())
+	}
+}
