@@ -63,7 +63,6 @@ type freshCache[V any] struct {
 	down                 map[string]bool      // cluster → its last read failed as unavailable
 	lastProbe            map[string]time.Time // cluster → when a background read last started
 	gen                  uint64               // bumped by invalidate: older reads store nothing
-	reads, staleAnswers  uint64
 	closed               bool
 	onProbeDone          func() // tests: called after a background read
 }
@@ -136,7 +135,6 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 			// The group was unreachable at the last try: answer from the
 			// cache at once, and let one background read per cluster
 			// and second find out whether it is back.
-			c.staleAnswers++
 			c.probeLocked(cluster, k, now, load)
 			c.mu.Unlock()
 			return e.v, true, nil
@@ -167,7 +165,6 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 		c.mu.Lock()
 		e, ok := c.pos[k]
 		if ok && c.now().Sub(e.checked) < c.maxStale {
-			c.staleAnswers++
 			c.mu.Unlock()
 			return e.v, true, nil
 		}
@@ -184,7 +181,6 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 	v, size, found, err := load(rctx)
 	c.mu.Lock()
 	delete(c.flights, k)
-	c.reads++
 	c.recordLocked(cluster, k, gen, started, v, size, found, err)
 	c.mu.Unlock()
 	f.v, f.found, f.err = v, found, err
@@ -210,7 +206,6 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 		started := c.now()
 		v, size, found, err := load(ctx)
 		c.mu.Lock()
-		c.reads++
 		if c.ctx.Err() == nil {
 			c.recordLocked(cluster, k, gen, started, v, size, found, err)
 		}

@@ -48,7 +48,9 @@
 // pass_authorization come from (ProxyPolicies), may be reused for up to a
 // second, counted from the start of the read: a revocation is refused on
 // every node within a second. While T's group has no quorum a token or
-// service read in the last 5 minutes still serves; an unknown one is 503.
+// service read in the last 5 minutes still serves; an unknown token is 503
+// (it cannot be checked). A definition that cannot be read at all counts as
+// neither public nor passing Authorization: the call needs a token.
 //
 // While T's state cannot be read (no group yet, no quorum) a node without
 // -acl cannot tell: it keeps serving its own read-only views (GET members,
