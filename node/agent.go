@@ -142,7 +142,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	// its ACLs are on is checked against that cluster's tokens, whether or
 	// not this node runs -acl (httpapi's package comment has the table).
 	a.tokens = newTokenStore(a.cons)
-	a.execB = newExecBackend(a.state, a.disp)
+	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}

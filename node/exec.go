@@ -32,9 +32,12 @@ const (
 	serviceCacheNegative = 2048
 )
 
-func newExecBackend(state *stateBackend, d *dispatch.Dispatcher) *execBackend {
+// newExecBackend's service cache shares down with the token cache, so a
+// /svc/ call during a lost quorum waits out at most one read.
+func newExecBackend(state *stateBackend, d *dispatch.Dispatcher, down *groupsDown) *execBackend {
 	b := &execBackend{state: state, d: d,
 		services: newFreshCache[dispatch.Service](serviceCacheEntries, serviceCacheBytes, serviceCacheNegative)}
+	b.services.down = down
 	state.changed = b.services.invalidate
 	return b
 }

@@ -60,7 +60,7 @@ type freshCache[V any] struct {
 	bytes                int
 	neg                  map[string]time.Time
 	flights              map[string]*flight[V]
-	down                 map[string]bool      // cluster → its last read failed as unavailable
+	down                 *groupsDown          // clusters whose last read failed; may be shared
 	lastProbe            map[string]time.Time // cluster → when a background read last started
 	gen                  uint64               // bumped by invalidate: older reads store nothing
 	closed               bool
@@ -87,7 +87,7 @@ func newFreshCache[V any](maxEntries, maxBytes, maxNegative int) *freshCache[V] 
 		maxEntries: maxEntries, maxBytes: maxBytes, maxNegative: maxNegative,
 		ctx: ctx, cancel: cancel,
 		pos: map[string]*cached[V]{}, neg: map[string]time.Time{}, flights: map[string]*flight[V]{},
-		down: map[string]bool{}, lastProbe: map[string]time.Time{},
+		down: newGroupsDown(), lastProbe: map[string]time.Time{},
 	}
 }
 
@@ -117,6 +117,36 @@ func readError(op string, err error) error {
 	return httpapi.Errorf(http.StatusServiceUnavailable, "unavailable", "%v", err).WithRetryAfter(1)
 }
 
+// groupsDown is the set of clusters whose group gave no answer to the last
+// read of it. Caches of one node share it: once one read (a service's) has
+// waited out a lost quorum, the others (tokens) answer from what they know
+// at once instead of each waiting out a read of its own.
+type groupsDown struct {
+	mu sync.Mutex
+	m  map[string]bool
+}
+
+func newGroupsDown() *groupsDown { return &groupsDown{m: map[string]bool{}} }
+
+func (d *groupsDown) is(cluster string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.m[cluster]
+}
+
+func (d *groupsDown) set(cluster string, down bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !down {
+		delete(d.m, cluster)
+		return
+	}
+	if len(d.m) >= maxClusters && !d.m[cluster] {
+		clear(d.m) // ?cluster= is the caller's: forgetting costs a read, no more
+	}
+	d.m[cluster] = true
+}
+
 func cacheKey(cluster, key string) string { return cluster + "\x00" + key }
 
 // get returns key's value in cluster, found=false for a key that does not
@@ -131,7 +161,7 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 			c.mu.Unlock()
 			return e.v, true, nil
 		}
-		if age < c.maxStale && c.down[cluster] {
+		if age < c.maxStale && c.down.is(cluster) {
 			// The group was unreachable at the last try: answer from the
 			// cache at once, and let one background read per cluster
 			// and second find out whether it is back.
@@ -221,14 +251,11 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started time.Time, v V, size int, found bool, err error) {
 	if err != nil {
 		if unavailable(err) {
-			if len(c.down) >= maxClusters && !c.down[cluster] {
-				clear(c.down) // ?cluster= is the caller's: forgetting costs a read, no more
-			}
-			c.down[cluster] = true
+			c.down.set(cluster, true)
 		}
 		return
 	}
-	delete(c.down, cluster)
+	c.down.set(cluster, false)
 	if gen != c.gen {
 		return // invalidated while the read was under way: it may predate the change
 	}
