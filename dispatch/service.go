@@ -58,6 +58,13 @@ type Service struct {
 	RunnerTags map[string]string `json:"runner_tags,omitempty"`
 	Upstream   string            `json:"upstream,omitempty"`
 	Strategy   string            `json:"strategy,omitempty"`
+	// Public (http services only): with ACLs on, /svc/{name}/ needs no
+	// token; every other route stays locked.
+	Public bool `json:"public,omitempty"`
+	// PassAuthorization (http services only): the caller's Authorization
+	// header goes to the upstream untouched, and meshgw reads the caller's
+	// token from X-Meshgw-Token only.
+	PassAuthorization bool `json:"pass_authorization,omitempty"`
 	// Version is the store version of the definition; set on read, ignored
 	// on write (writes use the API's ?cas=).
 	Version uint64 `json:"version,omitempty"`
@@ -214,6 +221,12 @@ func (s *Service) Validate() error {
 		}
 		if s.Upstream != "" {
 			return invalid("upstream", "only http services have an upstream")
+		}
+		if s.Public {
+			return invalid("public", "only http services can be public: an exec run always needs a token under ACLs")
+		}
+		if s.PassAuthorization {
+			return invalid("pass_authorization", "only http services have an upstream to pass Authorization to")
 		}
 	case TypeHTTP:
 		if s.Upstream == "" {

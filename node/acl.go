@@ -34,12 +34,23 @@ const (
 // cannot be turned off but by restoring a snapshot without the key.
 const aclOffTTL = time.Second
 
-// tokenStore keeps API tokens in Raft, each cluster's in its own group, so a
-// revocation is seen by every node on its next request: token lookups are
-// linearizable reads, not a cache.
+// Bounds of a node's token cache: positive answers (valid tokens, at most
+// a few KiB each) by count and bytes, negative ones (a hash each) by count.
+const (
+	tokenCacheEntries  = 4096
+	tokenCacheBytes    = 4 << 20
+	tokenCacheNegative = 4096
+)
+
+// tokenStore keeps API tokens in Raft, each cluster's in its own group.
+// Lookups go through a freshCache: a secret costs one linearizable read
+// per node and cacheFresh, so a revocation is seen by every node within
+// cacheFresh (at once by the node that made it), and while a group has no
+// quorum a token seen valid in the last cacheMaxStale still is.
 type tokenStore struct {
-	kv  kvStore
-	now func() time.Time
+	kv      kvStore
+	now     func() time.Time
+	secrets *freshCache[httpapi.Token]
 
 	mu  sync.Mutex
 	acl map[string]aclState // cluster → what its state last said
@@ -51,7 +62,8 @@ type aclState struct {
 }
 
 func newTokenStore(kv kvStore) *tokenStore {
-	return &tokenStore{kv: kv, now: time.Now, acl: map[string]aclState{}}
+	return &tokenStore{kv: kv, now: time.Now, acl: map[string]aclState{},
+		secrets: newFreshCache[httpapi.Token](tokenCacheEntries, tokenCacheBytes, tokenCacheNegative)}
 }
 
 func (s *tokenStore) ACLEnabled(ctx context.Context, cluster string) (bool, error) {
@@ -101,19 +113,33 @@ func randomID() (string, error) {
 }
 
 func (s *tokenStore) LookupSecret(ctx context.Context, cluster, hash string) (httpapi.Token, error) {
-	var t httpapi.Token
-	it, ok, err := s.kv.Get(ctx, cluster, aclSecretPrefix+hash)
+	t, ok, err := s.secrets.get(ctx, cluster, hash, func(ctx context.Context) (httpapi.Token, int, bool, error) {
+		return s.readSecret(ctx, cluster, hash)
+	})
 	if err != nil {
-		return t, apiError("token lookup", err)
+		return t, readError("token lookup", err)
 	}
 	if !ok {
 		return t, httpapi.Errorf(http.StatusUnauthorized, "unauthorized", "token not found (revoked or never issued)")
 	}
-	if err := json.Unmarshal(it.Value, &t); err != nil {
-		return t, fmt.Errorf("decode token: %w", err)
-	}
 	return t, nil
 }
+
+// readSecret reads the token a secret's hash resolves to, linearizably.
+func (s *tokenStore) readSecret(ctx context.Context, cluster, hash string) (httpapi.Token, int, bool, error) {
+	var t httpapi.Token
+	it, ok, err := s.kv.Get(ctx, cluster, aclSecretPrefix+hash)
+	if err != nil || !ok {
+		return t, 0, false, err
+	}
+	if err := json.Unmarshal(it.Value, &t); err != nil {
+		return t, 0, false, fmt.Errorf("decode token: %w: %v", errUndecodable, err)
+	}
+	return t, 2*len(it.Value) + 128, true, nil
+}
+
+// close stops the token cache's background reads.
+func (s *tokenStore) close() { s.secrets.close() }
 
 func (s *tokenStore) create(ctx context.Context, cluster string, t httpapi.Token, extra ...fsm.Op) (httpapi.Token, string, error) {
 	acc, err := randomID()
@@ -134,6 +160,7 @@ func (s *tokenStore) create(ctx context.Context, cluster string, t httpapi.Token
 	if err != nil {
 		return t, "", apiError("create token", err)
 	}
+	s.secrets.invalidate(cluster, t.SecretHash) // a random secret: only a guess was cached
 	if res.Conflict {
 		if res.ConflictKey == aclBootstrapKey {
 			return t, "", httpapi.Errorf(http.StatusConflict, "conflict", "ACLs are already bootstrapped in cluster %s", cluster)
@@ -184,5 +211,8 @@ func (s *tokenStore) RevokeToken(ctx context.Context, cluster, accessor string) 
 		{Type: fsm.OpDelete, Key: aclTokenPrefix + accessor},
 		{Type: fsm.OpDelete, Key: aclSecretPrefix + t.SecretHash},
 	}})
+	// This node refuses the token from now on, even if the apply's outcome
+	// is unknown (a timeout may still commit); others within cacheFresh.
+	s.secrets.invalidate(cluster, t.SecretHash)
 	return apiError("revoke token", err)
 }

@@ -47,6 +47,7 @@ type Agent struct {
 	reg    *prometheus.Registry
 	api    *httpapi.API
 	tokens *tokenStore
+	execB  *execBackend
 	trust  *peerTrust // whose TLS this node and they refuse
 	srv    *http.Server
 	httpLn net.Listener
@@ -156,6 +157,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	// its ACLs are on is checked against that cluster's tokens, whether or
 	// not this node runs -acl (httpapi's package comment has the table).
 	a.tokens = newTokenStore(a.cons)
+	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
@@ -164,7 +166,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
 		httpapi.WithKeyring(keyringBackend{g: g, changed: func() { a.refreshKeyTLS() }}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithExec(a.execB),
+		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
@@ -544,6 +547,12 @@ func (a *Agent) Shutdown() {
 		}
 		if a.exec != nil {
 			_ = a.exec.Close()
+		}
+		if a.tokens != nil {
+			a.tokens.close()
+		}
+		if a.execB != nil {
+			a.execB.close()
 		}
 		close(a.done)
 		a.wg.Wait()

@@ -67,6 +67,16 @@ type stateBackend struct {
 	kv     kvStore
 	gossip *gossip.Gossip
 	cons   *consensus.Manager
+	// changed, when set, hears of every service this node writes or
+	// deletes (the service cache forgets it: this node sees its own
+	// writes at once, others within cacheFresh).
+	changed func(cluster, name string)
+}
+
+func (s *stateBackend) serviceChanged(cluster, name string) {
+	if s.changed != nil {
+		s.changed(cluster, name)
+	}
 }
 
 var _ httpapi.StateBackend = (*stateBackend)(nil)
@@ -78,6 +88,7 @@ func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispa
 		return 0, err
 	}
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}})
+	s.serviceChanged(cluster, svc.Name)
 	if err != nil {
 		return 0, apiError("put service", err)
 	}
@@ -149,6 +160,7 @@ func (s *stateBackend) DeleteService(ctx context.Context, cluster, name string, 
 		}
 	}
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpDelete, Key: key, CAS: cas}}})
+	s.serviceChanged(cluster, name)
 	if err != nil {
 		return apiError("delete service", err)
 	}

@@ -106,17 +106,18 @@ func DefaultConfig() Config {
 
 // API is the HTTP handler of the client API.
 type API struct {
-	cfg     Config
-	b       Backend
-	metrics http.Handler
-	state   StateBackend // optional: services, clusters, snapshots
-	acl     TokenStore   // optional: token checks
-	aclFlag bool         // this node runs -acl: every request is checked
-	exec    ExecBackend  // optional: runs, executions, proxy
-	keyring KeyringBackend
-	ready   Readiness // optional: /v1/ready and the leave guard
-	log     zerolog.Logger
-	mux     *http.ServeMux
+	cfg      Config
+	b        Backend
+	metrics  http.Handler
+	state    StateBackend  // optional: services, clusters, snapshots
+	acl      TokenStore    // optional: token checks
+	aclFlag  bool          // this node runs -acl: every request is checked
+	policies ProxyPolicies // optional: public and pass_authorization services
+	exec     ExecBackend   // optional: runs, executions, proxy
+	keyring  KeyringBackend
+	ready    Readiness // optional: /v1/ready and the leave guard
+	log      zerolog.Logger
+	mux      *http.ServeMux
 }
 
 // Option adds optional parts to the API.
@@ -212,7 +213,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
-		_, checked := TokenFrom(r.Context())
+		_, checked := r.Context().Value(checkedKey{}).(bool)
 		stripCredential(r, checked)
 	}
 	a.mux.ServeHTTP(w, r)

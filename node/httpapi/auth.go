@@ -70,8 +70,11 @@ func HashSecret(secret string) string {
 
 // TokenStore is what ACLs need from the replicated state. Every method
 // names the cluster whose group holds the tokens: a token belongs to the
-// cluster it was issued in and is looked up nowhere else. Lookups must be
-// linearizable so a revoked token is refused on every node at once.
+// cluster it was issued in and is looked up nowhere else. A lookup's
+// answer may be reused briefly, but must come from a read that started at
+// most a second before (so a revoked token is refused on every node within
+// a second), except while the group cannot answer (no quorum), when an
+// answer known valid may serve for a bounded while (node's freshCache).
 type TokenStore interface {
 	// ACLEnabled reports whether the cluster's replicated state says ACLs
 	// are on (a node of it ran with -acl). Once on they stay on, so an
@@ -98,7 +101,42 @@ func WithACL(s TokenStore) Option { return func(a *API) { a.acl, a.aclFlag = s, 
 // when the replicated state of the cluster it is for says ACLs are on.
 func WithTokens(s TokenStore) Option { return func(a *API) { a.acl = s } }
 
+// ProxyPolicy is what authentication needs to know of an http service
+// before a /svc/ call to it is checked.
+type ProxyPolicy struct {
+	// Public: the call needs no token.
+	Public bool
+	// PassAuthorization: the caller's Authorization is the upstream's; the
+	// caller's token, if the call needs one, is in X-Meshgw-Token only.
+	PassAuthorization bool
+}
+
+// ProxyPolicies looks services' ProxyPolicy up at authentication time. It
+// is asked on every checked /svc/ call, before the token, so it must cost
+// no read per call: answers as fresh as a TokenStore's (at most a second
+// old while the group answers). An unknown service has the zero policy
+// (nil error): the call then needs a token, and a 404 comes after it.
+type ProxyPolicies interface {
+	ProxyPolicy(ctx context.Context, cluster, service string) (ProxyPolicy, error)
+}
+
+// WithProxyPolicies lets services be public or keep their Authorization
+// (without it every checked /svc/ call needs a token, from either header).
+func WithProxyPolicies(p ProxyPolicies) Option { return func(a *API) { a.policies = p } }
+
 type tokenKey struct{}
+
+type policyKey struct{}
+
+// checkedKey marks a request access checked (ACLs on for its cluster),
+// whether or not it then needed a token.
+type checkedKey struct{}
+
+// policyFrom returns the ProxyPolicy access found for a checked /svc/ call.
+func policyFrom(ctx context.Context) ProxyPolicy {
+	p, _ := ctx.Value(policyKey{}).(ProxyPolicy)
+	return p
+}
 
 // TokenFrom returns the request's token when ACLs are on.
 func TokenFrom(ctx context.Context) (*Token, bool) {
@@ -106,8 +144,13 @@ func TokenFrom(ctx context.Context) (*Token, bool) {
 	return t, ok
 }
 
-// bearer extracts the secret from Authorization: Bearer or X-Meshgw-Token.
-func bearer(r *http.Request) string {
+// bearer extracts the secret from Authorization: Bearer or X-Meshgw-Token;
+// from X-Meshgw-Token only when the Authorization is the upstream's
+// (pass_authorization).
+func bearer(r *http.Request, passAuthorization bool) string {
+	if passAuthorization {
+		return r.Header.Get("X-Meshgw-Token")
+	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		if s, ok := strings.CutPrefix(h, "Bearer "); ok {
 			return strings.TrimSpace(s)
@@ -120,10 +163,14 @@ func bearer(r *http.Request) string {
 // stripCredential removes from a /svc/ request what meshgw's authentication
 // reads, so an upstream never sees a caller's meshgw token: X-Meshgw-Token
 // always (it is meshgw's own header), and Authorization when ACLs are on and
-// it was the Bearer credential bearer consumed. Any other Authorization (a
-// scheme meshgw does not read, or ACLs off) is the upstream's business.
+// it was the Bearer credential bearer reads, unless the service passes
+// Authorization (then it is the upstream's, and meshgw did not read it).
+// On a public service the Bearer is stripped too: a client that sends its
+// token everywhere must not hand it to a public upstream. Any other
+// Authorization (a scheme meshgw does not read, or ACLs off) is the
+// upstream's business.
 func stripCredential(r *http.Request, aclOn bool) {
-	if aclOn {
+	if aclOn && !policyFrom(r.Context()).PassAuthorization {
 		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
 			r.Header.Del("Authorization")
 		}
@@ -217,7 +264,22 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 			return r, nil
 		}
 	}
-	r, err = a.authenticate(r, c)
+	r = r.WithContext(context.WithValue(r.Context(), checkedKey{}, true))
+	var pol ProxyPolicy
+	if name, ok := svcName(r.URL.Path); ok && a.policies != nil {
+		if pol, err = a.policies.ProxyPolicy(r.Context(), c, name); err != nil {
+			// The definition cannot be read (no group, no quorum, nothing
+			// cached): fail closed, as a service that is neither public
+			// nor passes Authorization. The proxy cannot serve it without
+			// its definition anyway; a caller without a token gets 401.
+			pol = ProxyPolicy{}
+		}
+		r = r.WithContext(context.WithValue(r.Context(), policyKey{}, pol))
+		if pol.Public {
+			return r, nil // checked, and open: no token is read or needed
+		}
+	}
+	r, err = a.authenticate(r, c, pol.PassAuthorization)
 	if err != nil {
 		return r, err
 	}
@@ -225,10 +287,23 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 	return r, require(r, perm, svc)
 }
 
+// svcName is the service a /svc/ path calls.
+func svcName(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "/svc/")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name, name != ""
+}
+
 // authenticate resolves the request's token in cluster c or returns a 401.
-func (a *API) authenticate(r *http.Request, c string) (*http.Request, error) {
-	secret := bearer(r)
+func (a *API) authenticate(r *http.Request, c string, passAuthorization bool) (*http.Request, error) {
+	secret := bearer(r, passAuthorization)
 	if secret == "" {
+		if passAuthorization {
+			return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: this service passes Authorization to its upstream, so send X-Meshgw-Token: SECRET", c)
+		}
 		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: Authorization: Bearer SECRET", c)
 	}
 	if len(secret) > 256 {

@@ -33,9 +33,24 @@
 //	GET /v1/acl/whoami                          any token of T
 //	/v1/acl/tokens, /v1/keyring, /v1/snapshot,
 //	/v1/agent/leave                             manage
+//	/svc/{name}/ of a "public" http service     open (token neither read
+//	                                            nor needed; still stripped)
 //	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
+//
+// The token is read from Authorization: Bearer, else X-Meshgw-Token; for a
+// /svc/ call to a "pass_authorization" service from X-Meshgw-Token only,
+// and Authorization then goes to the upstream untouched. Whatever meshgw
+// read its token from never reaches an upstream.
+//
+// Answers about tokens, and the service definitions public and
+// pass_authorization come from (ProxyPolicies), may be reused for up to a
+// second, counted from the start of the read: a revocation is refused on
+// every node within a second. While T's group has no quorum a token or
+// service read in the last 5 minutes still serves; an unknown token is 503
+// (it cannot be checked). A definition that cannot be read at all counts as
+// neither public nor passing Authorization: the call needs a token.
 //
 // While T's state cannot be read (no group yet, no quorum) a node without
 // -acl cannot tell: it keeps serving its own read-only views (GET members,
