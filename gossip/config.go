@@ -187,6 +187,21 @@ func decodeTags(t map[string]string, m *Member) {
 	}
 }
 
+// reconnectInterval is how often serf retries a failed member, by profile.
+// Serf's default is 30 s: after a partition heals, the two sides would
+// stay apart that long (and Raft traffic with them). A retry is one TCP
+// push-pull to one failed member, so a few seconds cost nothing.
+func reconnectInterval(profile string) time.Duration {
+	switch profile {
+	case "local":
+		return 2 * time.Second
+	case "wan":
+		return 30 * time.Second
+	default:
+		return 5 * time.Second
+	}
+}
+
 // profileConfig returns memberlist's base config for a profile, tuned.
 //
 // lan: serf's defaults (probe 1 s, suspicion >= 4 s) take 5-7 s to declare a

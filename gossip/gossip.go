@@ -160,6 +160,7 @@ func (g *Gossip) serfConfig() (*serf.Config, error) {
 	sc.Tags = cfg.tags(false)
 	sc.EventCh = g.serfCh
 	sc.ReconnectTimeout = cfg.ReconnectTimeout
+	sc.ReconnectInterval = reconnectInterval(cfg.Profile)
 	sc.TombstoneTimeout = cfg.TombstoneTimeout
 	sc.EnableNameConflictResolution = true
 	sc.RejoinAfterLeave = false
