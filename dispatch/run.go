@@ -101,9 +101,10 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		ServiceDef:     &def,
 	}
 	d.stats.accepted.Add(1)
+	d.observer().ExecStarted(cluster, svc.Name)
 	// Registered before the record exists, so this node's own recovery
 	// never mistakes it for abandoned.
-	lv := d.addLive(rec.ID)
+	lv := d.addLive(rec)
 	if opts.Async || len(input) <= d.cfg.RecordInputCap {
 		rec.setInput(input)
 	} else {
@@ -550,6 +551,7 @@ func (d *Dispatcher) finish(rec *Execution, ver uint64, status Status, res *runn
 		return *rec, err
 	}
 	d.stats.terminal(status)
+	d.observer().ExecFinished(rec.Cluster, rec.Service, status, now.Sub(rec.CreatedAt))
 	rec.Version = nv
 	return *rec, nil
 }
