@@ -212,6 +212,8 @@ type Manager struct {
 	epochMu sync.Mutex
 	epochs  map[uint64]epoch
 
+	stats stats // for Counters
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
