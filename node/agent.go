@@ -43,6 +43,7 @@ type Agent struct {
 	exec   *runner.Executor
 	state  *stateBackend
 	reg    *prometheus.Registry
+	met    *metrics
 	api    *httpapi.API
 	srv    *http.Server
 	httpLn net.Listener
@@ -134,15 +135,20 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
+	a.met = newMetrics()
+	a.reg.MustRegister(a.met.collectors()...)
+	a.reg.MustRegister(newRaftCollector(a.cons, g, cfg.NodeName))
+	a.disp.SetObserver(a.met)
 	opts := []httpapi.Option{}
 	if cfg.ACL {
 		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
 	}
 	opts = append(opts,
-		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
+		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}), cfg.MetricsPublic),
+		httpapi.WithRequestObserver(a.met.observeRequest),
 		httpapi.WithKeyring(keyringBackend{g}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithExec(&execBackend{state: a.state, d: a.disp, met: a.met}),
 		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
@@ -264,11 +270,13 @@ func (a *Agent) Start(ctx context.Context) error {
 // otherwise wait for QUIC's idle timeout before failing over.
 func (a *Agent) watchFailures() {
 	defer a.wg.Done()
+	flaps := flapTracker{m: a.met, failed: map[string]bool{}}
 	for {
 		select {
 		case <-a.done:
 			return
 		case ev := <-a.gossip.Events():
+			flaps.event(ev)
 			if ev.Type != gossip.EventFailed {
 				continue
 			}

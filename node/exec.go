@@ -17,6 +17,7 @@ import (
 type execBackend struct {
 	state *stateBackend
 	d     *dispatch.Dispatcher
+	met   *metrics // nil in tests that need none
 	// proxyCache keeps http service definitions for the proxy hot path, so
 	// a proxied request costs no Raft read: a changed definition is seen
 	// within proxyCacheTTL. Runs still read their service linearizably.
@@ -74,6 +75,9 @@ func (b *execBackend) Run(ctx context.Context, cluster, service string, input []
 		return dispatch.Execution{}, err
 	}
 	e, err := b.d.Run(ctx, cluster, svc, input, dispatch.RunOptions{Async: opts.Async, IdempotencyKey: opts.IdempotencyKey, OnOutput: opts.OnOutput})
+	if errors.Is(err, dispatch.ErrBusy) && b.met != nil {
+		b.met.execRefused.WithLabelValues(cluster, svc.Name).Inc()
+	}
 	return e, dispatchError("run", err)
 }
 
@@ -104,9 +108,18 @@ func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster,
 		}
 		b.proxyCache.Store(key, cachedService{svc: svc, expires: time.Now().Add(proxyCacheTTL)})
 	}
-	err := b.d.ProxyHTTP(w, r, cluster, svc, path)
-	if errors.Is(err, dispatch.ErrProxyAborted) {
+	start := time.Now()
+	sw := &httpapi.StatusWriter{ResponseWriter: w}
+	err := b.d.ProxyHTTP(sw, r, cluster, svc, path)
+	aborted := errors.Is(err, dispatch.ErrProxyAborted)
+	if !aborted {
+		err = dispatchError("proxy", err)
+	}
+	if b.met != nil {
+		b.met.observeProxy(cluster, svc.Name, sw.Code, time.Since(start), err)
+	}
+	if aborted {
 		panic(http.ErrAbortHandler)
 	}
-	return dispatchError("proxy", err)
+	return err
 }

@@ -105,6 +105,8 @@ type Runtime struct {
 	RequireTLSCA bool
 	// ACL turns on token checks on the HTTP API.
 	ACL bool
+	// MetricsPublic opens /metrics to scrapers without a token under ACL.
+	MetricsPublic bool
 	// HTTPCertFile and HTTPKeyFile serve the client API over HTTPS.
 	HTTPCertFile, HTTPKeyFile string
 	// MaxConcurrentExecs caps executions running at once on this runner.
