@@ -22,6 +22,7 @@ import (
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	meshdns "github.com/meshgw/meshgw/node/dns"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/transport"
 	"github.com/meshgw/meshgw/transport/tlsutil"
@@ -50,6 +51,8 @@ type Agent struct {
 	// dp serves -proxy, the data-plane listener, when set.
 	dp      *httpapi.DataPlane
 	proxyLn net.Listener
+	// dns serves -dns, the DNS interface, when set.
+	dns *meshdns.Server
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -260,6 +263,12 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.cfg.DNSAddr != "" {
+		a.dns = meshdns.New(dnsView{a.gossip}, a.log)
+		if err := a.dns.Start(ctx, a.cfg.DNSAddr); err != nil {
+			return err
+		}
+	}
 	a.ready.Store(true)
 	return nil
 }
@@ -303,6 +312,15 @@ func (a *Agent) HTTPAddr() string {
 func (a *Agent) ProxyAddr() string {
 	if a.proxyLn != nil {
 		return a.proxyLn.Addr().String()
+	}
+	return ""
+}
+
+// DNSAddr is the address the DNS interface (-dns) listens on, or "" when
+// it is off.
+func (a *Agent) DNSAddr() string {
+	if a.dns != nil {
+		return a.dns.Addr()
 	}
 	return ""
 }
@@ -383,6 +401,13 @@ func (a *Agent) Shutdown() {
 			_ = a.dp.Shutdown(now)
 		} else if a.proxyLn != nil {
 			_ = a.proxyLn.Close()
+		}
+		if a.dns != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := a.dns.Shutdown(ctx); err != nil {
+				a.log.Warn().Err(err).Msg("dns shutdown")
+			}
+			cancel()
 		}
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
