@@ -6,7 +6,9 @@ import "time"
 // are called on the execution's own goroutine, so they must be cheap and
 // must not block; they may be called concurrently.
 type Observer interface {
-	// ExecStarted: Run accepted an execution of service on this node.
+	// ExecStarted: Run accepted an execution of service on this node and
+	// its record is durable: it ends in ExecFinished here or, after a
+	// takeover, on the node that finishes it.
 	ExecStarted(cluster, service string)
 	// ExecDriving: this node started (+1) or stopped (-1) driving an
 	// execution of service (accepted here or taken over by recovery).

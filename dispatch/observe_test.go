@@ -2,6 +2,7 @@ package dispatch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -87,5 +88,29 @@ func TestObserverCountsRuns(t *testing.T) {
 		if d <= 0 || d > 10*time.Second {
 			t.Errorf("took %v", d)
 		}
+	}
+}
+
+// An async run refused because the queue is full was never started: it
+// gets no record, so counting it would leave started above finished.
+func TestObserverSkipsRefusedAsync(t *testing.T) {
+	e := newLocal(t, func(c *Config) { c.MaxAsync = 1 })
+	o := newRecObserver()
+	e.d.SetObserver(o)
+	ctx := context.Background()
+	ex, err := e.d.Run(ctx, testCluster, execSvc("sh", "-c", "sleep 0.3"), nil, RunOptions{Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.d.Run(ctx, testCluster, execSvc("true"), nil, RunOptions{Async: true}); !errors.Is(err, ErrBusy) {
+		t.Fatalf("second async run with MaxAsync 1: %v, want ErrBusy", err)
+	}
+	if _, err := e.d.Watch(ctx, testCluster, ex.ID, func(string, []byte) {}); err != nil {
+		t.Fatal(err)
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if n := o.started[testCluster+"/svc"]; n != 1 {
+		t.Errorf("started = %d, want 1 (the refused run has no record)", n)
 	}
 }

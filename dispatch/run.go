@@ -101,7 +101,6 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		ServiceDef:     &def,
 	}
 	d.stats.accepted.Add(1)
-	d.observer().ExecStarted(cluster, svc.Name)
 	// Registered before the record exists, so this node's own recovery
 	// never mistakes it for abandoned.
 	lv := d.addLive(rec)
@@ -129,6 +128,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 			}
 			return Execution{}, err
 		}
+		d.observer().ExecStarted(cluster, svc.Name)
 		answer := rec.clone()
 		d.spawn(rec, ver, input, lv)
 		return answer, nil
@@ -143,6 +143,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		}
 		return Execution{}, err
 	}
+	d.observer().ExecStarted(cluster, svc.Name)
 	return d.drive(ctx, rec, ver, input, &first, lv, opts.OnOutput)
 }
 
