@@ -285,3 +285,46 @@ func TestMetricsACL(t *testing.T) {
 	}
 	promtoolCheck(t, body)
 }
+
+// TestRaftMetricsShowQuorumLoss: in a healthy 3-node group exactly one
+// node reports is_leader and every node a leader and 3 live voters; after
+// kill -9 of two, the survivor reports 1 of 3 voters alive and no leader,
+// what an alert on meshgw_raft_leader_present == 0 fires on.
+func TestRaftMetricsShowQuorumLoss(t *testing.T) {
+	c := StartCluster(t, 3, Options{Profile: "lan"})
+	WaitLeader(t, c.Nodes, "default")
+	WaitMembers(t, 20*time.Second, c.Nodes, allStatus(c, "alive"))
+	group := l("cluster", "default")
+	Eventually(t, 10*time.Second, func() error {
+		leaders := 0.0
+		for _, n := range c.Nodes {
+			_, body := scrape(t, n, "")
+			ss := parseMetrics(t, body)
+			for name, want := range map[string]float64{"meshgw_raft_leader_present": 1, "meshgw_raft_voters": 3,
+				"meshgw_raft_voters_alive": 3} {
+				if v, _ := metricValue(ss, name, group); v != want {
+					return fmt.Errorf("%s on %s = %v, want %v", name, n.Name, v, want)
+				}
+			}
+			v, _ := metricValue(ss, "meshgw_raft_is_leader", group)
+			leaders += v
+		}
+		if leaders != 1 {
+			return fmt.Errorf("%v nodes report is_leader, want 1", leaders)
+		}
+		return nil
+	})
+	c.Nodes[1].Kill()
+	c.Nodes[2].Kill()
+	Eventually(t, 30*time.Second, func() error {
+		_, body := scrape(t, c.Nodes[0], "")
+		ss := parseMetrics(t, body)
+		for name, want := range map[string]float64{"meshgw_raft_leader_present": 0, "meshgw_raft_is_leader": 0,
+			"meshgw_raft_voters": 3, "meshgw_raft_voters_alive": 1} {
+			if v, _ := metricValue(ss, name, group); v != want {
+				return fmt.Errorf("%s on the survivor = %v, want %v", name, v, want)
+			}
+		}
+		return nil
+	})
+}
