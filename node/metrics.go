@@ -125,8 +125,8 @@ func (m *metrics) observeProxy(cluster, service string, code int, took time.Dura
 		if code == 0 {
 			code = he.Status
 		}
-		if he.Status >= 500 {
-			reason = he.Code
+		if he.Status >= 500 || he.Status == http.StatusTooManyRequests {
+			reason = he.Code // no_runner, runner_unreachable, busy, ...
 		}
 	case err != nil:
 		code, reason = http.StatusInternalServerError, "internal"

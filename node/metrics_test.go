@@ -1,11 +1,16 @@
 package node
 
 import (
+	"fmt"
+	"net/http"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/gossip"
+	"github.com/meshgw/meshgw/node/httpapi"
 )
 
 // A member failed and then alive again is one flap; one that failed and
@@ -53,4 +58,31 @@ func counterValue(t *testing.T, c prometheus.Collector) float64 {
 		t.Fatalf("gather: %v %v", mfs, err)
 	}
 	return mfs[0].GetMetric()[0].GetCounter().GetValue()
+}
+
+// What the client got and why: upstream errors are those that left it
+// without an upstream's answer, labelled by the API error code.
+func TestObserveProxyReasons(t *testing.T) {
+	m := newMetrics()
+	busy := httpapi.Errorf(http.StatusTooManyRequests, "busy", "all runners busy")
+	unreachable := httpapi.Errorf(http.StatusBadGateway, "runner_unreachable", "gone")
+	m.observeProxy("c", "web", 0, time.Millisecond, nil)
+	m.observeProxy("c", "web", 404, time.Millisecond, nil) // the upstream's own 404
+	m.observeProxy("c", "web", 502, time.Millisecond, nil) // the runner's proxy: upstream down
+	m.observeProxy("c", "web", 0, time.Millisecond, busy)
+	m.observeProxy("c", "web", 0, time.Millisecond, unreachable)
+	m.observeProxy("c", "web", 200, time.Millisecond, fmt.Errorf("proxy: %w", dispatch.ErrProxyAborted))
+	for _, c := range []struct {
+		code string
+		want float64
+	}{{"2xx", 2}, {"4xx", 2}, {"5xx", 2}} {
+		if n := counterValue(t, m.proxyRequests.WithLabelValues("c", "web", c.code)); n != c.want {
+			t.Errorf("%s = %v, want %v", c.code, n, c.want)
+		}
+	}
+	for _, r := range []string{"upstream_unreachable", "busy", "runner_unreachable", "aborted"} {
+		if n := counterValue(t, m.proxyUpstream.WithLabelValues("c", "web", r)); n != 1 {
+			t.Errorf("upstream errors %s = %v, want 1", r, n)
+		}
+	}
 }
