@@ -247,6 +247,7 @@ type member struct {
 	Cluster string            `json:"cluster"`
 	Roles   []string          `json:"roles"`
 	Tags    map[string]string `json:"tags"`
+	Refused string            `json:"refused,omitempty"`
 }
 
 type multiFlag []string
@@ -288,7 +289,11 @@ func listMembers(name, path string, args []string, stdout, stderr io.Writer) err
 			ts = append(ts, k+"="+v)
 		}
 		sort.Strings(ts)
-		rows = append(rows, []string{m.Name, m.Addr, m.Status, m.Cluster, strings.Join(m.Roles, ","), strings.Join(ts, ",")})
+		status := m.Status
+		if m.Refused != "" {
+			status += " (TLS refused)"
+		}
+		rows = append(rows, []string{m.Name, m.Addr, status, m.Cluster, strings.Join(m.Roles, ","), strings.Join(ts, ",")})
 	}
 	return table(stdout, []string{"NAME", "ADDRESS", "STATUS", "CLUSTER", "ROLES", "TAGS"}, rows)
 }

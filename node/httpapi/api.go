@@ -1,11 +1,3 @@
-// Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
-// package declares, so it can be tested without a mesh; and, for a listener
-// of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
-//
-// It owns request parsing and bounds (body size, query validation), the
-// error shape {"error","code"} with fitting status codes, and the mapping of
-// routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only
-// node imports httpapi.
 package httpapi
 
 import (
@@ -33,6 +25,10 @@ type Member struct {
 	Version string            `json:"version,omitempty"`
 	RPCAddr string            `json:"rpc_addr,omitempty"`
 	HTTP    string            `json:"http_addr,omitempty"`
+	// Refused says why this node and the member refuse each other's TLS
+	// (a foreign CA): it is then never a runner, voter or forwarding
+	// target of this node, whatever its gossip status.
+	Refused string `json:"refused,omitempty"`
 }
 
 // MemberFilter selects members; empty fields match everything.
@@ -95,13 +91,18 @@ type Backend interface {
 type Config struct {
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
+	// StreamWriteTimeout bounds each write of an event stream (a streamed
+	// run, a watch): a client that takes longer to take one is cut.
+	StreamWriteTimeout time.Duration
 }
 
 // maxSnapshotBytes bounds a snapshot restore body.
 const maxSnapshotBytes = 512 << 20
 
 // DefaultConfig returns the API's default bounds.
-func DefaultConfig() Config { return Config{MaxBodyBytes: 4 << 20} }
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 4 << 20, StreamWriteTimeout: 10 * time.Second}
+}
 
 // API is the HTTP handler of the client API.
 type API struct {
@@ -112,6 +113,7 @@ type API struct {
 	publicMetrics bool
 	state         StateBackend // optional: services, clusters, snapshots
 	acl           TokenStore   // optional: token checks
+	aclFlag       bool         // this node runs -acl: every request is checked
 	exec          ExecBackend  // optional: runs, executions, proxy
 	keyring       KeyringBackend
 	ready         Readiness       // optional: /v1/ready and the leave guard
@@ -133,6 +135,9 @@ func WithMetrics(h http.Handler, public bool) Option {
 func New(cfg Config, b Backend, log zerolog.Logger, opts ...Option) *API {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = DefaultConfig().StreamWriteTimeout
 	}
 	a := &API{cfg: cfg, b: b, log: log.With().Str("component", "http").Logger(), mux: http.NewServeMux()}
 	for _, o := range opts {
@@ -215,22 +220,14 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/ready" && r.URL.Path != "/v1/acl/bootstrap" &&
-		!(a.publicMetrics && r.URL.Path == "/metrics") {
-		r2, err := a.authenticate(r)
-		if err != nil {
-			WriteError(w, err)
-			return
-		}
-		perm, svc := permFor(r2)
-		if err := require(r2, perm, svc); err != nil {
-			WriteError(w, err)
-			return
-		}
-		r = r2
+	r, err := a.access(r)
+	if err != nil {
+		WriteError(w, err)
+		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
-		stripCredential(r, a.acl != nil)
+		_, checked := TokenFrom(r.Context())
+		stripCredential(r, checked)
 	}
 	a.mux.ServeHTTP(w, r)
 }

@@ -68,22 +68,35 @@ func HashSecret(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// TokenStore is what ACLs need from the replicated state. Lookups must be
+// TokenStore is what ACLs need from the replicated state. Every method
+// names the cluster whose group holds the tokens: a token belongs to the
+// cluster it was issued in and is looked up nowhere else. Lookups must be
 // linearizable so a revoked token is refused on every node at once.
 type TokenStore interface {
-	// LookupSecret returns the token whose secret hashes to hash, or an
-	// *Error 401 (unknown) / 503 (no quorum).
-	LookupSecret(ctx context.Context, hash string) (Token, error)
-	// Bootstrap creates the first management token; only once per cluster.
-	Bootstrap(ctx context.Context) (Token, string, error)
-	CreateToken(ctx context.Context, t Token) (Token, string, error)
-	ListTokens(ctx context.Context) ([]Token, error)
-	RevokeToken(ctx context.Context, accessorID string) error
+	// ACLEnabled reports whether the cluster's replicated state says ACLs
+	// are on (a node of it ran with -acl). Once on they stay on, so an
+	// implementation may remember a true answer; an error means the
+	// answer is unknown and the request is refused.
+	ACLEnabled(ctx context.Context, cluster string) (bool, error)
+	// LookupSecret returns the cluster's token whose secret hashes to
+	// hash, or an *Error 401 (unknown) / 503 (no quorum).
+	LookupSecret(ctx context.Context, cluster, hash string) (Token, error)
+	// Bootstrap creates the cluster's first management token, only once.
+	Bootstrap(ctx context.Context, cluster string) (Token, string, error)
+	CreateToken(ctx context.Context, cluster string, t Token) (Token, string, error)
+	ListTokens(ctx context.Context, cluster string) ([]Token, error)
+	RevokeToken(ctx context.Context, cluster, accessorID string) error
 }
 
-// WithACL turns on token checks for every route but /v1/health and the
-// one-time /v1/acl/bootstrap.
-func WithACL(s TokenStore) Option { return func(a *API) { a.acl = s } }
+// WithACL is a node started with -acl: every request it serves but
+// /v1/health and the one-time /v1/acl/bootstrap needs a token of the
+// cluster the request is for, and its own cluster's ACLs are on whatever
+// the replicated state says yet.
+func WithACL(s TokenStore) Option { return func(a *API) { a.acl, a.aclFlag = s, true } }
+
+// WithTokens is a node started without -acl: a request is checked only
+// when the replicated state of the cluster it is for says ACLs are on.
+func WithTokens(s TokenStore) Option { return func(a *API) { a.acl = s } }
 
 type tokenKey struct{}
 
@@ -118,16 +131,111 @@ func stripCredential(r *http.Request, aclOn bool) {
 	r.Header.Del("X-Meshgw-Token")
 }
 
-// authenticate resolves the request's token (ACLs on) or returns a 401.
-func (a *API) authenticate(r *http.Request) (*http.Request, error) {
+type clusterKey struct{}
+
+// clusterFrom returns the cluster access resolved the request to be for.
+func clusterFrom(ctx context.Context) (string, bool) {
+	c, ok := ctx.Value(clusterKey{}).(string)
+	return c, ok
+}
+
+// scoped reports whether a route acts on one cluster's state and so is
+// for the cluster its ?cluster= names; the other routes are about the
+// receiving node or the mesh and are for the node's own cluster.
+func scoped(p string) bool {
+	return strings.HasPrefix(p, "/v1/services") || strings.HasPrefix(p, "/v1/executions") ||
+		strings.HasPrefix(p, "/svc/") || p == "/v1/snapshot" || strings.HasPrefix(p, "/v1/acl/")
+}
+
+// targetCluster is the cluster a request is for: ?cluster= on a scoped
+// route, else the node's own. Handlers read it back with clusterFrom, so
+// the cluster that authorized a request is the one it acts on; a second
+// ?cluster= is refused rather than guessed at.
+func (a *API) targetCluster(r *http.Request) (string, error) {
+	local := a.b.LocalCluster()
+	if !scoped(r.URL.Path) {
+		return local, nil
+	}
+	vs := r.URL.Query()["cluster"]
+	switch {
+	case len(vs) > 1:
+		return "", Errorf(http.StatusBadRequest, "bad_query", "cluster: given %d times", len(vs))
+	case len(vs) == 0 || vs[0] == "":
+		return local, nil
+	}
+	return vs[0], checkName("cluster", vs[0], false)
+}
+
+// nodeRead reports whether r only reads this node's own views (members,
+// runners, status, clusters, metrics).
+func nodeRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch r.URL.Path {
+	case "/v1/members", "/v1/runners", "/v1/status", "/v1/clusters", "/metrics":
+		return true
+	}
+	return false
+}
+
+// aclOn reports whether cluster c's ACLs are on: this node's -acl for its
+// own cluster, else c's replicated state.
+func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
+	if a.aclFlag && c == a.b.LocalCluster() {
+		return true, nil
+	}
+	return a.acl.ACLEnabled(ctx, c)
+}
+
+// access resolves the cluster the request is for and, when it must be
+// checked (this node runs -acl, or that cluster's ACLs are on), the
+// request's token in that cluster's group and the permission the route
+// needs. /v1/health is open; /v1/acl/bootstrap checks for itself.
+func (a *API) access(r *http.Request) (*http.Request, error) {
+	c, err := a.targetCluster(r)
+	if err != nil {
+		return r, err
+	}
+	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
+	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
+		(a.publicMetrics && r.URL.Path == "/metrics") {
+		return r, nil
+	}
+	if !a.aclFlag {
+		on, err := a.aclOn(r.Context(), c)
+		if err != nil && nodeRead(r) {
+			// The cluster's state cannot be read (no quorum, no group
+			// yet): what it says is unknown. The node's own read-only
+			// views stay open so an operator can see why; everything
+			// else is refused until the state answers.
+			return r, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		if !on {
+			return r, nil
+		}
+	}
+	r, err = a.authenticate(r, c)
+	if err != nil {
+		return r, err
+	}
+	perm, svc := permFor(r)
+	return r, require(r, perm, svc)
+}
+
+// authenticate resolves the request's token in cluster c or returns a 401.
+func (a *API) authenticate(r *http.Request, c string) (*http.Request, error) {
 	secret := bearer(r)
 	if secret == "" {
-		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token is required: Authorization: Bearer SECRET")
+		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: Authorization: Bearer SECRET", c)
 	}
 	if len(secret) > 256 {
 		return r, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
 	}
-	t, err := a.acl.LookupSecret(r.Context(), HashSecret(secret))
+	t, err := a.acl.LookupSecret(r.Context(), c, HashSecret(secret))
 	if err != nil {
 		return r, err
 	}
@@ -178,8 +286,34 @@ func (a *API) aclRoutes() {
 	a.handle("GET /v1/acl/whoami", a.aclWhoami)
 }
 
+// aclCluster is the cluster an ACL route is for; token management needs the
+// request to have been checked (ACLs on for that cluster, or this node's
+// -acl), so no one mints tokens in a cluster whose ACLs are off, to be
+// valid the day they are turned on.
+func aclCluster(r *http.Request) (string, error) {
+	c, _ := clusterFrom(r.Context())
+	if _, ok := TokenFrom(r.Context()); !ok {
+		return c, Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s", c)
+	}
+	return c, nil
+}
+
+// aclBootstrap mints a cluster's first management token. Only through a
+// node of that cluster whose ACLs are on: a node of another cluster (or a
+// node without ACLs) must not be a way to lock a cluster or take it over.
 func (a *API) aclBootstrap(w http.ResponseWriter, r *http.Request) error {
-	t, secret, err := a.acl.Bootstrap(r.Context())
+	c, _ := clusterFrom(r.Context())
+	if c != a.b.LocalCluster() {
+		return Errorf(http.StatusForbidden, "forbidden", "bootstrap the ACLs of cluster %s through one of its own nodes", c)
+	}
+	on, err := a.aclOn(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s: start its agents with -acl", c)
+	}
+	t, secret, err := a.acl.Bootstrap(r.Context(), c)
 	if err != nil {
 		return err
 	}
@@ -190,6 +324,10 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Description string   `json:"description"`
 		Policies    []string `json:"policies"`
+	}
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -205,7 +343,7 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Description) > 256 {
 		return Errorf(http.StatusBadRequest, "bad_request", "description: longer than 256 bytes")
 	}
-	t, secret, err := a.acl.CreateToken(r.Context(), Token{Description: req.Description, Policies: req.Policies})
+	t, secret, err := a.acl.CreateToken(r.Context(), c, Token{Description: req.Description, Policies: req.Policies})
 	if err != nil {
 		return err
 	}
@@ -213,7 +351,11 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) aclList(w http.ResponseWriter, r *http.Request) error {
-	ts, err := a.acl.ListTokens(r.Context())
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
+	}
+	ts, err := a.acl.ListTokens(r.Context(), c)
 	if err != nil {
 		return err
 	}
@@ -227,11 +369,15 @@ func (a *API) aclList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) aclRevoke(w http.ResponseWriter, r *http.Request) error {
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if len(id) == 0 || len(id) > 64 {
 		return Errorf(http.StatusBadRequest, "bad_request", "accessor id: 1 to 64 characters")
 	}
-	if err := a.acl.RevokeToken(r.Context(), id); err != nil {
+	if err := a.acl.RevokeToken(r.Context(), c, id); err != nil {
 		return err
 	}
 	return WriteJSON(w, http.StatusOK, map[string]any{"accessor_id": id, "revoked": true})
@@ -240,7 +386,8 @@ func (a *API) aclRevoke(w http.ResponseWriter, r *http.Request) error {
 func (a *API) aclWhoami(w http.ResponseWriter, r *http.Request) error {
 	t, ok := TokenFrom(r.Context())
 	if !ok {
-		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not enabled on this node")
+		c, _ := clusterFrom(r.Context())
+		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s", c)
 	}
 	out := *t
 	out.SecretHash = ""

@@ -15,16 +15,19 @@ import (
 // oneToken is a TokenStore that knows one secret, granting run.
 type oneToken struct{ secret string }
 
-func (s oneToken) LookupSecret(ctx context.Context, hash string) (Token, error) {
+func (oneToken) ACLEnabled(context.Context, string) (bool, error) { return true, nil }
+func (s oneToken) LookupSecret(ctx context.Context, cluster, hash string) (Token, error) {
 	if hash != HashSecret(s.secret) {
 		return Token{}, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
 	}
 	return Token{AccessorID: "a1", Policies: []string{PermRun}}, nil
 }
-func (oneToken) Bootstrap(context.Context) (Token, string, error)          { return Token{}, "", nil }
-func (oneToken) CreateToken(context.Context, Token) (Token, string, error) { return Token{}, "", nil }
-func (oneToken) ListTokens(context.Context) ([]Token, error)               { return nil, nil }
-func (oneToken) RevokeToken(context.Context, string) error                 { return nil }
+func (oneToken) Bootstrap(context.Context, string) (Token, string, error) { return Token{}, "", nil }
+func (oneToken) CreateToken(context.Context, string, Token) (Token, string, error) {
+	return Token{}, "", nil
+}
+func (oneToken) ListTokens(context.Context, string) ([]Token, error) { return nil, nil }
+func (oneToken) RevokeToken(context.Context, string, string) error   { return nil }
 
 // proxyOnly is an ExecBackend that proxies every /svc/ call through e to
 // upstream, as a runner of the service would.

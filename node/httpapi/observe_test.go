@@ -86,8 +86,8 @@ func TestPublicMetricsOpensOnlyMetrics(t *testing.T) {
 // readToken is oneToken granting read.
 type readToken struct{ oneToken }
 
-func (s readToken) LookupSecret(ctx context.Context, hash string) (Token, error) {
-	t, err := s.oneToken.LookupSecret(ctx, hash)
+func (s readToken) LookupSecret(ctx context.Context, cluster, hash string) (Token, error) {
+	t, err := s.oneToken.LookupSecret(ctx, cluster, hash)
 	t.Policies = []string{PermRead}
 	return t, err
 }
