@@ -60,10 +60,15 @@ func TestRequestObserverSeesRoutesAndCodes(t *testing.T) {
 	if c := rec("/no/such/route", "s3cret"); c != 404 {
 		t.Fatalf("unknown route: %d", c)
 	}
+	if c := rec("/v1/../metrics", "s3cret"); c != http.StatusTemporaryRedirect {
+		t.Fatalf("unclean path: %d, want ServeMux's redirect", c)
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	sort.Strings(seen)
-	want := []string{"/=404", "/svc/{name}/{path...}=401", "GET /metrics=200", "GET /metrics=401", "GET /v1/health=200"}
+	// The unclean path's redirect counts under the route it leads to.
+	want := []string{"/=404", "/svc/{name}/{path...}=401", "GET /metrics=200", "GET /metrics=307", "GET /metrics=401",
+		"GET /v1/health=200"}
 	if strings.Join(seen, " ") != strings.Join(want, " ") {
 		t.Fatalf("observed %v\nwant     %v", seen, want)
 	}
