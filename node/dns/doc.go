@@ -2,7 +2,8 @@
 // balancers find a live node by name, without a meshgw client.
 //
 // The zone is meshgw. and every name in it is computed from a member view
-// (View) at query time, so an answer is as fresh as this node's gossip:
+// (View), read at most every 200 ms, so an answer is as fresh as this
+// node's gossip:
 //
 //	gateway.meshgw.             live gateway nodes of every cluster
 //	CLUSTER.gateway.meshgw.     live gateway nodes of cluster CLUSTER

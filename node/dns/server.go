@@ -28,6 +28,11 @@ const MaxUDPSize = 1232
 // maxTCPQueries caps the queries served on one TCP connection.
 const maxTCPQueries = 128
 
+// viewTTL is how long one read of the View serves queries: a flood of
+// queries costs one member listing per viewTTL, not one each, and a dead
+// node is still gone from answers well within a second of gossip.
+const viewTTL = 200 * time.Millisecond
+
 // Member is one node as the DNS interface sees it.
 type Member struct {
 	Name     string
@@ -53,6 +58,20 @@ type Server struct {
 	udp, tcp *mdns.Server
 	addr     string
 	wg       sync.WaitGroup
+
+	viewMu   sync.Mutex // also makes concurrent refreshes one
+	viewAt   time.Time
+	viewLast []Member // never modified: lookup filters into a new slice
+}
+
+// members is the View's answer, at most viewTTL old.
+func (s *Server) members() []Member {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if now := time.Now(); s.viewAt.IsZero() || now.Sub(s.viewAt) >= viewTTL {
+		s.viewLast, s.viewAt = s.view.LiveMembers(), now
+	}
+	return s.viewLast
 }
 
 // New builds a server over view. It opens no socket.
@@ -254,7 +273,7 @@ func (s *Server) lookup(name string) (members []Member, known bool) {
 	default:
 		return nil, false
 	}
-	for _, m := range s.view.LiveMembers() {
+	for _, m := range s.members() {
 		if keep(m) {
 			members = append(members, m)
 		}

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -200,15 +201,44 @@ func TestOddRequests(t *testing.T) {
 }
 
 // The answer follows the view: a member gone from it is gone from the
-// next answer (no caching in the server).
+// answers within viewTTL.
 func TestAnswersFollowTheView(t *testing.T) {
 	v := testView()
 	addr := start(t, v)
 	v.mu.Lock()
 	v.ms = v.ms[1:]
 	v.mu.Unlock()
-	r := query(t, addr, "udp", "default.gateway.meshgw.", mdns.TypeA, 0)
-	if got := strings.Join(answers(r), " "); got != "10.0.0.2" {
-		t.Errorf("after g1 died: %q", got)
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		r := query(t, addr, "udp", "default.gateway.meshgw.", mdns.TypeA, 0)
+		got := strings.Join(answers(r), " ")
+		if got == "10.0.0.2" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("2 s after g1 left the view: %q", got)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// A flood of queries reads the view once per viewTTL, not once each.
+func TestViewReadsAreBounded(t *testing.T) {
+	v := &countingView{fakeView: testView()}
+	addr := start(t, v)
+	start := time.Now()
+	for range 200 {
+		query(t, addr, "udp", "gateway.meshgw.", mdns.TypeA, 0)
+	}
+	took := time.Since(start)
+	if max := int(took/viewTTL) + 2; int(v.n.Load()) > max {
+		t.Fatalf("%d view reads for 200 queries in %v, want at most %d", v.n.Load(), took, max)
+	}
+}
+
+type countingView struct {
+	*fakeView
+	n atomic.Int64
+}
+
+func (v *countingView) LiveMembers() []Member { v.n.Add(1); return v.fakeView.LiveMembers() }
