@@ -233,6 +233,8 @@ type Manager struct {
 	epochMu sync.Mutex
 	epochs  map[uint64]epoch
 
+	stats stats // for Counters
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }

@@ -97,6 +97,7 @@ func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, 
 			stop = context.AfterFunc(m.leaderEpoch(shard), cancel)
 		}
 		res, err := m.nh.SyncPropose(pctx, m.session(shard), entry)
+		m.countProposal(shard, err)
 		stop()
 		cancel()
 		if err == nil {

@@ -205,6 +205,7 @@ type Dispatcher struct {
 	stopped   bool
 
 	stats    counters
+	obs      Observer // optional: metrics (SetObserver)
 	asyncSem chan struct{}
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc

@@ -23,6 +23,7 @@ import (
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	meshdns "github.com/meshgw/meshgw/node/dns"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/transport"
 	"github.com/meshgw/meshgw/transport/tlsutil"
@@ -45,6 +46,7 @@ type Agent struct {
 	exec   *runner.Executor
 	state  *stateBackend
 	reg    *prometheus.Registry
+	met    *metrics
 	api    *httpapi.API
 	tokens *tokenStore
 	execB  *execBackend
@@ -54,6 +56,8 @@ type Agent struct {
 	// dp serves -proxy, the data-plane listener, when set.
 	dp      *httpapi.DataPlane
 	proxyLn net.Listener
+	// dns serves -dns, the DNS interface, when set.
+	dns *meshdns.Server
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -153,17 +157,23 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
+	a.met = newMetrics()
+	a.reg.MustRegister(a.met.collectors()...)
+	a.reg.MustRegister(newRaftCollector(a.cons, g, cfg.NodeName))
+	a.disp.SetObserver(a.met)
 	// Every node checks tokens: a request for a cluster whose state says
 	// its ACLs are on is checked against that cluster's tokens, whether or
 	// not this node runs -acl (httpapi's package comment has the table).
 	a.tokens = newTokenStore(a.cons)
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
+	a.execB.met = a.met
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
 	}
 	opts = append(opts,
-		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
+		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}), cfg.MetricsPublic),
+		httpapi.WithRequestObserver(a.met.observeRequest),
 		httpapi.WithKeyring(keyringBackend{g: g, changed: func() { a.refreshKeyTLS() }}),
 		httpapi.WithState(a.state),
 		httpapi.WithExec(a.execB),
@@ -291,6 +301,12 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.cfg.DNSAddr != "" {
+		a.dns = meshdns.New(dnsView{a.gossip}, a.log)
+		if err := a.dns.Start(ctx, a.cfg.DNSAddr); err != nil {
+			return err
+		}
+	}
 	a.ready.Store(true)
 	return nil
 }
@@ -301,11 +317,13 @@ func (a *Agent) Start(ctx context.Context) error {
 // otherwise wait for QUIC's idle timeout before failing over.
 func (a *Agent) watchFailures() {
 	defer a.wg.Done()
+	flaps := flapTracker{m: a.met, failed: map[string]bool{}}
 	for {
 		select {
 		case <-a.done:
 			return
 		case ev := <-a.gossip.Events():
+			flaps.event(ev)
 			if ev.Type != gossip.EventFailed {
 				continue
 			}
@@ -456,6 +474,15 @@ func (a *Agent) ProxyAddr() string {
 	return ""
 }
 
+// DNSAddr is the address the DNS interface (-dns) listens on, or "" when
+// it is off.
+func (a *Agent) DNSAddr() string {
+	if a.dns != nil {
+		return a.dns.Addr()
+	}
+	return ""
+}
+
 // LeaveRequested is closed when a client asked the agent to leave.
 func (a *Agent) LeaveRequested() <-chan struct{} { return a.leaveCh }
 
@@ -532,6 +559,13 @@ func (a *Agent) Shutdown() {
 			_ = a.dp.Shutdown(now)
 		} else if a.proxyLn != nil {
 			_ = a.proxyLn.Close()
+		}
+		if a.dns != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := a.dns.Shutdown(ctx); err != nil {
+				a.log.Warn().Err(err).Msg("dns shutdown")
+			}
+			cancel()
 		}
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")

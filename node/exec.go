@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/node/httpapi"
@@ -22,6 +23,7 @@ type execBackend struct {
 	// and while the group has no quorum a known one serves for up to
 	// cacheMaxStale. Runs still read their service linearizably.
 	services *freshCache[dispatch.Service]
+	met      *metrics // nil in tests that need none
 }
 
 // Bounds of the service cache: definitions are at most 64 KiB, most far
@@ -118,6 +120,9 @@ func (b *execBackend) Run(ctx context.Context, cluster, service string, input []
 		return dispatch.Execution{}, err
 	}
 	e, err := b.d.Run(ctx, cluster, svc, input, dispatch.RunOptions{Async: opts.Async, IdempotencyKey: opts.IdempotencyKey, OnOutput: opts.OnOutput})
+	if errors.Is(err, dispatch.ErrBusy) && b.met != nil {
+		b.met.execRefused.WithLabelValues(cluster, svc.Name).Inc()
+	}
 	return e, dispatchError("run", err)
 }
 
@@ -144,9 +149,18 @@ func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster,
 	if !ok {
 		return notFound("service", service)
 	}
-	err = b.d.ProxyHTTP(w, r, cluster, svc, path)
-	if errors.Is(err, dispatch.ErrProxyAborted) {
+	start := time.Now()
+	sw := &httpapi.StatusWriter{ResponseWriter: w}
+	err = b.d.ProxyHTTP(sw, r, cluster, svc, path)
+	aborted := errors.Is(err, dispatch.ErrProxyAborted)
+	if !aborted {
+		err = dispatchError("proxy", err)
+	}
+	if b.met != nil {
+		b.met.observeProxy(cluster, svc.Name, sw.Code, time.Since(start), err)
+	}
+	if aborted {
 		panic(http.ErrAbortHandler)
 	}
-	return dispatchError("proxy", err)
+	return err
 }

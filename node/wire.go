@@ -2,12 +2,15 @@ package node
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	meshdns "github.com/meshgw/meshgw/node/dns"
 )
 
 // peerView adapts gossip to consensus.Membership; a peer whose TLS is
@@ -81,6 +84,39 @@ func (a *Agent) wireState() error {
 	}
 	a.state = &stateBackend{kv: kv, gossip: a.gossip, cons: cons}
 	return nil
+}
+
+// dnsView adapts gossip to the DNS interface's member view: alive members
+// only (a suspect one is left out at once), addressed by the host of their
+// advertised HTTP address, else of their gossip address.
+type dnsView struct{ g *gossip.Gossip }
+
+var _ meshdns.View = dnsView{}
+
+func (v dnsView) LiveMembers() []meshdns.Member {
+	ms := v.g.Members(gossip.Filter{Status: gossip.StatusAlive})
+	out := make([]meshdns.Member, 0, len(ms))
+	for _, m := range ms {
+		h, p, err := net.SplitHostPort(m.HTTPAddr)
+		port, perr := strconv.ParseUint(p, 10, 16)
+		if err != nil || perr != nil {
+			continue // no API to point at
+		}
+		ip := net.ParseIP(h)
+		if ip == nil || ip.IsUnspecified() {
+			gh, _, _ := net.SplitHostPort(m.Addr)
+			if ip = net.ParseIP(gh); ip == nil {
+				continue
+			}
+		}
+		dm := meshdns.Member{Name: m.Name, Cluster: m.Cluster, IP: ip, HTTPPort: uint16(port)}
+		for _, r := range m.Roles {
+			dm.Gateway = dm.Gateway || r == "gateway"
+			dm.Runner = dm.Runner || r == "runner"
+		}
+		out = append(out, dm)
+	}
+	return out
 }
 
 // noteHosting is consensus's OnHosting: it must not block (consensus may

@@ -55,6 +55,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	if p := agent.ProxyAddr(); p != "" {
 		ev = ev.Str("proxy", p)
 	}
+	if d := agent.DNSAddr(); d != "" {
+		ev = ev.Str("dns", d)
+	}
 	ev.Str("cluster", cfg.Cluster).Strs("roles", cfg.Roles).Str("version", version).Msg("agent running")
 
 	terminate := false

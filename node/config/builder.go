@@ -103,6 +103,8 @@ var options = []option{
 	{name: "encrypt", usage: "base64 gossip encryption key (meshgw keygen)", set: str(func(r *Runtime) *string { return &r.Encrypt })},
 	{name: "require-tls-ca", usage: "refuse the built-in shared CA: node-to-node TLS must come from -ca-file... or -encrypt (default on outside -dev; loopback-only nodes are exempt unless it is set)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.RequireTLSCA })},
 	{name: "acl", usage: "require tokens on the HTTP API", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.ACL })},
+	{name: "metrics-public", usage: "when ACLs are on, serve /metrics without a token (for scrapers; it shows counts, never secrets)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.MetricsPublic })},
+	{name: "dns", usage: "DNS interface host:port (UDP and TCP) answering gateway.meshgw., CLUSTER.gateway.meshgw. and CLUSTER.runner.meshgw. with live nodes; off when empty", set: str(func(r *Runtime) *string { return &r.DNSAddr })},
 	{name: "http-cert-file", usage: "PEM certificate to serve the HTTP API over HTTPS", set: str(func(r *Runtime) *string { return &r.HTTPCertFile })},
 	{name: "http-key-file", usage: "PEM private key of -http-cert-file", set: str(func(r *Runtime) *string { return &r.HTTPKeyFile })},
 	{name: "max-concurrent-execs", usage: "executions running at once on this runner; more get 429", set: integer(func(r *Runtime) *int { return &r.MaxConcurrentExecs })},

@@ -106,25 +106,31 @@ func DefaultConfig() Config {
 
 // API is the HTTP handler of the client API.
 type API struct {
-	cfg      Config
-	b        Backend
-	metrics  http.Handler
-	state    StateBackend  // optional: services, clusters, snapshots
-	acl      TokenStore    // optional: token checks
-	aclFlag  bool          // this node runs -acl: every request is checked
-	policies ProxyPolicies // optional: public and pass_authorization services
-	exec     ExecBackend   // optional: runs, executions, proxy
-	keyring  KeyringBackend
-	ready    Readiness // optional: /v1/ready and the leave guard
-	log      zerolog.Logger
-	mux      *http.ServeMux
+	cfg     Config
+	b       Backend
+	metrics http.Handler
+	// publicMetrics opens /metrics to scrapers without a token.
+	publicMetrics bool
+	state         StateBackend  // optional: services, clusters, snapshots
+	acl           TokenStore    // optional: token checks
+	aclFlag       bool          // this node runs -acl: every request is checked
+	policies      ProxyPolicies // optional: public and pass_authorization services
+	exec          ExecBackend   // optional: runs, executions, proxy
+	keyring       KeyringBackend
+	ready         Readiness       // optional: /v1/ready and the leave guard
+	observe       RequestObserver // optional: metrics
+	log           zerolog.Logger
+	mux           *http.ServeMux
 }
 
 // Option adds optional parts to the API.
 type Option func(*API)
 
-// WithMetrics serves h at /metrics.
-func WithMetrics(h http.Handler) Option { return func(a *API) { a.metrics = h } }
+// WithMetrics serves h at /metrics. With public set, /metrics needs no
+// token under ACLs (for scrapers); it shows counts, never secrets.
+func WithMetrics(h http.Handler, public bool) Option {
+	return func(a *API) { a.metrics, a.publicMetrics = h, public }
+}
 
 // New builds the API over b.
 func New(cfg Config, b Backend, log zerolog.Logger, opts ...Option) *API {
@@ -191,6 +197,14 @@ func (a *API) handle(pattern string, h handlerFunc) {
 // ServeHTTP implements http.Handler: bounds the body, checks access, routes,
 // and turns a panic in a handler into a 500 instead of a dead connection.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.observe != nil {
+		a.observed(w, r, a.serve)
+		return
+	}
+	a.serve(w, r)
+}
+
+func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {

@@ -245,7 +245,8 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 		return r, err
 	}
 	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
-	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" {
+	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
+		(a.publicMetrics && r.URL.Path == "/metrics") {
 		return r, nil
 	}
 	if !a.aclFlag {

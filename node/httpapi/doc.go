@@ -27,6 +27,7 @@
 // cluster's) whose policies grant the route's permission (403):
 //
 //	GET /v1/health                              open, never checked
+//	GET /metrics on a node with -metrics-public open, never checked (counts only)
 //	POST /v1/acl/bootstrap                      open, once per cluster, only
 //	                                            through a node of T with T's
 //	                                            ACLs on (403/400 otherwise)
