@@ -75,6 +75,7 @@ func (m *Manager) bootFile() string { return filepath.Join(m.raftDir(), "bootstr
 // loadBoot reads the bootstrap state. Record times become the load time:
 // every probe after a restart is then later than every record, whatever
 // the wall clock did meanwhile (see doc.go on why "later" matters).
+// Caller holds m.bootMu.
 func (m *Manager) loadBoot(now time.Time) error {
 	data, err := os.ReadFile(m.bootFile())
 	if errors.Is(err, os.ErrNotExist) {
@@ -421,6 +422,11 @@ func (m *Manager) serveInfo(ctx context.Context, r *transport.Request) ([]byte, 
 	}
 	m.bootMu.Lock()
 	defer m.bootMu.Unlock()
+	if m.boot.Proposals == nil {
+		// Start has not loaded the persisted state yet: an answer now
+		// could deny a group or a proposal this node knows of.
+		return nil, transport.Errorf(codeNotBootstrapped, "%s is starting", m.cfg.NodeName)
+	}
 	if req.Proposal != nil && req.Cluster == m.cfg.LocalCluster {
 		p := *req.Proposal
 		if err := p.validate(req.From); err != nil {

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lni/dragonboat/v4"
@@ -229,6 +230,9 @@ type Manager struct {
 	// leaderless holds, per hosted shard, since when it has known no
 	// leader (checkRemoved).
 	leaderless map[uint64]time.Time
+	// started is set once Start has opened the NodeHost and loaded the
+	// persisted state; RPC handlers that need either refuse before.
+	started atomic.Bool
 
 	epochMu sync.Mutex
 	epochs  map[uint64]epoch
@@ -285,7 +289,9 @@ func (m *Manager) Start(ctx context.Context) error {
 	m.nh = nh
 	prev, err := m.loadShards()
 	if err == nil {
+		m.bootMu.Lock()
 		err = m.loadBoot(time.Now())
+		m.bootMu.Unlock()
 	}
 	if err != nil {
 		nh.Close()
@@ -307,6 +313,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		}
 		m.log.Info().Str("cluster", h.Cluster).Uint64("replica", h.Replica).Msg("rejoined group from the data dir")
 	}
+	m.started.Store(true)
 	m.wg.Add(1)
 	go m.loop()
 	return nil

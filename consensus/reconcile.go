@@ -83,6 +83,9 @@ type joinReq struct {
 // runs already, notes a promotion. It answers whether the replica has
 // caught up with the leader (autopilot promotes it then).
 func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if !m.started.Load() {
+		return nil, transport.Errorf(codeNotBootstrapped, "%s is starting", m.cfg.NodeName)
+	}
 	var req joinReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)

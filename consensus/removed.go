@@ -44,6 +44,9 @@ func (m *Manager) removedCheckAfter() time.Duration {
 // linearizable read of the membership. Any node of the mesh may ask; the
 // answer is what every member of the group could read.
 func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if !m.started.Load() {
+		return nil, transport.Errorf(codeNotBootstrapped, "%s is starting", m.cfg.NodeName)
+	}
 	var req membershipReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
