@@ -112,7 +112,8 @@ type API struct {
 	acl     TokenStore   // optional: token checks
 	exec    ExecBackend  // optional: runs, executions, proxy
 	keyring KeyringBackend
-	ready   Readiness // optional: /v1/ready and the leave guard
+	ready   Readiness    // optional: /v1/ready and the leave guard
+	roles   RolesBackend // optional: /v1/roles
 	log     zerolog.Logger
 	mux     *http.ServeMux
 }
@@ -158,6 +159,9 @@ func (a *API) routes() {
 	}
 	if a.keyring != nil {
 		a.keyringRoutes()
+	}
+	if a.roles != nil {
+		a.handle("GET /v1/roles", a.rolesList)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
