@@ -23,6 +23,7 @@ import (
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/node/httpapi"
+	"github.com/meshgw/meshgw/roles"
 	"github.com/meshgw/meshgw/transport"
 	"github.com/meshgw/meshgw/transport/tlsutil"
 )
@@ -40,6 +41,7 @@ type Agent struct {
 	tls    tlsMaterial
 	cons   *consensus.Manager
 	disp   *dispatch.Dispatcher
+	roles  *roles.Manager
 	exec   *runner.Executor
 	state  *stateBackend
 	reg    *prometheus.Registry
@@ -143,6 +145,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithKeyring(keyringBackend{g}),
 		httpapi.WithState(a.state),
 		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
@@ -224,6 +227,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
+	a.roles.Start()
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {
@@ -376,6 +380,7 @@ func (a *Agent) Shutdown() {
 		} else if a.proxyLn != nil {
 			_ = a.proxyLn.Close()
 		}
+		a.roles.Stop() // before the dispatcher: retention runs in it
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
 		}

@@ -33,6 +33,9 @@ type Record struct {
 	Term uint64 `json:"term"`
 	// Since is when the activation started (after its lease).
 	Since time.Time `json:"since"`
+	// Standbys are the group's other voters when the activation started,
+	// for nodes that hold no replica and so cannot ask Raft.
+	Standbys []string `json:"standbys,omitempty"`
 }
 
 // DecodeRecord decodes a fence key's value.
@@ -110,6 +113,9 @@ type Config struct {
 	StoreTimeout time.Duration
 	// Clock defaults to the real one.
 	Clock Clock
+	// Voters, when set, names the voters of cluster's group: the ones
+	// other than this node are written into fence records as standbys.
+	Voters func(cluster string) []string
 }
 
 // Active is one role active on this node.
@@ -384,6 +390,13 @@ func (m *Manager) claimOnce(ctx context.Context, cluster string, term uint64, ro
 		}
 	}
 	rec := Record{Role: role, Node: m.cfg.Node, Term: term, Since: m.cfg.Clock.Now().UTC()}
+	if m.cfg.Voters != nil {
+		for _, v := range m.cfg.Voters(cluster) {
+			if v != m.cfg.Node {
+				rec.Standbys = append(rec.Standbys, v)
+			}
+		}
+	}
 	val, err := json.Marshal(rec)
 	if err != nil {
 		return nil, err

@@ -63,9 +63,11 @@ func TestDependencyDirection(t *testing.T) {
 		"gossip":    {"gossip": true},
 		"consensus": {"consensus": true, "transport": true},
 		"dispatch":  {"dispatch": true, "transport": true},
-		"node":      {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true},
-		"cmd":       {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
-		"test":      {"test": true, "transport": true},              // transport/tlsutil for the harness CA
+		"roles":     {"roles": true},
+		"node": {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true,
+			"roles": true},
+		"cmd":  {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
+		"test": {"test": true, "transport": true},              // transport/tlsutil for the harness CA
 	}
 	for _, p := range listPackages(t) {
 		from := top(p.ImportPath)
