@@ -40,6 +40,7 @@ func commands() []command {
 		{"get", "get runners: same as runners", cmdGet},
 		{"leave", "make the agent leave the mesh gracefully and stop", cmdLeave},
 		{"status", "show this node and its Raft groups", cmdStatus},
+		{"roles", "show the singleton roles of a cluster: the active node and standbys", cmdRoles},
 		{"wait", "wait until the node can serve writes for its cluster (/v1/ready)", cmdWait},
 		{"version", "print the version", cmdVersion},
 	}
