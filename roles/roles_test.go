@@ -41,6 +41,18 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	return ch
 }
 
+// pendingAt reports whether a timer is set to fire at exactly at.
+func (c *fakeClock) pendingAt(at time.Time) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, tm := range c.timers {
+		if tm.at.Equal(at) {
+			return true
+		}
+	}
+	return false
+}
+
 // Advance moves time by d in steps of at most step, firing due timers at
 // each step, so a goroutine woken by one timer can set the next.
 func (c *fakeClock) Advance(t *testing.T, d, step time.Duration) {
@@ -275,11 +287,13 @@ func TestStartsOnlyAfterTheLease(t *testing.T) {
 	elected := clock.Now()
 	lead.set(true, 7)
 	waitFor(t, "lease wait", func() bool { return m.phaseOf("c") == "lease 7" })
-	clock.Advance(t, lease-10*time.Millisecond, 10*time.Millisecond)
-	if rec.running("a") || len(m.Active()) != 0 {
-		t.Fatalf("role started %s after election, before the lease of %s", clock.Now().Sub(elected), lease)
+	// One step, so that a role started early would record this time.
+	clock.Advance(t, lease-time.Millisecond, lease)
+	if rec.running("a") || len(m.Active()) != 0 || !clock.pendingAt(elected.Add(lease)) {
+		t.Fatalf("%s after election, before the lease of %s: role running %v, lease timer pending %v",
+			clock.Now().Sub(elected), lease, rec.running("a"), clock.pendingAt(elected.Add(lease)))
 	}
-	clock.Advance(t, 10*time.Millisecond, 10*time.Millisecond)
+	clock.Advance(t, time.Millisecond, time.Millisecond)
 	waitFor(t, "role running", func() bool { return rec.running("a") })
 	sp := rec.snapshot()[0]
 	if sp.term != 7 || sp.start.Sub(elected) < lease {
