@@ -54,9 +54,9 @@ func top(path string) string {
 }
 
 // TestDependencyDirection holds the architecture's import rules:
-// cmd → node → {dispatch, consensus, gossip} → transport, nothing imports
-// node (but cmd) or cmd, and the three middle packages never import one
-// another.
+// cmd → node → {dispatch, consensus, gossip, roles} → transport, nothing
+// imports node (but cmd) or cmd, and the middle packages never import one
+// another (roles imports none of ours).
 func TestDependencyDirection(t *testing.T) {
 	allowed := map[string]map[string]bool{
 		"transport": {"transport": true},
