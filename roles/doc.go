@@ -43,6 +43,10 @@
 // key, every guarded write of A's conflicts and A's role is cancelled with
 // ErrFenced, however late A wakes up.
 //
+// Decisions a role hands to other nodes rather than writes to the group
+// (the throttle manager's grants, next) carry Fence.Term: a receiver keeps
+// the highest fence it has seen and refuses anything under it.
+//
 // # What is shown
 //
 // Manager.Active reports the roles active here (term, since: the time the
