@@ -143,36 +143,43 @@ func (b *backend) Roles(ctx context.Context, cluster string) ([]httpapi.RoleStat
 		if err != nil {
 			return nil, apiError("read role "+name, err)
 		}
-		rs := httpapi.RoleStatus{Cluster: cluster, Role: name, State: "none"}
-		var rec roles.Record
+		var rec *roles.Record
 		if found {
-			if rec, err = roles.DecodeRecord(it.Value); err != nil {
-				found = false
+			if r, err := roles.DecodeRecord(it.Value); err == nil {
+				rec = &r
 			}
 		}
-		if group != nil {
-			rs.Leader, rs.Term = group.Leader, group.Term
-		}
-		switch {
-		case found && group != nil && group.Leader != "" && rec.Term == group.Term && rec.Node == group.Leader,
-			found && group == nil && alive[rec.Node]:
-			since := rec.Since
-			rs.Active, rs.Since, rs.Fence, rs.State = rec.Node, &since, rec.Term, "active"
-			if group == nil {
-				rs.Standbys = append(rs.Standbys, rec.Standbys...)
-			}
-		case group != nil && group.Leader != "":
-			rs.State = "starting"
-		}
-		if group != nil {
-			for _, r := range group.Replicas {
-				if r.Node != "" && r.Node != rs.Active && r.Node != group.Leader {
-					rs.Standbys = append(rs.Standbys, r.Node)
-				}
-			}
-			sort.Strings(rs.Standbys)
-		}
-		out = append(out, rs)
+		out = append(out, roleView(cluster, name, rec, group, alive))
 	}
 	return out, nil
+}
+
+// roleView is what /v1/roles shows of one role: rec is its fence record
+// (nil: none), group this node's view of the cluster's group (nil: no
+// replica here), alive the cluster's members gossip sees alive.
+func roleView(cluster, name string, rec *roles.Record, group *consensus.GroupStatus, alive map[string]bool) httpapi.RoleStatus {
+	rs := httpapi.RoleStatus{Cluster: cluster, Role: name, State: "none"}
+	if group != nil {
+		rs.Leader, rs.Term = group.Leader, group.Term
+	}
+	switch {
+	case rec != nil && group != nil && group.Leader != "" && rec.Term == group.Term && rec.Node == group.Leader,
+		rec != nil && group == nil && alive[rec.Node]:
+		since := rec.Since
+		rs.Active, rs.Since, rs.Fence, rs.State = rec.Node, &since, rec.Term, "active"
+		if group == nil {
+			rs.Standbys = append(rs.Standbys, rec.Standbys...)
+		}
+	case group != nil && group.Leader != "":
+		rs.State = "starting" // the leader waits out its lease, or its fence write
+	}
+	if group != nil {
+		for _, r := range group.Replicas {
+			if r.Node != "" && r.Node != rs.Active && r.Node != group.Leader {
+				rs.Standbys = append(rs.Standbys, r.Node)
+			}
+		}
+		sort.Strings(rs.Standbys)
+	}
+	return rs
 }

@@ -3,12 +3,14 @@ package node
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/roles"
@@ -114,5 +116,38 @@ func TestDispatchStoreGuardsARolesWrites(t *testing.T) {
 			t.Fatal("the fenced-out role is still active")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestRoleView(t *testing.T) {
+	since := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	rec := &roles.Record{Role: "retention", Node: "n1", Term: 4, Since: since, Standbys: []string{"n2", "n3"}}
+	group := func(leader string, term uint64) *consensus.GroupStatus {
+		return &consensus.GroupStatus{Cluster: "c", Leader: leader, Term: term, Local: true,
+			Replicas: []consensus.Replica{{Node: "n1"}, {Node: "n2"}, {Node: "n3"}}}
+	}
+	cases := []struct {
+		name     string
+		rec      *roles.Record
+		group    *consensus.GroupStatus
+		alive    map[string]bool
+		state    string
+		active   string
+		fence    uint64
+		standbys string
+	}{
+		{"active on the leader", rec, group("n1", 4), nil, "active", "n1", 4, "n2,n3"},
+		{"new leader in its lease", rec, group("n2", 5), nil, "starting", "", 0, "n1,n3"},
+		{"no record yet", nil, group("n2", 5), nil, "starting", "", 0, "n1,n3"},
+		{"no leader", rec, group("", 5), nil, "none", "", 0, "n1,n2,n3"},
+		{"no replica here, active alive", rec, nil, map[string]bool{"n1": true}, "active", "n1", 4, "n2,n3"},
+		{"no replica here, active dead", rec, nil, map[string]bool{"n1": false}, "none", "", 0, ""},
+	}
+	for _, c := range cases {
+		rs := roleView("c", "retention", c.rec, c.group, c.alive)
+		if rs.State != c.state || rs.Active != c.active || rs.Fence != c.fence ||
+			strings.Join(rs.Standbys, ",") != c.standbys || (c.active != "") != (rs.Since != nil) {
+			t.Errorf("%s: %+v, want state %s active %q fence %d standbys %s", c.name, rs, c.state, c.active, c.fence, c.standbys)
+		}
 	}
 }
