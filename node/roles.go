@@ -183,3 +183,21 @@ func roleView(cluster, name string, rec *roles.Record, group *consensus.GroupSta
 	}
 	return rs
 }
+
+// dropRoleRecords deletes cluster's role fence records. A restored
+// snapshot brings those of the mesh it was taken on, whose terms mean
+// nothing here: one above this group's term would keep every leader from
+// claiming the role. The active instance is fenced out by the restore and
+// claims the role again once they are gone.
+func dropRoleRecords(ctx context.Context, kv kvStore, cluster string) error {
+	items, err := kv.List(ctx, cluster, fsm.ListQuery{Prefix: roles.FenceKey(""), Limit: fsm.MaxOps})
+	if err != nil || len(items) == 0 {
+		return err
+	}
+	ops := make([]fsm.Op, len(items))
+	for i, it := range items {
+		ops[i] = fsm.Op{Type: fsm.OpDelete, Key: it.Key}
+	}
+	_, err = kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
+	return err
+}

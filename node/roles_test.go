@@ -1,6 +1,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -37,6 +38,24 @@ func (k *fsmKV) Get(_ context.Context, _, key string) (fsm.Item, bool, error) {
 	defer k.mu.Unlock()
 	it, ok := k.st.Get(key)
 	return it, ok, nil
+}
+
+func (k *fsmKV) List(_ context.Context, _ string, q fsm.ListQuery) ([]fsm.Item, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.st.List(q), nil
+}
+
+func (k *fsmKV) Snapshot(context.Context, string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.st.Export(), nil
+}
+
+func (k *fsmKV) Restore(_ context.Context, _ string, blob []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.st.Load(bytes.NewReader(blob))
 }
 
 type leaderAlways struct{ term uint64 }
@@ -149,5 +168,31 @@ func TestRoleView(t *testing.T) {
 			strings.Join(rs.Standbys, ",") != c.standbys || (c.active != "") != (rs.Since != nil) {
 			t.Errorf("%s: %+v, want state %s active %q fence %d standbys %s", c.name, rs, c.state, c.active, c.fence, c.standbys)
 		}
+	}
+}
+
+// A restored snapshot's role records, from the mesh it was taken on, are
+// dropped: a term above this group's would keep every leader from
+// claiming the role. The rest of the snapshot stays.
+func TestRestoreDropsRoleRecords(t *testing.T) {
+	src := &fsmKV{st: fsm.NewStore()}
+	bg := context.Background()
+	for k, v := range map[string]string{roles.FenceKey(roles.Retention): `{"role":"retention","node":"x","term":57}`,
+		"svc/web": `{"name":"web"}`} {
+		if _, err := src.Apply(bg, "c", fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: k, Value: []byte(v)}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	blob, _ := src.Snapshot(bg, "c")
+	dst := &fsmKV{st: fsm.NewStore()}
+	sb := &stateBackend{kv: dst}
+	if err := sb.Restore(bg, "c", blob); err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	if _, found, _ := dst.Get(bg, "c", roles.FenceKey(roles.Retention)); found {
+		t.Fatal("the restored mesh kept the source mesh's role record")
+	}
+	if _, found, _ := dst.Get(bg, "c", "svc/web"); !found {
+		t.Fatal("restore lost a service")
 	}
 }

@@ -68,6 +68,17 @@ func (f *Fence) Guard(ctx context.Context, apply func(key string, value []byte, 
 	return nil
 }
 
+// verify re-reads the fence key: ErrFenced (and the role's context
+// cancelled) when it no longer holds this activation.
+func (f *Fence) verify(ctx context.Context) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.lost {
+		return ErrFenced
+	}
+	return f.refresh(ctx)
+}
+
 // refresh re-reads the fence key: still ours (same term and node) adopts
 // its version; anything else ends the activation. Caller holds f.mu.
 func (f *Fence) refresh(ctx context.Context) error {

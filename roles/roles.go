@@ -109,6 +109,10 @@ type Config struct {
 	// Retry is the delay before a failed fence write or a returned Run is
 	// tried again. Default 200ms.
 	Retry time.Duration
+	// Verify is the period at which an active instance re-reads its fence
+	// key, so one replaced under it (a snapshot restore) stops the
+	// activation even when the role writes nothing. Default 10×Lease.
+	Verify time.Duration
 	// StoreTimeout bounds one store call. Default 5s.
 	StoreTimeout time.Duration
 	// Clock defaults to the real one.
@@ -156,6 +160,9 @@ func New(cfg Config, lead Leadership, store Store, log zerolog.Logger, rs ...Rol
 	}
 	if cfg.Retry <= 0 {
 		cfg.Retry = 200 * time.Millisecond
+	}
+	if cfg.Verify <= 0 {
+		cfg.Verify = 10 * cfg.Lease
 	}
 	if cfg.StoreTimeout <= 0 {
 		cfg.StoreTimeout = 5 * time.Second
@@ -310,23 +317,34 @@ func (m *Manager) lead1(ctx context.Context, cluster string, term uint64, change
 	<-lctx.Done()
 }
 
-// activate claims r's fence for term and runs r until ctx ends.
+// activate claims r's fence for term and runs r until ctx (the
+// leadership) ends. An activation fenced out while the leadership lasts
+// claims again: the fence key may have been replaced by a snapshot restore
+// (see node), not by a later leader; a later leader's record is never
+// overwritten, and a stale one's leadership ends soon.
 func (m *Manager) activate(ctx context.Context, cluster string, term uint64, r Role) {
+	for ctx.Err() == nil {
+		f, err := m.claim(ctx, cluster, term, r.Name)
+		if err != nil {
+			return // ctx ended
+		}
+		m.run(ctx, cluster, r, f)
+		if ctx.Err() == nil {
+			m.log.Warn().Str("cluster", cluster).Str("role", r.Name).Uint64("fence", term).
+				Msg("fenced out while leading; claiming the role again")
+		}
+	}
+}
+
+// run runs r under fence f until ctx ends or f is fenced out.
+func (m *Manager) run(ctx context.Context, cluster string, r Role, f *Fence) {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	log := m.log.With().Str("cluster", cluster).Str("role", r.Name).Uint64("fence", term).Logger()
-	f, err := m.claim(rctx, cluster, term, r.Name)
-	if err != nil {
-		if rctx.Err() == nil {
-			log.Warn().Err(err).Msg("role not started")
-		}
-		<-rctx.Done() // superseded: wait for the leadership to end
-		return
-	}
 	f.onLost = cancel
+	log := m.log.With().Str("cluster", cluster).Str("role", r.Name).Uint64("fence", f.Term).Logger()
 	key := cluster + "/" + r.Name
 	m.mu.Lock()
-	m.active[key] = Active{Cluster: cluster, Role: r.Name, Term: term, Since: f.Since}
+	m.active[key] = Active{Cluster: cluster, Role: r.Name, Term: f.Term, Since: f.Since}
 	m.mu.Unlock()
 	defer func() {
 		m.mu.Lock()
@@ -335,6 +353,23 @@ func (m *Manager) activate(ctx context.Context, cluster string, term uint64, r R
 		log.Info().Msg("role stopped")
 	}()
 	log.Info().Msg("role active")
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { // the fence key still ours?
+		defer wg.Done()
+		for {
+			select {
+			case <-rctx.Done():
+				return
+			case <-m.cfg.Clock.After(m.cfg.Verify):
+				if err := f.verify(rctx); errors.Is(err, ErrFenced) {
+					log.Warn().Msg("fence key no longer holds this activation")
+					return
+				}
+			}
+		}
+	}()
 	for {
 		err := r.Run(rctx, f)
 		if rctx.Err() != nil {
@@ -352,16 +387,23 @@ func (m *Manager) activate(ctx context.Context, cluster string, term uint64, r R
 // errSuperseded: the fence key holds a later term than ours.
 var errSuperseded = errors.New("roles: the fence key holds a later term")
 
-// claim writes role's fence record for term, retrying until it is written
-// or ctx ends; errSuperseded when a later term holds the key.
+// claim writes role's fence record for term, retrying every Config.Retry
+// until it is written or ctx ends. A record of a later term is not
+// overwritten: a later leader holds the role, and this node's leadership
+// is about to end (or the record came from a restore and is about to go).
 func (m *Manager) claim(ctx context.Context, cluster string, term uint64, role string) (*Fence, error) {
 	key := FenceKey(role)
+	warned := false
 	for {
 		f, err := m.claimOnce(ctx, cluster, term, role, key)
-		if err == nil || errors.Is(err, errSuperseded) {
-			return f, err
+		if err == nil {
+			return f, nil
 		}
-		m.log.Debug().Err(err).Str("cluster", cluster).Str("role", role).Msg("fence write failed; retrying")
+		ev := m.log.Debug()
+		if errors.Is(err, errSuperseded) && !warned {
+			ev, warned = m.log.Warn(), true
+		}
+		ev.Err(err).Str("cluster", cluster).Str("role", role).Uint64("term", term).Msg("role not claimed; retrying")
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()

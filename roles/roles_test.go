@@ -180,6 +180,13 @@ func (s *memStore) guardedPut(ctx context.Context, key, value string) error {
 	})
 }
 
+func (s *memStore) del(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.vals, key)
+	delete(s.vers, key)
+}
+
 // span is one activation as the role saw it, in fake time.
 type span struct {
 	node        string
@@ -239,12 +246,15 @@ const (
 	et    = 200 * time.Millisecond // election timeout of the fake group
 	lease = 3 * et
 	poll  = 50 * time.Millisecond
+	// verify is long: tests of the write fence must not see the role
+	// stopped by a verification first.
+	verify = time.Hour
 )
 
 func newTestManager(t *testing.T, node string, l Leadership, s Store, c Clock, rs ...Role) *Manager {
 	t.Helper()
 	m, err := New(Config{Node: node, Clusters: []string{"c"}, Lease: lease, Poll: poll, Retry: 20 * time.Millisecond,
-		Clock: c}, l, s, zerolog.Nop(), rs...)
+		Verify: verify, Clock: c}, l, s, zerolog.Nop(), rs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -439,10 +449,18 @@ func TestClaimRefusesALaterTermAndRetries(t *testing.T) {
 	if rec.running("a") {
 		t.Fatal("started under a fence key holding a later term")
 	}
+	// The record goes (node drops restored fence keys): the claim, retried
+	// all along, succeeds in the same term.
+	store.del(FenceKey(Retention))
+	advanceUntil(t, clock, "role running once the record is gone", func() bool { return rec.running("a") })
+	if a := m.Active(); len(a) != 1 || a[0].Term != 5 {
+		t.Fatalf("Active() = %+v", a)
+	}
 	store.mu.Lock()
 	store.fail = true
 	store.mu.Unlock()
 	lead.set(true, 10)
+	waitFor(t, "old run stopped", func() bool { return !rec.running("a") })
 	waitFor(t, "lease wait", func() bool { return m.phaseOf("c") == "lease 10" })
 	clock.Advance(t, lease+100*time.Millisecond, 10*time.Millisecond)
 	if rec.running("a") {
@@ -453,6 +471,67 @@ func TestClaimRefusesALaterTermAndRetries(t *testing.T) {
 	store.mu.Unlock()
 	advanceUntil(t, clock, "role running", func() bool { return rec.running("a") })
 	if a := m.Active(); len(a) != 1 || a[0].Term != 10 {
+		t.Fatalf("Active() = %+v", a)
+	}
+}
+
+// A restore replaces the fence key under the active instance: its next
+// guarded write is fenced out, and once the restored record is dropped it
+// claims the role again in the same term.
+func TestFencedOutByARestoreClaimsAgain(t *testing.T) {
+	clock, lead, store, rec := newFakeClock(), newFakeLead(), newMemStore(), newRecorder()
+	writes := make(chan error)
+	m := newTestManager(t, "a", lead, store, clock, rec.role("a", clock, store, writes))
+	lead.set(true, 5)
+	waitFor(t, "lease wait", func() bool { return m.phaseOf("c") == "lease 5" })
+	clock.Advance(t, lease, 10*time.Millisecond)
+	waitFor(t, "role running", func() bool { return rec.running("a") })
+	_, ver, _, _ := store.Get(context.Background(), "c", FenceKey(Retention))
+	foreign := []byte(`{"role":"retention","node":"old-mesh","term":57}`)
+	if _, conflict, err := store.Put(context.Background(), "c", FenceKey(Retention), foreign, ver); err != nil || conflict {
+		t.Fatalf("restore: %v %v", conflict, err)
+	}
+	writes <- nil
+	if err := <-writes; !errors.Is(err, ErrFenced) {
+		t.Fatalf("write after the restore: %v, want ErrFenced", err)
+	}
+	waitFor(t, "role stopped", func() bool { return !rec.running("a") })
+	store.del(FenceKey(Retention))
+	advanceUntil(t, clock, "role claimed again", func() bool { return rec.running("a") })
+	writes <- nil
+	if err := <-writes; err != nil {
+		t.Fatalf("write after claiming again: %v", err)
+	}
+	if sp := rec.snapshot(); len(sp) != 2 || sp[1].term != 5 {
+		t.Fatalf("spans %+v: want a second activation in term 5", sp)
+	}
+}
+
+// An active instance that writes nothing still notices that its fence key
+// was replaced (a restore) within Config.Verify, and claims the role again
+// once the replaced record is dropped.
+func TestVerifyNoticesAReplacedFenceKey(t *testing.T) {
+	clock, lead, store, rec := newFakeClock(), newFakeLead(), newMemStore(), newRecorder()
+	m, err := New(Config{Node: "a", Clusters: []string{"c"}, Lease: lease, Poll: poll, Retry: 20 * time.Millisecond,
+		Verify: 300 * time.Millisecond, Clock: clock}, lead, store, zerolog.Nop(), rec.role("a", clock, store, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Start()
+	t.Cleanup(m.Stop)
+	lead.set(true, 5)
+	waitFor(t, "lease wait", func() bool { return m.phaseOf("c") == "lease 5" })
+	clock.Advance(t, lease, 10*time.Millisecond)
+	waitFor(t, "role running", func() bool { return rec.running("a") })
+	_, ver, _, _ := store.Get(context.Background(), "c", FenceKey(Retention))
+	foreign := []byte(`{"role":"retention","node":"old-mesh","term":57}`)
+	if _, conflict, err := store.Put(context.Background(), "c", FenceKey(Retention), foreign, ver); err != nil || conflict {
+		t.Fatalf("restore: %v %v", conflict, err)
+	}
+	advanceUntil(t, clock, "role stopped by the verification", func() bool { return !rec.running("a") })
+	store.del(FenceKey(Retention))
+	advanceUntil(t, clock, "role claimed again", func() bool { return rec.running("a") })
+	if a := m.Active(); len(a) != 1 || a[0].Term != 5 {
 		t.Fatalf("Active() = %+v", a)
 	}
 }
