@@ -43,6 +43,12 @@
 // key, every guarded write of A's conflicts and A's role is cancelled with
 // ErrFenced, however late A wakes up.
 //
+// An activation re-reads its fence key every Config.Verify as well, and
+// one fenced out while its node still leads claims the role again: a
+// snapshot restore replaces the key (node drops the restored records,
+// whose terms belong to another mesh), and the role must come back in the
+// same term. A record of a later term is never overwritten.
+//
 // Decisions a role hands to other nodes rather than writes to the group
 // (the throttle manager's grants, next) carry Fence.Term: a receiver keeps
 // the highest fence it has seen and refuses anything under it.
