@@ -294,7 +294,9 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 	}
 	log := m.log.With().Str("cluster", h.Cluster).Stringer("action", a.Kind).Uint64("replica", a.Replica).
 		Str("addr", a.Addr).Str("node", a.Peer.Name).Str("why", a.Why).Logger()
-	if err := m.act(ctx, h, mem.ConfigChangeID, a, now); err != nil {
+	err = m.act(ctx, h, mem.ConfigChangeID, a, now)
+	m.countAutopilot(h.Cluster, a.Kind, err)
+	if err != nil {
 		log.Warn().Err(err).Msg("autopilot: change failed; will retry")
 		return
 	}

@@ -63,17 +63,19 @@ func (b *batcher) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, err
 	select {
 	case b.queue <- p:
 	case <-ctx.Done():
-		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		return fsm.Result{}, b.m.mapErr(b.shard, ctx.Err())
 	case <-b.stop:
-		return fsm.Result{}, fmt.Errorf("%w: stopping", ErrNoQuorum)
+		return fsm.Result{}, b.stopping()
 	}
 	select {
 	case r := <-p.done:
 		return r.res, r.err
 	case <-ctx.Done():
 		// The command may still commit: the caller learns it timed out,
-		// exactly as with a lost reply.
-		return fsm.Result{}, fmt.Errorf("%w: %v", ErrTimeout, ctx.Err())
+		// exactly as with a lost reply (or that there is no quorum, when
+		// the group has no leader: the batch's proposal outlives the
+		// caller's deadline, so its own error would come too late).
+		return fsm.Result{}, b.m.mapErr(b.shard, ctx.Err())
 	}
 }
 
@@ -106,7 +108,7 @@ func (b *batcher) run(batch []*proposal) {
 	cmds := make([]fsm.Command, 0, len(batch))
 	for _, p := range batch {
 		if p.ctx.Err() != nil {
-			p.done <- proposalResult{err: fmt.Errorf("%w: %v", ErrTimeout, p.ctx.Err())}
+			p.done <- proposalResult{err: b.m.mapErr(b.shard, p.ctx.Err())}
 			continue
 		}
 		live = append(live, p)
@@ -132,13 +134,7 @@ func (b *batcher) run(batch []*proposal) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), dl)
 	defer cancel()
-	idempotent := true
-	for _, c := range cmds {
-		if hasCAS(c) {
-			idempotent = false
-		}
-	}
-	data, err := b.m.proposeEntry(ctx, b.shard, entry, idempotent)
+	data, err := b.m.proposeEntry(ctx, b.shard, entry, retrySafe(cmds))
 	var results []fsm.Result
 	if err == nil {
 		results, err = fsm.DecodeResults(data)
@@ -155,11 +151,27 @@ func (b *batcher) run(batch []*proposal) {
 	}
 }
 
+// retrySafe reports whether an entry of cmds may be re-proposed: the state
+// machine can tell a second copy of every command from a new one (each
+// has a proposal ID) and none is a compare-and-set (proposeEntry).
+func retrySafe(cmds []fsm.Command) bool {
+	for _, c := range cmds {
+		if hasCAS(c) || c.ID.IsZero() {
+			return false
+		}
+	}
+	return true
+}
+
+func (b *batcher) stopping() error {
+	return newOpError(ErrNoQuorum, nil, "%s is stopping its replica of the group; retry, another node can serve it", b.m.cfg.NodeName)
+}
+
 func (b *batcher) drain() {
 	for {
 		select {
 		case p := <-b.queue:
-			p.done <- proposalResult{err: fmt.Errorf("%w: stopping", ErrNoQuorum)}
+			p.done <- proposalResult{err: b.stopping()}
 		default:
 			return
 		}

@@ -38,6 +38,9 @@ var (
 type Peer struct {
 	Name, Cluster, RaftAddr, RPCAddr string
 	Status                           string // alive, suspect, failed, left
+	// Hosting: the member says (in gossip) that it hosts its cluster's
+	// group. A hint for whom to ask first, never proof either way.
+	Hosting bool
 }
 
 // Membership is the gossip view (node adapts gossip to it). Peers returns
@@ -83,6 +86,10 @@ type Config struct {
 	CAFile, CertFile, KeyFile string
 	// OpTimeout bounds one forwarded or background operation.
 	OpTimeout time.Duration
+	// OnHosting, when set, is told whether this node hosts LocalCluster's
+	// group, each time that changes (node sets a gossip tag with it). It
+	// is called from consensus goroutines and must not block for long.
+	OnHosting func(hosting bool)
 	// ProposalTimeout bounds one proposal: when the leader dies, a client
 	// learns within this time that the outcome is unknown (ErrTimeout) and
 	// may retry while a new leader is elected.
@@ -200,6 +207,8 @@ type Manager struct {
 	batchers     map[uint64]*batcher
 	candidates   string
 	stableSince  time.Time
+	waitReason   string
+	waitLogged   time.Time
 	failedSince  map[string]time.Time
 	unknownSince unknownVoters
 	rr           uint64
@@ -207,10 +216,24 @@ type Manager struct {
 	// the next forwards try them last.
 	slow map[string]time.Time
 
+	// shardNames maps a hosted shard to its cluster, for error messages
+	// (read without m.mu).
+	shardNames sync.Map
+	// bootMu orders bootstrap decisions against info answers (doc.go);
+	// boot is the persisted bootstrap state. bootMu comes before mu.
+	bootMu sync.Mutex
+	boot   bootState
+
 	// epochs holds, per hosted shard, a context canceled when the shard's
 	// leader changes (leaderEpoch).
+	// leaderless holds, per hosted shard, since when it has known no
+	// leader (checkRemoved).
+	leaderless map[uint64]time.Time
+
 	epochMu sync.Mutex
 	epochs  map[uint64]epoch
+
+	stats stats // for Counters
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -230,6 +253,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		failedSince:  map[string]time.Time{},
 		unknownSince: unknownVoters{},
 		epochs:       map[uint64]epoch{},
+		leaderless:   map[uint64]time.Time{},
 		stop:         make(chan struct{}),
 	}
 	if rpc != nil {
@@ -238,6 +262,7 @@ func New(cfg Config, members Membership, rpc *transport.Transport, log zerolog.L
 		rpc.Handle(methodInfo, m.serveInfo)
 		rpc.Handle(methodJoin, m.serveJoin)
 		rpc.Handle(methodJoinNonVoting, m.serveJoin)
+		rpc.Handle(methodMembership, m.serveMembership)
 	}
 	return m, nil
 }
@@ -259,11 +284,23 @@ func (m *Manager) Start(ctx context.Context) error {
 	}
 	m.nh = nh
 	prev, err := m.loadShards()
+	if err == nil {
+		err = m.loadBoot(time.Now())
+	}
 	if err != nil {
 		nh.Close()
 		return err
 	}
 	for _, h := range prev {
+		if h.Cluster == m.cfg.LocalCluster {
+			m.bootMu.Lock()
+			err := m.markSeen("hosted a replica before the restart")
+			m.bootMu.Unlock()
+			if err != nil {
+				nh.Close()
+				return err
+			}
+		}
 		if err := m.startReplica(h, nil, false); err != nil {
 			nh.Close()
 			return fmt.Errorf("consensus: restart group of cluster %s: %w", h.Cluster, err)
@@ -342,6 +379,16 @@ func (m *Manager) shardConfig(h hosted) config.Config {
 // startReplica starts h (members for a new group, join for an added
 // replica, neither for a restart) and records it.
 func (m *Manager) startReplica(h hosted, members map[uint64]string, join bool) error {
+	if err := m.startReplicaLocked(h, members, join); err != nil {
+		return err
+	}
+	if h.Cluster == m.cfg.LocalCluster && m.cfg.OnHosting != nil {
+		m.cfg.OnHosting(true)
+	}
+	return nil
+}
+
+func (m *Manager) startReplicaLocked(h hosted, members map[uint64]string, join bool) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for c, other := range m.shards {
@@ -353,6 +400,7 @@ func (m *Manager) startReplica(h hosted, members map[uint64]string, join bool) e
 		return err
 	}
 	m.shards[h.Cluster] = h
+	m.shardNames.Store(h.Shard, h.Cluster)
 	m.batchers[h.Shard] = newBatcher(m, h.Shard)
 	return m.saveShards()
 }

@@ -34,12 +34,19 @@ const (
 
 // Apply proposes cmd to cluster's group and returns its result. A node
 // without a replica forwards to one that has it.
+//
+// cmd gets its proposal ID here (unless the caller gave it one), once:
+// every re-proposal and forward of it carries the same ID, and the state
+// machine applies an ID once, so a retry never applies a write twice.
 func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (fsm.Result, error) {
 	if err := cmd.Validate(); err != nil {
 		return fsm.Result{}, err
 	}
 	if err := checkReserved(cmd); err != nil {
 		return fsm.Result{}, err
+	}
+	if cmd.ID.IsZero() {
+		cmd.ID = fsm.NewProposalID()
 	}
 	if h, ok := m.hostedShard(cluster); ok {
 		return m.applyLocal(ctx, h, cmd)
@@ -49,7 +56,13 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 	return res, err
 }
 
+// applyLocal proposes cmd through the local replica's batcher. A command
+// without a proposal ID (this package's own writes, a forward from a node
+// that predates IDs) gets one here, so its re-proposals apply once too.
 func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fsm.Result, error) {
+	if cmd.ID.IsZero() {
+		cmd.ID = fsm.NewProposalID()
+	}
 	m.mu.Lock()
 	b := m.batchers[h.Shard]
 	m.mu.Unlock()
@@ -61,13 +74,18 @@ func (m *Manager) applyLocal(ctx context.Context, h hosted, cmd fsm.Command) (fs
 
 // proposeEntry proposes one encoded entry. It retries only while
 // dragonboat says the entry was not accepted (shard not ready, busy); a
-// proposal that timed out may still commit, so it is never re-proposed
-// here: the caller gets ErrTimeout and decides (a blind retry could apply
-// a write twice, and a compare-and-set would then report a false conflict).
+// proposal that timed out may still commit, so it is not re-proposed
+// unless idempotent: the caller gets ErrTimeout and decides.
 //
-// An idempotent entry (unconditional puts and deletes, a restore) is
-// re-proposed after a timeout too: applying it twice leaves the same state,
-// so a leader's death costs the client only the election.
+// idempotent: every command of the entry (or the restore) carries a
+// proposal ID and none is a compare-and-set. Such an entry is re-proposed
+// after a timeout or a leader change too, so a leader's death costs the
+// client only the election: if the first proposal did commit, the state
+// machine answers the second with the first's results and applies
+// nothing, so a write another client made in between is not overwritten
+// (an entry without IDs, from before they existed, must never be re-proposed).
+// Compare-and-set entries are not re-proposed yet: their callers handle
+// ErrTimeout (the outcome is unknown) by reading back.
 func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, idempotent bool) ([]byte, error) {
 	for {
 		pctx, cancel := boundedCtx(ctx, m.cfg.ProposalTimeout)
@@ -79,6 +97,7 @@ func (m *Manager) proposeEntry(ctx context.Context, shard uint64, entry []byte, 
 			stop = context.AfterFunc(m.leaderEpoch(shard), cancel)
 		}
 		res, err := m.nh.SyncPropose(pctx, m.session(shard), entry)
+		m.countProposal(shard, err)
 		stop()
 		cancel()
 		if err == nil {
@@ -142,21 +161,91 @@ func boundedCtx(ctx context.Context, d time.Duration) (context.Context, context.
 	return context.WithTimeout(ctx, d)
 }
 
-// mapErr turns dragonboat errors into the package's sentinels.
-func (m *Manager) mapErr(shard uint64, err error) error {
-	switch {
-	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
-		return fmt.Errorf("%w: %v", ErrNotBootstrapped, err)
-	case errors.Is(err, dragonboat.ErrTimeoutTooSmall):
-		return fmt.Errorf("%w: %v", ErrTimeout, err)
-	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
-		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrSystemBusy):
-		if _, _, valid, _ := m.nh.GetLeaderID(shard); !valid {
-			return fmt.Errorf("%w: no leader for the group: %v", ErrNoQuorum, err)
-		}
-		return fmt.Errorf("%w: %v", ErrTimeout, err)
+// opError is one of the package's sentinels with a message of the
+// package's own. The cause (dragonboat's error, a remote one) stays in the
+// chain for errors.Is and logs but not in the message: the message reaches
+// clients (an API error, a stream event), and dragonboat's wording
+// ("specified timeout value is too small") tells them nothing to act on.
+type opError struct {
+	kind  error
+	msg   string
+	cause error
+}
+
+func (e *opError) Error() string { return e.msg }
+func (e *opError) Unwrap() []error {
+	if e.cause == nil {
+		return []error{e.kind}
 	}
-	return err
+	return []error{e.kind, e.cause}
+}
+
+func newOpError(kind, cause error, format string, args ...any) error {
+	return &opError{kind: kind, msg: fmt.Sprintf(format, args...), cause: cause}
+}
+
+// noQuorumMsg says what a client can do about a group without a leader.
+func noQuorumMsg(cluster, node string) string {
+	return fmt.Sprintf("no quorum for cluster %s: the group has no leader reachable from %s; "+
+		"retry later, and check that a majority of its voters is up and they can reach each other", cluster, node)
+}
+
+// mapErr turns dragonboat errors into the package's sentinels, each with
+// a message that says what happened to cluster's group and what to do.
+func (m *Manager) mapErr(shard uint64, err error) error {
+	if err == nil {
+		return nil
+	}
+	leader := false
+	if m.nh != nil {
+		_, _, leader, _ = m.nh.GetLeaderID(shard)
+	}
+	// Not m.mu: mapErr runs on batcher workers, which Stop waits for
+	// while holding it.
+	cluster := fmt.Sprintf("shard %d", shard)
+	if c, ok := m.shardNames.Load(shard); ok {
+		cluster = c.(string)
+	}
+	mapped := classifyErr(err, cluster, m.cfg.NodeName, leader)
+	var oe *opError
+	if errors.As(mapped, &oe) && oe.kind == errInternal {
+		m.log.Warn().Err(err).Str("cluster", cluster).Msg("raft operation failed")
+	}
+	return mapped
+}
+
+// errInternal marks a dragonboat error no sentinel fits (a bug here).
+var errInternal = errors.New("consensus: internal error")
+
+// classifyErr is mapErr's decision: leader says whether this node knows a
+// leader of the group. Running out of time (dragonboat's timeout, a
+// context deadline, a remaining deadline too short for dragonboat to
+// try, a dropped or aborted request) with no leader is ErrNoQuorum: on the
+// minority side of a partition, every attempt ends this way.
+func classifyErr(err error, cluster, node string, leader bool) error {
+	var oe *opError
+	switch {
+	case errors.As(err, &oe):
+		return err
+	case errors.Is(err, context.Canceled):
+		return err // the caller gave up: nothing to tell it (the API answers 499)
+	case errors.Is(err, dragonboat.ErrShardNotFound), errors.Is(err, dragonboat.ErrShardNotBootstrapped):
+		return newOpError(ErrNotBootstrapped, err, "cluster %s has no Raft group on %s yet; retry later", cluster, node)
+	case errors.Is(err, dragonboat.ErrClosed), errors.Is(err, dragonboat.ErrShardClosed):
+		return newOpError(ErrNoQuorum, err, "%s is stopping its replica of cluster %s; retry, another node can serve it", node, cluster)
+	case errors.Is(err, dragonboat.ErrPayloadTooBig):
+		return newOpError(fsm.ErrBadCommand, err, "the write is larger than one Raft entry of cluster %s may be", cluster)
+	case errors.Is(err, dragonboat.ErrTimeout), errors.Is(err, context.DeadlineExceeded), errors.Is(err, dragonboat.ErrCanceled),
+		errors.Is(err, dragonboat.ErrTimeoutTooSmall), errors.Is(err, dragonboat.ErrInvalidDeadline),
+		errors.Is(err, dragonboat.ErrShardNotReady), errors.Is(err, dragonboat.ErrShardNotInitialized),
+		errors.Is(err, dragonboat.ErrSystemBusy), errors.Is(err, dragonboat.ErrAborted):
+		if !leader {
+			return newOpError(ErrNoQuorum, err, "%s", noQuorumMsg(cluster, node))
+		}
+		return newOpError(ErrTimeout, err, "timeout on cluster %s: its group did not complete the operation in time "+
+			"(leader known to %s); a write's outcome is unknown: read it back before retrying", cluster, node)
+	}
+	return newOpError(errInternal, err, "cluster %s: the Raft replica on %s failed the operation (see its log)", cluster, node)
 }
 
 // read runs a linearizable query on cluster's group.
@@ -226,9 +315,12 @@ func (m *Manager) Snapshot(ctx context.Context, cluster string) ([]byte, error) 
 	return r.Export, err
 }
 
-// Restore replaces cluster's whole state with a snapshot blob.
+// Restore replaces cluster's whole state with a snapshot blob. The restore
+// gets its proposal ID here, once, like a command in Apply: re-proposed or
+// forwarded again, it is applied once, never over the writes that followed.
 func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) error {
-	entry, err := fsm.EncodeRestore(blob)
+	id := fsm.NewProposalID()
+	entry, err := fsm.EncodeRestore(id, blob)
 	if err != nil {
 		return err
 	}
@@ -237,13 +329,17 @@ func (m *Manager) Restore(ctx context.Context, cluster string, blob []byte) erro
 		return err
 	}
 	var ok bool
-	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob}, &ok, true, m.cfg.OpTimeout)
+	return m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Restore: blob, RestoreID: id}, &ok, true, m.cfg.OpTimeout)
 }
 
+// applyReq is a forwarded write. The command's proposal ID travels in Cmd;
+// a restore's in RestoreID. A request from a node that predates IDs has
+// none: the serving node draws them, which covers its own re-proposals.
 type applyReq struct {
-	Cluster string      `json:"cluster"`
-	Cmd     fsm.Command `json:"cmd"`
-	Restore []byte      `json:"restore,omitempty"`
+	Cluster   string         `json:"cluster"`
+	Cmd       fsm.Command    `json:"cmd"`
+	Restore   []byte         `json:"restore,omitempty"`
+	RestoreID fsm.ProposalID `json:"restore_id,omitzero"`
 }
 
 type readReq struct {
@@ -252,7 +348,8 @@ type readReq struct {
 }
 
 // forward sends a request to a node of cluster that hosts its group,
-// preferring ones that answered before, and tries the next on failure.
+// trying the ones gossip says host it first (orderTargets), and tries the
+// next on failure.
 //
 // Each try is bounded by tryTimeout, twice ProposalTimeout for a single
 // read or write: a replica answers within that (its own proposals and
@@ -282,12 +379,7 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 	}
 	m.mu.Lock()
 	m.rr++
-	start := int(m.rr % uint64(len(targets)))
-	targets = append(targets[start:], targets[:start]...)
-	now := time.Now()
-	sort.SliceStable(targets, func(i, j int) bool { // nodes that just hung last
-		return !now.Before(m.slow[targets[i].Name]) && now.Before(m.slow[targets[j].Name])
-	})
+	targets = orderTargets(targets, m.rr, m.slow, time.Now())
 	m.mu.Unlock()
 	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
 	for _, p := range targets {
@@ -307,12 +399,12 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			case codeNotHosting:
 				continue
 			case codeNoQuorum:
-				return fmt.Errorf("%w (via %s): %s", ErrNoQuorum, p.Name, re.Message)
+				return newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
 			case codeNotBootstrapped:
-				lastErr = fmt.Errorf("%w (via %s): %s", ErrNotBootstrapped, p.Name, re.Message)
+				lastErr = newOpError(ErrNotBootstrapped, re, "%s (via %s)", re.Message, p.Name)
 				continue
 			case codeTimeout:
-				return fmt.Errorf("%w (via %s): %s", ErrTimeout, p.Name, re.Message)
+				return newOpError(ErrTimeout, re, "%s (via %s)", re.Message, p.Name)
 			case codeBad:
 				return fmt.Errorf("%w: %s", fsm.ErrBadCommand, re.Message)
 			}
@@ -338,9 +430,33 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			}
 			return fmt.Errorf("%w: forward to %s: %v; the write's outcome is unknown", ErrTimeout, p.Name, err)
 		}
-		lastErr = fmt.Errorf("%w: forward to %s: %v", ErrNoQuorum, p.Name, err)
+		lastErr = newOpError(ErrNoQuorum, err, "%s (no node hosting the group answered; last tried %s: %v)",
+			noQuorumMsg(cluster, m.cfg.NodeName), p.Name, err)
 	}
 	return lastErr
+}
+
+// orderTargets orders a forward's targets: peers gossip says host the group
+// first (a replica answers at once; any other node answers not_hosting),
+// then the others, nodes that recently hung last whatever they say; each
+// class rotated by rr so that load spreads. It reorders targets in place.
+func orderTargets(targets []Peer, rr uint64, slow map[string]time.Time, now time.Time) []Peer {
+	if len(targets) == 0 {
+		return targets
+	}
+	start := int(rr % uint64(len(targets)))
+	targets = append(targets[start:], targets[:start]...)
+	rank := func(p Peer) int {
+		switch {
+		case now.Before(slow[p.Name]):
+			return 2
+		case p.Hosting:
+			return 0
+		}
+		return 1
+	}
+	sort.SliceStable(targets, func(i, j int) bool { return rank(targets[i]) < rank(targets[j]) })
+	return targets
 }
 
 // remoteErr carries a sentinel to the forwarding node.
@@ -368,7 +484,10 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 		return nil, transport.Errorf(codeNotHosting, "%s hosts no replica of cluster %s", m.cfg.NodeName, req.Cluster)
 	}
 	if req.Restore != nil {
-		entry, err := fsm.EncodeRestore(req.Restore)
+		if req.RestoreID.IsZero() {
+			req.RestoreID = fsm.NewProposalID()
+		}
+		entry, err := fsm.EncodeRestore(req.RestoreID, req.Restore)
 		if err != nil {
 			return nil, remoteErr(err)
 		}

@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"sort"
-	"strings"
 	"time"
 
 	"github.com/meshgw/meshgw/transport"
@@ -43,6 +41,8 @@ func (m *Manager) loop() {
 		for _, h := range hs {
 			if m.IsLeader(h.Cluster) {
 				m.autopilot(ctx, h, peers)
+			} else {
+				m.checkRemoved(ctx, h, peers)
 			}
 		}
 		cancel()
@@ -68,167 +68,6 @@ func (m *Manager) trackFailures(peers []Peer) {
 			delete(m.failedSince, n)
 		}
 	}
-}
-
-// maybeBootstrap creates the local cluster's group once BootstrapExpect
-// live nodes of it have been seen, stable for BootstrapStable: the
-// BootstrapExpect alive nodes with the smallest names are its first voters,
-// a choice every node makes alike from the same gossip view. A group that
-// already exists anywhere is never bootstrapped again.
-func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
-	n := m.cfg.BootstrapExpect
-	if n == 0 {
-		return
-	}
-	var alive []Peer
-	for _, p := range peers {
-		if p.Cluster == m.cfg.LocalCluster && p.Status == "alive" && p.RaftAddr != "" && p.RPCAddr != "" {
-			alive = append(alive, p)
-		}
-	}
-	if m.joinBootstrapRound(ctx, alive) {
-		return
-	}
-	if len(alive) < n {
-		m.setCandidates("")
-		return
-	}
-	sort.Slice(alive, func(i, j int) bool { return alive[i].Name < alive[j].Name })
-	chosen := alive[:n]
-	var names []string
-	for _, p := range chosen {
-		names = append(names, p.Name)
-	}
-	key := strings.Join(names, ",")
-	if !m.setCandidates(key) && n > 1 {
-		return // the set just changed: wait for it to settle
-	}
-	m.mu.Lock()
-	stable := time.Since(m.stableSince) >= m.cfg.BootstrapStable || n == 1
-	m.mu.Unlock()
-	if !stable {
-		return
-	}
-	self := -1
-	for i, p := range chosen {
-		if p.Name == m.cfg.NodeName {
-			self = i
-		}
-	}
-	shard := ShardID(m.cfg.LocalCluster)
-	// Anyone already hosting the group? If it is not a peer of this very
-	// bootstrap (same chosen set, created moments ago), the group exists:
-	// wait to be added by its leader instead of creating a second one.
-	inChosen := map[string]bool{}
-	for _, p := range chosen {
-		inChosen[p.Name] = true
-	}
-	for _, p := range alive {
-		if p.Name == m.cfg.NodeName {
-			continue
-		}
-		info, err := m.info(ctx, p.RPCAddr, m.cfg.LocalCluster)
-		if err != nil {
-			m.log.Debug().Err(err).Str("peer", p.Name).Msg("bootstrap: peer not answering yet")
-			return
-		}
-		sameBootstrap := inChosen[p.Name] && info.Replica == replicaID(p.Name, 0) &&
-			!info.BootstrappedAt.IsZero() && time.Since(info.BootstrappedAt) < bootstrapWindow
-		if info.Hosts && !sameBootstrap {
-			if self >= 0 {
-				m.log.Info().Str("cluster", m.cfg.LocalCluster).Str("peer", p.Name).Msg("group already exists; waiting to be added")
-			}
-			return
-		}
-	}
-	if self < 0 {
-		return
-	}
-	members := map[uint64]string{}
-	for _, p := range chosen {
-		members[replicaID(p.Name, 0)] = p.RaftAddr
-	}
-	h := hosted{Cluster: m.cfg.LocalCluster, Shard: shard, Replica: replicaID(m.cfg.NodeName, 0), BootstrappedAt: time.Now(), Initial: members}
-	if err := m.startReplica(h, members, false); err != nil {
-		m.log.Error().Err(err).Str("cluster", h.Cluster).Msg("bootstrap failed")
-		return
-	}
-	m.log.Info().Str("cluster", h.Cluster).Strs("voters", names).Msg("bootstrapped the cluster's Raft group")
-}
-
-// joinBootstrapRound starts this node's replica when a peer bootstrapped
-// the group with this node among its initial members (this node was slower
-// to see the set, or the set changed since). It reports whether it did.
-func (m *Manager) joinBootstrapRound(ctx context.Context, alive []Peer) bool {
-	self := replicaID(m.cfg.NodeName, 0)
-	for _, p := range alive {
-		if p.Name == m.cfg.NodeName {
-			continue
-		}
-		info, err := m.info(ctx, p.RPCAddr, m.cfg.LocalCluster)
-		if err != nil || !info.Hosts || info.BootstrappedAt.IsZero() {
-			continue
-		}
-		if addr, ok := info.Initial[self]; !ok || addr != m.cfg.RaftAdvertiseAddr {
-			continue
-		}
-		h := hosted{Cluster: m.cfg.LocalCluster, Shard: ShardID(m.cfg.LocalCluster), Replica: self,
-			BootstrappedAt: info.BootstrappedAt, Initial: info.Initial}
-		if err := m.startReplica(h, info.Initial, false); err != nil {
-			m.log.Error().Err(err).Msg("start bootstrap replica")
-			return false
-		}
-		m.log.Info().Str("cluster", h.Cluster).Str("peer", p.Name).Msg("started this node's replica of the group a peer bootstrapped")
-		return true
-	}
-	return false
-}
-
-// setCandidates records the bootstrap candidate set; it reports whether the
-// set is unchanged.
-func (m *Manager) setCandidates(key string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if m.candidates == key {
-		return true
-	}
-	m.candidates, m.stableSince = key, time.Now()
-	return false
-}
-
-type infoReq struct {
-	Cluster string `json:"cluster"`
-}
-
-type infoResp struct {
-	Hosts          bool              `json:"hosts"`
-	Replica        uint64            `json:"replica,omitempty"`
-	BootstrappedAt time.Time         `json:"bootstrapped_at,omitzero"`
-	Initial        map[uint64]string `json:"initial,omitempty"`
-}
-
-// bootstrapWindow: a peer that created the group by bootstrap within this
-// window is taken to be part of the same bootstrap round.
-const bootstrapWindow = time.Minute
-
-func (m *Manager) info(ctx context.Context, addr, cluster string) (infoResp, error) {
-	body, _ := json.Marshal(infoReq{Cluster: cluster})
-	resp, err := m.rpc.Call(ctx, addr, methodInfo, body)
-	if err != nil {
-		return infoResp{}, err
-	}
-	var out infoResp
-	err = json.Unmarshal(resp, &out)
-	return out, err
-}
-
-func (m *Manager) serveInfo(ctx context.Context, r *transport.Request) ([]byte, error) {
-	var req infoReq
-	if err := json.Unmarshal(r.Body, &req); err != nil {
-		return nil, transport.Errorf(codeBad, "decode: %v", err)
-	}
-	h, ok := m.hostedShard(req.Cluster)
-	return json.Marshal(infoResp{Hosts: ok, Replica: h.Replica, BootstrappedAt: h.BootstrappedAt, Initial: h.Initial})
 }
 
 type joinReq struct {
@@ -278,6 +117,16 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 				break
 			}
 			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if req.Cluster == m.cfg.LocalCluster {
+		// Seen before starting: once added, this node must never
+		// bootstrap, even if the replica is removed again later.
+		m.bootMu.Lock()
+		err := m.markSeen("added to the group by " + r.Peer)
+		m.bootMu.Unlock()
+		if err != nil {
+			return nil, fmt.Errorf("join cluster %s: %w", req.Cluster, err)
 		}
 	}
 	h := hosted{Cluster: req.Cluster, Shard: req.Shard, Replica: req.Replica, NonVoting: req.NonVoting}

@@ -52,17 +52,7 @@ func (f *fakeMembers) get(name string) Peer {
 	return f.peers[name]
 }
 
-func freeTCP(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-type testNode struct {
+type apNode struct {
 	name          string
 	dataDir, raft string
 	m             *Manager
@@ -70,7 +60,7 @@ type testNode struct {
 	once          sync.Once
 }
 
-func (n *testNode) stop() {
+func (n *apNode) stop() {
 	n.once.Do(func() {
 		n.m.Stop()
 		n.rpc.Close()
@@ -80,7 +70,7 @@ func (n *testNode) stop() {
 // startTestNode starts a manager with a real transport and NodeHost on
 // loopback; it bootstraps nothing (BootstrapExpect 0). With prev it
 // restarts that node: same data dir and Raft address.
-func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *testNode) *testNode {
+func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *apNode) *apNode {
 	t.Helper()
 	ca, cert, key, err := tlsutil.EnsureDevFiles(tlsDir, name)
 	if err != nil {
@@ -125,7 +115,7 @@ func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *t
 		rpc.Close()
 		t.Fatal(err)
 	}
-	n := &testNode{name: name, dataDir: cfg.DataDir, raft: raft, m: m, rpc: rpc}
+	n := &apNode{name: name, dataDir: cfg.DataDir, raft: raft, m: m, rpc: rpc}
 	t.Cleanup(n.stop)
 	view.set(Peer{Name: name, Cluster: cfg.LocalCluster, RaftAddr: raft, RPCAddr: rpc.Addr().String(),
 		Status: "alive"})
@@ -133,7 +123,7 @@ func startTestNode(t *testing.T, tlsDir, name string, view *fakeMembers, prev *t
 }
 
 // leaderOf returns the node that leads the group as the live nodes see it.
-func leaderOf(nodes map[string]*testNode) string {
+func leaderOf(nodes map[string]*apNode) string {
 	for _, n := range nodes {
 		if n.m.IsLeader("default") {
 			return n.name
@@ -142,7 +132,7 @@ func leaderOf(nodes map[string]*testNode) string {
 	return ""
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, f func() error) {
+func apWaitFor(t *testing.T, d time.Duration, what string, f func() error) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
@@ -166,7 +156,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	}
 	tlsDir := t.TempDir()
 	view := &fakeMembers{peers: map[string]Peer{}}
-	nodes := map[string]*testNode{}
+	nodes := map[string]*apNode{}
 	for _, name := range []string{"a1", "a2", "a3"} {
 		nodes[name] = startTestNode(t, tlsDir, name, view, nil)
 	}
@@ -180,13 +170,13 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 20*time.Second, "first leader", func() error {
+	apWaitFor(t, 20*time.Second, "first leader", func() error {
 		if leaderOf(nodes) == "" {
 			return fmt.Errorf("no leader")
 		}
 		return nil
 	})
-	put := func(n *testNode, key string) error {
+	put := func(n *apNode, key string) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		cmd := fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: key, Value: []byte("v")}}}
@@ -286,7 +276,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	}
 	// Autopilot adds the spare once the victim has been failed for the
 	// dead-voter timeout; its join calls fail meanwhile.
-	waitFor(t, 20*time.Second, "spare added to the group", func() error {
+	apWaitFor(t, 20*time.Second, "spare added to the group", func() error {
 		if g := leaderGap(); g > maxGap {
 			t.Fatalf("the group had no leader for %s", g)
 		}
@@ -301,7 +291,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	})
 	// Leadership moves to the other live voter meanwhile: the new leader
 	// finds the pending join in the group's state and carries on.
-	var other *testNode
+	var other *apNode
 	for name, n := range nodes {
 		if name != leader.name && name != "a4" {
 			other = n
@@ -310,13 +300,13 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	if err := leader.m.nh.RequestLeaderTransfer(ShardID("default"), replicaID(other.name, 0)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "leadership moved", func() error {
+	apWaitFor(t, 10*time.Second, "leadership moved", func() error {
 		if !other.m.IsLeader("default") {
 			return fmt.Errorf("leader is %q", leaderOf(nodes))
 		}
 		return nil
 	})
-	waitFor(t, 5*time.Second, "the new leader sees the pending join", func() error {
+	apWaitFor(t, 5*time.Second, "the new leader sees the pending join", func() error {
 		h, _ := other.m.hostedShard("default")
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -343,7 +333,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	p.RPCAddr = realRPC
 	view.set(p)
 
-	waitFor(t, 40*time.Second, "3 voters on live nodes", func() error {
+	apWaitFor(t, 40*time.Second, "3 voters on live nodes", func() error {
 		if g := leaderGap(); g > maxGap {
 			t.Fatalf("the group had no leader for %s", g)
 		}
@@ -365,7 +355,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 		}
 		return nil
 	})
-	waitFor(t, 10*time.Second, "a write through the spare", func() error { return put(spare, "after") })
+	apWaitFor(t, 10*time.Second, "a write through the spare", func() error { return put(spare, "after") })
 	if g := leaderGap(); g > maxGap {
 		t.Fatalf("the group had no leader for %s", g)
 	}
@@ -393,7 +383,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 	}
 	spare = startTestNode(t, tlsDir, "a4", view, spare)
 	nodes["a4"] = spare
-	waitFor(t, 15*time.Second, "a write through the restarted voter", func() error {
+	apWaitFor(t, 15*time.Second, "a write through the restarted voter", func() error {
 		return put(spare, "restarted")
 	})
 	l := leaderOf(nodes)
@@ -403,7 +393,7 @@ func TestReplaceDeadVoterWhileJoinFails(t *testing.T) {
 			delete(nodes, name)
 		}
 	}
-	waitFor(t, 15*time.Second, "a write with only the leader and the restarted voter", func() error {
+	apWaitFor(t, 15*time.Second, "a write with only the leader and the restarted voter", func() error {
 		if leaderOf(nodes) == "" {
 			return fmt.Errorf("no leader")
 		}

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
@@ -889,4 +890,103 @@ func TestClusterWatchAcrossRecovery(t *testing.T) {
 	if marker, after, all := l.afterLastMarker(); marker != "2" || after != "two\n" {
 		t.Fatalf("marker %q, after it %q, all %q", marker, after, all)
 	}
+}
+
+// TestCallerThatStopsReadingIsCut: a node that calls a runner's exec and
+// then stops reading the stream (a stalled client behind it, a wedged
+// gateway) holds neither the process nor the runner's slot: the first
+// output frame that cannot go within OutputWriteTimeout cancels the run.
+func TestCallerThatStopsReadingIsCut(t *testing.T) {
+	c := newTCluster(t)
+	r1 := c.add("r1", true, func(cfg *Config) { cfg.OutputWriteTimeout = 300 * time.Millisecond })
+	caller := c.transport("caller")
+	if err := caller.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caller.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := caller.Stream(ctx, r1.tr.Addr().String(), MethodExec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// 2 MiB of output, beyond a stream's unread receive window, then a
+	// sleep far past the test: only the cut ends it in time.
+	req, _ := json.Marshal(execWire{ID: "x", Attempt: 1, Service: "flood", TimeoutMs: 60_000,
+		Command: []string{"sh", "-c", "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; sleep 60"}})
+	if err := s.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err := s.Recv(); err != nil || len(f) == 0 || f[0] != tagAck {
+		t.Fatalf("ack: %q %v", f, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for r1.ex.InFlight() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the run never started")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	for r1.ex.InFlight() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the runner's slot is still held by a caller that stopped reading")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("slot free %s after the run started", time.Since(start).Round(time.Millisecond))
+}
+
+// TestProxyCallerThatStopsReadingIsCut: the same for an http service: a
+// gateway that stops reading a proxied response (its client stalled) holds
+// no HTTP slot of the runner past OutputWriteTimeout.
+func TestProxyCallerThatStopsReadingIsCut(t *testing.T) {
+	chunk := bytes.Repeat([]byte("x"), 64<<10)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for i := 0; i < 256; i++ { // 16 MiB, beyond every window and buffer
+			if _, err := w.Write(chunk); err != nil {
+				return
+			}
+		}
+	}))
+	defer up.Close()
+	c := newTCluster(t)
+	r1 := c.add("r1", true, func(cfg *Config) { cfg.OutputWriteTimeout = 300 * time.Millisecond })
+	caller := c.transport("caller")
+	if err := caller.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = caller.Close() })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s, err := caller.Stream(ctx, r1.tr.Addr().String(), MethodHTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	hdr, _ := json.Marshal(httpReqWire{Method: "GET", Path: "/", Upstream: up.URL})
+	if err := s.Send(hdr); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Recv(); err != nil { // the response header, then nothing is read
+		t.Fatal(err)
+	}
+	if r1.ex.HTTPInFlight() != 1 {
+		t.Fatalf("%d proxied requests in flight, want the stalled one", r1.ex.HTTPInFlight())
+	}
+	start := time.Now()
+	for r1.ex.HTTPInFlight() != 0 {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the runner's HTTP slot is still held by a caller that stopped reading")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("HTTP slot free %s after the response started", time.Since(start).Round(time.Millisecond))
 }

@@ -46,6 +46,12 @@ type Config struct {
 	// execution (it does so before starting the process): one that has not
 	// is taken for hung and the attempt is retried elsewhere. Default 2s.
 	AckTimeout time.Duration
+	// OutputWriteTimeout bounds each frame a runner sends to the node that
+	// called it (exec output and result, a proxied response): a caller that
+	// does not take one in time has stopped reading, and the execution is
+	// cancelled, or the proxied exchange ended, rather than left to hold
+	// the runner's slot. Default 10s.
+	OutputWriteTimeout time.Duration
 	// PenaltyBox is how long a runner whose call just failed as unreachable
 	// is skipped (cleared by a success). Default 5s.
 	PenaltyBox time.Duration
@@ -117,6 +123,7 @@ func DefaultConfig() Config {
 		RecordOutputCap:    256 << 10,
 		AttemptGrace:       5 * time.Second,
 		AckTimeout:         2 * time.Second,
+		OutputWriteTimeout: 10 * time.Second,
 		PenaltyBox:         5 * time.Second,
 		QueueLease:         60 * time.Second,
 		NoRunnerWait:       30 * time.Second,
@@ -146,6 +153,7 @@ func (c Config) Validate() error {
 	}
 	for _, e := range []error{
 		pos("AttemptGrace", c.AttemptGrace), pos("AckTimeout", c.AckTimeout), pos("PenaltyBox", c.PenaltyBox),
+		pos("OutputWriteTimeout", c.OutputWriteTimeout),
 		pos("QueueLease", c.QueueLease), pos("NoRunnerWait", c.NoRunnerWait),
 		pos("RecoveryInterval", c.RecoveryInterval), pos("RecoveryMargin", c.RecoveryMargin),
 		pos("RetentionAge", c.RetentionAge), pos("RetentionInterval", c.RetentionInterval),
@@ -198,6 +206,7 @@ type Dispatcher struct {
 	stopped   bool
 
 	stats    counters
+	obs      Observer // optional: metrics (SetObserver)
 	asyncSem chan struct{}
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc

@@ -388,7 +388,7 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 		Host:          hdr.Host,
 		RemoteAddr:    hdr.RemoteAddr,
 	}).WithContext(ctx)
-	rw := &frameResponseWriter{s: s, h: http.Header{}}
+	rw := &frameResponseWriter{s: s, h: http.Header{}, timeout: d.cfg.OutputWriteTimeout}
 	err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
 	switch {
 	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
@@ -487,11 +487,23 @@ func (x *remoteExchange) end() {
 
 // frameResponseWriter sends a response as stream frames: a header frame at
 // the first WriteHeader/Write, then one frame per Write.
+//
+// Each frame has timeout to go (Config.OutputWriteTimeout): a gateway that
+// stopped reading (its client stalled) fails the Write, which ends the
+// upstream exchange and frees the runner's HTTP slot.
 type frameResponseWriter struct {
-	s     *transport.Stream
-	h     http.Header
-	wrote bool
-	err   error
+	s       *transport.Stream
+	h       http.Header
+	timeout time.Duration
+	wrote   bool
+	err     error
+}
+
+func (w *frameResponseWriter) send(b []byte) error {
+	if w.timeout > 0 {
+		_ = w.s.SetWriteDeadline(time.Now().Add(w.timeout))
+	}
+	return w.s.Send(b)
 }
 
 func (w *frameResponseWriter) Header() http.Header { return w.h }
@@ -505,7 +517,7 @@ func (w *frameResponseWriter) WriteHeader(code int) {
 	}
 	w.wrote = true
 	b, _ := json.Marshal(httpRespWire{Status: code, Header: w.h})
-	w.err = w.s.Send(b)
+	w.err = w.send(b)
 }
 
 func (w *frameResponseWriter) Write(p []byte) (int, error) {
@@ -518,7 +530,7 @@ func (w *frameResponseWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if w.err = w.s.Send(p); w.err != nil {
+	if w.err = w.send(p); w.err != nil {
 		return 0, w.err
 	}
 	return len(p), nil

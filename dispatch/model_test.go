@@ -16,7 +16,7 @@ func TestServiceValidate(t *testing.T) {
 	if s := ok(); s.Validate() != nil {
 		t.Fatal(s.Validate())
 	}
-	h := Service{Name: "web", Type: TypeHTTP, Upstream: "http://127.0.0.1:8080"}
+	h := Service{Name: "web", Type: TypeHTTP, Upstream: "http://127.0.0.1:8080", Public: true, PassAuthorization: true}
 	if err := h.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +44,8 @@ func TestServiceValidate(t *testing.T) {
 		{"env", func(s *Service) { s.Env = map[string]string{"A=B": "a"} }},
 		{"dir", func(s *Service) { s.Dir = "relative" }},
 		{"strategy", func(s *Service) { s.Strategy = "random" }},
+		{"public", func(s *Service) { s.Public = true }},
+		{"pass_authorization", func(s *Service) { s.PassAuthorization = true }},
 		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`{"type": 12}`) }},
 		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`"string"`) }},
 		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`{"$ref": "file:///etc/passwd"}`) }},

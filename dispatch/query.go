@@ -292,6 +292,8 @@ type liveExec struct {
 	max     int
 	changed chan struct{}
 	done    bool
+	// cluster and service are fixed at addLive (for the Observer).
+	cluster, service string
 }
 
 // begin starts attempt n: the buffers restart empty, so no watcher gets a
@@ -384,7 +386,8 @@ func (l *liveExec) follow(ctx context.Context, fn func(string, []byte)) error {
 
 // addLive registers id as driven by this node (recovery leaves it alone)
 // and returns its output buffer, or nil if it is already registered.
-func (d *Dispatcher) addLive(id string) *liveExec {
+func (d *Dispatcher) addLive(rec *Execution) *liveExec {
+	id := rec.ID
 	max := runner.DefaultConfig().MaxOutput
 	if d.exec != nil {
 		max = d.exec.Config().MaxOutput
@@ -396,14 +399,17 @@ func (d *Dispatcher) addLive(id string) *liveExec {
 		return nil // someone on this node already drives it
 	}
 	d.live[id] = lv
+	lv.cluster, lv.service = rec.Cluster, rec.Service
+	d.observer().ExecDriving(rec.Cluster, rec.Service, 1)
 	return lv
 }
 
 func (d *Dispatcher) removeLive(id string, lv *liveExec) {
 	lv.finish()
 	d.mu.Lock()
-	if d.live[id] == lv {
+	if lv != nil && d.live[id] == lv {
 		delete(d.live, id)
+		d.observer().ExecDriving(lv.cluster, lv.service, -1)
 	}
 	d.mu.Unlock()
 }

@@ -242,7 +242,7 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 		_, err := d.finish(ex, ex.Version, StatusLost, nil, reason+"; input not kept in full, cannot re-run")
 		return err == nil
 	}
-	lv := d.addLive(ex.ID)
+	lv := d.addLive(ex)
 	if lv == nil {
 		return false // picked up meanwhile
 	}

@@ -103,7 +103,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	d.stats.accepted.Add(1)
 	// Registered before the record exists, so this node's own recovery
 	// never mistakes it for abandoned.
-	lv := d.addLive(rec.ID)
+	lv := d.addLive(rec)
 	if opts.Async || len(input) <= d.cfg.RecordInputCap {
 		rec.setInput(input)
 	} else {
@@ -128,6 +128,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 			}
 			return Execution{}, err
 		}
+		d.observer().ExecStarted(cluster, svc.Name)
 		answer := rec.clone()
 		d.spawn(rec, ver, input, lv)
 		return answer, nil
@@ -142,6 +143,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		}
 		return Execution{}, err
 	}
+	d.observer().ExecStarted(cluster, svc.Name)
 	return d.drive(ctx, rec, ver, input, &first, lv, opts.OnOutput)
 }
 
@@ -550,6 +552,7 @@ func (d *Dispatcher) finish(rec *Execution, ver uint64, status Status, res *runn
 		return *rec, err
 	}
 	d.stats.terminal(status)
+	d.observer().ExecFinished(rec.Cluster, rec.Service, status, now.Sub(rec.CreatedAt))
 	rec.Version = nv
 	return *rec, nil
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"sort"
 	"strings"
 	"time"
 )
@@ -57,6 +58,13 @@ type Service struct {
 	RunnerTags map[string]string `json:"runner_tags,omitempty"`
 	Upstream   string            `json:"upstream,omitempty"`
 	Strategy   string            `json:"strategy,omitempty"`
+	// Public (http services only): with ACLs on, /svc/{name}/ needs no
+	// token; every other route stays locked.
+	Public bool `json:"public,omitempty"`
+	// PassAuthorization (http services only): the caller's Authorization
+	// header goes to the upstream untouched, and meshgw reads the caller's
+	// token from X-Meshgw-Token only.
+	PassAuthorization bool `json:"pass_authorization,omitempty"`
 	// Version is the store version of the definition; set on read, ignored
 	// on write (writes use the API's ?cas=).
 	Version uint64 `json:"version,omitempty"`
@@ -99,6 +107,9 @@ type ValidationError struct {
 }
 
 func (e *ValidationError) Error() string {
+	if e.Field == "" { // the definition as a whole
+		return "invalid service: " + e.Message
+	}
 	return fmt.Sprintf("invalid service: %s: %s", e.Field, e.Message)
 }
 
@@ -119,12 +130,47 @@ func ParseService(b []byte) (Service, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&s); err != nil {
+		msg := strings.TrimPrefix(err.Error(), "json: ")
+		switch f := badField(b); f {
+		case "":
+		case "name":
+			// Not Field "name": that means "missing" to the API, which
+			// takes the name from the path then.
+			return s, invalid("", "name: %s", msg)
+		default:
+			return s, invalid(f, "%s", msg)
+		}
 		return s, invalid("", "malformed JSON: %v", err)
 	}
 	if dec.More() {
 		return s, invalid("", "trailing data after the definition")
 	}
 	return s, s.Validate()
+}
+
+// badField names the top-level field of a well-formed JSON object that does
+// not decode into a Service (wrong type, bad duration, unknown name): the
+// json package does not say which field a custom decoder refused.
+func badField(b []byte) string {
+	var raw map[string]json.RawMessage
+	if json.Unmarshal(b, &raw) != nil {
+		return ""
+	}
+	keys := make([]string, 0, len(raw))
+	for k := range raw {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		one, _ := json.Marshal(map[string]json.RawMessage{k: raw[k]})
+		dec := json.NewDecoder(bytes.NewReader(one))
+		dec.DisallowUnknownFields()
+		var s Service
+		if dec.Decode(&s) != nil {
+			return k
+		}
+	}
+	return ""
 }
 
 // Normalize fills defaults: timeout, strategy. Call before storing.
@@ -175,6 +221,12 @@ func (s *Service) Validate() error {
 		}
 		if s.Upstream != "" {
 			return invalid("upstream", "only http services have an upstream")
+		}
+		if s.Public {
+			return invalid("public", "only http services can be public: an exec run always needs a token under ACLs")
+		}
+		if s.PassAuthorization {
+			return invalid("pass_authorization", "only http services have an upstream to pass Authorization to")
 		}
 	case TypeHTTP:
 		if s.Upstream == "" {

@@ -72,6 +72,11 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	if len(req.Command) == 0 || timeout <= 0 || timeout > MaxTimeout {
 		return transport.Errorf(codeInvalid, "exec request needs a command and a timeout in (0, %s]", MaxTimeout)
 	}
+	// A caller that stops reading must not hold the process or the
+	// stream: each frame has OutputWriteTimeout to go, and the first that
+	// does not cancels the execution.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var mu sync.Mutex
 	var sendErr error
 	send := func(tag byte, chunk []byte) {
@@ -83,7 +88,10 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		f := make([]byte, 1+len(chunk))
 		f[0] = tag
 		copy(f[1:], chunk)
-		sendErr = s.Send(f)
+		_ = s.SetWriteDeadline(time.Now().Add(d.cfg.OutputWriteTimeout))
+		if sendErr = s.Send(f); sendErr != nil {
+			cancel()
+		}
 	}
 	send(tagAck, nil)
 	res, err := d.exec.Exec(ctx, runner.ExecRequest{
@@ -102,6 +110,13 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 	case errors.Is(err, runner.ErrInvalid):
 		return transport.Errorf(codeInvalid, "%v", err)
 	case err != nil:
+		mu.Lock()
+		defer mu.Unlock()
+		if sendErr != nil {
+			d.log.Warn().Err(sendErr).Str("exec", req.ID).Str("caller", s.Peer()).
+				Msg("caller stopped taking the output: execution cancelled")
+			return fmt.Errorf("sending output: %w", sendErr)
+		}
 		return err // cancelled: the caller is gone
 	}
 	d.log.Debug().Str("exec", req.ID).Int("attempt", req.Attempt).Str("service", req.Service).

@@ -92,6 +92,9 @@ const (
 	tagRaft    = "raft"
 	tagHTTP    = "http"
 	tagVersion = "v"
+	// tagHosting is set ("1") while the member hosts a replica of its
+	// cluster's Raft group (SetHosting); absent otherwise.
+	tagHosting = "h"
 	userPrefix = "t."
 )
 
@@ -128,17 +131,21 @@ func (c Config) Validate() error {
 	if c.EventBuffer < 1 {
 		return errors.New("gossip: EventBuffer must be at least 1")
 	}
-	if n := encodedSize(c.tags()); n > maxMeta {
+	// Sized with the hosting tag, which SetHosting may add at any time.
+	if n := encodedSize(c.tags(true)); n > maxMeta {
 		return fmt.Errorf("gossip: tags encode to %d bytes, more than the %d memberlist allows: shorten user tags", n, maxMeta)
 	}
 	return nil
 }
 
 // tags encodes the member's tags.
-func (c Config) tags() map[string]string {
+func (c Config) tags(hosting bool) map[string]string {
 	t := map[string]string{
 		tagCluster: c.Cluster,
 		tagRoles:   strings.Join(c.Roles, ","),
+	}
+	if hosting {
+		t[tagHosting] = "1"
 	}
 	for k, v := range map[string]string{tagRPC: c.RPCAddr, tagRaft: c.RaftAddr, tagHTTP: c.HTTPAddr, tagVersion: c.Version} {
 		if v != "" {
@@ -171,11 +178,27 @@ func decodeTags(t map[string]string, m *Member) {
 		m.Roles = []string{}
 	}
 	m.RPCAddr, m.RaftAddr, m.HTTPAddr, m.Version = t[tagRPC], t[tagRaft], t[tagHTTP], t[tagVersion]
+	m.Hosting = t[tagHosting] == "1"
 	m.Tags = map[string]string{}
 	for k, v := range t {
 		if uk, ok := strings.CutPrefix(k, userPrefix); ok {
 			m.Tags[uk] = v
 		}
+	}
+}
+
+// reconnectInterval is how often serf retries a failed member, by profile.
+// Serf's default is 30 s: after a partition heals, the two sides would
+// stay apart that long (and Raft traffic with them). A retry is one TCP
+// push-pull to one failed member, so a few seconds cost nothing.
+func reconnectInterval(profile string) time.Duration {
+	switch profile {
+	case "local":
+		return 2 * time.Second
+	case "wan":
+		return 30 * time.Second
+	default:
+		return 5 * time.Second
 	}
 }
 

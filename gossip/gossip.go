@@ -55,6 +55,9 @@ type Member struct {
 	RaftAddr string
 	HTTPAddr string
 	Version  string
+	// Hosting: the member says it hosts a replica of its cluster's Raft
+	// group (see SetHosting).
+	Hosting bool
 }
 
 // HasRole reports whether m has role r.
@@ -124,10 +127,9 @@ type Gossip struct {
 	dropped atomic.Uint64
 	stop    chan struct{}
 	wg      sync.WaitGroup
-	mu      sync.Mutex
+	mu      sync.Mutex // guards closed, hosting and the serf start
 	closed  bool
-	// tagsMu serializes tag updates (g.cfg.UserTags is written under it).
-	tagsMu sync.Mutex
+	hosting bool
 }
 
 // New validates cfg and prepares the serf configuration. It opens no socket.
@@ -155,9 +157,10 @@ func (g *Gossip) serfConfig() (*serf.Config, error) {
 	sc := serf.DefaultConfig()
 	sc.Init()
 	sc.NodeName = cfg.NodeName
-	sc.Tags = cfg.tags()
+	sc.Tags = cfg.tags(false)
 	sc.EventCh = g.serfCh
 	sc.ReconnectTimeout = cfg.ReconnectTimeout
+	sc.ReconnectInterval = reconnectInterval(cfg.Profile)
 	sc.TombstoneTimeout = cfg.TombstoneTimeout
 	sc.EnableNameConflictResolution = true
 	sc.RejoinAfterLeave = false
@@ -202,22 +205,9 @@ func (g *Gossip) setupKeyring(sc *serf.Config) error {
 	cfg := g.cfg
 	var keys [][]byte
 	if cfg.KeyringFile != "" {
-		data, err := os.ReadFile(cfg.KeyringFile)
-		switch {
-		case err == nil:
-			var encoded []string
-			if err := json.Unmarshal(data, &encoded); err != nil {
-				return fmt.Errorf("keyring file %s: %w", cfg.KeyringFile, err)
-			}
-			for _, k := range encoded {
-				b, err := base64.StdEncoding.DecodeString(k)
-				if err != nil {
-					return fmt.Errorf("keyring file %s: %w", cfg.KeyringFile, err)
-				}
-				keys = append(keys, b)
-			}
-		case !errors.Is(err, os.ErrNotExist):
-			return fmt.Errorf("keyring file: %w", err)
+		var err error
+		if keys, err = ReadKeyringFile(cfg.KeyringFile); err != nil {
+			return err
 		}
 	}
 	if len(keys) == 0 && len(cfg.EncryptKey) > 0 {
@@ -248,17 +238,58 @@ func (g *Gossip) setupKeyring(sc *serf.Config) error {
 	return nil
 }
 
+// LocalKeys returns the keys installed on this node, primary first, or nil
+// when gossip is not encrypted. Rotations done through any node change
+// them (serf's key queries); callers that derive from them poll.
+func (g *Gossip) LocalKeys() [][]byte {
+	kr := g.serfCf.MemberlistConfig.Keyring
+	if kr == nil {
+		return nil
+	}
+	return kr.GetKeys()
+}
+
+// ReadKeyringFile reads the keys of a keyring file, primary first; a
+// missing file holds none.
+func ReadKeyringFile(path string) ([][]byte, error) {
+	data, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keyring file: %w", err)
+	}
+	var encoded []string
+	if err := json.Unmarshal(data, &encoded); err != nil {
+		return nil, fmt.Errorf("keyring file %s: %w", path, err)
+	}
+	keys := make([][]byte, 0, len(encoded))
+	for _, k := range encoded {
+		b, err := base64.StdEncoding.DecodeString(k)
+		if err != nil {
+			return nil, fmt.Errorf("keyring file %s: %w", path, err)
+		}
+		keys = append(keys, b)
+	}
+	return keys, nil
+}
+
 // Encrypted reports whether gossip is encrypted.
 func (g *Gossip) Encrypted() bool { return g.serfCf.MemberlistConfig.Keyring != nil }
 
 // Start creates the serf member (opening the gossip sockets), joins
 // cfg.Join and starts the retry-join and event loops.
 func (g *Gossip) Start(ctx context.Context) error {
+	// Under mu: a SetHosting meanwhile either changes the tags serf starts
+	// with or reaches the started serf.
+	g.mu.Lock()
 	s, err := serf.Create(g.serfCf)
 	if err != nil {
+		g.mu.Unlock()
 		return fmt.Errorf("gossip listen %s: %w", g.cfg.BindAddr, err)
 	}
 	g.sp.Store(s)
+	g.mu.Unlock()
 	g.wg.Add(1)
 	go g.eventLoop()
 	if len(g.cfg.Join) > 0 {
@@ -452,6 +483,29 @@ func decode(m serf.Member, suspect map[string]bool) Member {
 	return out
 }
 
+// SetHosting sets or clears this member's hosting tag, which tells peers
+// it hosts a replica of its cluster's Raft group. Before Start it only
+// changes the tags Start announces. It may block until the update is
+// broadcast (serf's BroadcastTimeout at most).
+func (g *Gossip) SetHosting(hosting bool) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed || g.hosting == hosting {
+		return nil
+	}
+	g.hosting = hosting
+	tags := g.cfg.tags(hosting)
+	s := g.sp.Load()
+	if s == nil {
+		g.serfCf.Tags = tags
+		return nil
+	}
+	if err := s.SetTags(tags); err != nil {
+		return fmt.Errorf("gossip: set hosting tag: %w", err)
+	}
+	return nil
+}
+
 // Leave broadcasts a graceful leave and waits for it to propagate (bounded
 // by ctx). Peers see this node as left.
 func (g *Gossip) Leave(ctx context.Context) error {
@@ -590,8 +644,8 @@ var _ io.Writer = (*libWriter)(nil)
 // gossips them; the size limit is checked as at start. Before Start the new
 // tags are used when the member joins.
 func (g *Gossip) SetUserTags(tags map[string]string) error {
-	g.tagsMu.Lock()
-	defer g.tagsMu.Unlock()
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	next := g.cfg
 	next.UserTags = make(map[string]string, len(tags))
 	for k, v := range tags {
@@ -601,12 +655,12 @@ func (g *Gossip) SetUserTags(tags map[string]string) error {
 		return err
 	}
 	if s := g.sp.Load(); s != nil {
-		if err := s.SetTags(next.tags()); err != nil {
+		if err := s.SetTags(next.tags(g.hosting)); err != nil {
 			return fmt.Errorf("gossip: set tags: %w", err)
 		}
 	} else {
-		g.serfCf.Tags = next.tags()
+		g.serfCf.Tags = next.tags(g.hosting)
 	}
-	g.cfg.UserTags = next.UserTags
+	g.cfg.UserTags = next.UserTags // under g.mu, as SetHosting reads it
 	return nil
 }

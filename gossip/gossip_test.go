@@ -253,13 +253,68 @@ func TestValidateAndTags(t *testing.T) {
 	c.Profile = "lan"
 	c.RPCAddr = "10.0.0.1:7947"
 	var m Member
-	decodeTags(c.tags(), &m)
-	if m.Cluster != "default" || m.RPCAddr != "10.0.0.1:7947" || m.Tags["zone"] != "a" || len(m.Roles) != 2 {
+	decodeTags(c.tags(true), &m)
+	if m.Cluster != "default" || m.RPCAddr != "10.0.0.1:7947" || m.Tags["zone"] != "a" || len(m.Roles) != 2 || !m.Hosting {
 		t.Errorf("round trip: %+v", m)
 	}
 	if _, err := DecodeKey("short"); err == nil {
 		t.Error("bad key accepted")
 	}
+}
+
+// TestHostingTagReachesPeers: SetHosting before and after Start shows in
+// the peers' Members, and clearing it does too.
+func TestHostingTagReachesPeers(t *testing.T) {
+	a := startNode(t, "a", nil)
+	b := startNode(t, "b", func(c *Config) { c.Join = []string{a.cfg.BindAddr} })
+	hosting := func(want bool) func() error {
+		return func() error {
+			for _, m := range b.g.Members(Filter{}) {
+				if m.Name == "a" && m.Hosting != want {
+					return fmt.Errorf("b sees a hosting=%v", m.Hosting)
+				}
+			}
+			return nil
+		}
+	}
+	eventually(t, 5*time.Second, wantStatus([]*node{a, b}, "a", StatusAlive))
+	if err := a.g.SetHosting(true); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, hosting(true))
+	if !a.g.Local().Hosting {
+		t.Error("a's own member has no hosting tag")
+	}
+	if err := a.g.SetHosting(false); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, hosting(false))
+
+	// Set before Start: announced from the first join.
+	c := DefaultConfig()
+	c.NodeName = "pre"
+	c.BindAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	c.Profile = "local"
+	c.Join = []string{a.cfg.BindAddr}
+	g, err := New(c, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.SetHosting(true); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Shutdown() })
+	eventually(t, 5*time.Second, func() error {
+		for _, m := range a.g.Members(Filter{}) {
+			if m.Name == "pre" && m.Hosting {
+				return nil
+			}
+		}
+		return errors.New("a does not see pre hosting")
+	})
 }
 
 func TestGarbageToGossipPort(t *testing.T) {
@@ -310,13 +365,13 @@ func TestTagSizeLimitIsExact(t *testing.T) {
 	c := DefaultConfig()
 	c.NodeName = "x"
 	c.UserTags = map[string]string{"k": ""}
-	base := encodedSize(c.tags())
+	base := encodedSize(c.tags(true))
 	// Grow the value to land exactly on the limit, then one byte over. Values
 	// ≥ 32 bytes use a 2-byte msgpack str8 header, so probe around the limit.
 	var at, over int
 	for n := 0; n < 600; n++ {
 		c.UserTags["k"] = strings.Repeat("v", n)
-		switch s := encodedSize(c.tags()); {
+		switch s := encodedSize(c.tags(true)); {
 		case s <= maxMeta:
 			at = n
 		case over == 0:
@@ -328,7 +383,7 @@ func TestTagSizeLimitIsExact(t *testing.T) {
 	}
 	c.UserTags["k"] = strings.Repeat("v", at)
 	if err := c.Validate(); err != nil {
-		t.Errorf("tags of exactly %d bytes refused: %v", encodedSize(c.tags()), err)
+		t.Errorf("tags of exactly %d bytes refused: %v", encodedSize(c.tags(true)), err)
 	}
 	// serf itself must accept what Validate accepts.
 	c.BindAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
@@ -340,10 +395,14 @@ func TestTagSizeLimitIsExact(t *testing.T) {
 	if err := g.Start(context.Background()); err != nil {
 		t.Fatalf("serf refused tags Validate accepted: %v", err)
 	}
+	// Validate counts the hosting tag: setting it later must fit too.
+	if err := g.SetHosting(true); err != nil {
+		t.Fatalf("serf refused the hosting tag on tags Validate accepted: %v", err)
+	}
 	g.Shutdown()
 	c.UserTags["k"] = strings.Repeat("v", over)
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "tags") {
-		t.Errorf("tags of %d bytes accepted: %v", encodedSize(c.tags()), err)
+		t.Errorf("tags of %d bytes accepted: %v", encodedSize(c.tags(true)), err)
 	}
 }
 

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	meshdns "github.com/meshgw/meshgw/node/dns"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/roles"
 	"github.com/meshgw/meshgw/transport"
@@ -39,18 +41,25 @@ type Agent struct {
 	gossip *gossip.Gossip
 	rpc    *transport.Transport
 	tls    tlsMaterial
+	keyTLS *keyTLS // non-nil when the TLS is derived from the gossip keyring
 	cons   *consensus.Manager
 	disp   *dispatch.Dispatcher
 	roles  *roles.Manager
 	exec   *runner.Executor
 	state  *stateBackend
 	reg    *prometheus.Registry
+	met    *metrics
 	api    *httpapi.API
+	tokens *tokenStore
+	execB  *execBackend
+	trust  *peerTrust // whose TLS this node and they refuse
 	srv    *http.Server
 	httpLn net.Listener
 	// dp serves -proxy, the data-plane listener, when set.
 	dp      *httpapi.DataPlane
 	proxyLn net.Listener
+	// dns serves -dns, the DNS interface, when set.
+	dns *meshdns.Server
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -58,6 +67,11 @@ type Agent struct {
 	done      chan struct{} // closed by Shutdown: stops the agent's own goroutines
 	stopOnce  sync.Once
 	wg        sync.WaitGroup
+
+	// hosting and hostingSig carry consensus's hosting changes to gossip
+	// (noteHosting, hostingLoop).
+	hosting    atomic.Bool
+	hostingSig chan struct{}
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -79,7 +93,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}), reg: prometheus.NewRegistry()}
+	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}),
+		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust()}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -116,11 +131,13 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if h, _, _ := net.SplitHostPort(cfg.RPCAddr); h != "" {
 		hosts = append(hosts, h)
 	}
-	if a.tls, err = resolveTLS(cfg, hosts); err != nil {
+	if a.tls, a.keyTLS, err = resolveTLS(cfg, hosts, g.LocalKeys(), log.With().Str("component", "tls").Logger()); err != nil {
 		return nil, err
 	}
-	tlsConf, err := tlsutil.LoadFiles(a.tls.caFile, a.tls.certFile, a.tls.keyFile)
-	if err != nil {
+	var tlsConf *tls.Config
+	if a.keyTLS != nil {
+		tlsConf = a.keyTLS.dyn.Config()
+	} else if tlsConf, err = tlsutil.LoadFiles(a.tls.caFile, a.tls.certFile, a.tls.keyFile); err != nil {
 		return nil, fmt.Errorf("node-to-node TLS: %w", err)
 	}
 	tcfg := transport.DefaultConfig()
@@ -130,21 +147,39 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		return nil, fmt.Errorf("rpc: %w", err)
 	}
 	a.reg.MustRegister(a.rpc.Collectors()...)
+	if a.keyTLS != nil {
+		kt := a.keyTLS
+		a.rpc.Handle(methodTLSIssuers, func(context.Context, *transport.Request) ([]byte, error) {
+			return kt.Issuers(), nil
+		})
+	}
 	if err := a.wireState(); err != nil {
 		return nil, err
 	}
 
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	a.reg.MustRegister(newMemberCollector(g))
-	opts := []httpapi.Option{}
+	a.met = newMetrics()
+	a.reg.MustRegister(a.met.collectors()...)
+	a.reg.MustRegister(newRaftCollector(a.cons, g, cfg.NodeName))
+	a.disp.SetObserver(a.met)
+	// Every node checks tokens: a request for a cluster whose state says
+	// its ACLs are on is checked against that cluster's tokens, whether or
+	// not this node runs -acl (httpapi's package comment has the table).
+	a.tokens = newTokenStore(a.cons)
+	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
+	a.execB.met = a.met
+	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
-		opts = append(opts, httpapi.WithACL(&tokenStore{kv: a.cons, cluster: cfg.Cluster, now: time.Now}))
+		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
 	}
 	opts = append(opts,
-		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{})),
-		httpapi.WithKeyring(keyringBackend{g}),
+		httpapi.WithMetrics(promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}), cfg.MetricsPublic),
+		httpapi.WithRequestObserver(a.met.observeRequest),
+		httpapi.WithKeyring(keyringBackend{g: g, changed: func() { a.refreshKeyTLS() }}),
 		httpapi.WithState(a.state),
-		httpapi.WithExec(&execBackend{state: a.state, d: a.disp}),
+		httpapi.WithExec(a.execB),
+		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
@@ -216,6 +251,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	default:
 		a.log.Info().Str("tls", string(a.tls.mode)).Msg("node-to-node TLS")
 	}
+	a.wg.Add(1)
+	go a.hostingLoop()
 	if err := a.cons.Start(ctx); err != nil {
 		return err
 	}
@@ -224,6 +261,16 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
+	a.wg.Add(1)
+	go a.probePeers()
+	if a.keyTLS != nil {
+		a.wg.Add(1)
+		go a.watchKeyring()
+	}
+	if a.cfg.ACL {
+		a.wg.Add(1)
+		go a.markACL()
+	}
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
@@ -258,6 +305,12 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 		}()
 	}
+	if a.cfg.DNSAddr != "" {
+		a.dns = meshdns.New(dnsView{a.gossip}, a.log)
+		if err := a.dns.Start(ctx, a.cfg.DNSAddr); err != nil {
+			return err
+		}
+	}
 	a.ready.Store(true)
 	return nil
 }
@@ -268,11 +321,13 @@ func (a *Agent) Start(ctx context.Context) error {
 // otherwise wait for QUIC's idle timeout before failing over.
 func (a *Agent) watchFailures() {
 	defer a.wg.Done()
+	flaps := flapTracker{m: a.met, failed: map[string]bool{}}
 	for {
 		select {
 		case <-a.done:
 			return
 		case ev := <-a.gossip.Events():
+			flaps.event(ev)
 			if ev.Type != gossip.EventFailed {
 				continue
 			}
@@ -284,6 +339,126 @@ func (a *Agent) watchFailures() {
 			}
 		}
 	}
+}
+
+// markACL records in this node's cluster state that its ACLs are on, so
+// that nodes without -acl, of this cluster or another, check the requests
+// they serve for it. It retries until the group takes the write (it does
+// not exist until bootstrapped) or the agent stops.
+func (a *Agent) markACL() {
+	defer a.wg.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.tokens.enable(actx, a.cfg.Cluster)
+		acancel()
+		if err == nil {
+			a.log.Info().Str("cluster", a.cfg.Cluster).Msg("ACLs recorded as on in the cluster's state")
+			return
+		}
+		a.log.Debug().Err(err).Msg("recording ACLs as on; will retry")
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+}
+
+// watchKeyring keeps the derived node TLS following the gossip keyring:
+// rotations reach this node through serf's key queries from any node,
+// which offer no hook, so the keyring is polled. It also fetches the
+// issuer copies of the cluster's peers for the Raft CA bundle (see
+// keyTLS.raftBundle) until they cover every installed key.
+func (a *Agent) watchKeyring() {
+	defer a.wg.Done()
+	tick := time.NewTicker(keyPollInterval)
+	defer tick.Stop()
+	ask := time.NewTicker(issuerFetchInterval)
+	defer ask.Stop()
+	next := map[string]time.Time{} // peer → when to ask it again
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-tick.C:
+			if a.refreshKeyTLS() {
+				clear(next) // what a peer holds changes with the same rotation
+			}
+		case <-ask.C:
+			a.fetchIssuers(next)
+		}
+	}
+}
+
+const (
+	methodTLSIssuers    = "node.tls-issuers"
+	issuerFetchInterval = 2 * time.Second
+)
+
+// fetchIssuers asks the cluster's live peers whose issuer copies do not
+// yet cover every installed key for them, with a backoff per peer.
+func (a *Agent) fetchIssuers(next map[string]time.Time) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-a.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	known := map[string]bool{}
+	for _, m := range a.gossip.Members(gossip.Filter{}) {
+		known[m.Name] = true
+	}
+	if err := a.keyTLS.Prune(known); err != nil {
+		a.log.Warn().Err(err).Msg("Raft CA file not rewritten")
+	}
+	now := time.Now()
+	for _, m := range a.gossip.Members(gossip.Filter{Cluster: a.cfg.Cluster, Status: gossip.StatusAlive}) {
+		if m.Name == a.cfg.NodeName || m.RPCAddr == "" || now.Before(next[m.Name]) || a.keyTLS.Complete(m.Name) {
+			continue
+		}
+		cctx, ccancel := context.WithTimeout(ctx, 2*time.Second)
+		body, err := a.rpc.Call(cctx, m.RPCAddr, methodTLSIssuers, nil)
+		ccancel()
+		if err != nil {
+			// An older peer has no such method: its Raft certificate is
+			// signed by a CA directly and needs no copy.
+			next[m.Name] = now.Add(30 * time.Second)
+			a.log.Debug().Err(err).Str("peer", m.Name).Msg("no issuer copies from peer")
+			continue
+		}
+		changed, err := a.keyTLS.Learn(m.Name, body)
+		if err != nil {
+			a.log.Warn().Err(err).Str("peer", m.Name).Msg("issuer copies from peer refused")
+		}
+		if !changed {
+			next[m.Name] = now.Add(10 * time.Second)
+		}
+	}
+}
+
+// refreshKeyTLS applies the local keyring to the derived node TLS now and
+// reports whether anything changed.
+func (a *Agent) refreshKeyTLS() bool {
+	if a.keyTLS == nil {
+		return false
+	}
+	changed, err := a.keyTLS.Refresh(a.gossip.LocalKeys())
+	if err != nil {
+		a.log.Error().Err(err).Msg("gossip keyring changed but node TLS could not follow it")
+	}
+	return changed
 }
 
 // HTTPAddr is the address the API listens on.
@@ -299,6 +474,15 @@ func (a *Agent) HTTPAddr() string {
 func (a *Agent) ProxyAddr() string {
 	if a.proxyLn != nil {
 		return a.proxyLn.Addr().String()
+	}
+	return ""
+}
+
+// DNSAddr is the address the DNS interface (-dns) listens on, or "" when
+// it is off.
+func (a *Agent) DNSAddr() string {
+	if a.dns != nil {
+		return a.dns.Addr()
 	}
 	return ""
 }
@@ -380,6 +564,13 @@ func (a *Agent) Shutdown() {
 		} else if a.proxyLn != nil {
 			_ = a.proxyLn.Close()
 		}
+		if a.dns != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			if err := a.dns.Shutdown(ctx); err != nil {
+				a.log.Warn().Err(err).Msg("dns shutdown")
+			}
+			cancel()
+		}
 		a.roles.Stop() // before the dispatcher: retention runs in it
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
@@ -395,6 +586,12 @@ func (a *Agent) Shutdown() {
 		}
 		if a.exec != nil {
 			_ = a.exec.Close()
+		}
+		if a.tokens != nil {
+			a.tokens.close()
+		}
+		if a.execB != nil {
+			a.execB.close()
 		}
 		close(a.done)
 		a.wg.Wait()
@@ -419,10 +616,14 @@ func (b *backend) Members(f httpapi.MemberFilter) []httpapi.Member {
 	ms := b.gossip.Members(gossip.Filter{Cluster: f.Cluster, Role: f.Role, Status: gossip.Status(f.Status), Tags: f.Tags})
 	out := make([]httpapi.Member, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, httpapi.Member{
+		hm := httpapi.Member{
 			Name: m.Name, Addr: m.Addr, Status: string(m.Status), Cluster: m.Cluster,
 			Roles: m.Roles, Tags: m.Tags, Version: m.Version, RPCAddr: m.RPCAddr, HTTP: m.HTTPAddr,
-		})
+		}
+		if err := b.trust.refusal(m.RPCAddr); err != nil && m.Status == gossip.StatusAlive {
+			hm.Refused = err.Error()
+		}
+		out = append(out, hm)
 	}
 	return out
 }

@@ -188,21 +188,6 @@ func TestPortInUseNamesTheAddress(t *testing.T) {
 	}
 }
 
-func TestDerivedCAIsDeterministic(t *testing.T) {
-	c1, k1, err := derivedCA([]byte("secret"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, k2, _ := derivedCA([]byte("secret"))
-	c3, _, _ := derivedCA([]byte("other"))
-	if !bytes.Equal(c1, c2) || !bytes.Equal(k1, k2) {
-		t.Fatal("same secret, different CA")
-	}
-	if bytes.Equal(c1, c3) {
-		t.Fatal("different secrets, same CA")
-	}
-}
-
 // TestTLSPolicy: outside -dev, a node reachable off its host must have a
 // cluster secret for node-to-node TLS; the built-in CA is only for
 // loopback-only nodes or an explicit -require-tls-ca=false.
@@ -230,7 +215,12 @@ func TestTLSPolicy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			m, err := resolveTLS(cfg, []string{"127.0.0.1"})
+			var keys [][]byte // what gossip's keyring holds for this config
+			if cfg.Encrypt != "" {
+				k, _ := base64.StdEncoding.DecodeString(cfg.Encrypt)
+				keys = [][]byte{k}
+			}
+			m, _, err := resolveTLS(cfg, []string{"127.0.0.1"}, keys, zerolog.Nop())
 			if c.want == "" {
 				if err == nil || !strings.Contains(err.Error(), "-encrypt") {
 					t.Fatalf("want a refusal naming -encrypt, got mode %q err %v", m.mode, err)

@@ -3,8 +3,8 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch"
@@ -17,18 +17,64 @@ import (
 type execBackend struct {
 	state *stateBackend
 	d     *dispatch.Dispatcher
-	// proxyCache keeps http service definitions for the proxy hot path, so
-	// a proxied request costs no Raft read: a changed definition is seen
-	// within proxyCacheTTL. Runs still read their service linearizably.
-	proxyCache sync.Map // cluster + "/" + name → cachedService
+	// services keeps http service definitions for the proxy hot path and
+	// for authentication (public, pass_authorization), so a /svc/ call
+	// costs no Raft read: a changed definition is seen within cacheFresh,
+	// and while the group has no quorum a known one serves for up to
+	// cacheMaxStale. Runs still read their service linearizably.
+	services *freshCache[dispatch.Service]
+	met      *metrics // nil in tests that need none
 }
 
-const proxyCacheTTL = time.Second
+// Bounds of the service cache: definitions are at most 64 KiB, most far
+// smaller; unknown names (anyone may call /svc/anything) are kept apart.
+const (
+	serviceCacheEntries  = 2048
+	serviceCacheBytes    = 8 << 20
+	serviceCacheNegative = 2048
+)
 
-type cachedService struct {
-	svc     dispatch.Service
-	expires time.Time
+// newExecBackend's service cache shares down with the token cache, so a
+// /svc/ call during a lost quorum waits out at most one read.
+func newExecBackend(state *stateBackend, d *dispatch.Dispatcher, down *groupsDown) *execBackend {
+	b := &execBackend{state: state, d: d,
+		services: newFreshCache[dispatch.Service](serviceCacheEntries, serviceCacheBytes, serviceCacheNegative)}
+	b.services.down = down
+	state.changed = b.services.invalidate
+	return b
 }
+
+// cachedService returns cluster's service name from the cache (found
+// false for none).
+func (b *execBackend) cachedService(ctx context.Context, cluster, name string) (dispatch.Service, bool, error) {
+	svc, ok, err := b.services.get(ctx, cluster, name, func(ctx context.Context) (dispatch.Service, int, bool, error) {
+		it, ok, err := b.state.kv.Get(ctx, cluster, dispatch.ServiceKey(name))
+		if err != nil || !ok {
+			return dispatch.Service{}, 0, false, err
+		}
+		svc, err := decodeService(it)
+		if err != nil {
+			return svc, 0, false, fmt.Errorf("%w: %v", errUndecodable, err)
+		}
+		return svc, 2*len(it.Value) + 256, true, nil
+	})
+	return svc, ok, readError("get service", err)
+}
+
+// ProxyPolicy implements httpapi.ProxyPolicies from the service cache.
+func (b *execBackend) ProxyPolicy(ctx context.Context, cluster, service string) (httpapi.ProxyPolicy, error) {
+	if dispatch.ValidateName(service) != nil {
+		return httpapi.ProxyPolicy{}, nil // the proxy answers 404 after the token check
+	}
+	svc, ok, err := b.cachedService(ctx, cluster, service)
+	if err != nil || !ok || svc.Type != dispatch.TypeHTTP {
+		return httpapi.ProxyPolicy{}, err
+	}
+	return httpapi.ProxyPolicy{Public: svc.Public, PassAuthorization: svc.PassAuthorization}, nil
+}
+
+// close stops the service cache's background reads.
+func (b *execBackend) close() { b.services.close() }
 
 var _ httpapi.ExecBackend = (*execBackend)(nil)
 
@@ -74,6 +120,9 @@ func (b *execBackend) Run(ctx context.Context, cluster, service string, input []
 		return dispatch.Execution{}, err
 	}
 	e, err := b.d.Run(ctx, cluster, svc, input, dispatch.RunOptions{Async: opts.Async, IdempotencyKey: opts.IdempotencyKey, OnOutput: opts.OnOutput})
+	if errors.Is(err, dispatch.ErrBusy) && b.met != nil {
+		b.met.execRefused.WithLabelValues(cluster, svc.Name).Inc()
+	}
 	return e, dispatchError("run", err)
 }
 
@@ -93,20 +142,25 @@ func (b *execBackend) Watch(ctx context.Context, cluster, id string, emit func(s
 }
 
 func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error {
-	key := cluster + "/" + service
-	var svc dispatch.Service
-	if c, ok := b.proxyCache.Load(key); ok && time.Now().Before(c.(cachedService).expires) {
-		svc = c.(cachedService).svc
-	} else {
-		var err error
-		if svc, err = b.state.GetService(r.Context(), cluster, service); err != nil {
-			return err
-		}
-		b.proxyCache.Store(key, cachedService{svc: svc, expires: time.Now().Add(proxyCacheTTL)})
+	svc, ok, err := b.cachedService(r.Context(), cluster, service)
+	if err != nil {
+		return err
 	}
-	err := b.d.ProxyHTTP(w, r, cluster, svc, path)
-	if errors.Is(err, dispatch.ErrProxyAborted) {
+	if !ok {
+		return notFound("service", service)
+	}
+	start := time.Now()
+	sw := &httpapi.StatusWriter{ResponseWriter: w}
+	err = b.d.ProxyHTTP(sw, r, cluster, svc, path)
+	aborted := errors.Is(err, dispatch.ErrProxyAborted)
+	if !aborted {
+		err = dispatchError("proxy", err)
+	}
+	if b.met != nil {
+		b.met.observeProxy(cluster, svc.Name, sw.Code, time.Since(start), err)
+	}
+	if aborted {
 		panic(http.ErrAbortHandler)
 	}
-	return dispatchError("proxy", err)
+	return err
 }

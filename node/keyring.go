@@ -7,8 +7,13 @@ import (
 	"github.com/meshgw/meshgw/node/httpapi"
 )
 
-// keyringBackend serves gossip key rotation over the API.
-type keyringBackend struct{ g *gossip.Gossip }
+// keyringBackend serves gossip key rotation over the API. changed (may be
+// nil) is called after an operation so this node's derived TLS follows at
+// once; the others follow within keyPollInterval.
+type keyringBackend struct {
+	g       *gossip.Gossip
+	changed func()
+}
 
 var _ httpapi.KeyringBackend = keyringBackend{}
 
@@ -28,6 +33,9 @@ func (k keyringBackend) KeyOp(op, key string) (any, error) {
 		r, err = k.g.RemoveKey(key)
 	default:
 		return nil, httpapi.Errorf(http.StatusBadRequest, "bad_request", "unknown keyring operation %q", op)
+	}
+	if op != "list" && k.changed != nil {
+		k.changed()
 	}
 	if err != nil && r.NumNodes == 0 {
 		return nil, httpapi.Errorf(http.StatusBadRequest, "keyring", "%v", err)

@@ -2,9 +2,14 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"net"
+	"path/filepath"
+
+	"github.com/rs/zerolog"
 
 	"github.com/meshgw/meshgw/consensus"
+	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
 )
 
@@ -23,7 +28,19 @@ func RecoverRaft(ctx context.Context, cfg config.Runtime) (consensus.RecoverRepo
 	if h, _, _ := net.SplitHostPort(cfg.RPCAddr); h != "" {
 		hosts = append(hosts, h)
 	}
-	tm, err := resolveTLS(cfg, hosts)
+	// The agent is stopped: its keyring file holds the keys it would use.
+	keys, err := gossip.ReadKeyringFile(filepath.Join(cfg.DataDir, "serf", "keyring"))
+	if err != nil {
+		return consensus.RecoverReport{}, err
+	}
+	if len(keys) == 0 && cfg.Encrypt != "" {
+		key, err := gossip.DecodeKey(cfg.Encrypt)
+		if err != nil {
+			return consensus.RecoverReport{}, fmt.Errorf("-encrypt: %w", err)
+		}
+		keys = [][]byte{key}
+	}
+	tm, _, err := resolveTLS(cfg, hosts, keys, zerolog.Nop())
 	if err != nil {
 		return consensus.RecoverReport{}, err
 	}

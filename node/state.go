@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"sort"
+	"strings"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
@@ -33,19 +34,32 @@ func apiError(op string, err error) error {
 		return nil
 	}
 	var he *httpapi.Error
+	msg := withOp(op, err)
 	switch {
 	case errors.As(err, &he):
 		return err
 	case errors.Is(err, consensus.ErrNoQuorum), errors.Is(err, consensus.ErrNotBootstrapped):
-		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s: %v", op, err).WithRetryAfter(1)
+		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s", msg).WithRetryAfter(1)
 	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
-		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s: %v", op, err).WithRetryAfter(1)
+		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s", msg).WithRetryAfter(1)
 	case errors.Is(err, dispatch.ErrConflict):
-		return httpapi.Errorf(http.StatusConflict, "conflict", "%s: %v", op, err)
+		return httpapi.Errorf(http.StatusConflict, "conflict", "%s", msg)
 	case errors.Is(err, context.Canceled):
 		return httpapi.Errorf(499, "canceled", "%s: client went away", op)
 	}
+	if strings.HasPrefix(err.Error(), op+": ") {
+		return err
+	}
 	return fmt.Errorf("%s: %w", op, err)
+}
+
+// withOp is "op: err", without doubling op when err already starts with
+// it (dispatch names its own operations, e.g. "list executions: ...").
+func withOp(op string, err error) string {
+	if m := err.Error(); strings.HasPrefix(m, op+": ") {
+		return m
+	}
+	return op + ": " + err.Error()
 }
 
 // stateBackend serves services, clusters and snapshots over consensus.
@@ -53,6 +67,16 @@ type stateBackend struct {
 	kv     kvStore
 	gossip *gossip.Gossip
 	cons   *consensus.Manager
+	// changed, when set, hears of every service this node writes or
+	// deletes (the service cache forgets it: this node sees its own
+	// writes at once, others within cacheFresh).
+	changed func(cluster, name string)
+}
+
+func (s *stateBackend) serviceChanged(cluster, name string) {
+	if s.changed != nil {
+		s.changed(cluster, name)
+	}
 }
 
 var _ httpapi.StateBackend = (*stateBackend)(nil)
@@ -64,6 +88,7 @@ func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispa
 		return 0, err
 	}
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}})
+	s.serviceChanged(cluster, svc.Name)
 	if err != nil {
 		return 0, apiError("put service", err)
 	}
@@ -135,6 +160,7 @@ func (s *stateBackend) DeleteService(ctx context.Context, cluster, name string, 
 		}
 	}
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpDelete, Key: key, CAS: cas}}})
+	s.serviceChanged(cluster, name)
 	if err != nil {
 		return apiError("delete service", err)
 	}

@@ -123,7 +123,8 @@ func (s dispatchStore) IsLeader(cluster string) bool { return s.kv.IsLeader(clus
 // status change by at most runnerCacheTTL.
 type runnerView struct {
 	g     *gossip.Gossip
-	cache sync.Map // cluster → *runnerList
+	trust *peerTrust // a refused peer is no runner
+	cache sync.Map   // cluster → *runnerList
 }
 
 type runnerList struct {
@@ -135,7 +136,9 @@ const runnerCacheTTL = 50 * time.Millisecond
 
 var _ dispatch.Runners = (*runnerView)(nil)
 
-func newRunnerView(g *gossip.Gossip) *runnerView { return &runnerView{g: g} }
+func newRunnerView(g *gossip.Gossip, trust *peerTrust) *runnerView {
+	return &runnerView{g: g, trust: trust}
+}
 
 // Runners returns the members of cluster; callers must not modify the slice.
 func (v *runnerView) Runners(cluster string) []dispatch.Runner {
@@ -146,7 +149,7 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 	ms := v.g.Members(gossip.Filter{Cluster: cluster})
 	out := make([]dispatch.Runner, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, toRunner(m))
+		out = append(out, v.toRunner(m))
 	}
 	v.cache.Store(cluster, &runnerList{at: now, runners: out})
 	return out
@@ -155,12 +158,12 @@ func (v *runnerView) Runners(cluster string) []dispatch.Runner {
 func (v *runnerView) Lookup(name string) (dispatch.Runner, bool) {
 	for _, m := range v.g.Members(gossip.Filter{}) {
 		if m.Name == name {
-			return toRunner(m), true
+			return v.toRunner(m), true
 		}
 	}
 	return dispatch.Runner{}, false
 }
 
-func toRunner(m gossip.Member) dispatch.Runner {
-	return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: string(m.Status), Tags: m.Tags, Roles: m.Roles}
+func (v *runnerView) toRunner(m gossip.Member) dispatch.Runner {
+	return dispatch.Runner{Name: m.Name, RPCAddr: m.RPCAddr, Status: v.trust.status(m), Tags: m.Tags, Roles: m.Roles}
 }

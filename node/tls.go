@@ -1,20 +1,14 @@
 package node
 
 import (
-	"crypto/ed25519"
-	"crypto/hkdf"
-	"crypto/sha256"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/base64"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/rs/zerolog"
 
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/transport/tlsutil"
@@ -42,59 +36,63 @@ type tlsMaterial struct {
 const builtinSeed = "meshgw built-in development CA v1: not a secret"
 
 // resolveTLS returns the node-to-node TLS files for this agent, creating
-// them in DataDir/tls where the agent owns the CA.
-func resolveTLS(cfg config.Runtime, hosts []string) (tlsMaterial, error) {
+// them in DataDir/tls where the agent owns the CA. keys is the local gossip
+// keyring (primary first; nil when gossip is not encrypted): with no CA
+// files and not -dev, the TLS is derived from it and follows rotations
+// (keyTLS, returned non-nil).
+func resolveTLS(cfg config.Runtime, hosts []string, keys [][]byte, log zerolog.Logger) (tlsMaterial, *keyTLS, error) {
 	if cfg.CAFile != "" {
 		if _, err := tlsutil.LoadFiles(cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
-			return tlsMaterial{}, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
+			return tlsMaterial{}, nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
 		}
-		return tlsMaterial{mode: tlsFiles, caFile: cfg.CAFile, certFile: cfg.CertFile, keyFile: cfg.KeyFile}, nil
+		return tlsMaterial{mode: tlsFiles, caFile: cfg.CAFile, certFile: cfg.CertFile, keyFile: cfg.KeyFile}, nil, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "tls")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tlsMaterial{}, fmt.Errorf("tls dir: %w", err)
+		return tlsMaterial{}, nil, fmt.Errorf("tls dir: %w", err)
 	}
 	if cfg.Dev {
 		ca, cert, key, err := tlsutil.EnsureDevFiles(dir, cfg.NodeName)
 		if err != nil {
-			return tlsMaterial{}, fmt.Errorf("dev TLS material: %w", err)
+			return tlsMaterial{}, nil, fmt.Errorf("dev TLS material: %w", err)
 		}
-		return tlsMaterial{mode: tlsDev, caFile: ca, certFile: cert, keyFile: key}, nil
+		return tlsMaterial{mode: tlsDev, caFile: ca, certFile: cert, keyFile: key}, nil, nil
+	}
+	if len(keys) > 0 {
+		// The keyring, not -encrypt: after a rotation and a restart the
+		// data dir's keyring holds the current keys, -encrypt the first.
+		kt, err := newKeyTLS(dir, cfg.NodeName, hosts, keys, log)
+		if err != nil {
+			return tlsMaterial{}, nil, err
+		}
+		return kt.files, kt, nil
 	}
 	if cfg.Encrypt == "" && cfg.RequireTLSCA && (cfg.IsSet("require-tls-ca") || !loopbackOnly(cfg)) {
-		return tlsMaterial{}, fmt.Errorf("node-to-node TLS needs a cluster secret: give -encrypt KEY (meshgw keygen; the CA is derived from it) " +
+		return tlsMaterial{}, nil, fmt.Errorf("node-to-node TLS needs a cluster secret: give -encrypt KEY (meshgw keygen; the CA is derived from it) " +
 			"or -ca-file/-cert-file/-key-file (meshgw tls ca create); refusing the built-in shared CA (-require-tls-ca, on by default " +
 			"for nodes reachable off their host; -require-tls-ca=false accepts it)")
 	}
-	mode, secret := tlsBuiltin, []byte(builtinSeed)
-	if cfg.Encrypt != "" {
-		key, err := base64.StdEncoding.DecodeString(cfg.Encrypt)
-		if err != nil {
-			return tlsMaterial{}, fmt.Errorf("-encrypt: not base64: %w", err)
-		}
-		mode, secret = tlsDerived, key
-	}
-	caPEM, caKeyPEM, err := derivedCA(secret)
+	caPEM, caKeyPEM, err := tlsutil.DeriveCA([]byte(builtinSeed))
 	if err != nil {
-		return tlsMaterial{}, err
+		return tlsMaterial{}, nil, err
 	}
 	certPEM, keyPEM, err := tlsutil.GenerateCert(caPEM, caKeyPEM, cfg.NodeName, hosts, 10*365*24*time.Hour)
 	if err != nil {
-		return tlsMaterial{}, fmt.Errorf("node certificate: %w", err)
+		return tlsMaterial{}, nil, fmt.Errorf("node certificate: %w", err)
 	}
-	m := tlsMaterial{mode: mode,
-		caFile:   filepath.Join(dir, "derived-ca.pem"),
-		certFile: filepath.Join(dir, "derived-node.pem"),
-		keyFile:  filepath.Join(dir, "derived-node-key.pem")}
+	m := tlsMaterial{mode: tlsBuiltin,
+		caFile:   filepath.Join(dir, "builtin-ca.pem"),
+		certFile: filepath.Join(dir, "builtin-node.pem"),
+		keyFile:  filepath.Join(dir, "builtin-node-key.pem")}
 	for _, f := range []struct {
 		path string
 		data []byte
 	}{{m.caFile, caPEM}, {m.certFile, certPEM}, {m.keyFile, keyPEM}} {
 		if err := os.WriteFile(f.path, f.data, 0o600); err != nil {
-			return tlsMaterial{}, fmt.Errorf("write %s: %w", f.path, err)
+			return tlsMaterial{}, nil, fmt.Errorf("write %s: %w", f.path, err)
 		}
 	}
-	return m, nil
+	return m, nil, nil
 }
 
 // loopbackOnly reports whether every listener that peers reach (gossip,
@@ -114,36 +112,4 @@ func loopbackOnly(cfg config.Runtime) bool {
 		}
 	}
 	return true
-}
-
-// derivedCA deterministically derives a CA certificate and key from secret:
-// every node holding the same secret builds the same CA, so a mesh that
-// shares a gossip key gets mutually authenticated TLS with no files to copy.
-func derivedCA(secret []byte) (certPEM, keyPEM []byte, err error) {
-	seed, err := hkdf.Key(sha256.New, secret, []byte("meshgw"), "meshgw node-to-node CA v1", ed25519.SeedSize)
-	if err != nil {
-		return nil, nil, fmt.Errorf("derive CA: %w", err)
-	}
-	priv := ed25519.NewKeyFromSeed(seed)
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "meshgw derived cluster CA", Organization: []string{"meshgw"}},
-		NotBefore:             time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC),
-		NotAfter:              time.Date(2124, 1, 1, 0, 0, 0, 0, time.UTC),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
-	}
-	// Ed25519 signatures are deterministic, so the certificate bytes are
-	// identical on every node (no randomness is read).
-	der, err := x509.CreateCertificate(nil, tmpl, tmpl, priv.Public(), priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("derive CA certificate: %w", err)
-	}
-	pk, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, nil, fmt.Errorf("derive CA key: %w", err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: pk}), nil
 }

@@ -2,16 +2,23 @@ package node
 
 import (
 	"fmt"
+	"net"
+	"strconv"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	meshdns "github.com/meshgw/meshgw/node/dns"
 )
 
-// peerView adapts gossip to consensus.Membership.
-type peerView struct{ g *gossip.Gossip }
+// peerView adapts gossip to consensus.Membership; a peer whose TLS is
+// refused is not "alive" to consensus (peerTrust).
+type peerView struct {
+	g     *gossip.Gossip
+	trust *peerTrust
+}
 
 var _ consensus.Membership = peerView{}
 
@@ -19,7 +26,8 @@ func (v peerView) Peers() []consensus.Peer {
 	ms := v.g.Members(gossip.Filter{})
 	out := make([]consensus.Peer, 0, len(ms))
 	for _, m := range ms {
-		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr, Status: string(m.Status)})
+		out = append(out, consensus.Peer{Name: m.Name, Cluster: m.Cluster, RaftAddr: m.RaftAddr, RPCAddr: m.RPCAddr,
+			Status: v.trust.status(m), Hosting: m.Hosting})
 	}
 	return out
 }
@@ -46,7 +54,8 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 func (a *Agent) wireState() error {
 	cfg := a.cfg
 	ccfg := consensusConfig(cfg, a.adv, a.tls)
-	cons, err := consensus.New(ccfg, peerView{a.gossip}, a.rpc, a.log)
+	ccfg.OnHosting = a.noteHosting
+	cons, err := consensus.New(ccfg, peerView{a.gossip, a.trust}, a.rpc, a.log)
 	if err != nil {
 		return fmt.Errorf("consensus: %w", err)
 	}
@@ -68,13 +77,76 @@ func (a *Agent) wireState() error {
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
-	store := dispatchStore{kv: cons}
-	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
+	kv := knownClusters{kvStore: cons, known: func(cluster string) bool {
+		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
+	}}
+	store := dispatchStore{kv: kv}
+	if a.disp, err = dispatch.New(dcfg, newRunnerView(a.gossip, a.trust), store, a.rpc, exec, cfg.NodeName, a.log); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
-	a.state = &stateBackend{kv: cons, gossip: a.gossip, cons: cons}
+	a.state = &stateBackend{kv: kv, gossip: a.gossip, cons: cons}
 	if a.roles, err = a.newRoles(); err != nil {
 		return fmt.Errorf("roles: %w", err)
 	}
 	return nil
+}
+
+// dnsView adapts gossip to the DNS interface's member view: alive members
+// only (a suspect one is left out at once), addressed by the host of their
+// advertised HTTP address, else of their gossip address.
+type dnsView struct{ g *gossip.Gossip }
+
+var _ meshdns.View = dnsView{}
+
+func (v dnsView) LiveMembers() []meshdns.Member {
+	ms := v.g.Members(gossip.Filter{Status: gossip.StatusAlive})
+	out := make([]meshdns.Member, 0, len(ms))
+	for _, m := range ms {
+		h, p, err := net.SplitHostPort(m.HTTPAddr)
+		port, perr := strconv.ParseUint(p, 10, 16)
+		if err != nil || perr != nil {
+			continue // no API to point at
+		}
+		ip := net.ParseIP(h)
+		if ip == nil || ip.IsUnspecified() {
+			gh, _, _ := net.SplitHostPort(m.Addr)
+			if ip = net.ParseIP(gh); ip == nil {
+				continue
+			}
+		}
+		dm := meshdns.Member{Name: m.Name, Cluster: m.Cluster, IP: ip, HTTPPort: uint16(port)}
+		for _, r := range m.Roles {
+			dm.Gateway = dm.Gateway || r == "gateway"
+			dm.Runner = dm.Runner || r == "runner"
+		}
+		out = append(out, dm)
+	}
+	return out
+}
+
+// noteHosting is consensus's OnHosting: it must not block (consensus may
+// hold its bootstrap lock), and gossip's SetHosting may wait for a
+// broadcast, so it records the latest value for hostingLoop.
+func (a *Agent) noteHosting(hosting bool) {
+	a.hosting.Store(hosting)
+	select {
+	case a.hostingSig <- struct{}{}:
+	default: // a signal is pending: the loop reads the latest value
+	}
+}
+
+// hostingLoop sets the gossip hosting tag to the latest value consensus
+// reported, until the agent shuts down.
+func (a *Agent) hostingLoop() {
+	defer a.wg.Done()
+	for {
+		select {
+		case <-a.done:
+			return
+		case <-a.hostingSig:
+			if err := a.gossip.SetHosting(a.hosting.Load()); err != nil {
+				a.log.Warn().Err(err).Msg("gossip hosting tag")
+			}
+		}
+	}
 }

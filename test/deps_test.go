@@ -91,3 +91,20 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		}
 	}
 }
+
+// TestDNSImportsNoMeshgwPackage: the DNS interface sees members through
+// its own View interface, so it may not import node (or anything of ours).
+func TestDNSImportsNoMeshgwPackage(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != mod+"/node/dns" {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, mod+"/") {
+				t.Errorf("%s imports %s", p.ImportPath, imp)
+			}
+		}
+		return
+	}
+	t.Fatal("package node/dns not found")
+}

@@ -109,6 +109,10 @@ type Node struct {
 	DataDir string
 	LogPath string
 	Args    []string // extra flags, kept across restarts
+	// Wrap, when set, runs the agent through a launcher (the partition
+	// suite's `ip netns exec NS`), which must exec the binary in place so
+	// signals reach the agent itself.
+	Wrap    []string
 	cmd     *exec.Cmd
 	done    chan struct{}
 	exitErr error
@@ -157,13 +161,14 @@ func NewCA(t testing.TB) *CA {
 }
 
 // Flags returns -ca-file/-cert-file/-key-file for node name, issuing its
-// certificate on first use.
-func (ca *CA) Flags(name string) []string {
+// certificate on first use, valid for loopback and the extra IPs in ips
+// (Raft's TLS checks the peer's IP).
+func (ca *CA) Flags(name string, ips ...string) []string {
 	ca.t.Helper()
 	cert, key := tlsutil.CertFileNames(name)
 	cert, key = filepath.Join(ca.Dir, cert), filepath.Join(ca.Dir, key)
 	if _, err := os.Stat(cert); err != nil {
-		certPEM, keyPEM, err := tlsutil.GenerateCert(ca.certPEM, ca.keyPEM, name, []string{"127.0.0.1", "localhost"}, 24*time.Hour)
+		certPEM, keyPEM, err := tlsutil.GenerateCert(ca.certPEM, ca.keyPEM, name, append([]string{"127.0.0.1", "localhost"}, ips...), 24*time.Hour)
 		if err != nil {
 			ca.t.Fatal(err)
 		}
@@ -244,6 +249,15 @@ func ownTLS(args []string) bool {
 
 // Add starts one more agent joined to the cluster.
 func (c *Cluster) Add(t testing.TB, name string, i int) *Node {
+	n := c.NewNode(t, name, c.agentArgs(i)...)
+	n.Start()
+	c.Nodes = append(c.Nodes, n)
+	return n
+}
+
+// agentArgs are the flags Add gives node i: the cluster's options, joined
+// to the first node.
+func (c *Cluster) agentArgs(i int) []string {
 	args := []string{"-gossip-profile", c.opts.Profile, "-bootstrap-expect", fmt.Sprint(c.opts.BootstrapExpect),
 		"-autopilot-dead-after", "3s"}
 	if c.opts.Cluster != "" {
@@ -258,10 +272,7 @@ func (c *Cluster) Add(t testing.TB, name string, i int) *Node {
 	if c.opts.Extra != nil {
 		args = append(args, c.opts.Extra(i)...)
 	}
-	n := c.NewNode(t, name, args...)
-	n.Start()
-	c.Nodes = append(c.Nodes, n)
-	return n
+	return args
 }
 
 // Start launches the agent process; the test's cleanup kills it.
@@ -279,7 +290,8 @@ func (n *Node) start() error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, args...)
+	argv := append(append(append([]string{}, n.Wrap...), bin), args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = f, f
 	cmd.SysProcAttr = procAttr() // dies with the test binary, even on a -timeout panic
 	cmd.Env = append(os.Environ(), "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=1")

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -162,10 +163,116 @@ func TestACLTokens(t *testing.T) {
 	if _, stderr, code := CLI(t, "acl", "token", "revoke", runTok.Accessor, "-http-addr", c.Nodes[0].HTTP, "-token", mgmt); code != 0 {
 		t.Fatalf("revoke: %s", stderr)
 	}
+	// Nodes cache a token's answer for up to a second (node/freshcache.go):
+	// the revoking node refuses it at once, every node within a second.
+	revoked := time.Now()
+	if code := auth(c.Nodes[0], runTok.Secret, "GET", "/v1/services", ""); code != 401 {
+		t.Errorf("revoked token on the revoking node: %d, want 401", code)
+	}
 	for _, n := range c.Nodes {
-		if code := auth(n, runTok.Secret, "GET", "/v1/services", ""); code != 401 {
-			t.Errorf("revoked token on %s: %d, want 401", n.Name, code)
+		Eventually(t, time.Until(revoked.Add(time.Second)), func() error {
+			if code := auth(n, runTok.Secret, "GET", "/v1/services", ""); code != 401 {
+				return fmt.Errorf("revoked token on %s: %d, want 401", n.Name, code)
+			}
+			return nil
+		})
+	}
+}
+
+// authCode sends one request to n with secret as its Bearer token ("" for
+// none) and returns the status.
+func authCode(t *testing.T, n *Node, secret, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, "http://"+n.HTTP+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if secret != "" {
+		req.Header.Set("Authorization", "Bearer "+secret)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// bootstrapACL bootstraps n's cluster's ACLs (retrying while its group
+// forms) and returns the management secret.
+func bootstrapACL(t *testing.T, n *Node) string {
+	t.Helper()
+	var boot struct {
+		Secret string `json:"secret_id"`
+	}
+	Eventually(t, 60*time.Second, func() error {
+		o, stderr, code := CLI(t, "acl", "bootstrap", "-http-addr", n.HTTP, "-format", "json")
+		if code != 0 {
+			return fmt.Errorf("bootstrap on %s: %s %s", n.Name, o, stderr)
 		}
+		return json.Unmarshal([]byte(o), &boot)
+	})
+	return boot.Secret
+}
+
+// A token belongs to its cluster: red's token is refused on blue through
+// any node, blue's works on blue through a node of red, and a node of red
+// started without -acl opens neither blue nor, once red's state says its
+// ACLs are on, red.
+func TestTokenBelongsToItsCluster(t *testing.T) {
+	c := StartCluster(t, 2, Options{Cluster: "red", Extra: func(i int) []string {
+		if i == 0 {
+			return []string{"-acl"}
+		}
+		return nil
+	}})
+	redACL, redOpen := c.Nodes[0], c.Nodes[1]
+	blue := c.NewNode(t, "b1", "-cluster", "blue", "-bootstrap-expect", "1", "-gossip-profile", "local",
+		"-join", c.Nodes[0].Gossip, "-acl")
+	blue.Start()
+	WaitHealthy(t, 30*time.Second, blue)
+	redTok, blueTok := bootstrapACL(t, redACL), bootstrapACL(t, blue)
+
+	def := `{"name":"echo","type":"exec","command":["echo","hi"]}`
+	if code := authCode(t, blue, blueTok, "PUT", "/v1/services/echo", def); code != 200 {
+		t.Fatalf("blue's token writing on blue: %d", code)
+	}
+	calls := [][3]string{
+		{"GET", "/v1/services?cluster=blue", ""},
+		{"PUT", "/v1/services/red-made?cluster=blue", strings.Replace(def, "echo", "red-made", 1)},
+		{"POST", "/v1/services/echo/run?cluster=blue", "{}"},
+		{"GET", "/v1/executions?cluster=blue", ""},
+	}
+	for _, n := range []*Node{redACL, redOpen, blue} {
+		for _, call := range calls {
+			if code := authCode(t, n, redTok, call[0], call[1], call[2]); code != 401 && code != 403 {
+				t.Errorf("red's token on blue via %s: %s %s: %d, want 401", n.Name, call[0], call[1], code)
+			}
+			if code := authCode(t, n, "", call[0], call[1], call[2]); code != 401 {
+				t.Errorf("no token on blue via %s: %s %s: %d, want 401", n.Name, call[0], call[1], code)
+			}
+		}
+	}
+	for _, n := range []*Node{redACL, redOpen} {
+		if code := authCode(t, n, blueTok, "POST", "/v1/services/echo/run?cluster=blue", "{}"); code != 200 {
+			t.Errorf("blue's token running on blue via %s: %d, want 200", n.Name, code)
+		}
+		if code := authCode(t, n, blueTok, "GET", "/v1/services", ""); code != 401 {
+			t.Errorf("blue's token on red via %s: %d, want 401", n.Name, code)
+		}
+	}
+	if code := authCode(t, blue, blueTok, "GET", "/v1/services/red-made", ""); code != 404 {
+		t.Errorf("a call refused on blue left a service behind: %d", code)
+	}
+	// redOpen runs no -acl, but red's state says its ACLs are on.
+	Eventually(t, 10*time.Second, func() error {
+		if code := authCode(t, redOpen, "", "GET", "/v1/services", ""); code != 401 {
+			return fmt.Errorf("red's node without -acl, no token: %d, want 401", code)
+		}
+		return nil
+	})
+	if code := authCode(t, redOpen, redTok, "GET", "/v1/services", ""); code != 200 {
+		t.Errorf("red's token on red's node without -acl: %d", code)
 	}
 }
 
@@ -257,4 +364,88 @@ func TestHTTPSClientAPI(t *testing.T) {
 	if out, stderr, code := CLI(t, "members", "-http-addr", "https://"+n.HTTP, "-http-ca-file", filepath.Join(dir, "ca.pem")); code != 0 || !strings.Contains(out, "secure") {
 		t.Fatalf("CLI over https: %d %s %s", code, out, stderr)
 	}
+}
+
+// A node whose TLS its peers refuse (a foreign CA) gossips as alive, but
+// is never a bootstrap candidate, runner or forwarding target; members and
+// runners show it refused, and its own log says why. It is the seed and
+// has the smallest name, so the old code picked it as the group's first
+// voter and the group never formed.
+func TestForeignCANodeIsNeverChosen(t *testing.T) {
+	dir := t.TempDir()
+	if _, stderr, code := CLI(t, "tls", "ca", "create", "-dir", dir); code != 0 {
+		t.Fatal(stderr)
+	}
+	if _, stderr, code := CLI(t, "tls", "cert", "create", "-dir", dir, "-node", "a-foreign"); code != 0 {
+		t.Fatal(stderr)
+	}
+	x := NewNode(t, "a-foreign", "-bootstrap-expect", "1", "-gossip-profile", "local",
+		"-ca-file", filepath.Join(dir, "ca.pem"), "-cert-file", filepath.Join(dir, "a-foreign.pem"),
+		"-key-file", filepath.Join(dir, "a-foreign-key.pem"))
+	x.Start()
+	WaitHealthy(t, 20*time.Second, x)
+	c := StartCluster(t, 2, Options{BootstrapExpect: 1, Extra: func(int) []string { return []string{"-join", x.Gossip} }})
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	start := time.Now()
+	Eventually(t, 30*time.Second, func() error {
+		g, err := n1.Group("default")
+		if err != nil || g.Leader == "" {
+			return fmt.Errorf("no group on n1: %v %+v", err, g)
+		}
+		return nil
+	})
+	t.Logf("group formed on n1 %s after the cluster started", time.Since(start).Round(time.Millisecond))
+	Eventually(t, 20*time.Second, func() error {
+		_, err := n2.Do("PUT", "/v1/services/echo", svcDef("echo"), nil)
+		return err
+	})
+	for _, path := range []string{"/v1/members", "/v1/runners"} {
+		var ms []struct {
+			Name    string `json:"name"`
+			Status  string `json:"status"`
+			Refused string `json:"refused"`
+		}
+		if _, err := n2.Do("GET", path, nil, &ms); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, m := range ms {
+			if m.Name == x.Name {
+				found = true
+				if m.Refused == "" {
+					t.Errorf("%s: %s shown as %q, not refused", path, m.Name, m.Status)
+				}
+			} else if m.Refused != "" {
+				t.Errorf("%s: %s refused: %s", path, m.Name, m.Refused)
+			}
+		}
+		if !found {
+			t.Errorf("%s does not list %s", path, x.Name)
+		}
+	}
+	failed := 0
+	for i := 0; i < 30; i++ {
+		var res struct {
+			Runner string `json:"runner"`
+			Status string `json:"status"`
+		}
+		if _, err := c.Nodes[i%2].Do("POST", "/v1/services/echo/run", map[string]any{}, &res); err != nil || res.Status != "succeeded" {
+			failed++
+			t.Logf("run %d: %v %+v", i, err, res)
+		} else if res.Runner == x.Name {
+			t.Errorf("run %d ran on the refused node", i)
+		}
+	}
+	if failed > 0 {
+		t.Errorf("%d of 30 runs failed", failed)
+	}
+	Eventually(t, 15*time.Second, func() error {
+		if !x.logHas("every peer refuses TLS with this node") {
+			return errors.New("the refused node's log does not say that its peers refuse its TLS")
+		}
+		if !n1.logHas("TLS with this peer is refused") {
+			return errors.New("n1's log does not name the refused peer")
+		}
+		return nil
+	})
 }

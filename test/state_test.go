@@ -136,6 +136,20 @@ func TestAutopilotReplacesKilledVoter(t *testing.T) {
 		return nil
 	})
 	t.Logf("dead voter %s replaced %s after the kill (dead-after 3 s)", victim.Name, time.Since(start).Round(100*time.Millisecond))
+	// Autopilot's changes show in its metrics, summed over the live nodes
+	// (leadership may have moved while it worked).
+	for _, action := range []string{"promote", "remove"} {
+		total := 0.0
+		for _, n := range live {
+			_, body := scrape(t, n, "")
+			v, _ := metricValue(parseMetrics(t, body), "meshgw_autopilot_actions_total",
+				l("cluster", "default", "action", action, "result", "ok"))
+			total += v
+		}
+		if total < 1 {
+			t.Errorf("meshgw_autopilot_actions_total{action=%q,result=\"ok\"} = %v over the live nodes, want >= 1", action, total)
+		}
+	}
 	Eventually(t, 20*time.Second, func() error {
 		_, err := live[0].Do("PUT", "/v1/services/after", svcDef("after"), nil)
 		return err

@@ -77,11 +77,33 @@ func (t *Transport) dial(addr string, pc *peerConn) {
 			pc.err = ErrClosed
 			return
 		}
+		if refusedTLS(err) {
+			pc.err = fmt.Errorf("dial %s: %w: %w: %w", addr, ErrUnreachable, ErrRefused, err)
+			return
+		}
 		pc.err = fmt.Errorf("dial %s: %w: %w", addr, ErrUnreachable, err)
 		return
 	}
 	pc.conn, pc.peer = c, peerName(c)
 	t.metrics.dials.Inc()
+}
+
+// probeMethod is a method no node serves: a peer that answers it with
+// CodeNoHandler has accepted this node's certificate, and this node its.
+const probeMethod = "transport.probe"
+
+// Probe checks that this node and the peer at addr accept each other's TLS:
+// nil if so, an error wrapping ErrRefused if a certificate was refused
+// (either way), another error (unreachable, ctx) if it cannot tell.
+func (t *Transport) Probe(ctx context.Context, addr string) error {
+	_, err := t.Call(ctx, addr, probeMethod, nil)
+	if errors.Is(err, &RemoteError{Code: CodeNoHandler}) {
+		return nil
+	}
+	if err == nil {
+		return nil
+	}
+	return fmt.Errorf("probe %s: %w", addr, err)
 }
 
 // Disconnect closes the pooled connection to addr, if any: calls in flight
@@ -142,6 +164,9 @@ func (t *Transport) openStream(ctx context.Context, addr string) (*quic.Conn, *q
 		t.forget(addr, c)
 		if ctx.Err() != nil {
 			return nil, nil, fmt.Errorf("open stream to %s: %w", addr, ctx.Err())
+		}
+		if refusedTLS(err) {
+			return nil, nil, fmt.Errorf("open stream to %s: %w: %w: %w", addr, ErrUnreachable, ErrRefused, err)
 		}
 		return nil, nil, fmt.Errorf("open stream to %s: %w: %w", addr, ErrUnreachable, err)
 	}

@@ -18,7 +18,8 @@ type Config struct {
 	BindAddr string
 	// TLS is the mutual-TLS config (see tlsutil.NewConfig), used for both
 	// listening and dialing. It must hold a certificate, RootCAs and
-	// ClientCAs. The Transport clones it and sets NextProtos (and ServerName
+	// ClientCAs, or be a config that verifies peers itself
+	// (tlsutil.Dynamic: VerifyConnection with RequireAnyClientCert). The Transport clones it and sets NextProtos (and ServerName
 	// "meshgw" when empty).
 	TLS *tls.Config
 	// MaxFrameSize bounds one frame's payload (a request or response body
@@ -57,8 +58,8 @@ func (c Config) Validate() error {
 	if len(c.TLS.Certificates) == 0 && c.TLS.GetCertificate == nil {
 		return errors.New("transport: TLS config has no certificate")
 	}
-	if c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil {
-		return errors.New("transport: TLS config needs RootCAs and ClientCAs (mutual TLS)")
+	if (c.TLS.RootCAs == nil || c.TLS.ClientCAs == nil) && !verifiesItself(c.TLS) {
+		return errors.New("transport: TLS config needs RootCAs and ClientCAs, or VerifyConnection (mutual TLS)")
 	}
 	if c.MaxFrameSize < 1024 || c.MaxFrameSize > 1<<30 {
 		return fmt.Errorf("transport: MaxFrameSize %d out of range [1 KiB, 1 GiB]", c.MaxFrameSize)
@@ -73,4 +74,11 @@ func (c Config) Validate() error {
 		return fmt.Errorf("transport: IdleTimeout %s must be at least 30ms", c.IdleTimeout)
 	}
 	return nil
+}
+
+// verifiesItself reports whether c replaces the standard peer checks with
+// its own (tlsutil.Dynamic.Config): it still requires a client certificate
+// and checks every handshake in VerifyConnection.
+func verifiesItself(c *tls.Config) bool {
+	return c.VerifyConnection != nil && c.InsecureSkipVerify && c.ClientAuth == tls.RequireAnyClientCert
 }

@@ -23,6 +23,11 @@ var (
 	// ErrUnreachable when the peer is gone). A failure after the request
 	// was written does not carry it: its outcome is unknown.
 	ErrNotSent = errors.New("transport: request not sent")
+	// ErrRefused: the TLS handshake with the peer failed on a certificate,
+	// theirs refused here or ours refused there (a foreign CA, an expired
+	// or misnamed certificate). Retrying will not help until one side's
+	// TLS material changes. Wraps alongside ErrUnreachable and the cause.
+	ErrRefused = errors.New("transport: TLS refused")
 	// ErrFrameTooLarge: a frame is bigger than MaxFrameSize (ours or the
 	// peer's); it was not sent, or not allocated when received.
 	ErrFrameTooLarge = errors.New("transport: frame too large")

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/quic-go/quic-go"
 )
@@ -51,6 +52,11 @@ func (s *Stream) Send(b []byte) error {
 	}
 	return nil
 }
+
+// SetWriteDeadline bounds the Sends (and, handler side, the final frame)
+// made after it: one that cannot complete by t, because the peer stopped
+// reading, fails with a timeout. The zero time removes the bound.
+func (s *Stream) SetWriteDeadline(t time.Time) error { return s.str.SetWriteDeadline(t) }
 
 // Recv reads the next message; io.EOF once the other side half-closed.
 // The returned slice is owned by the caller. An error the handler returned
@@ -117,6 +123,16 @@ func (s *Stream) finish(err error) {
 	s.str.CancelRead(codeDone)
 }
 
+// refusedTLS reports whether err is a TLS handshake failure: a crypto
+// error of QUIC (a TLS alert, sent or received), as a certificate one side
+// does not accept causes. A server that refuses the client's certificate
+// does so after the client's handshake is over, so this shows on the first
+// call, not only on the dial.
+func refusedTLS(err error) bool {
+	var te *quic.TransportError
+	return errors.As(err, &te) && te.ErrorCode.IsCryptoError()
+}
+
 func (s *Stream) wrap(op string, err error) error {
 	return classify(fmt.Sprintf("%s %s %s", op, s.method, s.addr), err)
 }
@@ -136,6 +152,8 @@ func classify(what string, err error) error {
 	switch {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return fmt.Errorf("%s: %w", what, err)
+	case refusedTLS(err):
+		return fmt.Errorf("%s: %w: %w: %w", what, ErrUnreachable, ErrRefused, err)
 	case errors.As(err, &se) && se.Remote && se.ErrorCode == codeShutdown,
 		errors.As(err, &se) && !se.Remote && se.ErrorCode == codeCancel,
 		errors.As(err, &ae), errors.As(err, &ite), errors.As(err, &hte), errors.As(err, &sre),

@@ -98,7 +98,9 @@ func New(cfg Config, log zerolog.Logger) (*Transport, error) {
 	}
 	srv := cfg.TLS.Clone()
 	srv.NextProtos = []string{NextProto}
-	srv.ClientAuth = tls.RequireAndVerifyClientCert
+	if !verifiesItself(srv) {
+		srv.ClientAuth = tls.RequireAndVerifyClientCert
+	}
 	if srv.MinVersion < tls.VersionTLS13 {
 		srv.MinVersion = tls.VersionTLS13
 	}
@@ -204,10 +206,17 @@ func (t *Transport) Start() error {
 // the stale connections of its callers at once instead of letting them
 // wait for the idle timeout. nil (no resets) if the key is not available.
 func statelessResetKey(c *tls.Config) *quic.StatelessResetKey {
-	if len(c.Certificates) == 0 || c.Certificates[0].PrivateKey == nil {
+	var cert *tls.Certificate
+	switch {
+	case len(c.Certificates) > 0:
+		cert = &c.Certificates[0]
+	case c.GetCertificate != nil:
+		cert, _ = c.GetCertificate(&tls.ClientHelloInfo{})
+	}
+	if cert == nil || cert.PrivateKey == nil {
 		return nil
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(c.Certificates[0].PrivateKey)
+	der, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
 	if err != nil {
 		return nil
 	}

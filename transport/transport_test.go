@@ -235,6 +235,36 @@ func TestForeignCARefused(t *testing.T) {
 	}
 }
 
+// TestProbeTellsRefusedFromAccepted: Probe is nil between nodes of one CA
+// and ErrRefused (not only ErrUnreachable) when either side refuses the
+// other's certificate; a peer that is merely gone is not "refused".
+func TestProbeTellsRefusedFromAccepted(t *testing.T) {
+	dir := t.TempDir()
+	srv := echoServer(t, dir)
+	friend := newTransport(t, dir, "friend", "127.0.0.1:0", nil)
+	intruder := newTransport(t, t.TempDir(), "intruder", "127.0.0.1:0", nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := friend.Probe(ctx, srv.Addr().String()); err != nil {
+		t.Fatalf("same CA: %v", err)
+	}
+	if err := intruder.Probe(ctx, srv.Addr().String()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("a foreign client probing: %v, want ErrRefused", err)
+	}
+	if err := srv.Probe(ctx, intruder.Addr().String()); !errors.Is(err, ErrRefused) {
+		t.Fatalf("probing a foreign server: %v, want ErrRefused", err)
+	}
+	if _, err := intruder.Call(ctx, srv.Addr().String(), "echo", nil); !errors.Is(err, ErrRefused) || !errors.Is(err, ErrUnreachable) {
+		t.Fatalf("a foreign client's call: %v, want ErrRefused and ErrUnreachable", err)
+	}
+	l, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	gone := l.LocalAddr().String()
+	l.Close()
+	if err := friend.Probe(ctx, gone); err == nil || errors.Is(err, ErrRefused) {
+		t.Fatalf("nobody there: %v, want an error that is not ErrRefused", err)
+	}
+}
+
 func TestGarbageDatagramsDoNotHurt(t *testing.T) {
 	dir := t.TempDir()
 	srv := echoServer(t, dir)

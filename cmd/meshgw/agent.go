@@ -19,11 +19,11 @@ import (
 
 func runAgent(args []string, stdout, stderr io.Writer) error {
 	b := config.NewBuilder(args)
-	b.Output = stderr
+	b.Output = nil // dispatch prints -h, on stdout
 	cfg, err := b.Build()
 	if err != nil {
 		if errors.Is(err, config.ErrHelp) {
-			return nil
+			return &helpRequest{flags: config.WriteFlagHelp}
 		}
 		return &exitError{code: 2, err: errors.New(oneLine(err))}
 	}
@@ -54,6 +54,9 @@ func runAgent(args []string, stdout, stderr io.Writer) error {
 	ev := log.Info().Str("http", agent.HTTPAddr())
 	if p := agent.ProxyAddr(); p != "" {
 		ev = ev.Str("proxy", p)
+	}
+	if d := agent.DNSAddr(); d != "" {
+		ev = ev.Str("dns", d)
 	}
 	ev.Str("cluster", cfg.Cluster).Strs("roles", cfg.Roles).Str("version", version).Msg("agent running")
 

@@ -14,8 +14,24 @@ import (
 
 func init() {
 	extraCommandList = append(extraCommandList,
-		command{"run", "run SERVICE [-input JSON|-input-file F] [-async]: run a service on a live runner", cmdRun},
-		command{"executions", "executions list | get ID | watch ID", cmdExecutions},
+		command{name: "run", summary: "run SERVICE [-input JSON|-input-file F] [-async]: run a service on a live runner",
+			run: cmdRun, args: []arg{{"SERVICE", "the name of an exec service"}},
+			desc: "Run an exec service on a live runner of its cluster and wait for the end: its " +
+				"stdout and stderr are printed and its exit code is this command's. The input JSON " +
+				"arrives on the process's stdin. -async returns the execution ID at once; the run " +
+				"is recorded durably either way. A run is only retried by the client after a 429/503 " +
+				"when it carries -idempotency-key."},
+		command{name: "executions", summary: "executions list | get ID | watch ID", subs: []command{
+			{name: "list", aliases: []string{"ls"}, summary: "list execution records, newest first", run: cmdExecutionsList,
+				desc: "List the execution records of a cluster, newest first, optionally of one service or in one status."},
+			{name: "get", summary: "print one execution record", run: cmdExecutionsGet,
+				args: []arg{{"ID", "an execution ID (meshgw run -async prints it)"}},
+				desc: "Print the record of execution ID as JSON: status, runner, exit code, output, attempts."},
+			{name: "watch", summary: "stream an execution's output until it ends", run: cmdExecutionsWatch,
+				args: []arg{{"ID", "an execution ID"}},
+				desc: "Stream the output of execution ID as it runs, and exit with its exit code when " +
+					"it ends. When an attempt is lost and retried, says so before the new attempt's output."},
+		}, desc: "Read the durable records of exec executions and follow running ones."},
 	)
 }
 
@@ -53,19 +69,19 @@ func exitFor(e execution) error {
 }
 
 func cmdRun(args []string, stdout, stderr io.Writer) error {
-	name, rest := firstArg(args)
-	c := newClientFlags("run", stderr).withCluster()
-	input := c.fs.String("input", "", "input JSON, sent on the process's stdin")
+	c := newClientFlags("run").withCluster()
+	input := c.fs.String("input", "", "input JSON, sent on the process's stdin (default {})")
 	inputFile := c.fs.String("input-file", "", "file holding the input JSON (- for stdin)")
 	async := c.fs.Bool("async", false, "return the execution ID at once; the run is durable")
 	idem := c.fs.String("idempotency-key", "", "a second run with the same key returns the first execution")
+	to := c.fs.Lookup("timeout")
+	to.Usage, to.DefValue = "how long to wait for the run (default: as long as the service's timeout)", "0s"
 	c.timeout = 0
-	if err := c.parse(rest); err != nil {
+	pos, err := c.parse(args, "SERVICE")
+	if err != nil {
 		return err
 	}
-	if name == "" {
-		return usageErr("usage: meshgw run SERVICE [-input JSON | -input-file F] [-async]")
-	}
+	name := pos[0]
 	body := []byte("{}")
 	switch {
 	case *input != "" && *inputFile != "":
@@ -80,7 +96,10 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 		body = data
 	}
 	if !json.Valid(body) {
-		return usageErr("input is not valid JSON")
+		if *inputFile != "" {
+			return usageErr("-input-file %s: not valid JSON", *inputFile)
+		}
+		return usageErr("-input: not valid JSON")
 	}
 	q := url.Values{}
 	if *async {
@@ -116,68 +135,62 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 	return exitFor(e)
 }
 
-func cmdExecutions(args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageErr("usage: meshgw executions list | get ID | watch ID")
+func cmdExecutionsList(args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("executions list").withCluster()
+	service := c.fs.String("service", "", "only executions of this service")
+	status := c.fs.String("status", "", "only executions in this status: queued, running, succeeded, failed, timed_out, lost")
+	limit := c.fs.Int("limit", 50, "at most this many, newest first")
+	if _, err := c.parse(args); err != nil {
+		return err
 	}
-	sub := args[0]
-	c := newClientFlags("executions "+sub, stderr).withCluster()
-	switch sub {
-	case "list", "ls":
-		service := c.fs.String("service", "", "only executions of this service")
-		status := c.fs.String("status", "", "only executions in this status")
-		limit := c.fs.Int("limit", 50, "at most this many, newest first")
-		if err := c.parse(args[1:]); err != nil {
-			return err
-		}
-		q := url.Values{"limit": {strconv.Itoa(*limit)}}
-		if *service != "" {
-			q.Set("service", *service)
-		}
-		if *status != "" {
-			q.Set("status", *status)
-		}
-		var es []execution
-		if _, err := c.do("GET", "/v1/executions", q, nil, nil, &es); err != nil {
-			return err
-		}
-		if c.format == "json" {
-			return printJSON(stdout, es)
-		}
-		rows := make([][]string, 0, len(es))
-		for _, e := range es {
-			code := "-"
-			if e.ExitCode != nil {
-				code = strconv.Itoa(*e.ExitCode)
-			}
-			rows = append(rows, []string{e.ID, e.Service, e.Status, e.Runner, code, strconv.Itoa(e.Attempts), strconv.FormatInt(e.DurationMs, 10)})
-		}
-		return table(stdout, []string{"ID", "SERVICE", "STATUS", "RUNNER", "EXIT", "ATTEMPTS", "MS"}, rows)
-	case "get":
-		id, rest := firstArg(args[1:])
-		if err := c.parse(rest); err != nil {
-			return err
-		}
-		if id == "" {
-			return usageErr("usage: meshgw executions get ID")
-		}
-		var e map[string]any
-		if _, err := c.do("GET", "/v1/executions/"+url.PathEscape(id), nil, nil, nil, &e); err != nil {
-			return err
-		}
-		return printJSON(stdout, e)
-	case "watch":
-		id, rest := firstArg(args[1:])
-		c.timeout = 0
-		if err := c.parse(rest); err != nil {
-			return err
-		}
-		if id == "" {
-			return usageErr("usage: meshgw executions watch ID")
-		}
-		return watch(c, id, stdout, stderr)
+	if *limit < 1 {
+		return usageErr("-limit %d: want at least 1", *limit)
 	}
-	return usageErr("unknown executions subcommand %q (list, get, watch)", sub)
+	q := url.Values{"limit": {strconv.Itoa(*limit)}}
+	if *service != "" {
+		q.Set("service", *service)
+	}
+	if *status != "" {
+		q.Set("status", *status)
+	}
+	var es []execution
+	if _, err := c.do("GET", "/v1/executions", q, nil, nil, &es); err != nil {
+		return err
+	}
+	if c.format == "json" {
+		return printJSON(stdout, es)
+	}
+	rows := make([][]string, 0, len(es))
+	for _, e := range es {
+		code := "-"
+		if e.ExitCode != nil {
+			code = strconv.Itoa(*e.ExitCode)
+		}
+		rows = append(rows, []string{e.ID, e.Service, e.Status, e.Runner, code, strconv.Itoa(e.Attempts), strconv.FormatInt(e.DurationMs, 10)})
+	}
+	return table(stdout, []string{"ID", "SERVICE", "STATUS", "RUNNER", "EXIT", "ATTEMPTS", "MS"}, rows)
+}
+
+func cmdExecutionsGet(args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("executions get").withCluster()
+	pos, err := c.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	var e map[string]any
+	if _, err := c.do("GET", "/v1/executions/"+url.PathEscape(pos[0]), nil, nil, nil, &e); err != nil {
+		return err
+	}
+	return printJSON(stdout, e)
+}
+
+func cmdExecutionsWatch(args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("executions watch").withCluster()
+	pos, err := c.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	return watch(c, pos[0], stdout, stderr)
 }
 
 // watch streams an execution's output (newline-delimited JSON events from
@@ -191,7 +204,7 @@ func watch(c *clientFlags, id string, stdout, stderr io.Writer) error {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
-		return responseError(resp)
+		return c.responseError(resp)
 	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)

@@ -33,9 +33,9 @@ func TestCLIErrorsAreOneLineAndNonZero(t *testing.T) {
 		{[]string{"agent", "-bootstrap-expect", "x", "-data-dir", "/tmp/x"}, 2, "bootstrap-expect"},
 		{[]string{"members", "-format", "yaml"}, 2, "-format"},
 		{[]string{"members", "-http-addr", "127.0.0.1:1"}, 1, "reach agent"},
-		{[]string{"get", "things"}, 2, "get runners"},
-		{[]string{"services", "get"}, 2, "usage"},
-		{[]string{"run"}, 2, "usage"},
+		{[]string{"get", "things"}, 2, `unknown subcommand "things"`},
+		{[]string{"services", "get"}, 2, "missing argument NAME (see meshgw services get -h)"},
+		{[]string{"run"}, 2, "missing argument SERVICE"},
 	}
 	for _, c := range cases {
 		var out, errb bytes.Buffer

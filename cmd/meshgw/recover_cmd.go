@@ -31,17 +31,20 @@ func raftRecover(args []string, stdout, stderr io.Writer) error {
 		rest = append(rest, a)
 	}
 	b := config.NewBuilder(rest)
-	b.Output = stderr
+	b.Output = nil
 	cfg, err := b.Build()
 	if err != nil {
 		if errors.Is(err, config.ErrHelp) {
-			fmt.Fprintln(stderr, "meshgw raft recover [-yes] -data-dir DIR -cluster ID [the agent's other flags]")
-			return nil
+			return &helpRequest{flags: func(w io.Writer) {
+				fmt.Fprintf(w, "  -%-22s %s\n", "yes", "do not ask for confirmation")
+				fmt.Fprintln(w, "  and the stopped agent's own flags (-data-dir is required):")
+				config.WriteFlagHelp(w)
+			}}
 		}
 		return &exitError{code: 2, err: errors.New(oneLine(err))}
 	}
 	if !cfg.IsSet("data-dir") {
-		return usageErr("raft recover: -data-dir of the stopped agent is required")
+		return usageErr("-data-dir of the stopped agent is required")
 	}
 	fmt.Fprintf(stderr, "Recovering the Raft group of cluster %q from %s.\n\n%s\n\n", cfg.Cluster, cfg.DataDir, node.RecoverWarning)
 	if !yes {

@@ -23,12 +23,9 @@ type roleStatus struct {
 // cmdRoles shows the singleton roles of a cluster: which node runs each,
 // since when, under which fence, and who stands by.
 func cmdRoles(args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("roles", stderr).withCluster()
-	if err := c.parse(args); err != nil {
+	c := newClientFlags("roles").withCluster()
+	if _, err := c.parse(args); err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("unexpected argument %q", c.fs.Arg(0))}
 	}
 	var rs []roleStatus
 	if _, err := c.do("GET", "/v1/roles", nil, nil, nil, &rs); err != nil {

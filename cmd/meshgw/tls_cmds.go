@@ -17,7 +17,9 @@ import (
 
 func init() {
 	extraCommandList = append(extraCommandList,
-		command{"keygen", "print a new gossip encryption key", cmdKeygen},
+		command{name: "keygen", summary: "print a new gossip encryption key", run: cmdKeygen,
+			desc: "Print a new random 32-byte gossip encryption key, base64: the value of the " +
+				"agent's -encrypt and of meshgw keyring -install."},
 	)
 }
 
@@ -26,8 +28,8 @@ func contextTimeout(c *clientFlags) (context.Context, context.CancelFunc) {
 }
 
 func cmdKeygen(args []string, stdout, stderr io.Writer) error {
-	if len(args) > 0 {
-		return usageErr("keygen takes no arguments")
+	if _, err := parseArgs(newFlags("keygen"), args); err != nil {
+		return err
 	}
 	key := make([]byte, 32)
 	if _, err := rand.Read(key); err != nil {
@@ -37,64 +39,84 @@ func cmdKeygen(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-// cmdTLS creates the cluster CA and node certificates:
-//
-//	meshgw tls ca create [-dir D] [-days N]
-//	meshgw tls cert create -node NAME [-dir D] [-host H]... [-days N]
-func cmdTLS(args []string, stdout, stderr io.Writer) error {
-	if len(args) < 2 || args[1] != "create" || (args[0] != "ca" && args[0] != "cert") {
-		return usageErr("usage: meshgw tls ca create [-dir D] | meshgw tls cert create -node NAME [-dir D] [-host H]")
+// tlsFlags are the flags of tls ca create and tls cert create.
+type tlsFlags struct {
+	fs    *flag.FlagSet
+	dir   *string
+	days  *int
+	node  *string
+	hosts multiFlag
+}
+
+func newTLSFlags(name string, cert bool) *tlsFlags {
+	f := &tlsFlags{fs: newFlags(name)}
+	f.dir = f.fs.String("dir", ".", "directory holding ca.pem and ca-key.pem, where new files are written")
+	f.days = f.fs.Int("days", 3650, "validity in days")
+	if cert {
+		f.node = f.fs.String("node", "", "node name, the certificate's CN (required)")
+		f.fs.Var(&f.hosts, "host", "extra DNS name or IP the certificate is valid for (repeatable)")
 	}
-	fs := flag.NewFlagSet("meshgw tls "+args[0]+" create", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("dir", ".", "directory holding ca.pem and ca-key.pem, where new files are written")
-	days := fs.Int("days", 3650, "validity in days")
-	node := fs.String("node", "", "node name (the certificate's CN); cert only")
-	var hosts multiFlag
-	fs.Var(&hosts, "host", "extra DNS name or IP the certificate is valid for (repeatable); cert only")
-	if err := fs.Parse(args[2:]); err != nil {
-		return &exitError{code: 2, err: fmt.Errorf("%s", oneLine(err))}
+	return f
+}
+
+func (f *tlsFlags) parse(args []string) (time.Duration, error) {
+	if _, err := parseArgs(f.fs, args); err != nil {
+		return 0, err
 	}
-	if *days < 1 {
-		return usageErr("-days must be at least 1")
+	if *f.days < 1 {
+		return 0, usageErr("-days %d: want at least 1", *f.days)
 	}
-	validity := time.Duration(*days) * 24 * time.Hour
-	if args[0] == "ca" {
-		certPEM, keyPEM, err := tlsutil.GenerateCA("meshgw cluster CA", validity)
-		if err != nil {
-			return err
-		}
-		cf, kf, err := tlsutil.WriteCAFiles(*dir, certPEM, keyPEM)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "CA certificate: %s\nCA key:         %s (keep it off the nodes; it signs node certificates)\n", cf, kf)
-		return nil
-	}
-	if *node == "" {
-		return usageErr("tls cert create: -node NAME is required")
-	}
-	caPEM, err := os.ReadFile(filepath.Join(*dir, tlsutil.CAFile))
-	if err != nil {
-		return fmt.Errorf("read CA (run meshgw tls ca create first): %w", err)
-	}
-	caKeyPEM, err := os.ReadFile(filepath.Join(*dir, tlsutil.CAKeyFile))
-	if err != nil {
-		return fmt.Errorf("read CA key: %w", err)
-	}
-	h := []string{"localhost", "127.0.0.1", "::1"}
-	for _, x := range hosts {
-		h = append(h, strings.Split(x, ",")...)
-	}
-	certPEM, keyPEM, err := tlsutil.GenerateCert(caPEM, caKeyPEM, *node, h, validity)
+	return time.Duration(*f.days) * 24 * time.Hour, nil
+}
+
+func cmdTLSCACreate(args []string, stdout, stderr io.Writer) error {
+	f := newTLSFlags("tls ca create", false)
+	validity, err := f.parse(args)
 	if err != nil {
 		return err
 	}
-	cf, kf, err := tlsutil.WriteCertFiles(*dir, *node, certPEM, keyPEM)
+	certPEM, keyPEM, err := tlsutil.GenerateCA("meshgw cluster CA", validity)
+	if err != nil {
+		return err
+	}
+	cf, kf, err := tlsutil.WriteCAFiles(*f.dir, certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "CA certificate: %s\nCA key:         %s (keep it off the nodes; it signs node certificates)\n", cf, kf)
+	return nil
+}
+
+func cmdTLSCertCreate(args []string, stdout, stderr io.Writer) error {
+	f := newTLSFlags("tls cert create", true)
+	validity, err := f.parse(args)
+	if err != nil {
+		return err
+	}
+	if *f.node == "" {
+		return usageErr("-node NAME is required")
+	}
+	caPEM, err := os.ReadFile(filepath.Join(*f.dir, tlsutil.CAFile))
+	if err != nil {
+		return fmt.Errorf("read the CA (run meshgw tls ca create first): %w", err)
+	}
+	caKeyPEM, err := os.ReadFile(filepath.Join(*f.dir, tlsutil.CAKeyFile))
+	if err != nil {
+		return fmt.Errorf("read the CA key: %w", err)
+	}
+	h := []string{"localhost", "127.0.0.1", "::1"}
+	for _, x := range f.hosts {
+		h = append(h, strings.Split(x, ",")...)
+	}
+	certPEM, keyPEM, err := tlsutil.GenerateCert(caPEM, caKeyPEM, *f.node, h, validity)
+	if err != nil {
+		return err
+	}
+	cf, kf, err := tlsutil.WriteCertFiles(*f.dir, *f.node, certPEM, keyPEM)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "node certificate: %s\nnode key:         %s\nstart the agent with: -ca-file %s -cert-file %s -key-file %s\n",
-		cf, kf, filepath.Join(*dir, tlsutil.CAFile), cf, kf)
+		cf, kf, filepath.Join(*f.dir, tlsutil.CAFile), cf, kf)
 	return nil
 }

@@ -16,22 +16,20 @@ const waitPoll = 500 * time.Millisecond
 // writes for its cluster. It says on stderr what the node waits for each
 // time that changes, and fails with the last reason at -timeout.
 func cmdWait(args []string, stdout, stderr io.Writer) error {
-	c := newClientFlags("wait", stderr)
+	c := newClientFlags("wait")
 	to := c.fs.Lookup("timeout")
 	to.Usage, to.DefValue = "how long to wait for the node to be ready", "1m0s"
 	c.timeout = time.Minute
-	if err := c.parse(args); err != nil {
+	c.noRetry = true // a 503 is the answer wait reports and polls again
+	if _, err := c.parse(args); err != nil {
 		return err
-	}
-	if c.fs.NArg() > 0 {
-		return &exitError{code: 2, err: fmt.Errorf("unexpected argument %q", c.fs.Arg(0))}
 	}
 	deadline := time.Now().Add(c.timeout)
 	last := ""
 	for {
 		reason := c.readyOnce(time.Until(deadline))
 		if reason == "" {
-			fmt.Fprintf(stdout, "agent at %s is ready\n", c.addr)
+			fmt.Fprintf(stdout, "agent at %s is ready\n", c.current())
 			return nil
 		}
 		if reason != last {
@@ -54,7 +52,7 @@ func (c *clientFlags) readyOnce(left time.Duration) string {
 	resp, err := c.send(ctx, "GET", "/v1/ready", url.Values{}, nil, nil)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Sprintf("agent at %s did not answer in time", c.addr)
+			return fmt.Sprintf("agent at %s did not answer in time", c.current())
 		}
 		return fmt.Sprintf("agent not reachable yet (%v)", err)
 	}
@@ -63,7 +61,7 @@ func (c *clientFlags) readyOnce(left time.Duration) string {
 		return ""
 	}
 	var ae *apiError
-	if errors.As(responseError(resp), &ae) {
+	if errors.As(c.responseError(resp), &ae) {
 		return ae.Message
 	}
 	return fmt.Sprintf("status %d", resp.StatusCode)

@@ -29,8 +29,11 @@ type Op struct {
 }
 
 // Command is applied atomically: every CAS is checked before any write.
+// ID (zero: none) names the proposal: a command whose ID was applied
+// recently is answered with its first result instead (StateMachine.Update).
 type Command struct {
-	Ops []Op `json:"ops"`
+	ID  ProposalID `json:"id,omitzero"`
+	Ops []Op       `json:"ops"`
 }
 
 // Result is a command's outcome. A failed CAS is a Result (Conflict), not
@@ -270,24 +273,37 @@ func (s *Store) Export() []byte {
 	return b.Bytes()
 }
 
-// Load replaces the state with a snapshot, binary or JSON.
+// Load replaces the state with a snapshot, binary or JSON. The dedup
+// table of a version-3 binary snapshot is not the store's and is dropped.
 func (s *Store) Load(r io.Reader) error {
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-	}
-	var snap snapshot
-	if rest, ok := bytes.CutPrefix(data, snapshotMagic); ok {
-		if snap, err = decodeBinarySnapshot(rest); err != nil {
-			return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-		}
-	} else if err := json.Unmarshal(data, &snap); err != nil {
-		return fmt.Errorf("%w: %v", ErrBadSnapshot, err)
-	}
-	return s.load(snap)
+	_, err := s.load(r)
+	return err
 }
 
-func (s *Store) load(snap snapshot) error {
+// load replaces the state with a snapshot and returns its dedup table
+// (nil unless it is a version-3 binary snapshot).
+func (s *Store) load(r io.Reader) (*dedup, error) {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	var snap snapshot
+	var d *dedup
+	if rest, ok := bytes.CutPrefix(data, snapshotMagicV3); ok {
+		if snap, d, err = decodeBinarySnapshot(rest, true); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+	} else if rest, ok := bytes.CutPrefix(data, snapshotMagic); ok {
+		if snap, _, err = decodeBinarySnapshot(rest, false); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		}
+	} else if err := json.Unmarshal(data, &snap); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+	}
+	return d, s.setSnapshot(snap)
+}
+
+func (s *Store) setSnapshot(snap snapshot) error {
 	if snap.Version != snapshotVersion {
 		return fmt.Errorf("%w: format %d, want %d", ErrBadSnapshot, snap.Version, snapshotVersion)
 	}

@@ -146,7 +146,7 @@ func TestSnapshotRoundTripAndDeterminism(t *testing.T) {
 	}
 	// Restore entry replaces the state and keeps the revision moving forward.
 	blob := NewStore().Export()
-	re, err := EncodeRestore(blob)
+	re, err := EncodeRestore(ProposalID{}, blob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func TestSnapshotRoundTripAndDeterminism(t *testing.T) {
 	if c.store.Len() != 0 || c.store.Revision() <= before {
 		t.Fatalf("restore: len %d rev %d (was %d)", c.store.Len(), c.store.Revision(), before)
 	}
-	if _, err := EncodeRestore([]byte("garbage")); !errors.Is(err, ErrBadSnapshot) {
+	if _, err := EncodeRestore(ProposalID{}, []byte("garbage")); !errors.Is(err, ErrBadSnapshot) {
 		t.Fatalf("garbage snapshot: %v", err)
 	}
 }
@@ -197,7 +197,7 @@ func TestBinaryCodecs(t *testing.T) {
 		s.Apply(Command{Ops: []Op{{Type: OpPut, Key: fmt.Sprintf("k/%04d", i), Value: bytes.Repeat([]byte{byte(i)}, i%40)}}})
 	}
 	var bin, js2 bytes.Buffer
-	if err := s.saveBinary(&bin); err != nil {
+	if err := s.saveBinary(&bin, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Save(&js2); err != nil {
@@ -243,6 +243,9 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{2, 1, 1, 1, 0x81, 1, 'k', 0, 0})     // binary: put k with CAS 0
 	f.Add([]byte{2, 1, 0xff, 0xff, 0xff, 0xff, 0x0f}) // binary: a huge count
 	f.Add(append(append([]byte{2, 2}, snapshotMagic...), 1, 0xff, 0xff, 0x7f))
+	withID, _ := EncodeBatch([]Command{{ID: ProposalID{1}, Ops: []Op{{Type: OpPut, Key: "k"}}}})
+	f.Add(withID)
+	f.Add(append(append([]byte{3, 2, 1}, make([]byte, 16)...), append(snapshotMagicV3, 0, 0, 1)...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m := &StateMachine{store: NewStore()}
 		if _, err := m.Update(sm.Entry{Index: 1, Cmd: data}); err != nil {
@@ -250,5 +253,6 @@ func FuzzDecodeEntry(f *testing.F) {
 		}
 		_, _ = DecodeResults(data)
 		_ = ValidateSnapshot(data)
+		_ = NewStateMachine(1, 1).RecoverFromSnapshot(bytes.NewReader(data), nil, nil)
 	})
 }

@@ -45,9 +45,12 @@ type ExecRequest struct {
 	// Input is written to the process's stdin, which is then closed.
 	Input []byte
 	// OnOutput, if set, receives output chunks as they arrive, up to the
-	// capture cap. It is called from one goroutine per stream (stdout and
-	// stderr may be concurrent), must not retain chunk, and blocking in it
-	// blocks the process's writes.
+	// capture cap, in the order they were captured, from one goroutine of
+	// its own: the process's writes never wait for it, and the process's
+	// slot is free once it is reaped, however slow OnOutput is. Exec
+	// returns once OnOutput took every chunk (or ctx ended), so it must
+	// itself be bounded (a write deadline): it holds the Exec call, not
+	// the runner. Chunks are read-only and stay valid.
 	OnOutput func(stream string, chunk []byte)
 }
 
@@ -89,14 +92,27 @@ func (e *Executor) Exec(ctx context.Context, req ExecRequest) (ExecResult, error
 		return ExecResult{}, ErrBusy
 	}
 	e.wg.Add(1)
-	defer func() {
-		<-e.execSem
-		e.wg.Done()
+	defer e.wg.Done()
+	var pump *outputPump
+	if req.OnOutput != nil {
+		pump = newOutputPump(req.OnOutput)
+		e.wg.Add(1)
+		go func() {
+			defer e.wg.Done()
+			pump.run()
+		}()
+	}
+	res, err := func() (ExecResult, error) {
+		defer func() { <-e.execSem }() // the slot is the process's, not the consumer's
+		return e.run(ctx, req, pump)
 	}()
-	return e.run(ctx, req)
+	if pump != nil {
+		pump.drain(ctx)
+	}
+	return res, err
 }
 
-func (e *Executor) run(ctx context.Context, req ExecRequest) (ExecResult, error) {
+func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (ExecResult, error) {
 	start := time.Now()
 	env, pathEnv := e.buildEnv(req.Env)
 	prog, err := lookPath(req.Command[0], pathEnv)
@@ -108,8 +124,8 @@ func (e *Executor) run(ctx context.Context, req ExecRequest) (ExecResult, error)
 	if dir == "" {
 		dir = e.cfg.DefaultDir
 	}
-	stdout := &capWriter{stream: Stdout, max: e.cfg.MaxOutput, on: req.OnOutput}
-	stderr := &capWriter{stream: Stderr, max: e.cfg.MaxOutput, on: req.OnOutput}
+	stdout := &capWriter{stream: Stdout, max: e.cfg.MaxOutput, pump: pump}
+	stderr := &capWriter{stream: Stderr, max: e.cfg.MaxOutput, pump: pump}
 	cmd := &exec.Cmd{
 		Path:        prog,
 		Args:        req.Command,
@@ -265,11 +281,13 @@ func executable(p string) error {
 type capWriter struct {
 	stream    string
 	max       int
-	on        func(stream string, chunk []byte)
+	pump      *outputPump // nil: no one streams the output
 	mu        sync.Mutex
 	buf       []byte
 	truncated bool
 }
+
+var truncationMarker = []byte(TruncationMarker)
 
 func (w *capWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
@@ -278,23 +296,109 @@ func (w *capWriter) Write(p []byte) (int, error) {
 	if len(keep) > room {
 		keep = keep[:max(room, 0)]
 	}
+	at := len(w.buf)
 	w.buf = append(w.buf, keep...)
+	// The pump gets the captured bytes, not p (the copier reuses it):
+	// buf only grows, so the slice stays as it is.
+	kept := w.buf[at:len(w.buf):len(w.buf)]
 	var marker bool
 	if len(keep) < len(p) && !w.truncated {
 		w.truncated = true
 		marker = true
 	}
-	w.mu.Unlock()
-	if w.on != nil {
-		if len(keep) > 0 {
-			w.on(w.stream, keep)
+	if w.pump != nil {
+		if len(kept) > 0 {
+			w.pump.push(w.stream, kept)
 		}
 		if marker {
-			w.on(w.stream, []byte(TruncationMarker))
+			w.pump.push(w.stream, truncationMarker)
 		}
 	}
+	w.mu.Unlock()
 	// Keep draining so the process never blocks on a full pipe.
 	return len(p), nil
+}
+
+// outputPump hands captured output to OnOutput from a goroutine of its
+// own, in capture order. What it queues is what the captures kept, so it
+// holds at most MaxOutput (+ marker) per stream.
+type outputPump struct {
+	on     func(stream string, chunk []byte)
+	mu     sync.Mutex
+	queue  []pumped
+	closed bool // no more chunks will come
+	quit   bool // deliver nothing more
+	wake   chan struct{}
+	done   chan struct{}
+}
+
+type pumped struct {
+	stream string
+	chunk  []byte
+}
+
+func newOutputPump(on func(string, []byte)) *outputPump {
+	return &outputPump{on: on, wake: make(chan struct{}, 1), done: make(chan struct{})}
+}
+
+func (p *outputPump) push(stream string, chunk []byte) {
+	p.mu.Lock()
+	p.queue = append(p.queue, pumped{stream, chunk})
+	p.mu.Unlock()
+	p.poke()
+}
+
+func (p *outputPump) poke() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (p *outputPump) run() {
+	defer close(p.done)
+	for {
+		p.mu.Lock()
+		q, closed, quit := p.queue, p.closed, p.quit
+		p.queue = nil
+		p.mu.Unlock()
+		for _, c := range q {
+			if p.quitting() {
+				return
+			}
+			p.on(c.stream, c.chunk)
+		}
+		if quit || closed && len(q) == 0 {
+			return
+		}
+		if len(q) == 0 {
+			<-p.wake
+		}
+	}
+}
+
+func (p *outputPump) quitting() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.quit
+}
+
+// drain waits until every chunk was delivered, or ctx ends: then nothing
+// more is delivered, and the goroutine ends when the call in progress
+// returns.
+func (p *outputPump) drain(ctx context.Context) {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.poke()
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.mu.Lock()
+		p.quit, p.queue = true, nil
+		p.mu.Unlock()
+		p.poke()
+	}
 }
 
 func (w *capWriter) bytes() []byte {

@@ -164,6 +164,9 @@ func (e *Executor) Config() Config { return e.cfg }
 // InFlight returns the number of exec processes running now.
 func (e *Executor) InFlight() int { return len(e.execSem) }
 
+// HTTPInFlight returns the number of proxied HTTP requests in flight now.
+func (e *Executor) HTTPInFlight() int { return len(e.httpSem) }
+
 // Close refuses new work, waits for running processes to end (callers
 // cancel their contexts to stop them) and closes idle upstream connections.
 func (e *Executor) Close() error {

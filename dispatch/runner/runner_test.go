@@ -418,3 +418,62 @@ func BenchmarkExecTrue(b *testing.B) {
 		}
 	})
 }
+
+// TestStalledOutputConsumerHoldsNoSlot: an OnOutput that stops returning
+// (a client that stopped reading) neither blocks the process's writes nor
+// keeps its slot once it is reaped; Exec returns when the consumer takes
+// the rest, every captured byte delivered in order.
+func TestStalledOutputConsumerHoldsNoSlot(t *testing.T) {
+	e := newExec(t, func(c *Config) { c.MaxConcurrent = 1 })
+	release := make(chan struct{})
+	var releaseOnce sync.Once
+	unblock := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(unblock) // before e.Close, which waits for Exec, if the test fails early
+	var mu sync.Mutex
+	var streamed []byte
+	type result struct {
+		res ExecResult
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		res, err := e.Exec(context.Background(), ExecRequest{
+			// Far more than a pipe holds, then a sleep past the timeout.
+			Command: []string{"sh", "-c", "head -c 300000 /dev/zero; echo end; sleep 30"},
+			Timeout: time.Second,
+			OnOutput: func(_ string, c []byte) {
+				<-release
+				mu.Lock()
+				streamed = append(streamed, c...)
+				mu.Unlock()
+			},
+		})
+		done <- result{res, err}
+	}()
+	waitFor(t, 5*time.Second, "the process to start", func() bool { return e.InFlight() == 1 })
+	// Timeout 1 s + KillGrace 0.2 s, with room for a loaded machine.
+	waitFor(t, 5*time.Second, "the slot to free while the consumer is stalled", func() bool { return e.InFlight() == 0 })
+	if r, err := e.Exec(context.Background(), ExecRequest{Command: []string{"true"}, Timeout: 5 * time.Second}); err != nil || r.Status != Succeeded {
+		t.Fatalf("the next run on the one slot: %v %+v", err, r)
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("Exec returned before its consumer took the output: %+v", r.res.Status)
+	default:
+	}
+	unblock()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Exec did not return once the consumer took the output")
+	}
+	if r.err != nil || r.res.Status != TimedOut {
+		t.Fatalf("%v %+v", r.err, r.res.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(r.res.Stdout) != 300004 || string(streamed) != string(r.res.Stdout) {
+		t.Fatalf("streamed %d bytes, captured %d; want the same 300004", len(streamed), len(r.res.Stdout))
+	}
+}

@@ -103,6 +103,8 @@ var options = []option{
 	{name: "encrypt", usage: "base64 gossip encryption key (meshgw keygen)", set: str(func(r *Runtime) *string { return &r.Encrypt })},
 	{name: "require-tls-ca", usage: "refuse the built-in shared CA: node-to-node TLS must come from -ca-file... or -encrypt (default on outside -dev; loopback-only nodes are exempt unless it is set)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.RequireTLSCA })},
 	{name: "acl", usage: "require tokens on the HTTP API", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.ACL })},
+	{name: "metrics-public", usage: "when ACLs are on, serve /metrics without a token (for scrapers; it shows counts, never secrets)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.MetricsPublic })},
+	{name: "dns", usage: "DNS interface host:port (UDP and TCP) answering gateway.meshgw., CLUSTER.gateway.meshgw. and CLUSTER.runner.meshgw. with live nodes; off when empty", set: str(func(r *Runtime) *string { return &r.DNSAddr })},
 	{name: "http-cert-file", usage: "PEM certificate to serve the HTTP API over HTTPS", set: str(func(r *Runtime) *string { return &r.HTTPCertFile })},
 	{name: "http-key-file", usage: "PEM private key of -http-cert-file", set: str(func(r *Runtime) *string { return &r.HTTPKeyFile })},
 	{name: "max-concurrent-execs", usage: "executions running at once on this runner; more get 429", set: integer(func(r *Runtime) *int { return &r.MaxConcurrentExecs })},
@@ -360,8 +362,49 @@ func (b *Builder) usage(fs *flag.FlagSet) {
 		return
 	}
 	fmt.Fprintln(w, "Usage: meshgw agent [flags]")
+	WriteFlagHelp(w)
+}
+
+// WriteFlagHelp prints every option with its default and its environment
+// variable, for -h.
+func WriteFlagHelp(w io.Writer) {
 	fmt.Fprintln(w, "Every flag is also MESHGW_<FLAG> (upper case, '-' → '_') and a key of the -config JSON file.")
+	defs := defaultValues()
 	for _, o := range Options() {
-		fmt.Fprintf(w, "  -%-22s %s (%s)\n", o[0], o[2], o[1])
+		def := ""
+		if v := defs[o[0]]; v != "" {
+			def = " (default " + v + ")"
+		}
+		fmt.Fprintf(w, "  -%-22s %s%s (%s)\n", o[0], o[2], def, o[1])
+	}
+}
+
+// defaultValues are the defaults shown by -h, from Default() so they cannot
+// drift; options whose default is empty or derived are left out (their
+// usage says what happens).
+func defaultValues() map[string]string {
+	r := Default()
+	return map[string]string{
+		"bind":                 r.BindAddr,
+		"rpc":                  r.RPCAddr,
+		"raft":                 r.RaftAddr,
+		"http":                 r.HTTPAddr,
+		"cluster":              r.Cluster,
+		"roles":                strings.Join(r.Roles, ","),
+		"bootstrap-expect":     strconv.Itoa(r.BootstrapExpect),
+		"raft-voters":          strconv.Itoa(r.RaftVoters),
+		"autopilot-dead-after": r.AutopilotDeadAfter.String(),
+		"log-level":            r.LogLevel,
+		"log-format":           r.LogFormat,
+		"gossip-profile":       r.GossipProfile,
+		"max-concurrent-execs": strconv.Itoa(r.MaxConcurrentExecs),
+		"retention-count":      strconv.Itoa(r.RetentionCount),
+		"retention-bytes":      strconv.FormatInt(r.RetentionBytes, 10),
+		"retention-age":        r.RetentionAge.String(),
+		"max-body-bytes":       strconv.FormatInt(r.MaxBodyBytes, 10),
+		"leave-timeout":        r.LeaveTimeout.String(),
+		"dev":                  "false",
+		"acl":                  "false",
+		"leave-on-terminate":   "false",
 	}
 }

@@ -105,6 +105,10 @@ type Runtime struct {
 	RequireTLSCA bool
 	// ACL turns on token checks on the HTTP API.
 	ACL bool
+	// MetricsPublic opens /metrics to scrapers without a token under ACL.
+	MetricsPublic bool
+	// DNSAddr, when set, serves the DNS interface (UDP and TCP) there.
+	DNSAddr string
 	// HTTPCertFile and HTTPKeyFile serve the client API over HTTPS.
 	HTTPCertFile, HTTPKeyFile string
 	// MaxConcurrentExecs caps executions running at once on this runner.
@@ -252,6 +256,16 @@ func (r *Runtime) Validate() error {
 		}
 		if samePort(r.ProxyAddr, r.HTTPAddr) || samePort(r.ProxyAddr, r.BindAddr) || samePort(r.ProxyAddr, r.RaftAddr) {
 			return fieldErr("proxy", "%s must use a TCP port of its own, not one of -bind, -raft or -http (%s, %s, %s)", r.ProxyAddr, r.BindAddr, r.RaftAddr, r.HTTPAddr)
+		}
+	}
+	if r.DNSAddr != "" {
+		if err := checkHostPort(r.DNSAddr); err != nil {
+			return fieldErr("dns", "%v", err)
+		}
+		for _, o := range []string{r.BindAddr, r.RPCAddr, r.RaftAddr, r.HTTPAddr, r.ProxyAddr} {
+			if samePort(r.DNSAddr, o) {
+				return fieldErr("dns", "%s must use a port of its own (UDP and TCP), not that of %s", r.DNSAddr, o)
+			}
 		}
 	}
 	for _, lst := range []struct {

@@ -96,6 +96,9 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-proxy", "127.0.0.1:7480"}, "proxy"}, // the API's port
 		{[]string{"-proxy", "0.0.0.0:7948"}, "proxy"},   // Raft's
 		{[]string{"-retention-bytes", "1048576"}, "retention-bytes"},
+		{[]string{"-dns", "nope"}, "dns"},
+		{[]string{"-dns", "127.0.0.1:7947"}, "dns"}, // the RPC's UDP port
+		{[]string{"-dns", "0.0.0.0:7480"}, "dns"},   // the API's TCP port
 	}
 	for _, c := range cases {
 		_, err := build(t, append(c.args, "-data-dir", dir, "-node", "ok"), nil, nil)

@@ -17,7 +17,7 @@ var fieldOption = map[string]string{
 	"RaftAddr": "raft", "HTTPAddr": "http", "ProxyAddr": "proxy", "Tags": "tag",
 	"RaftVoters": "raft-voters", "CAFile": "ca-file", "HTTPCertFile": "http-cert-file",
 	"HTTPKeyFile": "http-key-file", "RaftRTT": "raft-rtt", "RequireTLSCA": "require-tls-ca",
-	"ACL": "acl",
+	"ACL": "acl", "DNSAddr": "dns",
 }
 
 // Reloadable compares the running configuration with a freshly built one

@@ -1,11 +1,3 @@
-// Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
-// package declares, so it can be tested without a mesh; and, for a listener
-// of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
-//
-// It owns request parsing and bounds (body size, query validation), the
-// error shape {"error","code"} with fitting status codes, and the mapping of
-// routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only
-// node imports httpapi.
 package httpapi
 
 import (
@@ -33,6 +25,10 @@ type Member struct {
 	Version string            `json:"version,omitempty"`
 	RPCAddr string            `json:"rpc_addr,omitempty"`
 	HTTP    string            `json:"http_addr,omitempty"`
+	// Refused says why this node and the member refuse each other's TLS
+	// (a foreign CA): it is then never a runner, voter or forwarding
+	// target of this node, whatever its gossip status.
+	Refused string `json:"refused,omitempty"`
 }
 
 // MemberFilter selects members; empty fields match everything.
@@ -95,39 +91,55 @@ type Backend interface {
 type Config struct {
 	// MaxBodyBytes bounds every request body; larger ones get 413.
 	MaxBodyBytes int64
+	// StreamWriteTimeout bounds each write of an event stream (a streamed
+	// run, a watch): a client that takes longer to take one is cut.
+	StreamWriteTimeout time.Duration
 }
 
 // maxSnapshotBytes bounds a snapshot restore body.
 const maxSnapshotBytes = 512 << 20
 
 // DefaultConfig returns the API's default bounds.
-func DefaultConfig() Config { return Config{MaxBodyBytes: 4 << 20} }
+func DefaultConfig() Config {
+	return Config{MaxBodyBytes: 4 << 20, StreamWriteTimeout: 10 * time.Second}
+}
 
 // API is the HTTP handler of the client API.
 type API struct {
 	cfg     Config
 	b       Backend
 	metrics http.Handler
-	state   StateBackend // optional: services, clusters, snapshots
-	acl     TokenStore   // optional: token checks
-	exec    ExecBackend  // optional: runs, executions, proxy
-	keyring KeyringBackend
-	ready   Readiness    // optional: /v1/ready and the leave guard
-	roles   RolesBackend // optional: /v1/roles
-	log     zerolog.Logger
-	mux     *http.ServeMux
+	// publicMetrics opens /metrics to scrapers without a token.
+	publicMetrics bool
+	state         StateBackend  // optional: services, clusters, snapshots
+	acl           TokenStore    // optional: token checks
+	aclFlag       bool          // this node runs -acl: every request is checked
+	policies      ProxyPolicies // optional: public and pass_authorization services
+	exec          ExecBackend   // optional: runs, executions, proxy
+	keyring       KeyringBackend
+	ready         Readiness       // optional: /v1/ready and the leave guard
+	roles         RolesBackend    // optional: /v1/roles
+	observe       RequestObserver // optional: metrics
+	log           zerolog.Logger
+	mux           *http.ServeMux
 }
 
 // Option adds optional parts to the API.
 type Option func(*API)
 
-// WithMetrics serves h at /metrics.
-func WithMetrics(h http.Handler) Option { return func(a *API) { a.metrics = h } }
+// WithMetrics serves h at /metrics. With public set, /metrics needs no
+// token under ACLs (for scrapers); it shows counts, never secrets.
+func WithMetrics(h http.Handler, public bool) Option {
+	return func(a *API) { a.metrics, a.publicMetrics = h, public }
+}
 
 // New builds the API over b.
 func New(cfg Config, b Backend, log zerolog.Logger, opts ...Option) *API {
 	if cfg.MaxBodyBytes <= 0 {
 		cfg.MaxBodyBytes = DefaultConfig().MaxBodyBytes
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = DefaultConfig().StreamWriteTimeout
 	}
 	a := &API{cfg: cfg, b: b, log: log.With().Str("component", "http").Logger(), mux: http.NewServeMux()}
 	for _, o := range opts {
@@ -189,6 +201,14 @@ func (a *API) handle(pattern string, h handlerFunc) {
 // ServeHTTP implements http.Handler: bounds the body, checks access, routes,
 // and turns a panic in a handler into a 500 instead of a dead connection.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if a.observe != nil {
+		a.observed(w, r, a.serve)
+		return
+	}
+	a.serve(w, r)
+}
+
+func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		if v := recover(); v != nil {
 			if v == http.ErrAbortHandler {
@@ -205,21 +225,14 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 	}
-	if a.acl != nil && r.URL.Path != "/v1/health" && r.URL.Path != "/v1/ready" && r.URL.Path != "/v1/acl/bootstrap" {
-		r2, err := a.authenticate(r)
-		if err != nil {
-			WriteError(w, err)
-			return
-		}
-		perm, svc := permFor(r2)
-		if err := require(r2, perm, svc); err != nil {
-			WriteError(w, err)
-			return
-		}
-		r = r2
+	r, err := a.access(r)
+	if err != nil {
+		WriteError(w, err)
+		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
-		stripCredential(r, a.acl != nil)
+		_, checked := r.Context().Value(checkedKey{}).(bool)
+		stripCredential(r, checked)
 	}
 	a.mux.ServeHTTP(w, r)
 }

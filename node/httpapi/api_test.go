@@ -13,13 +13,19 @@ import (
 )
 
 type fakeBackend struct {
+	cluster string // "" is "default"
 	members []Member
 	ready   error
 	left    bool
 }
 
-func (f *fakeBackend) Ready() error         { return f.ready }
-func (f *fakeBackend) LocalCluster() string { return "default" }
+func (f *fakeBackend) Ready() error { return f.ready }
+func (f *fakeBackend) LocalCluster() string {
+	if f.cluster == "" {
+		return "default"
+	}
+	return f.cluster
+}
 func (f *fakeBackend) Members(flt MemberFilter) []Member {
 	var out []Member
 	for _, m := range f.members {

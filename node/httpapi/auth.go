@@ -68,24 +68,75 @@ func HashSecret(secret string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// TokenStore is what ACLs need from the replicated state. Lookups must be
-// linearizable so a revoked token is refused on every node at once.
+// TokenStore is what ACLs need from the replicated state. Every method
+// names the cluster whose group holds the tokens: a token belongs to the
+// cluster it was issued in and is looked up nowhere else. A lookup's
+// answer may be reused briefly, but must come from a read that started at
+// most a second before (so a revoked token is refused on every node within
+// a second), except while the group cannot answer (no quorum), when an
+// answer known valid may serve for a bounded while (node's freshCache).
 type TokenStore interface {
-	// LookupSecret returns the token whose secret hashes to hash, or an
-	// *Error 401 (unknown) / 503 (no quorum).
-	LookupSecret(ctx context.Context, hash string) (Token, error)
-	// Bootstrap creates the first management token; only once per cluster.
-	Bootstrap(ctx context.Context) (Token, string, error)
-	CreateToken(ctx context.Context, t Token) (Token, string, error)
-	ListTokens(ctx context.Context) ([]Token, error)
-	RevokeToken(ctx context.Context, accessorID string) error
+	// ACLEnabled reports whether the cluster's replicated state says ACLs
+	// are on (a node of it ran with -acl). Once on they stay on, so an
+	// implementation may remember a true answer; an error means the
+	// answer is unknown and the request is refused.
+	ACLEnabled(ctx context.Context, cluster string) (bool, error)
+	// LookupSecret returns the cluster's token whose secret hashes to
+	// hash, or an *Error 401 (unknown) / 503 (no quorum).
+	LookupSecret(ctx context.Context, cluster, hash string) (Token, error)
+	// Bootstrap creates the cluster's first management token, only once.
+	Bootstrap(ctx context.Context, cluster string) (Token, string, error)
+	CreateToken(ctx context.Context, cluster string, t Token) (Token, string, error)
+	ListTokens(ctx context.Context, cluster string) ([]Token, error)
+	RevokeToken(ctx context.Context, cluster, accessorID string) error
 }
 
-// WithACL turns on token checks for every route but /v1/health and the
-// one-time /v1/acl/bootstrap.
-func WithACL(s TokenStore) Option { return func(a *API) { a.acl = s } }
+// WithACL is a node started with -acl: every request it serves but
+// /v1/health and the one-time /v1/acl/bootstrap needs a token of the
+// cluster the request is for, and its own cluster's ACLs are on whatever
+// the replicated state says yet.
+func WithACL(s TokenStore) Option { return func(a *API) { a.acl, a.aclFlag = s, true } }
+
+// WithTokens is a node started without -acl: a request is checked only
+// when the replicated state of the cluster it is for says ACLs are on.
+func WithTokens(s TokenStore) Option { return func(a *API) { a.acl = s } }
+
+// ProxyPolicy is what authentication needs to know of an http service
+// before a /svc/ call to it is checked.
+type ProxyPolicy struct {
+	// Public: the call needs no token.
+	Public bool
+	// PassAuthorization: the caller's Authorization is the upstream's; the
+	// caller's token, if the call needs one, is in X-Meshgw-Token only.
+	PassAuthorization bool
+}
+
+// ProxyPolicies looks services' ProxyPolicy up at authentication time. It
+// is asked on every checked /svc/ call, before the token, so it must cost
+// no read per call: answers as fresh as a TokenStore's (at most a second
+// old while the group answers). An unknown service has the zero policy
+// (nil error): the call then needs a token, and a 404 comes after it.
+type ProxyPolicies interface {
+	ProxyPolicy(ctx context.Context, cluster, service string) (ProxyPolicy, error)
+}
+
+// WithProxyPolicies lets services be public or keep their Authorization
+// (without it every checked /svc/ call needs a token, from either header).
+func WithProxyPolicies(p ProxyPolicies) Option { return func(a *API) { a.policies = p } }
 
 type tokenKey struct{}
+
+type policyKey struct{}
+
+// checkedKey marks a request access checked (ACLs on for its cluster),
+// whether or not it then needed a token.
+type checkedKey struct{}
+
+// policyFrom returns the ProxyPolicy access found for a checked /svc/ call.
+func policyFrom(ctx context.Context) ProxyPolicy {
+	p, _ := ctx.Value(policyKey{}).(ProxyPolicy)
+	return p
+}
 
 // TokenFrom returns the request's token when ACLs are on.
 func TokenFrom(ctx context.Context) (*Token, bool) {
@@ -93,8 +144,13 @@ func TokenFrom(ctx context.Context) (*Token, bool) {
 	return t, ok
 }
 
-// bearer extracts the secret from Authorization: Bearer or X-Meshgw-Token.
-func bearer(r *http.Request) string {
+// bearer extracts the secret from Authorization: Bearer or X-Meshgw-Token;
+// from X-Meshgw-Token only when the Authorization is the upstream's
+// (pass_authorization).
+func bearer(r *http.Request, passAuthorization bool) string {
+	if passAuthorization {
+		return r.Header.Get("X-Meshgw-Token")
+	}
 	if h := r.Header.Get("Authorization"); h != "" {
 		if s, ok := strings.CutPrefix(h, "Bearer "); ok {
 			return strings.TrimSpace(s)
@@ -107,10 +163,14 @@ func bearer(r *http.Request) string {
 // stripCredential removes from a /svc/ request what meshgw's authentication
 // reads, so an upstream never sees a caller's meshgw token: X-Meshgw-Token
 // always (it is meshgw's own header), and Authorization when ACLs are on and
-// it was the Bearer credential bearer consumed. Any other Authorization (a
-// scheme meshgw does not read, or ACLs off) is the upstream's business.
+// it was the Bearer credential bearer reads, unless the service passes
+// Authorization (then it is the upstream's, and meshgw did not read it).
+// On a public service the Bearer is stripped too: a client that sends its
+// token everywhere must not hand it to a public upstream. Any other
+// Authorization (a scheme meshgw does not read, or ACLs off) is the
+// upstream's business.
 func stripCredential(r *http.Request, aclOn bool) {
-	if aclOn {
+	if aclOn && !policyFrom(r.Context()).PassAuthorization {
 		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
 			r.Header.Del("Authorization")
 		}
@@ -118,16 +178,139 @@ func stripCredential(r *http.Request, aclOn bool) {
 	r.Header.Del("X-Meshgw-Token")
 }
 
-// authenticate resolves the request's token (ACLs on) or returns a 401.
-func (a *API) authenticate(r *http.Request) (*http.Request, error) {
-	secret := bearer(r)
+type clusterKey struct{}
+
+// clusterFrom returns the cluster access resolved the request to be for.
+func clusterFrom(ctx context.Context) (string, bool) {
+	c, ok := ctx.Value(clusterKey{}).(string)
+	return c, ok
+}
+
+// scoped reports whether a route acts on one cluster's state and so is
+// for the cluster its ?cluster= names; the other routes are about the
+// receiving node or the mesh and are for the node's own cluster.
+func scoped(p string) bool {
+	return strings.HasPrefix(p, "/v1/services") || strings.HasPrefix(p, "/v1/executions") ||
+		strings.HasPrefix(p, "/svc/") || p == "/v1/snapshot" || strings.HasPrefix(p, "/v1/acl/")
+}
+
+// targetCluster is the cluster a request is for: ?cluster= on a scoped
+// route, else the node's own. Handlers read it back with clusterFrom, so
+// the cluster that authorized a request is the one it acts on; a second
+// ?cluster= is refused rather than guessed at.
+func (a *API) targetCluster(r *http.Request) (string, error) {
+	local := a.b.LocalCluster()
+	if !scoped(r.URL.Path) {
+		return local, nil
+	}
+	vs := r.URL.Query()["cluster"]
+	switch {
+	case len(vs) > 1:
+		return "", Errorf(http.StatusBadRequest, "bad_query", "cluster: given %d times", len(vs))
+	case len(vs) == 0 || vs[0] == "":
+		return local, nil
+	}
+	return vs[0], checkName("cluster", vs[0], false)
+}
+
+// nodeRead reports whether r only reads this node's own views (members,
+// runners, status, clusters, metrics).
+func nodeRead(r *http.Request) bool {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	switch r.URL.Path {
+	case "/v1/members", "/v1/runners", "/v1/status", "/v1/clusters", "/metrics":
+		return true
+	}
+	return false
+}
+
+// aclOn reports whether cluster c's ACLs are on: this node's -acl for its
+// own cluster, else c's replicated state.
+func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
+	if a.aclFlag && c == a.b.LocalCluster() {
+		return true, nil
+	}
+	return a.acl.ACLEnabled(ctx, c)
+}
+
+// access resolves the cluster the request is for and, when it must be
+// checked (this node runs -acl, or that cluster's ACLs are on), the
+// request's token in that cluster's group and the permission the route
+// needs. /v1/health is open; /v1/acl/bootstrap checks for itself.
+func (a *API) access(r *http.Request) (*http.Request, error) {
+	c, err := a.targetCluster(r)
+	if err != nil {
+		return r, err
+	}
+	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
+	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
+		(a.publicMetrics && r.URL.Path == "/metrics") {
+		return r, nil
+	}
+	if !a.aclFlag {
+		on, err := a.aclOn(r.Context(), c)
+		if err != nil && nodeRead(r) {
+			// The cluster's state cannot be read (no quorum, no group
+			// yet): what it says is unknown. The node's own read-only
+			// views stay open so an operator can see why; everything
+			// else is refused until the state answers.
+			return r, nil
+		}
+		if err != nil {
+			return r, err
+		}
+		if !on {
+			return r, nil
+		}
+	}
+	r = r.WithContext(context.WithValue(r.Context(), checkedKey{}, true))
+	var pol ProxyPolicy
+	if name, ok := svcName(r.URL.Path); ok && a.policies != nil {
+		if pol, err = a.policies.ProxyPolicy(r.Context(), c, name); err != nil {
+			// The definition cannot be read (no group, no quorum, nothing
+			// cached): fail closed, as a service that is neither public
+			// nor passes Authorization. The proxy cannot serve it without
+			// its definition anyway; a caller without a token gets 401.
+			pol = ProxyPolicy{}
+		}
+		r = r.WithContext(context.WithValue(r.Context(), policyKey{}, pol))
+		if pol.Public {
+			return r, nil // checked, and open: no token is read or needed
+		}
+	}
+	r, err = a.authenticate(r, c, pol.PassAuthorization)
+	if err != nil {
+		return r, err
+	}
+	perm, svc := permFor(r)
+	return r, require(r, perm, svc)
+}
+
+// svcName is the service a /svc/ path calls.
+func svcName(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, "/svc/")
+	if !ok {
+		return "", false
+	}
+	name, _, _ := strings.Cut(rest, "/")
+	return name, name != ""
+}
+
+// authenticate resolves the request's token in cluster c or returns a 401.
+func (a *API) authenticate(r *http.Request, c string, passAuthorization bool) (*http.Request, error) {
+	secret := bearer(r, passAuthorization)
 	if secret == "" {
-		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token is required: Authorization: Bearer SECRET")
+		if passAuthorization {
+			return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: this service passes Authorization to its upstream, so send X-Meshgw-Token: SECRET", c)
+		}
+		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: Authorization: Bearer SECRET", c)
 	}
 	if len(secret) > 256 {
 		return r, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
 	}
-	t, err := a.acl.LookupSecret(r.Context(), HashSecret(secret))
+	t, err := a.acl.LookupSecret(r.Context(), c, HashSecret(secret))
 	if err != nil {
 		return r, err
 	}
@@ -178,8 +361,34 @@ func (a *API) aclRoutes() {
 	a.handle("GET /v1/acl/whoami", a.aclWhoami)
 }
 
+// aclCluster is the cluster an ACL route is for; token management needs the
+// request to have been checked (ACLs on for that cluster, or this node's
+// -acl), so no one mints tokens in a cluster whose ACLs are off, to be
+// valid the day they are turned on.
+func aclCluster(r *http.Request) (string, error) {
+	c, _ := clusterFrom(r.Context())
+	if _, ok := TokenFrom(r.Context()); !ok {
+		return c, Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s", c)
+	}
+	return c, nil
+}
+
+// aclBootstrap mints a cluster's first management token. Only through a
+// node of that cluster whose ACLs are on: a node of another cluster (or a
+// node without ACLs) must not be a way to lock a cluster or take it over.
 func (a *API) aclBootstrap(w http.ResponseWriter, r *http.Request) error {
-	t, secret, err := a.acl.Bootstrap(r.Context())
+	c, _ := clusterFrom(r.Context())
+	if c != a.b.LocalCluster() {
+		return Errorf(http.StatusForbidden, "forbidden", "bootstrap the ACLs of cluster %s through one of its own nodes", c)
+	}
+	on, err := a.aclOn(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	if !on {
+		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s: start its agents with -acl", c)
+	}
+	t, secret, err := a.acl.Bootstrap(r.Context(), c)
 	if err != nil {
 		return err
 	}
@@ -190,6 +399,10 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 	var req struct {
 		Description string   `json:"description"`
 		Policies    []string `json:"policies"`
+	}
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
 	}
 	if err := decodeJSON(r, &req); err != nil {
 		return err
@@ -205,7 +418,7 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 	if len(req.Description) > 256 {
 		return Errorf(http.StatusBadRequest, "bad_request", "description: longer than 256 bytes")
 	}
-	t, secret, err := a.acl.CreateToken(r.Context(), Token{Description: req.Description, Policies: req.Policies})
+	t, secret, err := a.acl.CreateToken(r.Context(), c, Token{Description: req.Description, Policies: req.Policies})
 	if err != nil {
 		return err
 	}
@@ -213,7 +426,11 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) aclList(w http.ResponseWriter, r *http.Request) error {
-	ts, err := a.acl.ListTokens(r.Context())
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
+	}
+	ts, err := a.acl.ListTokens(r.Context(), c)
 	if err != nil {
 		return err
 	}
@@ -227,11 +444,15 @@ func (a *API) aclList(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *API) aclRevoke(w http.ResponseWriter, r *http.Request) error {
+	c, err := aclCluster(r)
+	if err != nil {
+		return err
+	}
 	id := r.PathValue("id")
 	if len(id) == 0 || len(id) > 64 {
 		return Errorf(http.StatusBadRequest, "bad_request", "accessor id: 1 to 64 characters")
 	}
-	if err := a.acl.RevokeToken(r.Context(), id); err != nil {
+	if err := a.acl.RevokeToken(r.Context(), c, id); err != nil {
 		return err
 	}
 	return WriteJSON(w, http.StatusOK, map[string]any{"accessor_id": id, "revoked": true})
@@ -240,7 +461,8 @@ func (a *API) aclRevoke(w http.ResponseWriter, r *http.Request) error {
 func (a *API) aclWhoami(w http.ResponseWriter, r *http.Request) error {
 	t, ok := TokenFrom(r.Context())
 	if !ok {
-		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not enabled on this node")
+		c, _ := clusterFrom(r.Context())
+		return Errorf(http.StatusBadRequest, "acl_disabled", "ACLs are not on in cluster %s", c)
 	}
 	out := *t
 	out.SecretHash = ""

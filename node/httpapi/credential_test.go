@@ -2,12 +2,16 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 
+	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/rs/zerolog"
 )
@@ -15,16 +19,19 @@ import (
 // oneToken is a TokenStore that knows one secret, granting run.
 type oneToken struct{ secret string }
 
-func (s oneToken) LookupSecret(ctx context.Context, hash string) (Token, error) {
+func (oneToken) ACLEnabled(context.Context, string) (bool, error) { return true, nil }
+func (s oneToken) LookupSecret(ctx context.Context, cluster, hash string) (Token, error) {
 	if hash != HashSecret(s.secret) {
 		return Token{}, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
 	}
 	return Token{AccessorID: "a1", Policies: []string{PermRun}}, nil
 }
-func (oneToken) Bootstrap(context.Context) (Token, string, error)          { return Token{}, "", nil }
-func (oneToken) CreateToken(context.Context, Token) (Token, string, error) { return Token{}, "", nil }
-func (oneToken) ListTokens(context.Context) ([]Token, error)               { return nil, nil }
-func (oneToken) RevokeToken(context.Context, string) error                 { return nil }
+func (oneToken) Bootstrap(context.Context, string) (Token, string, error) { return Token{}, "", nil }
+func (oneToken) CreateToken(context.Context, string, Token) (Token, string, error) {
+	return Token{}, "", nil
+}
+func (oneToken) ListTokens(context.Context, string) ([]Token, error) { return nil, nil }
+func (oneToken) RevokeToken(context.Context, string, string) error   { return nil }
 
 // proxyOnly is an ExecBackend that proxies every /svc/ call through e to
 // upstream, as a runner of the service would.
@@ -118,5 +125,157 @@ func TestProxyPathStaysUnderTheBase(t *testing.T) {
 		if resp.StatusCode != http.StatusOK || got.Load() != "/public/a/b%20c" {
 			t.Errorf("%s: %d %s, upstream saw %v", name, resp.StatusCode, body, got.Load())
 		}
+	}
+}
+
+// statePolicies answers ProxyPolicy from a memState, as node does from its
+// service cache: an unknown service has the zero policy.
+type statePolicies struct{ m *memState }
+
+func (p statePolicies) ProxyPolicy(ctx context.Context, cluster, name string) (ProxyPolicy, error) {
+	svc, err := p.m.GetService(ctx, cluster, name)
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) && e.Status == http.StatusNotFound {
+			return ProxyPolicy{}, nil
+		}
+		return ProxyPolicy{}, err
+	}
+	return ProxyPolicy{Public: svc.Public, PassAuthorization: svc.PassAuthorization}, nil
+}
+
+// policyAPI is an -acl API knowing the secret s3cret (run only) with the
+// http services pub (public), pass (pass_authorization) and priv, all
+// proxied to upstream; it returns the API and data-plane base URLs.
+func policyAPI(t *testing.T, upstream string) map[string]string {
+	ms := &memState{svcs: map[string]dispatch.Service{}}
+	for _, s := range []dispatch.Service{
+		{Name: "pub", Type: dispatch.TypeHTTP, Upstream: upstream, Public: true},
+		{Name: "pass", Type: dispatch.TypeHTTP, Upstream: upstream, PassAuthorization: true},
+		{Name: "priv", Type: dispatch.TypeHTTP, Upstream: upstream},
+	} {
+		if _, err := ms.PutService(context.Background(), "default", s, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
+		WithState(ms), WithProxyPolicies(statePolicies{ms}),
+		WithExec(proxyOnly{e: executor(t, nil), upstream: upstream}))
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20)}
+}
+
+// TestPublicServiceUnderACL: a public http service answers /svc/ without
+// a token on both listeners (and a token sent anyway does not reach its
+// upstream), a non-public one is 401, and the public one's definition
+// still needs a token.
+func TestPublicServiceUnderACL(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(fmt.Sprintf("auth=%q token=%q", r.Header.Get("Authorization"), r.Header.Get("X-Meshgw-Token")))
+	}))
+	defer up.Close()
+	listeners := policyAPI(t, up.URL)
+	for name, base := range listeners {
+		if resp, body := send(t, newReq(t, "GET", base+"/svc/pub/x", nil)); resp.StatusCode != 200 {
+			t.Errorf("%s: public service without a token: %d %s", name, resp.StatusCode, body)
+		}
+		if resp, body := send(t, newReq(t, "GET", base+"/svc/priv/x", nil)); resp.StatusCode != 401 {
+			t.Errorf("%s: private service without a token: %d %s, want 401", name, resp.StatusCode, body)
+		}
+		if resp, body := send(t, newReq(t, "GET", base+"/svc/nosuch/x", nil)); resp.StatusCode != 401 {
+			t.Errorf("%s: unknown service without a token: %d %s, want 401", name, resp.StatusCode, body)
+		}
+		got.Store("")
+		req := newReq(t, "GET", base+"/svc/pub/x", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		req.Header.Set("X-Meshgw-Token", "s3cret")
+		if resp, body := send(t, req); resp.StatusCode != 200 || got.Load() != `auth="" token=""` {
+			t.Errorf("%s: public service with a token: %d %s, upstream saw %v", name, resp.StatusCode, body, got.Load())
+		}
+	}
+	if resp, body := send(t, newReq(t, "GET", listeners["api"]+"/v1/services/pub", nil)); resp.StatusCode != 401 {
+		t.Errorf("definition of the public service without a token: %d %s, want 401", resp.StatusCode, body)
+	}
+	for _, p := range []string{"/v1/services", "/v1/executions"} {
+		if resp, body := send(t, newReq(t, "GET", listeners["api"]+p, nil)); resp.StatusCode != 401 {
+			t.Errorf("%s without a token: %d %s, want 401", p, resp.StatusCode, body)
+		}
+	}
+}
+
+// TestPassAuthorization: a pass_authorization service's upstream gets the
+// caller's own Authorization; meshgw takes its token from X-Meshgw-Token
+// only (and strips it), on both listeners.
+func TestPassAuthorization(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(fmt.Sprintf("auth=%q token=%q", r.Header.Get("Authorization"), r.Header.Get("X-Meshgw-Token")))
+	}))
+	defer up.Close()
+	for name, base := range policyAPI(t, up.URL) {
+		got.Store("")
+		req := newReq(t, "GET", base+"/svc/pass/x", nil)
+		req.Header.Set("Authorization", "Bearer upstream-own")
+		req.Header.Set("X-Meshgw-Token", "s3cret")
+		if resp, body := send(t, req); resp.StatusCode != 200 || got.Load() != `auth="Bearer upstream-own" token=""` {
+			t.Errorf("%s: %d %s, upstream saw %v", name, resp.StatusCode, body, got.Load())
+		}
+		req = newReq(t, "GET", base+"/svc/pass/x", nil)
+		req.Header.Set("Authorization", "Bearer s3cret") // not meshgw's header for this service
+		if resp, body := send(t, req); resp.StatusCode != 401 {
+			t.Errorf("%s: token in Authorization only: %d %s, want 401", name, resp.StatusCode, body)
+		}
+		got.Store("")
+		req = newReq(t, "GET", base+"/svc/priv/x", nil)
+		req.Header.Set("Authorization", "Bearer s3cret")
+		if resp, body := send(t, req); resp.StatusCode != 200 || got.Load() != `auth="" token=""` {
+			t.Errorf("%s: other service: %d %s, upstream saw %v", name, resp.StatusCode, body, got.Load())
+		}
+	}
+}
+
+// TestPublicIsForHTTPServices: an exec service cannot be public nor pass
+// Authorization: 400 naming the field.
+func TestPublicIsForHTTPServices(t *testing.T) {
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithState(&memState{svcs: map[string]dispatch.Service{}}))
+	for _, field := range []string{"public", "pass_authorization"} {
+		rec := req(t, api, "PUT", "/v1/services/x", `{"type":"exec","command":["true"],"`+field+`":true}`)
+		var e Error
+		_ = json.Unmarshal(rec.Body.Bytes(), &e)
+		if rec.Code != 400 || e.Path != field || !strings.Contains(e.Message, field) {
+			t.Errorf("exec service with %s: %d %s", field, rec.Code, rec.Body)
+		}
+	}
+	rec := req(t, api, "PUT", "/v1/services/x", `{"type":"http","upstream":"http://h:1","public":true,"pass_authorization":true}`)
+	if rec.Code != 200 {
+		t.Errorf("public http service: %d %s", rec.Code, rec.Body)
+	}
+}
+
+type failingPolicies struct{}
+
+func (failingPolicies) ProxyPolicy(context.Context, string, string) (ProxyPolicy, error) {
+	return ProxyPolicy{}, Errorf(http.StatusServiceUnavailable, "no_quorum", "no quorum")
+}
+
+// TestUnreadablePolicyFailsClosed: when a service's definition cannot be
+// read, its /svc/ calls are checked as a private service's: 401 without a
+// token (as before public services existed), and a token's Bearer is
+// still stripped.
+func TestUnreadablePolicyFailsClosed(t *testing.T) {
+	var got atomic.Value
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Store(fmt.Sprintf("auth=%q", r.Header.Get("Authorization")))
+	}))
+	defer up.Close()
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
+		WithProxyPolicies(failingPolicies{}), WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL}))
+	if rec := req(t, api, "GET", "/svc/pub/x", ""); rec.Code != 401 {
+		t.Errorf("no token: %d %s, want 401", rec.Code, rec.Body)
+	}
+	if rec := req(t, api, "GET", "/svc/pub/x", "", "Authorization", "Bearer s3cret"); rec.Code != 200 || got.Load() != `auth=""` {
+		t.Errorf("token: %d %s, upstream saw %v", rec.Code, rec.Body, got.Load())
 	}
 }

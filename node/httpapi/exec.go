@@ -2,12 +2,9 @@ package httpapi
 
 import (
 	"context"
-	"encoding/json"
 	"io"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch"
@@ -122,7 +119,7 @@ func (a *API) run(w http.ResponseWriter, r *http.Request) error {
 // runStreaming answers with newline-delimited JSON events: output chunks
 // {"stream","data"} while the process runs, then {"execution": {...}}.
 func (a *API) runStreaming(w http.ResponseWriter, r *http.Request, cluster, name string, input []byte, opts RunOptions) error {
-	ew := newEventWriter(w)
+	ew := a.newEventWriter(w)
 	opts.OnOutput = ew.output
 	e, err := a.exec.Run(r.Context(), cluster, name, input, opts)
 	return ew.finish(e, err)
@@ -181,7 +178,7 @@ func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) error {
 	if !dispatch.ValidID(id) {
 		return Errorf(http.StatusNotFound, "not_found", "execution %q not found", id)
 	}
-	ew := newEventWriter(w)
+	ew := a.newEventWriter(w)
 	e, err := a.exec.Watch(r.Context(), c, id, ew.output)
 	return ew.finish(e, err)
 }
@@ -191,8 +188,8 @@ func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
 	if err := dispatch.ValidateName(name); err != nil {
 		return Errorf(http.StatusNotFound, "not_found", "service %q: %v", name, err)
 	}
-	c := r.URL.Query().Get("cluster")
-	if c == "" {
+	c, ok := clusterFrom(r.Context())
+	if !ok {
 		c = a.b.LocalCluster()
 	}
 	p := "/" + r.PathValue("path")
@@ -229,64 +226,4 @@ func boolParam(q map[string][]string, name string) (bool, error) {
 		return true, nil
 	}
 	return false, Errorf(http.StatusBadRequest, "bad_query", "%s %q: want true or false", name, v)
-}
-
-// eventWriter writes newline-delimited JSON events, flushing each.
-type eventWriter struct {
-	mu    sync.Mutex
-	w     http.ResponseWriter
-	enc   *json.Encoder
-	begun bool
-}
-
-func newEventWriter(w http.ResponseWriter) *eventWriter {
-	return &eventWriter{w: w, enc: json.NewEncoder(w)}
-}
-
-func (e *eventWriter) started() bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.begun
-}
-
-// output writes an output event, or {"attempt": N} for an attempt marker:
-// the output after it is attempt N's from its start (an earlier attempt's
-// was lost).
-func (e *eventWriter) output(stream string, data []byte) {
-	if stream == dispatch.StreamAttempt {
-		n, err := strconv.Atoi(string(data))
-		if err == nil {
-			e.event(map[string]any{"attempt": n})
-		}
-		return
-	}
-	e.event(map[string]any{"stream": stream, "data": string(data)})
-}
-
-func (e *eventWriter) event(v any) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if !e.begun {
-		e.w.Header().Set("Content-Type", "application/x-ndjson")
-		e.w.WriteHeader(http.StatusOK)
-		e.begun = true
-	}
-	_ = e.enc.Encode(v)
-	if f, ok := e.w.(http.Flusher); ok {
-		f.Flush()
-	}
-}
-
-// finish ends an event stream: the final execution, or the error — as a
-// plain JSON error response when nothing was streamed yet.
-func (e *eventWriter) finish(ex dispatch.Execution, err error) error {
-	if err != nil {
-		if !e.started() {
-			return err
-		}
-		e.event(map[string]any{"error": err.Error()})
-		return nil
-	}
-	e.event(map[string]any{"execution": ex.Response()})
-	return nil
 }

@@ -33,7 +33,7 @@ func FuzzAPIBodies(f *testing.F) {
 		st := &memState{svcs: map[string]dispatch.Service{}}
 		tok := &memTokens{byHash: map[string]Token{}}
 		a := New(Config{MaxBodyBytes: 64 << 10}, &fakeBackend{}, zerolog.Nop(), WithState(st), WithACL(tok))
-		_, secret, _ := tok.Bootstrap(nil)
+		_, secret, _ := tok.Bootstrap(nil, "default")
 		for _, method := range []string{"PUT", "POST", "DELETE"} {
 			req, err := http.NewRequest(method, "http://x"+path, strings.NewReader(string(body)))
 			if err != nil {

@@ -54,6 +54,9 @@ func (a *API) clusterQuery(r *http.Request, extra ...string) (url.Values, string
 	if err != nil {
 		return nil, "", err
 	}
+	if c, ok := clusterFrom(r.Context()); ok {
+		return q, c, nil
+	}
 	c, err := a.cluster(q)
 	return q, c, err
 }

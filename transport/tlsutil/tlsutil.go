@@ -189,7 +189,7 @@ func NewConfig(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 			return nil, fmt.Errorf("certificate: %w", err)
 		}
 	}
-	if err := verify(leaf, pool, time.Now()); err != nil {
+	if err := verify(leaf, nil, pool, time.Now()); err != nil {
 		return nil, err
 	}
 	return &tls.Config{
@@ -204,15 +204,16 @@ func NewConfig(caPEM, certPEM, keyPEM []byte) (*tls.Config, error) {
 
 // verify checks leaf against the CA pool for both usages and classifies the
 // failure as ErrExpired or ErrForeignCA.
-func verify(leaf *x509.Certificate, pool *x509.CertPool, now time.Time) error {
+func verify(leaf *x509.Certificate, intermediates, pool *x509.CertPool, now time.Time) error {
 	if now.Before(leaf.NotBefore) || now.After(leaf.NotAfter) {
 		return fmt.Errorf("%w: %q valid from %s to %s", ErrExpired, leaf.Subject.CommonName,
 			leaf.NotBefore.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339))
 	}
 	_, err := leaf.Verify(x509.VerifyOptions{
-		Roots:       pool,
-		CurrentTime: now,
-		KeyUsages:   []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		Roots:         pool,
+		Intermediates: intermediates,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
 	})
 	if err != nil {
 		var inv x509.CertificateInvalidError

@@ -1,0 +1,67 @@
+// Package httpapi serves meshgw's client HTTP API (JSON) over a Backend the
+// package declares, so it can be tested without a mesh; and, for a listener
+// of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
+//
+// It owns request parsing and bounds (body size, query validation), the
+// error shape {"error","code"} with fitting status codes, and the mapping of
+// routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only
+// node imports httpapi.
+//
+// # Who may call what
+//
+// A request is for one cluster: on the routes that act on a cluster's
+// state (/v1/services..., /v1/executions..., /svc/..., /v1/snapshot,
+// /v1/acl/...) the one its ?cluster= names, else the receiving node's own;
+// the other routes (members, runners, status, clusters, keyring, leave,
+// metrics) are about the node or the mesh and are for the node's own
+// cluster. A cluster's ACLs are on when its replicated state says so (a
+// node of it started with -acl records that) or, on that node, from its
+// flag; once on they stay on.
+//
+//	request for cluster T, served by a node N   checked?  token looked up in
+//	T's ACLs on (any N, -acl or not)            yes       T's group only
+//	T's ACLs off, N started with -acl           yes       T's group only
+//	T's ACLs off, N started without -acl        no        -
+//
+// A checked request needs a token of T (401 without one or with another
+// cluster's) whose policies grant the route's permission (403):
+//
+//	GET /v1/health                              open, never checked
+//	GET /metrics on a node with -metrics-public open, never checked (counts only)
+//	POST /v1/acl/bootstrap                      open, once per cluster, only
+//	                                            through a node of T with T's
+//	                                            ACLs on (403/400 otherwise)
+//	GET /v1/acl/whoami                          any token of T
+//	/v1/acl/tokens, /v1/keyring, /v1/snapshot,
+//	/v1/agent/leave                             manage
+//	/svc/{name}/ of a "public" http service     open (token neither read
+//	                                            nor needed; still stripped)
+//	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
+//	other GET and HEAD                          read (write and manage imply it)
+//	other methods (service writes, restore)     write
+//
+// The token is read from Authorization: Bearer, else X-Meshgw-Token; for a
+// /svc/ call to a "pass_authorization" service from X-Meshgw-Token only,
+// and Authorization then goes to the upstream untouched. Whatever meshgw
+// read its token from never reaches an upstream.
+//
+// Answers about tokens, and the service definitions public and
+// pass_authorization come from (ProxyPolicies), may be reused for up to a
+// second, counted from the start of the read: a revocation is refused on
+// every node within a second. While T's group has no quorum a token or
+// service read in the last 5 minutes still serves; an unknown token is 503
+// (it cannot be checked). A definition that cannot be read at all counts as
+// neither public nor passing Authorization: the call needs a token.
+//
+// While T's state cannot be read (no group yet, no quorum) a node without
+// -acl cannot tell: it keeps serving its own read-only views (GET members,
+// runners, status, clusters, metrics), so an operator can see why, and
+// answers everything else 503. ("On" once seen is remembered, and a node
+// with -acl always checks.)
+//
+// Token management (create, list, revoke) is refused (400) for a cluster
+// whose request is not checked, so no token can be minted in an open
+// cluster to become valid the day it turns ACLs on. The keyring is the
+// mesh's, not one cluster's: a manage token of any cluster that reaches it
+// can rotate it.
+package httpapi
