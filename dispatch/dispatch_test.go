@@ -691,7 +691,7 @@ func TestRecoveryCursorSkipsTerminalHistory(t *testing.T) {
 	}
 	// An incremental pass from the cursor still sees it.
 	e.runners.setStatus("busy", MemberFailed)
-	if n, err := e.d.recoverFrom(testCluster, e.d.cursor(testCluster)); err != nil || n != 1 {
+	if n, err := e.d.recoverFrom(e.d.ctx, testCluster, e.d.cursor(testCluster)); err != nil || n != 1 {
 		t.Fatalf("incremental pass took over %d (%v)", n, err)
 	}
 }

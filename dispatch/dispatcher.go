@@ -25,9 +25,10 @@ const (
 // Config tunes the dispatcher. Zero values are invalid; start from
 // DefaultConfig.
 type Config struct {
-	// Clusters are the clusters whose execution records this node may
-	// maintain: recovery and retention run for each of them while this node
-	// leads the cluster's group (Store.IsLeader).
+	// Clusters are the clusters whose execution records the dispatcher
+	// maintains on its own: recovery and retention run for each of them
+	// while this node leads the cluster's group (Store.IsLeader). Leave it
+	// empty when a singleton role calls Maintain instead (the agent does).
 	Clusters []string
 	// MaxInput bounds an execution's input. Default 1 MiB.
 	MaxInput int

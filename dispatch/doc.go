@@ -43,10 +43,18 @@
 //
 // # Recovery and retention
 //
-// While a node leads a cluster's Raft group (Store.IsLeader) it scans the
-// non-terminal executions every Config.RecoveryInterval. One whose owner is
-// failed, left or unknown in gossip, or whose lease (attempt deadline or
-// queue lease) has lapsed, is taken over: a synchronous one is marked lost
+// Maintain runs both passes for a cluster until its context ends: the
+// agent calls it as the work of the cluster's singleton retention role
+// (package roles), on the Raft leader after its lease, with a context that
+// ends when the leadership does and carries the role's fence, which the
+// store adapter adds to the retention deletions. Without roles, the
+// dispatcher runs the same passes for Config.Clusters itself while
+// Store.IsLeader.
+//
+// The active instance scans the non-terminal executions every
+// Config.RecoveryInterval. One whose owner is failed, left or unknown in
+// gossip, or whose lease (attempt deadline or queue lease) has lapsed, is
+// taken over: a synchronous one is marked lost
 // (its client went with its node), an async one is re-dispatched as a new
 // attempt. The leader also deletes the oldest terminal records beyond
 // Config.RetentionCount or Config.RetentionBytes (their total encoded size:

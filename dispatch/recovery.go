@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,9 +10,9 @@ import (
 	"time"
 )
 
-// maintenanceLoop runs recovery and retention for every configured cluster
-// this node currently leads. Leadership moves with the Raft group, so the
-// role is active–passive without any election of its own.
+// maintenanceLoop runs recovery and retention for every cluster of
+// Config.Clusters this node currently leads (Store.IsLeader). A node that
+// runs them as a singleton role instead (Maintain) leaves Clusters empty.
 func (d *Dispatcher) maintenanceLoop() {
 	defer d.wg.Done()
 	rec := time.NewTicker(d.cfg.RecoveryInterval)
@@ -33,29 +34,80 @@ func (d *Dispatcher) maintenanceLoop() {
 					d.setCursor(c, "")
 					continue
 				}
-				start := d.cursor(c)
-				if pass%fullEvery == 0 {
-					start = ""
-				}
-				if n, err := d.recoverFrom(c, start); err != nil {
-					d.log.Warn().Err(err).Str("cluster", c).Msg("recovery scan failed")
-				} else if n > 0 {
-					d.log.Info().Int("taken_over", n).Str("cluster", c).Msg("recovered executions")
-				}
+				d.recoveryPass(d.ctx, c, pass%fullEvery == 0)
 			}
 		case <-ret.C:
 			for _, c := range d.cfg.Clusters {
 				if !d.store.IsLeader(c) {
 					d.setRetention(c, nil)
 				} else {
-					if n, err := d.Retain(c); err != nil {
-						d.log.Warn().Err(err).Str("cluster", c).Msg("retention pass failed")
-					} else if n > 0 {
-						d.log.Debug().Int("deleted", n).Str("cluster", c).Msg("retention")
-					}
+					d.retentionPass(d.ctx, c)
 				}
 			}
 		}
+	}
+}
+
+// Maintain runs cluster's recovery and retention passes until ctx ends (or
+// the dispatcher stops): the work of the retention role, which the node
+// runs on the role's active instance only. The passes make their store
+// calls with contexts derived from ctx, so they end with it, and a store
+// that guards writes by what ctx carries (a role's fence) guards the
+// retention deletions. Take-overs write their records as any execution
+// does (compare-and-set on the record's version) and are not cut short by
+// the end of ctx. The cursor and the retention window are rebuilt at each
+// start: another instance may have moved the records since this one last ran.
+func (d *Dispatcher) Maintain(ctx context.Context, cluster string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(d.ctx, cancel)
+	defer stop()
+	reset := func() {
+		d.setCursor(cluster, "")
+		d.setRetention(cluster, nil)
+	}
+	reset()
+	defer reset()
+	rec := time.NewTicker(d.cfg.RecoveryInterval)
+	defer rec.Stop()
+	ret := time.NewTicker(d.cfg.RetentionInterval)
+	defer ret.Stop()
+	fullEvery := max(1, int(time.Minute/d.cfg.RecoveryInterval))
+	pass := 0
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-rec.C:
+			pass++
+			d.recoveryPass(ctx, cluster, pass%fullEvery == 0)
+		case <-ret.C:
+			d.retentionPass(ctx, cluster)
+		}
+	}
+}
+
+func (d *Dispatcher) recoveryPass(ctx context.Context, c string, full bool) {
+	start := d.cursor(c)
+	if full {
+		start = ""
+	}
+	if n, err := d.recoverFrom(ctx, c, start); err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn().Err(err).Str("cluster", c).Msg("recovery scan failed")
+		}
+	} else if n > 0 {
+		d.log.Info().Int("taken_over", n).Str("cluster", c).Msg("recovered executions")
+	}
+}
+
+func (d *Dispatcher) retentionPass(ctx context.Context, c string) {
+	if n, err := d.retain(ctx, c); err != nil {
+		if ctx.Err() == nil {
+			d.log.Warn().Err(err).Str("cluster", c).Msg("retention pass failed")
+		}
+	} else if n > 0 {
+		d.log.Debug().Int("deleted", n).Str("cluster", c).Msg("retention")
 	}
 }
 
@@ -66,7 +118,7 @@ func (d *Dispatcher) maintenanceLoop() {
 // new attempt, if retries are left). It returns how many it took over. The
 // maintenance loop calls it while this node leads the cluster's group;
 // it is exported for tests and tools.
-func (d *Dispatcher) Recover(cluster string) (int, error) { return d.recoverFrom(cluster, "") }
+func (d *Dispatcher) Recover(cluster string) (int, error) { return d.recoverFrom(d.ctx, cluster, "") }
 
 // cursorLag is how far behind now an incremental recovery scan starts: it
 // covers proposers whose clocks lag (their IDs sort earlier); a full scan
@@ -76,14 +128,14 @@ const cursorLag = time.Minute
 // recoverFrom scans the non-terminal executions with keys after start and
 // moves the cluster's cursor: below it every execution was terminal at the
 // scan (terminal is final), up to cursorLag before now.
-func (d *Dispatcher) recoverFrom(cluster, start string) (int, error) {
+func (d *Dispatcher) recoverFrom(pctx context.Context, cluster, start string) (int, error) {
 	_, scanBytes := d.cfg.pageBytes()
 	n := 0
 	cursor := timeKey(d.now().Add(-cursorLag))
 	for _, st := range []Status{StatusQueued, StatusRunning} {
 		after := start
 		for {
-			ctx, cancel := d.ctxTimeout()
+			ctx, cancel := context.WithTimeout(pctx, d.cfg.StoreTimeout)
 			entries, err := d.store.List(ctx, cluster, "exec/", ListOptions{
 				After: after, Limit: 500, Match: map[string]string{"status": string(st)}, MaxBytes: scanBytes})
 			cancel()
@@ -209,7 +261,9 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 // and, beyond the newest ones within Config.RetentionCount and
 // Config.RetentionBytes, the oldest ones — at most Config.RetentionBatch
 // per call. It returns how many it deleted.
-func (d *Dispatcher) Retain(cluster string) (int, error) {
+func (d *Dispatcher) Retain(cluster string) (int, error) { return d.retain(d.ctx, cluster) }
+
+func (d *Dispatcher) retain(pctx context.Context, cluster string) (int, error) {
 	_, scanBytes := d.cfg.pageBytes()
 	cutoff := d.now().Add(-d.cfg.RetentionAge)
 	type victim struct {
@@ -233,7 +287,7 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 	// (IDs sort by creation time).
 	after := ""
 	for len(victims) < d.cfg.RetentionBatch {
-		ctx, cancel := d.ctxTimeout()
+		ctx, cancel := context.WithTimeout(pctx, d.cfg.StoreTimeout)
 		entries, err := d.store.List(ctx, cluster, "exec/",
 			ListOptions{After: after, Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 		cancel()
@@ -259,7 +313,7 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 		for _, v := range victims {
 			seen[v.key] = true
 		}
-		excess, err := d.retentionExcess(cluster)
+		excess, err := d.retentionExcess(pctx, cluster)
 		if err != nil {
 			return 0, err
 		}
@@ -274,7 +328,7 @@ func (d *Dispatcher) Retain(cluster string) (int, error) {
 	}
 	deleted := 0
 	for _, v := range victims {
-		ctx, cancel := d.ctxTimeout()
+		ctx, cancel := context.WithTimeout(pctx, d.cfg.StoreTimeout)
 		ver := v.ver
 		// The record and its idempotency key go in one command: two
 		// deletes could leave the key pointing at nothing.
@@ -344,8 +398,8 @@ func (d *Dispatcher) setRetention(cluster string, st *retentionState) {
 	d.retState[cluster] = st
 }
 
-func (d *Dispatcher) list(cluster string, o ListOptions) ([]Entry, error) {
-	ctx, cancel := d.ctxTimeout()
+func (d *Dispatcher) list(pctx context.Context, cluster string, o ListOptions) ([]Entry, error) {
+	ctx, cancel := context.WithTimeout(pctx, d.cfg.StoreTimeout)
 	defer cancel()
 	es, err := d.store.List(ctx, cluster, "exec/", o)
 	if err != nil {
@@ -381,11 +435,11 @@ func (d *Dispatcher) over(n int, b int64) bool {
 // retentionExcess returns up to RetentionBatch of the oldest entries beyond
 // the window (the newest within RetentionCount and RetentionBytes), oldest
 // first.
-func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
+func (d *Dispatcher) retentionExcess(pctx context.Context, cluster string) ([]Entry, error) {
 	_, scanBytes := d.cfg.pageBytes()
 	st := d.retention(cluster)
 	if st != nil && st.passes < retentionFullEvery {
-		ok, err := d.slideWindow(cluster, st)
+		ok, err := d.slideWindow(pctx, cluster, st)
 		if err != nil {
 			return nil, err
 		}
@@ -394,7 +448,7 @@ func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
 			if st.cut == "" {
 				return nil, nil
 			}
-			es, err := d.list(cluster, ListOptions{Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
+			es, err := d.list(pctx, cluster, ListOptions{Limit: d.cfg.RetentionBatch, MaxBytes: scanBytes})
 			if err != nil {
 				return nil, err
 			}
@@ -409,16 +463,16 @@ func (d *Dispatcher) retentionExcess(cluster string) ([]Entry, error) {
 		}
 		d.log.Debug().Str("cluster", cluster).Msg("retention counts disagree with the store; full walk")
 	}
-	return d.retentionWalk(cluster)
+	return d.retentionWalk(pctx, cluster)
 }
 
 // slideWindow updates st: in-flight records measured again, new ones
 // counted, the cut moved until the window fits. false: st disagrees with
 // the store, or too many records are in flight (a full walk is due).
-func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, error) {
+func (d *Dispatcher) slideWindow(pctx context.Context, cluster string, st *retentionState) (bool, error) {
 	_, scanBytes := d.cfg.pageBytes()
 	for key, was := range st.pending {
-		ctx, cancel := d.ctxTimeout()
+		ctx, cancel := context.WithTimeout(pctx, d.cfg.StoreTimeout)
 		v, _, found, err := d.store.Get(ctx, cluster, key)
 		cancel()
 		if err != nil {
@@ -438,7 +492,7 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 		}
 	}
 	for after := max(st.settled, st.cut); ; {
-		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, MaxBytes: scanBytes})
+		es, err := d.list(pctx, cluster, ListOptions{After: after, Limit: retentionPage, MaxBytes: scanBytes})
 		if err != nil {
 			return false, err
 		}
@@ -459,7 +513,7 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 	}
 	for d.over(st.n, st.bytes) {
 		limit := min(max(st.n-d.cfg.RetentionCount, 16), retentionPage)
-		es, err := d.list(cluster, ListOptions{After: st.cut, Limit: limit, MaxBytes: scanBytes})
+		es, err := d.list(pctx, cluster, ListOptions{After: st.cut, Limit: limit, MaxBytes: scanBytes})
 		if err != nil {
 			return false, err
 		}
@@ -487,14 +541,14 @@ func (d *Dispatcher) slideWindow(cluster string, st *retentionState) (bool, erro
 
 // retentionWalk walks every record from the newest, rebuilds the state and
 // returns up to RetentionBatch of the oldest entries beyond the window.
-func (d *Dispatcher) retentionWalk(cluster string) ([]Entry, error) {
+func (d *Dispatcher) retentionWalk(pctx context.Context, cluster string) ([]Entry, error) {
 	_, scanBytes := d.cfg.pageBytes()
 	st := &retentionState{pending: map[string]int64{}}
 	var excess []Entry
 	windowDone := false
 	after := ""
 	for {
-		es, err := d.list(cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true, MaxBytes: scanBytes})
+		es, err := d.list(pctx, cluster, ListOptions{After: after, Limit: retentionPage, Reverse: true, MaxBytes: scanBytes})
 		if err != nil {
 			return nil, err
 		}

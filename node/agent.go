@@ -25,6 +25,7 @@ import (
 	"github.com/meshgw/meshgw/node/config"
 	meshdns "github.com/meshgw/meshgw/node/dns"
 	"github.com/meshgw/meshgw/node/httpapi"
+	"github.com/meshgw/meshgw/roles"
 	"github.com/meshgw/meshgw/transport"
 	"github.com/meshgw/meshgw/transport/tlsutil"
 )
@@ -43,6 +44,7 @@ type Agent struct {
 	keyTLS *keyTLS // non-nil when the TLS is derived from the gossip keyring
 	cons   *consensus.Manager
 	disp   *dispatch.Dispatcher
+	roles  *roles.Manager
 	exec   *runner.Executor
 	state  *stateBackend
 	reg    *prometheus.Registry
@@ -178,6 +180,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithState(a.state),
 		httpapi.WithExec(a.execB),
 		httpapi.WithProxyPolicies(a.execB),
+		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
@@ -271,6 +274,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.disp.Start(); err != nil {
 		return fmt.Errorf("dispatch: %w", err)
 	}
+	a.roles.Start()
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {
@@ -567,6 +571,7 @@ func (a *Agent) Shutdown() {
 			}
 			cancel()
 		}
+		a.roles.Stop() // before the dispatcher: retention runs in it
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
 		}

@@ -211,5 +211,8 @@ func (s *stateBackend) Restore(ctx context.Context, cluster string, data []byte)
 	if errors.Is(err, fsm.ErrBadSnapshot) || errors.Is(err, fsm.ErrBadCommand) {
 		return httpapi.Errorf(http.StatusBadRequest, "bad_snapshot", "%v", err)
 	}
-	return apiError("restore", err)
+	if err != nil {
+		return apiError("restore", err)
+	}
+	return apiError("restore: drop the snapshot's role fence records", dropRoleRecords(ctx, s.kv, cluster))
 }

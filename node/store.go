@@ -10,6 +10,7 @@ import (
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/gossip"
+	"github.com/meshgw/meshgw/roles"
 )
 
 // dispatchStore adapts consensus to dispatch.Store.
@@ -50,7 +51,14 @@ func (s dispatchStore) PutMulti(ctx context.Context, cluster string, kvs []dispa
 }
 
 func (s dispatchStore) apply(ctx context.Context, cluster string, ops []fsm.Op) ([]uint64, error) {
-	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
+	var res fsm.Result
+	var err error
+	if f := roles.FenceFrom(ctx); f != nil {
+		// A role's write (retention's deletions): guarded by its fence.
+		res, err = applyFenced(ctx, s.kv, f, cluster, ops)
+	} else {
+		res, err = s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
+	}
 	if err != nil {
 		if errors.Is(err, fsm.ErrBadCommand) && oversize(ops) {
 			// Permanent: dispatch must not retry it as an unknown outcome.

@@ -71,7 +71,9 @@ func (a *Agent) wireState() error {
 	}
 	a.exec = exec
 	dcfg := dispatch.DefaultConfig()
-	dcfg.Clusters = []string{cfg.Cluster}
+	// Recovery and retention run as the retention role (a.roles), not
+	// on the dispatcher's own leader check.
+	dcfg.Clusters = nil
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
@@ -83,6 +85,9 @@ func (a *Agent) wireState() error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.state = &stateBackend{kv: kv, gossip: a.gossip, cons: cons}
+	if a.roles, err = a.newRoles(); err != nil {
+		return fmt.Errorf("roles: %w", err)
+	}
 	return nil
 }
 

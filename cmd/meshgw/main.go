@@ -76,6 +76,10 @@ func commands() []command {
 		{name: "status", summary: "show this node and its Raft groups", run: cmdStatus,
 			desc: "Print the node's name and cluster and, for each Raft group it knows, the leader, " +
 				"term, applied index and replicas, as JSON (64-bit numbers exact)."},
+		{name: "roles", summary: "show the singleton roles of a cluster: the active node and standbys", run: cmdRoles,
+			desc: "Show the singleton roles of a cluster (default the node's own): for each, its state " +
+				"(active, starting, none), the active node, its fence (the Raft term) and since when it " +
+				"runs, and the standbys (the group's other voters). Any node answers."},
 		{name: "wait", summary: "wait until the node can serve writes for its cluster (/v1/ready)", run: cmdWait,
 			desc: "Block until the node answers /v1/ready with 200 (its cluster's group exists and " +
 				"has a reachable leader). Says on stderr what the node waits for whenever that changes; " +

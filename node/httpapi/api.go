@@ -118,6 +118,7 @@ type API struct {
 	exec          ExecBackend   // optional: runs, executions, proxy
 	keyring       KeyringBackend
 	ready         Readiness       // optional: /v1/ready and the leave guard
+	roles         RolesBackend    // optional: /v1/roles
 	observe       RequestObserver // optional: metrics
 	log           zerolog.Logger
 	mux           *http.ServeMux
@@ -170,6 +171,9 @@ func (a *API) routes() {
 	}
 	if a.keyring != nil {
 		a.keyringRoutes()
+	}
+	if a.roles != nil {
+		a.handle("GET /v1/roles", a.rolesList)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
