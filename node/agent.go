@@ -681,6 +681,19 @@ func (c *memberCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// SetMaxConcurrentExecs changes how many exec processes this runner runs
+// at once (SIGHUP); runs over it are refused with 429 as at start.
+func (a *Agent) SetMaxConcurrentExecs(n int) error {
+	if a.exec == nil {
+		return nil // not a runner: nothing to limit
+	}
+	if err := a.exec.SetMaxConcurrent(n); err != nil {
+		return fmt.Errorf("set max-concurrent-execs: %w", err)
+	}
+	a.cfg.MaxConcurrentExecs = n
+	return nil
+}
+
 // SetTags replaces this node's user tags at run time (SIGHUP); peers see
 // them with the next gossip round, and runner_tags match them from then on.
 func (a *Agent) SetTags(tags map[string]string) error {

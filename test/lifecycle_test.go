@@ -122,7 +122,7 @@ func TestSIGHUPReloadsLogLevelAndTags(t *testing.T) {
 		t.Fatal("a debug line was written at log level info")
 	}
 
-	write(`{"log-level": "debug", "tag": ["zone=b"], "max-concurrent-execs": 7}`)
+	write(`{"log-level": "debug", "tag": ["zone=b"], "max-concurrent-execs": 1, "retention-count": 7}`)
 	n.signal(syscall.SIGHUP)
 	Eventually(t, 10*time.Second, func() error {
 		if !n.logHas("SIGHUP: configuration reloaded") {
@@ -130,8 +130,36 @@ func TestSIGHUPReloadsLogLevelAndTags(t *testing.T) {
 		}
 		return nil
 	})
-	if !n.logHas(`"need_restart":["max-concurrent-execs"]`) {
-		t.Error("the option that needs a restart was not named")
+	if !n.logHas(`"reloaded":["log-level","max-concurrent-execs","tag"]`) ||
+		!n.logHas(`"need_restart":["retention-count"]`) {
+		t.Error("the reload did not name what it applied and what needs a restart")
+	}
+	// The runner now runs one process at a time: a second concurrent run
+	// is refused with 429.
+	if err := n.PutJSON("/v1/services/slow", map[string]any{"name": "slow", "type": "exec",
+		"command": []string{"sleep", "2"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	first := make(chan int, 1)
+	go func() {
+		code, _ := n.Do("POST", "/v1/services/slow/run", map[string]any{}, nil)
+		first <- code
+	}()
+	Eventually(t, 5*time.Second, func() error {
+		var es []map[string]any
+		if err := n.GetJSON("/v1/executions?service=slow&status=running", &es); err != nil {
+			return err
+		}
+		if len(es) != 1 {
+			return fmt.Errorf("%d running", len(es))
+		}
+		return nil
+	})
+	if code, err := n.Do("POST", "/v1/services/slow/run", map[string]any{}, nil); code != 429 {
+		t.Errorf("second run while one runs: %d %v, want 429", code, err)
+	}
+	if code := <-first; code != 200 {
+		t.Errorf("first run: %d", code)
 	}
 	Eventually(t, 10*time.Second, func() error {
 		n.Do("GET", "/v1/services/absent-after", nil, nil)

@@ -191,6 +191,7 @@ func reload(args []string, cur config.Runtime, agent *node.Agent, log zerolog.Lo
 		log.Info().Msg("SIGHUP: configuration unchanged")
 		return cur
 	}
+	reloaded := []string{}
 	for _, f := range applied {
 		switch f {
 		case "log-level":
@@ -202,9 +203,16 @@ func reload(args []string, cur config.Runtime, agent *node.Agent, log zerolog.Lo
 				continue
 			}
 			cur.Tags = next.Tags
+		case "max-concurrent-execs":
+			if err := agent.SetMaxConcurrentExecs(next.MaxConcurrentExecs); err != nil {
+				log.Error().Err(err).Msg("SIGHUP: max-concurrent-execs not reloaded")
+				continue
+			}
+			cur.MaxConcurrentExecs = next.MaxConcurrentExecs
 		}
+		reloaded = append(reloaded, f)
 	}
-	ev := log.Info().Strs("reloaded", applied)
+	ev := log.Info().Strs("reloaded", reloaded)
 	if len(restart) > 0 {
 		ev = ev.Strs("need_restart", restart)
 	}

@@ -86,9 +86,8 @@ func (e *Executor) Exec(ctx context.Context, req ExecRequest) (ExecResult, error
 	if len(req.Input) > e.cfg.MaxInput {
 		return ExecResult{}, fmt.Errorf("%w: input is %d bytes, more than %d", ErrInvalid, len(req.Input), e.cfg.MaxInput)
 	}
-	select {
-	case e.execSem <- struct{}{}:
-	default:
+	if e.execInFlight.Add(1) > e.execLimit.Load() {
+		e.execInFlight.Add(-1)
 		return ExecResult{}, ErrBusy
 	}
 	e.wg.Add(1)
@@ -103,7 +102,7 @@ func (e *Executor) Exec(ctx context.Context, req ExecRequest) (ExecResult, error
 		}()
 	}
 	res, err := func() (ExecResult, error) {
-		defer func() { <-e.execSem }() // the slot is the process's, not the consumer's
+		defer e.execInFlight.Add(-1) // the slot is the process's, not the consumer's
 		return e.run(ctx, req, pump)
 	}()
 	if pump != nil {

@@ -109,12 +109,14 @@ func (c Config) Validate() error {
 // Executor runs exec and http work with bounded concurrency. It is safe for
 // concurrent use.
 type Executor struct {
-	cfg     Config
-	log     zerolog.Logger
-	execSem chan struct{}
-	httpSem chan struct{}
-	client  *http.Transport // https upstreams
-	pool    *upstreamPool   // http upstreams
+	cfg Config
+	log zerolog.Logger
+	// execLimit and execInFlight bound the exec processes running at
+	// once; the limit can change at run time (SetMaxConcurrent).
+	execLimit, execInFlight atomic.Int64
+	httpSem                 chan struct{}
+	client                  *http.Transport // https upstreams
+	pool                    *upstreamPool   // http upstreams
 	// upstreams caches parsed upstream URLs.
 	upstreams boundedCache[*url.URL]
 	// hostClients are the data plane's upstream clients, by host:port.
@@ -132,9 +134,9 @@ func New(cfg Config, logger zerolog.Logger) (*Executor, error) {
 	e := &Executor{
 		cfg:     cfg,
 		log:     logger.With().Str("component", "runner").Logger(),
-		execSem: make(chan struct{}, cfg.MaxConcurrent),
 		httpSem: make(chan struct{}, cfg.MaxConcurrentHTTP),
 	}
+	e.execLimit.Store(int64(cfg.MaxConcurrent))
 	e.upstreams.max = maxCachedUpstreams
 	e.hostClients.max = maxCachedUpstreams
 	e.hostClients.drop = func(c *fasthttp.HostClient) { c.CloseIdleConnections() }
@@ -159,10 +161,25 @@ func New(cfg Config, logger zerolog.Logger) (*Executor, error) {
 }
 
 // Config returns the executor's configuration.
-func (e *Executor) Config() Config { return e.cfg }
+func (e *Executor) Config() Config {
+	c := e.cfg
+	c.MaxConcurrent = int(e.execLimit.Load())
+	return c
+}
+
+// SetMaxConcurrent changes how many exec processes may run at once (a
+// reload). Processes already running go on; new ones are refused with
+// ErrBusy until the count is below the new limit.
+func (e *Executor) SetMaxConcurrent(n int) error {
+	if n < 1 {
+		return fmt.Errorf("%w: MaxConcurrent must be at least 1, not %d", ErrInvalid, n)
+	}
+	e.execLimit.Store(int64(n))
+	return nil
+}
 
 // InFlight returns the number of exec processes running now.
-func (e *Executor) InFlight() int { return len(e.execSem) }
+func (e *Executor) InFlight() int { return int(e.execInFlight.Load()) }
 
 // HTTPInFlight returns the number of proxied HTTP requests in flight now.
 func (e *Executor) HTTPInFlight() int { return len(e.httpSem) }

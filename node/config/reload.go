@@ -8,7 +8,7 @@ import (
 )
 
 // reloadable are the options SIGHUP applies to a running agent.
-var reloadable = map[string]bool{"log-level": true, "tag": true}
+var reloadable = map[string]bool{"log-level": true, "tag": true, "max-concurrent-execs": true}
 
 // fieldOption names the option behind a Runtime field where the field's
 // name does not spell it.
@@ -22,7 +22,7 @@ var fieldOption = map[string]string{
 
 // Reloadable compares the running configuration with a freshly built one
 // and returns the options that changed, split into those a running agent
-// applies (log-level, tag) and those that take a restart.
+// applies (log-level, tag, max-concurrent-execs) and those that take a restart.
 func Reloadable(cur, next Runtime) (applied, restart []string) {
 	cv, nv := reflect.ValueOf(cur), reflect.ValueOf(next)
 	t := cv.Type()
