@@ -65,6 +65,12 @@ type Agent struct {
 	// (noteHosting, hostingLoop).
 	hosting    atomic.Bool
 	hostingSig chan struct{}
+
+	// quorumStop stops watchQuorum; closed by Shutdown before consensus
+	// stops, as the watch reads consensus's status.
+	quorumStop     chan struct{}
+	quorumWG       sync.WaitGroup
+	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -87,7 +93,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}),
-		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust()}
+		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust(),
+		quorumStop: make(chan struct{}), quorumLogEvery: quorumLogEvery}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -240,6 +247,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.cons.Start(ctx); err != nil {
 		return err
 	}
+	a.quorumWG.Add(1)
+	go a.watchQuorum(a.quorumLogEvery)
 	if err := a.gossip.Start(ctx); err != nil {
 		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
 	}
@@ -530,6 +539,8 @@ func (a *Agent) Shutdown() {
 		} else if a.proxyLn != nil {
 			_ = a.proxyLn.Close()
 		}
+		close(a.quorumStop)
+		a.quorumWG.Wait()
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
 		}
