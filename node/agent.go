@@ -218,18 +218,18 @@ func advertise(cfg config.Runtime) (advertised, error) {
 func (a *Agent) Start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("http listen %s: %w", a.cfg.HTTPAddr, err)
+		return listenError("-http", a.cfg.HTTPAddr, "HTTP API", err)
 	}
 	a.httpLn = ln
 	if a.cfg.ProxyAddr != "" {
 		pln, err := net.Listen("tcp", a.cfg.ProxyAddr)
 		if err != nil {
-			return fmt.Errorf("proxy listen %s: %w", a.cfg.ProxyAddr, err)
+			return listenError("-proxy", a.cfg.ProxyAddr, "data-plane proxy", err)
 		}
 		a.proxyLn = pln
 	}
 	if err := a.rpc.Start(); err != nil {
-		return fmt.Errorf("rpc on %s: %w", a.cfg.RPCAddr, err)
+		return listenError("-rpc", a.cfg.RPCAddr, "RPC (QUIC)", err)
 	}
 	switch a.tls.mode {
 	case tlsBuiltin:
@@ -250,7 +250,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	a.quorumWG.Add(1)
 	go a.watchQuorum(a.quorumLogEvery)
 	if err := a.gossip.Start(ctx); err != nil {
-		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
+		return listenError("-bind", a.cfg.BindAddr, "gossip", err)
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
