@@ -23,6 +23,11 @@ const (
 	// before it is logged: an election, or a start while gossip has not
 	// yet met the other voters, is not a loss worth a warning.
 	quorumGraceMin = 2 * time.Second
+	// quorumAllAliveGrace is the grace when gossip still sees every voter
+	// alive: a voter that just died is declared failed only after gossip's
+	// probes time out (seconds on a LAN profile), and until then the
+	// advice to check Raft addresses and TLS would mislead.
+	quorumAllAliveGrace = 10 * time.Second
 )
 
 // voterView is one voter of a group and what gossip says of its node.
@@ -63,6 +68,7 @@ type quorumLoss struct {
 	badSince time.Time // when the group started to look quorum-less; zero while fine
 	since    time.Time // when the loss was logged; zero when not logged
 	lastLog  time.Time
+	missing  string // the missing voters last logged
 }
 
 // quorumWatch logs while a group this node hosts has no quorum: once when
@@ -114,10 +120,22 @@ func (w *quorumWatch) observe(now time.Time, groups []groupView) {
 		if st.badSince.IsZero() {
 			st.badSince = now
 		}
-		if now.Sub(st.badSince) < quorumGrace(g) {
+		grace := quorumGrace(g)
+		if len(missing) == 0 {
+			grace = max(grace, quorumAllAliveGrace)
+		}
+		if now.Sub(st.badSince) < grace {
 			continue
 		}
-		if !st.since.IsZero() && now.Sub(st.lastLog) < w.logEvery {
+		names := make([]string, 0, len(missing))
+		for _, v := range missing {
+			names = append(names, v.String())
+		}
+		sort.Strings(names)
+		// Logged again every logEvery, and at once when the missing
+		// voters change: that is news for whoever is bringing them back.
+		joined := strings.Join(names, ", ")
+		if !st.since.IsZero() && now.Sub(st.lastLog) < w.logEvery && joined == st.missing {
 			continue
 		}
 		ev := w.log.Warn()
@@ -126,12 +144,7 @@ func (w *quorumWatch) observe(now time.Time, groups []groupView) {
 		} else {
 			ev = ev.Dur("for", now.Sub(st.badSince))
 		}
-		st.lastLog = now
-		names := make([]string, 0, len(missing))
-		for _, v := range missing {
-			names = append(names, v.String())
-		}
-		sort.Strings(names)
+		st.lastLog, st.missing = now, joined
 		ev.Str("cluster", g.Cluster).Strs("missing", names).Int("voters", len(g.Voters)).
 			Int("voters_reachable", reachable).Int("voters_needed", need).
 			Msg(noQuorumMessage(g.Cluster, names, reachable, len(g.Voters), need, now.Sub(st.badSince)))

@@ -62,7 +62,18 @@ func TestQuorumWatchLogsLossOnceThenSlowlyThenRegain(t *testing.T) {
 		t.Fatalf("no repeat after logEvery, or without how long: %s", out)
 	}
 
-	// n2 is back and elected.
+	// n2 comes back but is not yet elected: the change is logged at once.
+	g.Voters = voters("alive", "failed")
+	w.observe(t0.Add(43*time.Second), []groupView{g})
+	if out := take(); !strings.Contains(out, "waiting for voters n3 (failed) (2 of 3 voters reachable") {
+		t.Fatalf("a change of the missing voters is not logged at once: %s", out)
+	}
+	w.observe(t0.Add(44*time.Second), []groupView{g})
+	if out := take(); out != "" {
+		t.Fatalf("an unchanged loss logged again within logEvery: %s", out)
+	}
+
+	// n2 is elected.
 	g.Voters = voters("alive", "failed")
 	g.Leader, g.LeaderKnown = "n2", true
 	w.observe(t0.Add(50*time.Second), []groupView{g})
@@ -76,16 +87,21 @@ func TestQuorumWatchLogsLossOnceThenSlowlyThenRegain(t *testing.T) {
 		t.Fatalf("regain logged twice: %s", out)
 	}
 
-	// All voters alive but no leader for long: says what to check.
+	// All voters alive but no leader for long: says what to check, but
+	// only after gossip had the time to declare a dead voter failed.
 	g.Voters = voters("alive", "alive")
 	g.Leader, g.LeaderKnown = "", false
 	w.observe(t0.Add(60*time.Second), []groupView{g})
 	w.observe(t0.Add(63*time.Second), []groupView{g})
+	if out := take(); out != "" {
+		t.Fatalf("no leader with all voters alive logged within 3s: %s", out)
+	}
+	w.observe(t0.Add(70*time.Second), []groupView{g})
 	if out := take(); !strings.Contains(out, "all 3 voters are alive in gossip but no leader") {
 		t.Fatalf("no-leader log: %s", out)
 	}
 	// A group no longer hosted is forgotten, without a log.
-	w.observe(t0.Add(64*time.Second), nil)
+	w.observe(t0.Add(71*time.Second), nil)
 	if out := take(); out != "" || len(w.groups) != 0 {
 		t.Fatalf("dropped group: %q %v", out, w.groups)
 	}
