@@ -28,6 +28,9 @@ const (
 	// probes time out (seconds on a LAN profile), and until then the
 	// advice to check Raft addresses and TLS would mislead.
 	quorumAllAliveGrace = 10 * time.Second
+	// quorumChangeEvery bounds how often a change of the missing voters is
+	// logged within one loss.
+	quorumChangeEvery = 3 * time.Second
 )
 
 // voterView is one voter of a group and what gossip says of its node.
@@ -68,7 +71,7 @@ type quorumLoss struct {
 	badSince time.Time // when the group started to look quorum-less; zero while fine
 	since    time.Time // when the loss was logged; zero when not logged
 	lastLog  time.Time
-	missing  string // the missing voters last logged
+	missing  string // the replica IDs of the missing voters last logged
 }
 
 // quorumWatch logs while a group this node hosts has no quorum: once when
@@ -132,11 +135,20 @@ func (w *quorumWatch) observe(now time.Time, groups []groupView) {
 			names = append(names, v.String())
 		}
 		sort.Strings(names)
-		// Logged again every logEvery, and at once when the missing
-		// voters change: that is news for whoever is bringing them back.
-		joined := strings.Join(names, ", ")
-		if !st.since.IsZero() && now.Sub(st.lastLog) < w.logEvery && joined == st.missing {
-			continue
+		// Logged again every logEvery, and sooner when the set of missing
+		// voters changes (news for whoever brings them back), though not
+		// more often than quorumChangeEvery, so that a flapping voter
+		// does not fill the log.
+		ids := make([]string, 0, len(missing))
+		for _, v := range missing {
+			ids = append(ids, fmt.Sprint(v.ID))
+		}
+		joined := strings.Join(ids, ",")
+		if !st.since.IsZero() {
+			since := now.Sub(st.lastLog)
+			if since < quorumChangeEvery || (since < w.logEvery && joined == st.missing) {
+				continue
+			}
 		}
 		ev := w.log.Warn()
 		if st.since.IsZero() {
