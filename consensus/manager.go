@@ -284,7 +284,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	nhc := m.nodeHostConfig()
 	nh, err := dragonboat.NewNodeHost(nhc)
 	if err != nil {
-		return fmt.Errorf("consensus: raft on %s: %w", m.cfg.RaftBindAddr, err)
+		return m.startError(err)
 	}
 	m.nh = nh
 	prev, err := m.loadShards()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,6 +125,10 @@ func (l *dbLogger) Debugf(format string, args ...interface{})   { l.log.Trace().
 func (l *dbLogger) Infof(format string, args ...interface{})    { l.log.Debug().Msgf(format, args...) }
 func (l *dbLogger) Warningf(format string, args ...interface{}) { l.log.Debug().Msgf(format, args...) }
 func (l *dbLogger) Errorf(format string, args ...interface{}) {
+	if quietError(format) {
+		l.log.Debug().Msgf(format, args...)
+		return
+	}
 	if warnOnce(format) {
 		l.log.Warn().Msgf(format, args...)
 		return
@@ -133,4 +138,19 @@ func (l *dbLogger) Errorf(format string, args ...interface{}) {
 func (l *dbLogger) Panicf(format string, args ...interface{}) {
 	l.log.Error().Msgf(format, args...)
 	panic(fmt.Sprintf(format, args...))
+}
+
+// quietErrors are dragonboat error reports that tell an operator nothing
+// the agent does not say better: a Raft port in use is the start error
+// (startError), a peer that died mid-send or mid-close is reported by
+// gossip and the quorum watch. They go to debug.
+var quietErrors = []string{"transport failed to start", "failed to close the connection", "send batch failed"}
+
+func quietError(format string) bool {
+	for _, q := range quietErrors {
+		if strings.HasPrefix(format, q) {
+			return true
+		}
+	}
+	return false
 }

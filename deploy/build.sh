@@ -14,6 +14,12 @@
 # where DIR holds ca.pem and node1.pem, node1-key.pem ... (meshgw tls cert
 # create -dir DIR -node node1), or mount your files over /tls.
 # MESHGW_BIN=FILE uses a prebuilt static binary instead of building one.
+#
+# /bin is a static busybox (Debian: apt-get install busybox-static) with a
+# link per applet, and /bin/meshgw: `docker exec CONTAINER sh -c '...'` and
+# the CLI work inside. It is taken from $PATH, or MESHGW_BUSYBOX=FILE; a
+# dynamically linked busybox (Debian's busybox package) cannot run FROM
+# scratch and is refused.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 image=${IMAGE:-meshgw:dev}
@@ -26,7 +32,21 @@ if [ -n "${MESHGW_BIN:-}" ]; then
 else
   (cd "$root" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/meshgw" ./cmd/meshgw)
 fi
-mkdir -p "$ctx/data" "$ctx/tls"
+busybox=${MESHGW_BUSYBOX:-$(command -v busybox || true)}
+if [ -z "$busybox" ] || [ ! -x "$busybox" ]; then
+  echo "build.sh: no busybox found: install a static one (apt-get install busybox-static) or set MESHGW_BUSYBOX=FILE" >&2
+  exit 1
+fi
+if ldd "$busybox" >/dev/null 2>&1; then
+  echo "build.sh: $busybox is dynamically linked and cannot run in a FROM scratch image: install busybox-static (it replaces busybox) or set MESHGW_BUSYBOX=FILE" >&2
+  exit 1
+fi
+mkdir -p "$ctx/data" "$ctx/tls" "$ctx/bin"
+cp "$busybox" "$ctx/bin/busybox"
+for applet in $("$busybox" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$ctx/bin/$applet"
+done
+ln -s /meshgw "$ctx/bin/meshgw"
 if [ -n "${MESHGW_TLS_DIR:-}" ]; then
   cp "$MESHGW_TLS_DIR/ca.pem" "$ctx/tls/"
   for n in "${nodes[@]}"; do cp "$MESHGW_TLS_DIR/$n.pem" "$MESHGW_TLS_DIR/$n-key.pem" "$ctx/tls/"; done

@@ -72,6 +72,12 @@ type Agent struct {
 	// (noteHosting, hostingLoop).
 	hosting    atomic.Bool
 	hostingSig chan struct{}
+
+	// quorumStop stops watchQuorum; closed by Shutdown before consensus
+	// stops, as the watch reads consensus's status.
+	quorumStop     chan struct{}
+	quorumWG       sync.WaitGroup
+	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -94,7 +100,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}),
-		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust()}
+		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust(),
+		quorumStop: make(chan struct{}), quorumLogEvery: quorumLogEvery}
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -227,18 +234,18 @@ func advertise(cfg config.Runtime) (advertised, error) {
 func (a *Agent) Start(ctx context.Context) error {
 	ln, err := net.Listen("tcp", a.cfg.HTTPAddr)
 	if err != nil {
-		return fmt.Errorf("http listen %s: %w", a.cfg.HTTPAddr, err)
+		return listenError("-http", a.cfg.HTTPAddr, "HTTP API", err)
 	}
 	a.httpLn = ln
 	if a.cfg.ProxyAddr != "" {
 		pln, err := net.Listen("tcp", a.cfg.ProxyAddr)
 		if err != nil {
-			return fmt.Errorf("proxy listen %s: %w", a.cfg.ProxyAddr, err)
+			return listenError("-proxy", a.cfg.ProxyAddr, "data-plane proxy", err)
 		}
 		a.proxyLn = pln
 	}
 	if err := a.rpc.Start(); err != nil {
-		return fmt.Errorf("rpc on %s: %w", a.cfg.RPCAddr, err)
+		return listenError("-rpc", a.cfg.RPCAddr, "RPC (QUIC)", err)
 	}
 	switch a.tls.mode {
 	case tlsBuiltin:
@@ -256,8 +263,10 @@ func (a *Agent) Start(ctx context.Context) error {
 	if err := a.cons.Start(ctx); err != nil {
 		return err
 	}
+	a.quorumWG.Add(1)
+	go a.watchQuorum(a.quorumLogEvery)
 	if err := a.gossip.Start(ctx); err != nil {
-		return fmt.Errorf("gossip on %s: %w", a.cfg.BindAddr, err)
+		return listenError("-bind", a.cfg.BindAddr, "gossip", err)
 	}
 	a.wg.Add(1)
 	go a.watchFailures()
@@ -572,6 +581,8 @@ func (a *Agent) Shutdown() {
 			cancel()
 		}
 		a.roles.Stop() // before the dispatcher: retention runs in it
+		close(a.quorumStop)
+		a.quorumWG.Wait()
 		if err := a.disp.Stop(); err != nil {
 			a.log.Warn().Err(err).Msg("dispatch stop")
 		}

@@ -43,7 +43,9 @@ const builtinSeed = "meshgw built-in development CA v1: not a secret"
 func resolveTLS(cfg config.Runtime, hosts []string, keys [][]byte, log zerolog.Logger) (tlsMaterial, *keyTLS, error) {
 	if cfg.CAFile != "" {
 		if _, err := tlsutil.LoadFiles(cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
-			return tlsMaterial{}, nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w", err)
+			return tlsMaterial{}, nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w; they must be PEM files: "+
+				"the cluster's CA certificate, and this node's certificate signed by it and its key "+
+				"(meshgw tls ca create, then meshgw tls cert create -node NAME)", err)
 		}
 		return tlsMaterial{mode: tlsFiles, caFile: cfg.CAFile, certFile: cfg.CertFile, keyFile: cfg.KeyFile}, nil, nil
 	}

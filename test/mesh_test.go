@@ -4,6 +4,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -130,6 +133,103 @@ func TestClearErrorsForBadStarts(t *testing.T) {
 	if code == 0 || !strings.Contains(stderr, "-roles") {
 		t.Errorf("bad role: exit %d, stderr %q", code, stderr)
 	}
+	badStartsSayWhatToDo(t)
+}
+
+// badStartsSayWhatToDo: an agent that cannot start says in its last line
+// which option is wrong and what to do, not the wording of the library
+// that failed (serf's "Failed to create memberlist", dragonboat's
+// "hostname changed" alone, quic-go's "listen udp").
+func badStartsSayWhatToDo(t *testing.T) {
+	tcp, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tcp.Close()
+	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer udp.Close()
+	busyTCP, busyUDP := tcp.Addr().String(), udp.LocalAddr().String()
+	file := filepath.Join(t.TempDir(), "file")
+	bad := filepath.Join(t.TempDir(), "bad.pem")
+	for _, f := range []string{file, bad} {
+		if err := os.WriteFile(f, []byte("not PEM\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// moved's data dir holds Raft data written for another Raft address.
+	moved := NewNode(t, "moved")
+	moved.Start()
+	WaitHealthy(t, 30*time.Second, moved)
+	if err := moved.Term(); err != nil {
+		t.Fatalf("moved: stop: %v", err)
+	}
+	n := NewNode(t, "bad")
+	base := func(flag, value string) []string {
+		// A data dir per case: dragonboat records the Raft address in it
+		// even when its listener then fails.
+		args := map[string]string{"-bind": n.Gossip, "-rpc": n.RPC, "-raft": n.Raft, "-http": n.HTTP,
+			"-data-dir": t.TempDir()}
+		args[flag] = value
+		out := []string{"agent", "-node", "bad"}
+		for _, k := range []string{"-bind", "-rpc", "-raft", "-http", "-data-dir"} {
+			out = append(out, k, args[k])
+		}
+		return out
+	}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"raft port in use", base("-raft", busyTCP), []string{"-raft " + busyTCP, "in use", "choose another -raft"}},
+		{"gossip port in use", base("-bind", busyTCP), []string{"-bind " + busyTCP, "in use", "choose another -bind"}},
+		{"rpc port in use", base("-rpc", busyUDP), []string{"-rpc " + busyUDP, "in use", "choose another -rpc"}},
+		{"data dir is a file", base("-data-dir", file), []string{"-data-dir " + file, "not a directory",
+			"give a directory"}},
+		{"bad TLS file", append(base("-http", n.HTTP), "-ca-file", bad, "-cert-file", bad, "-key-file", bad),
+			[]string{"-ca-file", "no PEM", "meshgw tls ca create"}},
+		{"raft address moved", []string{"agent", "-node", "moved", "-bind", moved.Gossip, "-rpc", moved.RPC,
+			"-raft", n.Raft, "-http", moved.HTTP, "-data-dir", moved.DataDir},
+			[]string{"belongs to another Raft address", "-raft/-advertise address it was created with"}},
+	}
+	for _, c := range cases {
+		_, stderr, code := CLI(t, c.args...)
+		last := lastLine(stderr)
+		if code == 0 {
+			t.Errorf("%s: exit 0", c.name)
+			continue
+		}
+		for _, w := range c.want {
+			if !strings.Contains(last, w) {
+				t.Errorf("%s: last line lacks %q: %s", c.name, w, last)
+			}
+		}
+		for _, leak := range []string{"memberlist", "listen udp", "listen tcp", "bind:"} {
+			if strings.Contains(stderr, leak) {
+				t.Errorf("%s: stderr leaks %q: %s", c.name, leak, stderr)
+			}
+		}
+	}
+	// The Raft data of a host whose name changed (a container recreated
+	// without a fixed hostname): a UTS namespace of its own, root only.
+	unshare, err := exec.LookPath("unshare")
+	if os.Geteuid() != 0 || err != nil {
+		t.Log("not root or no unshare: the hostname-changed start is not checked")
+		return
+	}
+	cmd := exec.Command(unshare, append([]string{"--uts", "sh", "-c", `hostname renamed-host && exec "$@"`, "sh", bin},
+		"agent", "-node", "moved", "-bind", moved.Gossip, "-rpc", moved.RPC, "-raft", moved.Raft, "-http", moved.HTTP,
+		"-data-dir", moved.DataDir)...)
+	out, err := cmd.CombinedOutput()
+	last := lastLine(string(out))
+	if err == nil || !strings.Contains(last, "written on a host with another name") ||
+		!strings.Contains(last, `"renamed-host"`) || !strings.Contains(last, "fixed hostname") {
+		t.Errorf("hostname changed: %v, last line %q", err, last)
+	}
+	t.Logf("hostname changed: %s", last)
 }
 
 func lastLine(s string) string {

@@ -67,7 +67,8 @@ func ReadIdentity(dir string) (Identity, error) {
 // data would corrupt both.
 func EnsureIdentity(dir, name string) (Identity, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return Identity{}, fmt.Errorf("data dir %s: %w", dir, err)
+		return Identity{}, fmt.Errorf("-data-dir %s cannot be used as the agent's data directory (%w): "+
+			"give a directory path this agent's user can create and write", dir, err)
 	}
 	id, err := ReadIdentity(dir)
 	switch {
@@ -87,7 +88,8 @@ func EnsureIdentity(dir, name string) (Identity, error) {
 	data, _ := json.MarshalIndent(id, "", "  ")
 	tmp := filepath.Join(dir, IdentityFile+".tmp")
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
-		return id, fmt.Errorf("write identity: %w", err)
+		return id, fmt.Errorf("-data-dir %s is not writable (%w): give a directory this agent's user can write",
+			dir, err)
 	}
 	if err := os.Rename(tmp, filepath.Join(dir, IdentityFile)); err != nil {
 		return id, fmt.Errorf("write identity: %w", err)
