@@ -32,6 +32,9 @@ func (r *readiness) Readiness(ctx context.Context) error {
 	for _, g := range a.cons.Status(ctx) {
 		if g.Cluster == cluster && g.Local && g.LeaderReplicaID == 0 {
 			alive, total, _ := r.voters(ctx)
+			if alive > total/2 {
+				return fmt.Errorf("electing a leader: %d of %d voters of cluster %s alive", alive, total, cluster)
+			}
 			return fmt.Errorf("no quorum: %d of %d voters of cluster %s reachable", alive, total, cluster)
 		}
 	}
