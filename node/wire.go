@@ -77,6 +77,7 @@ func (a *Agent) wireState() error {
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
+	dcfg.MaxInput = cfg.MaxInputBytes
 	kv := knownClusters{kvStore: cons, known: func(cluster string) bool {
 		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
 	}}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"sort"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -192,4 +193,33 @@ func TestSIGHUPReloadsLogLevelAndTags(t *testing.T) {
 		t.Fatal("SIGHUP stopped the agent")
 	}
 	WaitHealthy(t, 10*time.Second, n)
+}
+
+// -max-input-bytes bounds a run's input: over it is 413 before anything is
+// recorded or run; a value over the record's room is refused at start,
+// naming the option.
+func TestMaxInputBytes(t *testing.T) {
+	c := StartCluster(t, 1, Options{Extra: func(int) []string { return []string{"-max-input-bytes", "64"} }})
+	n := c.Nodes[0]
+	WaitLeader(t, c.Nodes, "default")
+	if err := n.PutJSON("/v1/services/echo", map[string]any{"name": "echo", "type": "exec",
+		"command": []string{"cat"}}, nil); err != nil {
+		t.Fatal(err)
+	}
+	small := map[string]string{"m": "hi"}
+	if code, err := n.Do("POST", "/v1/services/echo/run", small, nil); code != 200 {
+		t.Fatalf("a small input: %d %v", code, err)
+	}
+	big := map[string]string{"m": strings.Repeat("x", 100)}
+	if code, err := n.Do("POST", "/v1/services/echo/run", big, nil); code != 413 {
+		t.Fatalf("an input over -max-input-bytes: %d %v, want 413", code, err)
+	}
+	var es []map[string]any
+	if err := n.GetJSON("/v1/executions?service=echo", &es); err != nil || len(es) != 1 {
+		t.Fatalf("executions recorded: %d %v, want only the small run's", len(es), err)
+	}
+	_, stderr, code := CLI(t, "agent", "-dev", "-max-input-bytes", "3000000")
+	if code == 0 || !strings.Contains(stderr, "max-input-bytes") {
+		t.Fatalf("an oversized -max-input-bytes: exit %d, %q", code, stderr)
+	}
 }

@@ -128,6 +128,7 @@ var options = []option{
 			r.MaxBodyBytes = n
 			return nil
 		}},
+	{name: "max-input-bytes", usage: "largest input a run takes (at most 2097152); larger is 413", set: integer(func(r *Runtime) *int { return &r.MaxInputBytes })},
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
 }
@@ -402,6 +403,7 @@ func defaultValues() map[string]string {
 		"retention-bytes":      strconv.FormatInt(r.RetentionBytes, 10),
 		"retention-age":        r.RetentionAge.String(),
 		"max-body-bytes":       strconv.FormatInt(r.MaxBodyBytes, 10),
+		"max-input-bytes":      strconv.Itoa(r.MaxInputBytes),
 		"leave-timeout":        r.LeaveTimeout.String(),
 		"dev":                  "false",
 		"acl":                  "false",

@@ -121,6 +121,10 @@ type Runtime struct {
 	RetentionAge   time.Duration
 	// MaxBodyBytes bounds request bodies on the HTTP API.
 	MaxBodyBytes int64
+	// MaxInputBytes bounds a run's input (larger is 413 before anything
+	// is recorded or run). At most 2 MiB: an async run's record keeps its
+	// input whole, within the 4 MiB a replicated value may take.
+	MaxInputBytes int
 	// LeaveTimeout bounds the graceful leave on shutdown.
 	LeaveTimeout time.Duration
 	// LeaveOnTerminate makes SIGTERM/SIGINT leave the mesh even on a node
@@ -172,6 +176,7 @@ func Default() Runtime {
 		RetentionBytes:     256 << 20,
 		RetentionAge:       24 * time.Hour,
 		MaxBodyBytes:       4 << 20,
+		MaxInputBytes:      1 << 20,
 		LeaveTimeout:       5 * time.Second,
 		set:                map[string]bool{},
 	}
@@ -351,6 +356,9 @@ func (r *Runtime) Validate() error {
 	}
 	if r.RetentionAge < time.Minute {
 		return fieldErr("retention-age", "%s is below 1m", r.RetentionAge)
+	}
+	if r.MaxInputBytes < 1 || r.MaxInputBytes > 2<<20 {
+		return fieldErr("max-input-bytes", "%d is not between 1 and 2097152 (an async run's record keeps its input whole within the 4 MiB a replicated value may take)", r.MaxInputBytes)
 	}
 	if r.MaxBodyBytes < 1024 {
 		return fieldErr("max-body-bytes", "%d is below 1024", r.MaxBodyBytes)
