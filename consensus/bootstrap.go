@@ -466,7 +466,10 @@ func (m *Manager) maybeBootstrap(ctx context.Context, peers []Peer) {
 	}
 	var members []Peer
 	for _, p := range peers {
-		if p.Cluster == m.cfg.LocalCluster {
+		// A member whose TLS this node refuses cannot be a replica of a
+		// group with it (Raft uses the same trust): it neither blocks
+		// the bootstrap nor takes part in it.
+		if p.Cluster == m.cfg.LocalCluster && p.Status != StatusRefused {
 			members = append(members, p)
 		}
 	}

@@ -38,11 +38,15 @@ var (
 // Peer is one mesh member as consensus needs to see it.
 type Peer struct {
 	Name, Cluster, RaftAddr, RPCAddr string
-	Status                           string // alive, suspect, failed, left
+	Status                           string // alive, suspect, failed, left, refused
 	// Hosting: the member says (in gossip) that it hosts its cluster's
 	// group. A hint for whom to ask first, never proof either way.
 	Hosting bool
 }
+
+// StatusRefused is the Status of a member gossip sees alive whose TLS this
+// node refuses (a foreign CA, a certificate for another name).
+const StatusRefused = "refused"
 
 // Membership is the gossip view (node adapts gossip to it). Peers returns
 // every member gossip knows, any status; it must not block.

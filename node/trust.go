@@ -8,6 +8,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/transport"
 )
@@ -27,7 +28,7 @@ const (
 // peers, so such a peer is never a runner, a Raft voter, a bootstrap
 // candidate or a forwarding target. Gossip alone cannot tell: a node with
 // a foreign CA gossips fine.
-const statusRefused = "refused"
+const statusRefused = consensus.StatusRefused
 
 // peerTrust remembers, per RPC address, whether this node and the peer
 // accept each other's TLS, as the last probe found.
