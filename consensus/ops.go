@@ -374,7 +374,14 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			targets = append(targets, p)
 		}
 	}
+	// A node that has seen its cluster's group knows it exists: reaching
+	// none of its replicas is no quorum, not "not bootstrapped".
+	seen := cluster == m.cfg.LocalCluster && m.isSeen()
 	if len(targets) == 0 {
+		if seen {
+			return newOpError(ErrNoQuorum, nil, "%s (no other live node of the cluster)",
+				noQuorumMsg(cluster, m.cfg.NodeName))
+		}
 		return fmt.Errorf("%w: no live node of cluster %q", ErrNotBootstrapped, cluster)
 	}
 	m.mu.Lock()
@@ -382,6 +389,10 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 	targets = orderTargets(targets, m.rr, m.slow, time.Now())
 	m.mu.Unlock()
 	lastErr := fmt.Errorf("%w: no node of cluster %q hosts its group yet", ErrNotBootstrapped, cluster)
+	if seen {
+		lastErr = newOpError(ErrNoQuorum, nil, "%s (no live node answered as a replica)",
+			noQuorumMsg(cluster, m.cfg.NodeName))
+	}
 	for _, p := range targets {
 		cctx, cancel := boundedCtx(ctx, tryTimeout)
 		resp, err := m.rpc.Call(cctx, p.RPCAddr, method, body)
