@@ -5,11 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/node/httpapi"
 )
@@ -76,6 +78,14 @@ func (s *tokenStore) ACLEnabled(ctx context.Context, cluster string) (bool, erro
 	on := false
 	for _, k := range []string{aclEnabledKey, aclBootstrapKey} {
 		_, found, err := s.kv.Get(ctx, cluster, k)
+		if errors.Is(err, consensus.ErrNotBootstrapped) {
+			// No group of the cluster exists as far as this node can
+			// tell (a node that has seen its group says no quorum
+			// instead): no state can say its ACLs are on. Not cached:
+			// the next request asks again. A node run with -acl checks
+			// every request whatever this says.
+			return false, nil
+		}
 		if err != nil {
 			return false, apiError("read the ACL state of cluster "+cluster, err)
 		}

@@ -173,7 +173,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	// Every node checks tokens: a request for a cluster whose state says
 	// its ACLs are on is checked against that cluster's tokens, whether or
 	// not this node runs -acl (httpapi's package comment has the table).
-	a.tokens = newTokenStore(a.cons)
+	a.tokens = newTokenStore(knownClusters{kvStore: a.cons, known: func(cluster string) bool {
+		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
+	}})
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}

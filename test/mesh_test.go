@@ -284,8 +284,15 @@ func TestAPIBadInputAndCLI(t *testing.T) {
 	if out, _, code = CLI(t, "runners"); code != 0 || !strings.Contains(out, "n1") {
 		t.Fatalf("MESHGW_HTTP_ADDR: %d %q", code, out)
 	}
-	if _, _, code = CLI(t, "leave", "-http-addr", c.Nodes[1].HTTP); code != 0 {
-		t.Fatalf("leave: %d", code)
+	// Both nodes are voters of a 2-voter group: either leaving takes it
+	// below quorum, so a plain leave is refused and -force is needed.
+	WaitLeader(t, c.Nodes, "default")
+	if _, stderr, code := CLI(t, "leave", "-http-addr", c.Nodes[1].HTTP); code == 0 ||
+		!strings.Contains(stderr, "below quorum") {
+		t.Fatalf("leave of a voter of 2: exit %d, %q", code, stderr)
+	}
+	if _, stderr, code := CLI(t, "leave", "-force", "-http-addr", c.Nodes[1].HTTP); code != 0 {
+		t.Fatalf("leave -force: %d %q", code, stderr)
 	}
 	WaitMembers(t, 15*time.Second, []*Node{n}, map[string]string{"n2": "left"})
 	c.Nodes[1].Wait(20 * time.Second)
