@@ -83,6 +83,10 @@ type joinReq struct {
 // runs already, notes a promotion. It answers whether the replica has
 // caught up with the leader (autopilot promotes it then).
 func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, error) {
+	caller, err := m.callerOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var req joinReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
@@ -90,7 +94,16 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 	if req.Shard != ShardID(req.Cluster) || req.Replica == 0 {
 		return nil, transport.Errorf(codeBad, "shard %d is not cluster %q's", req.Shard, req.Cluster)
 	}
-	if old, ok := m.hostedShard(req.Cluster); ok {
+	old, hosts := m.hostedShard(req.Cluster)
+	var drop *hosted
+	if hosts && old.Replica != req.Replica {
+		drop = &old
+	}
+	if err := m.verifyJoin(ctx, caller, req, drop); err != nil {
+		m.log.Warn().Err(err).Str("caller", caller.Name).Str("cluster", req.Cluster).Msg("join refused")
+		return nil, err
+	}
+	if hosts {
 		if old.Replica == req.Replica {
 			if old.NonVoting && !req.NonVoting {
 				// Promoted: restart as a voter from now on.

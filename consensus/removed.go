@@ -25,6 +25,9 @@ const methodMembership = "consensus.membership"
 type membershipReq struct {
 	Cluster string `json:"cluster"`
 	Replica uint64 `json:"replica"`
+	// Also, when set, asks whether that replica is a member too (a join
+	// being verified: the replica that replaces Replica).
+	Also uint64 `json:"also,omitempty"`
 }
 
 type membershipResp struct {
@@ -32,6 +35,8 @@ type membershipResp struct {
 	Member bool `json:"member"`
 	// Removed: the group removed the replica; it may never rejoin with it.
 	Removed bool `json:"removed"`
+	// AlsoMember: the request's Also replica is a member.
+	AlsoMember bool `json:"also_member,omitempty"`
 }
 
 // removedCheckAfter is how long a replica knows no leader before it asks.
@@ -44,6 +49,9 @@ func (m *Manager) removedCheckAfter() time.Duration {
 // linearizable read of the membership. Any node of the mesh may ask; the
 // answer is what every member of the group could read.
 func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if _, err := m.callerOf(r); err != nil {
+		return nil, err
+	}
 	var req membershipReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
@@ -63,6 +71,9 @@ func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]
 	for _, set := range []map[uint64]string{mem.Nodes, mem.NonVotings, mem.Witnesses} {
 		if _, in := set[req.Replica]; in {
 			resp.Member = true
+		}
+		if _, in := set[req.Also]; in && req.Also != 0 {
+			resp.AlsoMember = true
 		}
 	}
 	return json.Marshal(resp)

@@ -37,6 +37,9 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 	ccfg.RaftBindAddr = cfg.RaftAddr
 	ccfg.RaftAdvertiseAddr = adv.raft
 	ccfg.LocalCluster = cfg.Cluster
+	// A cluster's tokens are its own: no node of another cluster writes
+	// them, whatever ACL check it claims to have made.
+	ccfg.LocalOnlyPrefixes = []string{"acl/"}
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Voters = cfg.RaftVoters
 	ccfg.DeadVoterTimeout = cfg.AutopilotDeadAfter
