@@ -65,6 +65,7 @@ func (a *Agent) wireState() error {
 	if cfg.HasRole("runner") {
 		rcfg := runner.DefaultConfig()
 		rcfg.MaxConcurrent = cfg.MaxConcurrentExecs
+		rcfg.DefaultUser = cfg.ExecUser
 		if exec, err = runner.New(rcfg, a.log); err != nil {
 			return fmt.Errorf("runner: %w", err)
 		}
