@@ -144,4 +144,12 @@ func TestProposalInAnotherNodesName(t *testing.T) {
 	d9 := intruder(t, mesh, "d9", "default")
 	req := infoReq{Cluster: "default", From: "n1", Proposal: &bootProposal{Initiator: "n1", Members: []string{"n1", "zz"}}}
 	wantForbidden(t, "d9 proposing as n1", call(t, d9, nodes[2], methodInfo, req))
+	a1 := intruder(t, mesh, "a1", "other")
+	own := infoReq{Cluster: "default", From: "a1", Proposal: &bootProposal{Initiator: "a1", Members: []string{"a1"}}}
+	wantForbidden(t, "a node of another cluster proposing", call(t, a1, nodes[2], methodInfo, own))
+	wantForbidden(t, "a node of another cluster asking the membership",
+		call(t, a1, nodes[2], methodMembership, membershipReq{Cluster: "default", Replica: 1}))
+	if err := call(t, a1, nodes[2], methodInfo, infoReq{Cluster: "default", From: "a1"}); err != nil {
+		t.Errorf("a plain info probe from any member: %v", err)
+	}
 }

@@ -46,15 +46,22 @@ func (m *Manager) removedCheckAfter() time.Duration {
 }
 
 // serveMembership answers whether a replica is still in the group, from a
-// linearizable read of the membership. Any node of the mesh may ask; the
-// answer is what every member of the group could read.
+// linearizable read of the membership. A node of the group's cluster may
+// ask (only those host its replicas); the answer is what every member of
+// the group could read.
 func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]byte, error) {
-	if _, err := m.callerOf(r); err != nil {
+	caller, err := m.callerOf(r)
+	if err != nil {
 		return nil, err
 	}
 	var req membershipReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	if caller.Cluster != req.Cluster {
+		// Only the group's own nodes host its replicas and ask.
+		return nil, transport.Errorf(codeForbidden, "membership of cluster %s asked by %s, a node of cluster %s",
+			req.Cluster, caller.Name, caller.Cluster)
 	}
 	h, ok := m.hostedShard(req.Cluster)
 	if !ok {

@@ -34,14 +34,15 @@
 //	consensus.read              any member (the forwarding API checks C's
 //	                            ACLs; token records hold hashes, not secrets)
 //	consensus.info              any member; a bootstrap proposal only from
-//	                            its initiator (From must be the caller)
+//	                            its initiator (From must be the caller), a
+//	                            node of C
 //	consensus.join[-non-voting] a node of C; a join that would replace (drop)
 //	                            a replica this node holds also needs another
 //	                            host of C's group to read the membership
 //	                            linearizably and find the old replica removed
 //	                            and the new one added (else refused; the
 //	                            removed replica then finds out by itself)
-//	consensus.membership        any member (read-only)
+//	consensus.membership        a node of C (read-only; only they ask)
 //	dispatch.exec, .http        any member: a run of C may be dispatched by
 //	                            any node serving C's API. Not checked yet:
 //	                            the command and upstream come from the
