@@ -323,6 +323,12 @@ func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
 		// skip it like a busy one, and keep away from it for a while.
 		d.penalize(r.Name)
 		return &attemptError{"busy", fmt.Errorf("runner %s does not serve executions: %w", r.Name, err)}
+	case errors.As(err, &re) && re.Code == transport.CodeForbidden:
+		// The runner refused this node before running anything (its
+		// gossip view does not know this node yet, or not as live):
+		// another runner may take it.
+		d.penalize(r.Name)
+		return &attemptError{"busy", fmt.Errorf("runner %s refuses calls from this node: %w", r.Name, err)}
 	case errors.As(err, &re):
 		return &attemptError{"invalid", err}
 	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline):
