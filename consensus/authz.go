@@ -15,8 +15,12 @@ import (
 // (see callerOf and the table in doc.go). Permanent for that request.
 var ErrForbidden = errors.New("consensus: forbidden")
 
-// codeForbidden carries ErrForbidden across a forward.
-const codeForbidden = "forbidden"
+// codeForbidden carries ErrForbidden across a forward: the caller is a
+// member, but its cluster may not send this. A caller the serving node
+// does not know as a live member is refused with transport.CodeForbidden
+// instead (node's gate answers the same): that can be a gossip view that
+// has not caught up yet, so a forward tries another host.
+const codeForbidden = "not_permitted"
 
 // callerOf is the mesh member a request comes from. Its name is the common
 // name of the caller's verified certificate (transport sets r.Peer from
@@ -24,19 +28,19 @@ const codeForbidden = "forbidden"
 // name: a certificate for a name nobody gossips speaks for nobody.
 func (m *Manager) callerOf(r *transport.Request) (Peer, error) {
 	if r.Peer == "" {
-		return Peer{}, transport.Errorf(codeForbidden, "%s: the caller's certificate names no node", r.Method)
+		return Peer{}, transport.Errorf(transport.CodeForbidden, "%s: the caller's certificate names no node", r.Method)
 	}
 	for _, p := range m.members.Peers() {
 		if p.Name != r.Peer {
 			continue
 		}
 		if p.Status != "alive" && p.Status != "suspect" {
-			return Peer{}, transport.Errorf(codeForbidden, "%s: caller %s is %s in %s's gossip view",
+			return Peer{}, transport.Errorf(transport.CodeForbidden, "%s: caller %s is %s in %s's gossip view",
 				r.Method, r.Peer, p.Status, m.cfg.NodeName)
 		}
 		return p, nil
 	}
-	return Peer{}, transport.Errorf(codeForbidden, "%s: caller %s is not a member of the mesh in %s's gossip view",
+	return Peer{}, transport.Errorf(transport.CodeForbidden, "%s: caller %s is not a member of the mesh in %s's gossip view",
 		r.Method, r.Peer, m.cfg.NodeName)
 }
 

@@ -408,6 +408,10 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 				return fmt.Errorf("%w: %s", fsm.ErrBadCommand, re.Message)
 			case codeForbidden:
 				return forbiddenErr(re, p.Name)
+			case transport.CodeForbidden:
+				// p does not know this node as a live member (yet).
+				lastErr = newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
+				continue
 			}
 			return fmt.Errorf("forward to %s: %w", p.Name, err)
 		}
