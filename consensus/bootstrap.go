@@ -416,9 +416,25 @@ func (m *Manager) info(ctx context.Context, addr, cluster string, prop *bootProp
 // the group holds bootMu from its final check until the replica is
 // recorded: an answer is either "hosting" or given before that check.
 func (m *Manager) serveInfo(ctx context.Context, r *transport.Request) ([]byte, error) {
+	caller, err := m.callerOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var req infoReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	if req.Proposal != nil && req.From != r.Peer {
+		// A proposal is recorded as its initiator's: only the initiator,
+		// by its certificate, may send it.
+		return nil, transport.Errorf(codeForbidden, "bootstrap proposal from %q sent with the certificate of %q",
+			req.From, r.Peer)
+	}
+	if req.Proposal != nil && caller.Cluster != req.Cluster {
+		// Recorded proposals hold a bootstrap back (and fill a bounded
+		// registry): only the cluster's own nodes may make them.
+		return nil, transport.Errorf(codeForbidden, "bootstrap proposal for cluster %s from %s, a node of cluster %s",
+			req.Cluster, caller.Name, caller.Cluster)
 	}
 	m.bootMu.Lock()
 	defer m.bootMu.Unlock()

@@ -72,14 +72,16 @@ func TestReproposedWritesApplyOnce(t *testing.T) {
 	fwd := putCmd("f", "forwarded")
 	fwd.ID = fsm.NewProposalID()
 	body, _ := json.Marshal(applyReq{Cluster: "c", Cmd: fwd})
-	a, err := m.serveApply(ctx, &transport.Request{Method: methodApply, Body: body})
+	// serveApply answers members of the mesh only: n2 forwards it.
+	m.members = fixedPeers{{Name: "n2", Cluster: "c", Status: "alive"}}
+	a, err := m.serveApply(ctx, &transport.Request{Peer: "n2", Method: methodApply, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := m.Apply(ctx, "c", putCmd("f", "in between")); err != nil {
 		t.Fatal(err)
 	}
-	b, err := m.serveApply(ctx, &transport.Request{Method: methodApply, Body: body})
+	b, err := m.serveApply(ctx, &transport.Request{Peer: "n2", Method: methodApply, Body: body})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,3 +133,8 @@ func TestBatchRetrySafe(t *testing.T) {
 		}
 	}
 }
+
+// fixedPeers is a gossip view that never changes.
+type fixedPeers []Peer
+
+func (f fixedPeers) Peers() []Peer { return f }

@@ -95,6 +95,11 @@ type Config struct {
 	// group, each time that changes (node sets a gossip tag with it). It
 	// is called from consensus goroutines and must not block for long.
 	OnHosting func(hosting bool)
+	// LocalOnlyPrefixes: keys under these prefixes are written over RPC
+	// only by nodes of the group's own cluster (node: the ACL keys), so a
+	// node of another cluster can forward a client's service writes and
+	// runs but never mint or revoke a token of this cluster.
+	LocalOnlyPrefixes []string
 	// ProposalTimeout bounds one proposal: when the leader dies, a client
 	// learns within this time that the outcome is unknown (ErrTimeout) and
 	// may retry while a new leader is elected.

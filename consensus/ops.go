@@ -418,6 +418,12 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 				return newOpError(ErrTimeout, re, "%s (via %s)", re.Message, p.Name)
 			case codeBad:
 				return fmt.Errorf("%w: %s", fsm.ErrBadCommand, re.Message)
+			case codeForbidden:
+				return forbiddenErr(re, p.Name)
+			case transport.CodeForbidden:
+				// p does not know this node as a live member (yet).
+				lastErr = newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
+				continue
 			}
 			return fmt.Errorf("forward to %s: %w", p.Name, err)
 		}
@@ -486,9 +492,16 @@ func remoteErr(err error) error {
 }
 
 func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte, error) {
+	caller, err := m.callerOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var req applyReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	if err := m.checkApply(caller, req); err != nil {
+		return nil, err
 	}
 	h, ok := m.hostedShard(req.Cluster)
 	if !ok {
@@ -521,6 +534,9 @@ func (m *Manager) serveApply(ctx context.Context, r *transport.Request) ([]byte,
 }
 
 func (m *Manager) serveRead(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if _, err := m.callerOf(r); err != nil {
+		return nil, err
+	}
 	var req readReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)

@@ -86,6 +86,10 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 	if !m.started.Load() {
 		return nil, transport.Errorf(codeNotBootstrapped, "%s is starting", m.cfg.NodeName)
 	}
+	caller, err := m.callerOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var req joinReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
@@ -93,7 +97,16 @@ func (m *Manager) serveJoin(ctx context.Context, r *transport.Request) ([]byte, 
 	if req.Shard != ShardID(req.Cluster) || req.Replica == 0 {
 		return nil, transport.Errorf(codeBad, "shard %d is not cluster %q's", req.Shard, req.Cluster)
 	}
-	if old, ok := m.hostedShard(req.Cluster); ok {
+	old, hosts := m.hostedShard(req.Cluster)
+	var drop *hosted
+	if hosts && old.Replica != req.Replica {
+		drop = &old
+	}
+	if err := m.verifyJoin(ctx, caller, req, drop); err != nil {
+		m.log.Warn().Err(err).Str("caller", caller.Name).Str("cluster", req.Cluster).Msg("join refused")
+		return nil, err
+	}
+	if hosts {
 		if old.Replica == req.Replica {
 			if old.NonVoting && !req.NonVoting {
 				// Promoted: restart as a voter from now on.

@@ -25,6 +25,9 @@ const methodMembership = "consensus.membership"
 type membershipReq struct {
 	Cluster string `json:"cluster"`
 	Replica uint64 `json:"replica"`
+	// Also, when set, asks whether that replica is a member too (a join
+	// being verified: the replica that replaces Replica).
+	Also uint64 `json:"also,omitempty"`
 }
 
 type membershipResp struct {
@@ -32,6 +35,8 @@ type membershipResp struct {
 	Member bool `json:"member"`
 	// Removed: the group removed the replica; it may never rejoin with it.
 	Removed bool `json:"removed"`
+	// AlsoMember: the request's Also replica is a member.
+	AlsoMember bool `json:"also_member,omitempty"`
 }
 
 // removedCheckAfter is how long a replica knows no leader before it asks.
@@ -41,15 +46,25 @@ func (m *Manager) removedCheckAfter() time.Duration {
 }
 
 // serveMembership answers whether a replica is still in the group, from a
-// linearizable read of the membership. Any node of the mesh may ask; the
-// answer is what every member of the group could read.
+// linearizable read of the membership. A node of the group's cluster may
+// ask (only those host its replicas); the answer is what every member of
+// the group could read.
 func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]byte, error) {
 	if !m.started.Load() {
 		return nil, transport.Errorf(codeNotBootstrapped, "%s is starting", m.cfg.NodeName)
 	}
+	caller, err := m.callerOf(r)
+	if err != nil {
+		return nil, err
+	}
 	var req membershipReq
 	if err := json.Unmarshal(r.Body, &req); err != nil {
 		return nil, transport.Errorf(codeBad, "decode: %v", err)
+	}
+	if caller.Cluster != req.Cluster {
+		// Only the group's own nodes host its replicas and ask.
+		return nil, transport.Errorf(codeForbidden, "membership of cluster %s asked by %s, a node of cluster %s",
+			req.Cluster, caller.Name, caller.Cluster)
 	}
 	h, ok := m.hostedShard(req.Cluster)
 	if !ok {
@@ -66,6 +81,9 @@ func (m *Manager) serveMembership(ctx context.Context, r *transport.Request) ([]
 	for _, set := range []map[uint64]string{mem.Nodes, mem.NonVotings, mem.Witnesses} {
 		if _, in := set[req.Replica]; in {
 			resp.Member = true
+		}
+		if _, in := set[req.Also]; in && req.Also != 0 {
+			resp.AlsoMember = true
 		}
 	}
 	return json.Marshal(resp)

@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -105,6 +106,10 @@ func newTCluster(t testing.TB) *tcluster {
 }
 
 func (c *tcluster) transport(name string) *transport.Transport {
+	return c.transportWith(name, nil)
+}
+
+func (c *tcluster) transportWith(name string, authorize func(peer, method string) error) *transport.Transport {
 	t := c.t
 	t.Helper()
 	caF, certF, keyF, err := tlsutil.EnsureDevFiles(c.dir, name)
@@ -119,6 +124,7 @@ func (c *tcluster) transport(name string) *transport.Transport {
 	tc.BindAddr = "127.0.0.1:0"
 	tc.TLS = tlsCfg
 	tc.HandshakeTimeout = time.Second // a dial to a dead runner fails fast
+	tc.Authorize = authorize
 	tr, err := transport.New(tc, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -592,6 +598,33 @@ func TestClusterWatchFallsBackToRecord(t *testing.T) {
 	final, err := r1.d.Watch(context.Background(), testCluster, ex.ID, func(_ string, b []byte) { got.Write(b) })
 	if err != nil || final.Status != StatusSucceeded || got.String() != "out\n" {
 		t.Fatalf("%v %+v %q", err, final, got.String())
+	}
+}
+
+// A runner that refuses this node (its gossip view does not know it yet)
+// ran nothing: the run goes to another runner instead of failing.
+func TestClusterRunnerThatRefusesTheCallerIsSkipped(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	tr := c.transportWith("a-refusing", func(peer, method string) error {
+		return fmt.Errorf("%s is not a member here", peer)
+	})
+	ex := testExecutor(t)
+	d, err := New(testConfig(), c.runners, &nodeStore{memStore: c.store}, tr, ex, "a-refusing", zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = d.Stop(); _ = tr.Close() })
+	c.runners.set(testCluster, Runner{Name: "a-refusing", RPCAddr: tr.Addr().String(), Roles: []string{RoleRunner}})
+	c.add("b-ok", true, nil)
+	for i := 0; i < 3; i++ {
+		got, err := gw.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+		if err != nil || got.Status != StatusSucceeded || got.Runner != "b-ok" {
+			t.Fatalf("run %d: %v %+v", i, err, got)
+		}
 	}
 }
 

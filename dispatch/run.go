@@ -469,7 +469,7 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
-			Command: svc.Command, Env: svc.Env, Dir: svc.Dir,
+			Command: svc.Command, Env: svc.Env, Dir: svc.Dir, User: svc.User,
 			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input,
 		}, out)
 		cancel()

@@ -40,6 +40,7 @@ const (
 	maxTagLen          = 256
 	maxEnvValueLen     = 8192
 	maxDirLen          = 1024
+	maxUserLen         = 64
 	maxUpstreamLen     = 2048
 	maxSchemaErrorsOut = 10
 )
@@ -47,11 +48,14 @@ const (
 // Service is a named, versioned definition stored under svc/<name> in the
 // cluster's replicated store.
 type Service struct {
-	Name       string            `json:"name"`
-	Type       string            `json:"type"`
-	Command    []string          `json:"command,omitempty"`
-	Env        map[string]string `json:"env,omitempty"`
-	Dir        string            `json:"dir,omitempty"`
+	Name    string            `json:"name"`
+	Type    string            `json:"type"`
+	Command []string          `json:"command,omitempty"`
+	Env     map[string]string `json:"env,omitempty"`
+	Dir     string            `json:"dir,omitempty"`
+	// User (exec): the user, by name or uid, the process runs as on the
+	// runner; empty: the runner's -exec-user, else the agent's own user.
+	User       string            `json:"user,omitempty"`
 	Timeout    Duration          `json:"timeout,omitempty"`
 	Retries    int               `json:"retries,omitempty"`
 	Decorator  json.RawMessage   `json:"decorator,omitempty"` // JSON Schema the input must satisfy
@@ -251,6 +255,9 @@ func (s *Service) Validate() error {
 		if len(s.Command) > 0 {
 			return invalid("command", "only exec services have a command")
 		}
+		if s.User != "" {
+			return invalid("user", "only exec services run as a user")
+		}
 	case "":
 		return invalid("type", "missing (exec or http)")
 	default:
@@ -271,6 +278,10 @@ func (s *Service) Validate() error {
 		if len(s.Dir) > maxDirLen || !filepath.IsAbs(s.Dir) || strings.IndexByte(s.Dir, 0) >= 0 {
 			return invalid("dir", "must be an absolute path")
 		}
+	}
+	if s.User != "" && !validUser(s.User) {
+		return invalid("user", "must be a user name or uid ([A-Za-z0-9_.-], at most %d bytes, not starting with '-')",
+			maxUserLen)
 	}
 	if s.Timeout < 0 {
 		return invalid("timeout", "must be positive")
@@ -350,3 +361,18 @@ func validEnvName(k string) bool {
 func ServiceKey(name string) string { return "svc/" + name }
 
 var errNotJSON = errors.New("input is not valid JSON")
+
+// validUser accepts what user names and uids are made of; whether the user
+// exists is the runner's to say at run time (runners differ).
+func validUser(u string) bool {
+	if u == "" || len(u) > maxUserLen || u[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		c := u[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}

@@ -46,6 +46,7 @@ type execWire struct {
 	Command   []string          `json:"command"`
 	Env       map[string]string `json:"env,omitempty"`
 	Dir       string            `json:"dir,omitempty"`
+	User      string            `json:"user,omitempty"`
 	TimeoutMs int64             `json:"timeout_ms"`
 	Input     []byte            `json:"input,omitempty"`
 }
@@ -98,6 +99,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		Command:  req.Command,
 		Env:      req.Env,
 		Dir:      req.Dir,
+		User:     req.User,
 		Timeout:  timeout,
 		Input:    req.Input,
 		OnOutput: func(stream string, chunk []byte) { send(outTag(stream), chunk) },
@@ -285,6 +287,7 @@ func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(str
 		Command:  req.Command,
 		Env:      req.Env,
 		Dir:      req.Dir,
+		User:     req.User,
 		Timeout:  time.Duration(req.TimeoutMs) * time.Millisecond,
 		Input:    req.Input,
 		OnOutput: onOut,
@@ -320,6 +323,12 @@ func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
 		// skip it like a busy one, and keep away from it for a while.
 		d.penalize(r.Name)
 		return &attemptError{"busy", fmt.Errorf("runner %s does not serve executions: %w", r.Name, err)}
+	case errors.As(err, &re) && re.Code == transport.CodeForbidden:
+		// The runner refused this node before running anything (its
+		// gossip view does not know this node yet, or not as live):
+		// another runner may take it.
+		d.penalize(r.Name)
+		return &attemptError{"busy", fmt.Errorf("runner %s refuses calls from this node: %w", r.Name, err)}
 	case errors.As(err, &re):
 		return &attemptError{"invalid", err}
 	case ctx.Err() != nil && errors.Is(context.Cause(ctx), errAttemptDeadline):

@@ -150,6 +150,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	tcfg := transport.DefaultConfig()
 	tcfg.BindAddr = cfg.RPCAddr
 	tcfg.TLS = tlsConf
+	tcfg.Authorize = newMemberGate(func() []gossip.Member { return g.Members(gossip.Filter{}) }).authorize
 	if a.rpc, err = transport.New(tcfg, log); err != nil {
 		return nil, fmt.Errorf("rpc: %w", err)
 	}

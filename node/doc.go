@@ -10,4 +10,55 @@
 //
 // Only cmd/meshgw and the tests may import node; node imports dispatch,
 // consensus, gossip, roles and transport, never the other way round.
+//
+// # Who may call which RPC method
+//
+// The caller of a node-to-node RPC is the common name of its verified
+// certificate (transport sets Request.Peer and Stream.Peer from the TLS
+// state, never from a body). Every registered method is first gated by
+// memberGate (transport Config.Authorize): that name must be a member
+// gossip sees alive or suspect. A certificate for a name gossip does not
+// know, or for a member that failed or left, calls nothing (403-like code
+// "forbidden"). The name also binds the other way: a node starts only with
+// a certificate for its own -node name, and the TLS probe
+// (transport.ProbeAs) marks a member whose certificate names another node
+// refused, like a foreign CA, so nothing is routed to it. Then, per method:
+//
+//	method                      who may call (C: the request's cluster)
+//	consensus.apply             a node of C: any key but the reserved
+//	                            \x00meshgw/ ones (never over RPC); a node of
+//	                            another cluster: ordinary keys only (service
+//	                            writes, runs: its API forwards them after
+//	                            C's own ACL check, trust2), never a restore
+//	                            nor a key under acl/ (a token of C is minted
+//	                            or revoked only through a node of C)
+//	consensus.read              any member (the forwarding API checks C's
+//	                            ACLs; token records hold hashes, not secrets)
+//	consensus.info              any member; a bootstrap proposal only from
+//	                            its initiator (From must be the caller), a
+//	                            node of C
+//	consensus.join[-non-voting] a node of C; a join that would replace (drop)
+//	                            a replica this node holds also needs another
+//	                            host of C's group to read the membership
+//	                            linearizably and find the old replica removed
+//	                            and the new one added (else refused; the
+//	                            removed replica then finds out by itself)
+//	consensus.membership        a node of C (read-only; only they ask)
+//	dispatch.exec, .http        any member: a run of C may be dispatched by
+//	                            any node serving C's API. Not checked yet:
+//	                            the command and upstream come from the
+//	                            caller, so a member can run any command on a
+//	                            runner (see README "Securing a mesh")
+//	dispatch.watch              any member (output of a run it names by ID)
+//	node.tls-issuers            any member (public certificates)
+//
+// Why not only nodes of C for consensus.apply: a request for cluster C is
+// authorized by C's ACL state on whichever node receives it
+// (node/httpapi's package comment), and that node forwards the write. The
+// receiving replica cannot re-check the client's token (the secret stays
+// with the API node), so it trusts a mesh member for ordinary data and
+// keeps to C's own nodes what makes or unmakes authority: the ACL keys and
+// a whole-state restore. With a CA derived from -encrypt, the gossip key
+// mints any certificate and gossip tag, so the key is the whole secret;
+// per-node certificates from -ca-file make the names above meaningful.
 package node

@@ -42,6 +42,8 @@ func apiError(op string, err error) error {
 		return httpapi.Errorf(http.StatusServiceUnavailable, "no_quorum", "%s", msg).WithRetryAfter(1)
 	case errors.Is(err, consensus.ErrTimeout), errors.Is(err, context.DeadlineExceeded):
 		return httpapi.Errorf(http.StatusServiceUnavailable, "timeout", "%s", msg).WithRetryAfter(1)
+	case errors.Is(err, consensus.ErrForbidden):
+		return httpapi.Errorf(http.StatusForbidden, "forbidden", "%s", msg)
 	case errors.Is(err, dispatch.ErrConflict):
 		return httpapi.Errorf(http.StatusConflict, "conflict", "%s", msg)
 	case errors.Is(err, context.Canceled):

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
@@ -42,10 +44,14 @@ const builtinSeed = "meshgw built-in development CA v1: not a secret"
 // (keyTLS, returned non-nil).
 func resolveTLS(cfg config.Runtime, hosts []string, keys [][]byte, log zerolog.Logger) (tlsMaterial, *keyTLS, error) {
 	if cfg.CAFile != "" {
-		if _, err := tlsutil.LoadFiles(cfg.CAFile, cfg.CertFile, cfg.KeyFile); err != nil {
+		tc, err := tlsutil.LoadFiles(cfg.CAFile, cfg.CertFile, cfg.KeyFile)
+		if err != nil {
 			return tlsMaterial{}, nil, fmt.Errorf("-ca-file/-cert-file/-key-file: %w; they must be PEM files: "+
 				"the cluster's CA certificate, and this node's certificate signed by it and its key "+
 				"(meshgw tls ca create, then meshgw tls cert create -node NAME)", err)
+		}
+		if err := certNamesNode(tc, cfg.NodeName); err != nil {
+			return tlsMaterial{}, nil, fmt.Errorf("-cert-file %s: %w", cfg.CertFile, err)
 		}
 		return tlsMaterial{mode: tlsFiles, caFile: cfg.CAFile, certFile: cfg.CertFile, keyFile: cfg.KeyFile}, nil, nil
 	}
@@ -114,4 +120,24 @@ func loopbackOnly(cfg config.Runtime) bool {
 		}
 	}
 	return true
+}
+
+// certNamesNode checks that the node certificate is for this node: peers
+// take a caller's name from its certificate and refuse one whose
+// certificate names another node than its gossip name, so a mismatch is
+// better refused at start than seen as a foreign node by every peer.
+func certNamesNode(tc *tls.Config, node string) error {
+	if len(tc.Certificates) == 0 || len(tc.Certificates[0].Certificate) == 0 {
+		return fmt.Errorf("no certificate")
+	}
+	leaf, err := x509.ParseCertificate(tc.Certificates[0].Certificate[0])
+	if err != nil {
+		return fmt.Errorf("parse the certificate: %w", err)
+	}
+	if leaf.Subject.CommonName != node {
+		return fmt.Errorf("the certificate is for node %q, not this node %q (-node): "+
+			"peers know a node by the name in its certificate; create one with "+
+			"`meshgw tls cert create -node %s`", leaf.Subject.CommonName, node, node)
+	}
+	return nil
 }

@@ -149,7 +149,7 @@ func (a *Agent) probePeers() {
 	for {
 		for _, m := range a.trust.due(a.gossip.Members(gossip.Filter{}), a.cfg.NodeName, time.Now()) {
 			pctx, pcancel := context.WithTimeout(ctx, probeTimeout)
-			err := a.rpc.Probe(pctx, m.RPCAddr)
+			err := a.rpc.ProbeAs(pctx, m.RPCAddr, m.Name)
 			pcancel()
 			if ctx.Err() != nil {
 				return

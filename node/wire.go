@@ -40,6 +40,9 @@ func consensusConfig(cfg config.Runtime, adv advertised, tm tlsMaterial) consens
 	ccfg.RaftBindAddr = cfg.RaftAddr
 	ccfg.RaftAdvertiseAddr = adv.raft
 	ccfg.LocalCluster = cfg.Cluster
+	// A cluster's tokens are its own: no node of another cluster writes
+	// them, whatever ACL check it claims to have made.
+	ccfg.LocalOnlyPrefixes = []string{"acl/"}
 	ccfg.BootstrapExpect = cfg.BootstrapExpect
 	ccfg.Voters = cfg.RaftVoters
 	ccfg.DeadVoterTimeout = cfg.AutopilotDeadAfter
@@ -65,6 +68,7 @@ func (a *Agent) wireState() error {
 	if cfg.HasRole("runner") {
 		rcfg := runner.DefaultConfig()
 		rcfg.MaxConcurrent = cfg.MaxConcurrentExecs
+		rcfg.DefaultUser = cfg.ExecUser
 		if exec, err = runner.New(rcfg, a.log); err != nil {
 			return fmt.Errorf("runner: %w", err)
 		}

@@ -216,9 +216,9 @@ func bootstrapACL(t *testing.T, n *Node) string {
 }
 
 // A token belongs to its cluster: red's token is refused on blue through
-// any node, blue's works on blue through a node of red, and a node of red
-// started without -acl opens neither blue nor, once red's state says its
-// ACLs are on, red.
+// any node, blue's works on blue through a node of red (but mints blue
+// tokens only through blue), and a node of red started without -acl opens
+// neither blue nor, once red's state says its ACLs are on, red.
 func TestTokenBelongsToItsCluster(t *testing.T) {
 	c := StartCluster(t, 2, Options{Cluster: "red", Extra: func(i int) []string {
 		if i == 0 {
@@ -260,6 +260,17 @@ func TestTokenBelongsToItsCluster(t *testing.T) {
 		if code := authCode(t, n, blueTok, "GET", "/v1/services", ""); code != 401 {
 			t.Errorf("blue's token on red via %s: %d, want 401", n.Name, code)
 		}
+	}
+	// blue's tokens are minted only through a node of blue: blue's replica
+	// refuses ACL writes forwarded by a node of red (issue 11 item 8).
+	mint := `{"policies":["manage"]}`
+	for _, n := range []*Node{redACL, redOpen} {
+		if code := authCode(t, n, blueTok, "POST", "/v1/acl/tokens?cluster=blue", mint); code != 403 {
+			t.Errorf("blue's manage token minting a blue token via %s: %d, want 403", n.Name, code)
+		}
+	}
+	if code := authCode(t, blue, blueTok, "POST", "/v1/acl/tokens", mint); code != 200 {
+		t.Errorf("blue's manage token minting a blue token via blue: %d, want 200", code)
 	}
 	if code := authCode(t, blue, blueTok, "GET", "/v1/services/red-made", ""); code != 404 {
 		t.Errorf("a call refused on blue left a service behind: %d", code)

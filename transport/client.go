@@ -106,6 +106,32 @@ func (t *Transport) Probe(ctx context.Context, addr string) error {
 	return fmt.Errorf("probe %s: %w", addr, err)
 }
 
+// ProbeAs is Probe, and also checks that the certificate of the node at
+// addr names name: a certificate for another node is refused like a
+// foreign CA (the error wraps ErrRefused), so no node can answer in the
+// name of another.
+func (t *Transport) ProbeAs(ctx context.Context, addr, name string) error {
+	if err := t.Probe(ctx, addr); err != nil {
+		return err
+	}
+	t.mu.Lock()
+	pc := t.conns[addr]
+	t.mu.Unlock()
+	if pc == nil {
+		return fmt.Errorf("probe %s: %w: connection gone", addr, ErrUnreachable)
+	}
+	select {
+	case <-pc.ready:
+	default:
+		return fmt.Errorf("probe %s: %w: redialing", addr, ErrUnreachable)
+	}
+	if pc.peer != name {
+		return fmt.Errorf("probe %s: %w: its certificate names %q, not %q as gossip says", addr, ErrRefused,
+			pc.peer, name)
+	}
+	return nil
+}
+
 // Disconnect closes the pooled connection to addr, if any: calls in flight
 // on it fail at once with ErrUnreachable, and the next call redials. The
 // agent calls it when gossip declares the peer failed, so work on a dead

@@ -34,6 +34,11 @@ type Config struct {
 	// IdleTimeout/3, so only a dead peer goes silent: a peer killed without
 	// closing is detected after IdleTimeout. Default 6s.
 	IdleTimeout time.Duration
+	// Authorize, when set, is asked before every call to a registered
+	// method whether peer (the common name of the caller's verified
+	// certificate) may call it; an error refuses the call with
+	// CodeForbidden and its message. It must not block for long.
+	Authorize func(peer, method string) error
 }
 
 // DefaultConfig returns a complete Config except TLS, which the caller sets.

@@ -40,6 +40,7 @@ const (
 	CodeBadRequest = "bad_request"     // malformed request frame
 	CodeTooLarge   = "frame_too_large" // a frame exceeded the receiver's bound
 	CodeDeadline   = "deadline"        // the handler ran out of the caller's time
+	CodeForbidden  = "forbidden"       // Config.Authorize refused the caller
 )
 
 // RemoteError is the error a peer's handler returned. Handlers choose the

@@ -363,6 +363,18 @@ func (t *Transport) serveStream(conn *quic.Conn, peer string, str *quic.Stream) 
 	}
 }
 
+// authorize asks Config.Authorize, after the method is known to exist (so a
+// probe of an unknown method still tells TLS apart from authorization).
+func (t *Transport) authorize(peer, method string) error {
+	if t.cfg.Authorize == nil {
+		return nil
+	}
+	if peer == "" {
+		return fmt.Errorf("%s: the caller's certificate names no node", method)
+	}
+	return t.cfg.Authorize(peer, method)
+}
+
 // refuse answers a stream with an error frame and stops reading it.
 func (t *Transport) refuse(str *quic.Stream, code, msg string) {
 	t.metrics.serverErrors.Inc()
@@ -401,6 +413,10 @@ func (t *Transport) serveUnary(str *quic.Stream, peer, method string, timeout ti
 	h := t.unary[method]
 	if h == nil {
 		t.refuse(str, CodeNoHandler, "no unary handler for "+method)
+		return
+	}
+	if err := t.authorize(peer, method); err != nil {
+		t.refuse(str, CodeForbidden, err.Error())
 		return
 	}
 	ctx, done := t.handlerContext(str, timeout)
@@ -460,6 +476,10 @@ func (t *Transport) serveStreamed(str *quic.Stream, peer, method string, timeout
 	h := t.streams[method]
 	if h == nil || extra != 0 {
 		t.refuse(str, CodeNoHandler, "no stream handler for "+method)
+		return
+	}
+	if err := t.authorize(peer, method); err != nil {
+		t.refuse(str, CodeForbidden, err.Error())
 		return
 	}
 	ctx, done := t.handlerContext(str, timeout)

@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -39,6 +40,10 @@ type ExecRequest struct {
 	Env map[string]string
 	// Dir is the working directory (Config.DefaultDir if empty).
 	Dir string
+	// User is the user (name or numeric uid) to run as, with its primary
+	// and supplementary groups (Config.DefaultUser if empty). It is looked
+	// up at run time: a user this host does not have fails the run.
+	User string
 	// Timeout bounds the run; the process group is then SIGTERMed and,
 	// after Config.KillGrace, SIGKILLed. Required.
 	Timeout time.Duration
@@ -123,6 +128,15 @@ func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (
 	if dir == "" {
 		dir = e.cfg.DefaultDir
 	}
+	attr := &syscall.SysProcAttr{Setpgid: true}
+	if name := cmp.Or(req.User, e.cfg.DefaultUser); name != "" {
+		cred, err := lookupCredential(name)
+		if err != nil {
+			return ExecResult{Status: Failed, ExitCode: -1, Duration: time.Since(start),
+				Error: fmt.Sprintf("run %s as user %q: %v", req.Command[0], name, err)}, nil
+		}
+		attr.Credential = cred
+	}
 	stdout := &capWriter{stream: Stdout, max: e.cfg.MaxOutput, pump: pump}
 	stderr := &capWriter{stream: Stderr, max: e.cfg.MaxOutput, pump: pump}
 	cmd := &exec.Cmd{
@@ -132,7 +146,7 @@ func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (
 		Dir:         dir,
 		Stdout:      stdout,
 		Stderr:      stderr,
-		SysProcAttr: &syscall.SysProcAttr{Setpgid: true},
+		SysProcAttr: attr,
 		// After the process exits, output pipes held open by leftover
 		// children are closed after this long instead of hanging Wait.
 		WaitDelay: e.cfg.KillGrace,

@@ -49,6 +49,10 @@ type Config struct {
 	// DefaultDir is the working directory when a service declares none.
 	// Default os.TempDir().
 	DefaultDir string
+	// DefaultUser, when set, is the user (name or numeric uid) processes
+	// run as when their request names none; empty: the runner's own user,
+	// who can read the agent's TLS key and keyring.
+	DefaultUser string
 	// MaxHeaderBytes bounds the headers of a proxied request and of the
 	// upstream's response. Default 64 KiB.
 	MaxHeaderBytes int

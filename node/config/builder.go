@@ -108,6 +108,7 @@ var options = []option{
 	{name: "http-cert-file", usage: "PEM certificate to serve the HTTP API over HTTPS", set: str(func(r *Runtime) *string { return &r.HTTPCertFile })},
 	{name: "http-key-file", usage: "PEM private key of -http-cert-file", set: str(func(r *Runtime) *string { return &r.HTTPKeyFile })},
 	{name: "max-concurrent-execs", usage: "executions running at once on this runner; more get 429", set: integer(func(r *Runtime) *int { return &r.MaxConcurrentExecs })},
+	{name: "exec-user", usage: "user (name or uid) exec services run as when their definition names none; empty: the agent's own user, which can read its TLS key and keyring", set: str(func(r *Runtime) *string { return &r.ExecUser })},
 	{name: "retention-count", usage: "execution records kept per cluster", set: integer(func(r *Runtime) *int { return &r.RetentionCount })},
 	{name: "retention-bytes", usage: "total size of the execution records kept per cluster (at least 4194304)",
 		set: func(r *Runtime, v string) error {

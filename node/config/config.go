@@ -113,6 +113,9 @@ type Runtime struct {
 	HTTPCertFile, HTTPKeyFile string
 	// MaxConcurrentExecs caps executions running at once on this runner.
 	MaxConcurrentExecs int
+	// ExecUser is the user exec services run as on this runner when their
+	// definition names none (empty: the agent's own user).
+	ExecUser string
 	// RetentionCount, RetentionBytes and RetentionAge bound the execution
 	// records kept per cluster (RetentionBytes their total encoded size:
 	// every voter holds them in memory).

@@ -59,6 +59,11 @@
 // answers everything else 503. ("On" once seen is remembered, and a node
 // with -acl always checks.)
 //
+// Writes of T's tokens (create, revoke) and a restore of T's state are
+// served only by a node of T: a replica of T refuses them from a node of
+// another cluster (403 forbidden; node's package comment has the RPC
+// table), so T's authority never depends on another cluster's nodes.
+//
 // Token management (create, list, revoke) is refused (400) for a cluster
 // whose request is not checked, so no token can be minted in an open
 // cluster to become valid the day it turns ACLs on. The keyring is the
