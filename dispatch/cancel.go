@@ -45,21 +45,24 @@ func (d *Dispatcher) Cancel(ctx context.Context, cluster, id string) (Execution,
 		case try >= 20:
 			return ex, fmt.Errorf("cancel %s: %w (the record kept changing)", id, ErrConflict)
 		}
+		base := ex.Version
 		if ex.CancelRequestedAt.IsZero() {
-			base := ex.Version
 			ex.CancelRequestedAt, ex.CancelRequestedBy, ex.CancelBase = d.now(), d.local, base
-			if ex.Status == StatusQueued {
-				// Nothing runs: end it here. The driver's claim, a CAS on
-				// the queued version, then fails.
-				cur, err := d.finish(&ex, base, StatusCancelled, nil, "cancelled on request before it started")
-				if err != nil {
-					return cur, fmt.Errorf("cancel %s: %w", id, err)
-				}
-				if cur.Status == StatusCancelled {
-					d.log.Info().Str("exec", id).Msg("queued execution cancelled")
-				}
-				continue // re-read: it is cancelled, or it started meanwhile
+		}
+		if ex.Status == StatusQueued {
+			// Nothing runs (also a run released with the request
+			// recorded): end it here. The driver's claim, a CAS on the
+			// queued version, then fails.
+			cur, err := d.finish(&ex, base, StatusCancelled, nil, "cancelled on request before it started")
+			if err != nil {
+				return cur, fmt.Errorf("cancel %s: %w", id, err)
 			}
+			if cur.Status == StatusCancelled {
+				d.log.Info().Str("exec", id).Msg("queued execution cancelled")
+			}
+			continue // re-read: it is cancelled, or it started meanwhile
+		}
+		if ex.CancelBase == base { // the request is ours, not yet written
 			if _, err := d.put(&ex, base); errors.Is(err, ErrConflict) {
 				continue
 			} else if err != nil {
