@@ -20,6 +20,9 @@ const (
 	MethodHTTP = "dispatch.http"
 	// MethodWatch streams the live output of an execution the callee drives.
 	MethodWatch = "dispatch.watch"
+	// MethodCancel asks the callee to stop an execution it drives (unary;
+	// body: the execution ID). Only members of the mesh may call it.
+	MethodCancel = "dispatch.cancel"
 )
 
 // Config tunes the dispatcher. Zero values are invalid; start from
@@ -253,6 +256,7 @@ func New(cfg Config, runners Runners, store Store, rpc *transport.Transport, exe
 	}
 	if rpc != nil {
 		rpc.HandleStream(MethodWatch, d.serveWatch)
+		rpc.Handle(MethodCancel, d.serveCancel)
 	}
 	return d, nil
 }
@@ -417,7 +421,7 @@ type Stats struct {
 
 type counters struct {
 	accepted, attemptLost, takenOver, proxied, proxyFailed atomic.Int64
-	succeeded, failed, timedOut, lost                      atomic.Int64
+	succeeded, failed, timedOut, lost, cancelled           atomic.Int64
 }
 
 func (c *counters) terminal(s Status) {
@@ -430,6 +434,8 @@ func (c *counters) terminal(s Status) {
 		c.timedOut.Add(1)
 	case StatusLost:
 		c.lost.Add(1)
+	case StatusCancelled:
+		c.cancelled.Add(1)
 	}
 }
 
@@ -446,6 +452,7 @@ func (d *Dispatcher) Stats() Stats {
 		Terminal: map[Status]int64{
 			StatusSucceeded: d.stats.succeeded.Load(), StatusFailed: d.stats.failed.Load(),
 			StatusTimedOut: d.stats.timedOut.Load(), StatusLost: d.stats.lost.Load(),
+			StatusCancelled: d.stats.cancelled.Load(),
 		},
 		AttemptLost: d.stats.attemptLost.Load(),
 		TakenOver:   d.stats.takenOver.Load(),

@@ -30,6 +30,23 @@
 // another runner while the service's retries last;
 // then the execution ends "lost". A non-zero exit is "failed", not retried.
 //
+// # Cancel
+//
+// Cancel, on any node, ends an execution "cancelled" (terminal, like
+// succeeded, failed, timed_out and lost). A queued one is ended at once by
+// CAS, so its driver's claim fails and it never starts. For a running one
+// the request is first written into the record (CancelRequestedAt, by CAS
+// on the version read, kept in CancelBase), then the driving node (the
+// record's Owner) is signalled, directly or by MethodCancel, which only a
+// member of the mesh may call: it cancels the attempt (the runner kills
+// the process group: SIGTERM, SIGKILL after its grace) and writes the
+// cancelled record. A driver's write that conflicts with exactly that
+// request adopts it and writes again; recovery ends an abandoned execution
+// whose cancel was requested "cancelled" and never re-runs it. Cancel is
+// idempotent: a cancelled execution is returned as it is, one that ended
+// otherwise with ErrAlreadyFinished (also when the process ended by itself
+// before the cancel took effect).
+//
 // # Record size
 //
 // A record always fits the store's value limit, MaxRecordSize, as
@@ -75,7 +92,7 @@
 // A runner serves MethodExec (request frame, acknowledgement, output frames
 // while the process runs, result frame) and MethodHTTP (request header frame
 // and body frames one way; response header frame and body frames the
-// other). Every node serves MethodWatch: the live output of the executions
+// other). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).

@@ -19,12 +19,15 @@ const (
 	StatusFailed    Status = "failed"
 	StatusTimedOut  Status = "timed_out"
 	StatusLost      Status = "lost"
+	// StatusCancelled: a client asked for the run to stop (Cancel); its
+	// process group was killed, or it never started.
+	StatusCancelled Status = "cancelled"
 )
 
 // Terminal reports whether no further transition can happen.
 func (s Status) Terminal() bool {
 	switch s {
-	case StatusSucceeded, StatusFailed, StatusTimedOut, StatusLost:
+	case StatusSucceeded, StatusFailed, StatusTimedOut, StatusLost, StatusCancelled:
 		return true
 	}
 	return false
@@ -33,7 +36,8 @@ func (s Status) Terminal() bool {
 // ValidStatus reports whether s names a status (for API filters).
 func ValidStatus(s string) bool {
 	switch Status(s) {
-	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusTimedOut, StatusLost:
+	case StatusQueued, StatusRunning, StatusSucceeded, StatusFailed, StatusTimedOut, StatusLost,
+		StatusCancelled:
 		return true
 	}
 	return false
@@ -74,6 +78,17 @@ type Execution struct {
 	InputTruncated bool   `json:"input_truncated,omitempty"`
 	IdempotencyKey string `json:"idempotency_key,omitempty"`
 	Error          string `json:"error,omitempty"`
+
+	// CancelRequestedAt is when Cancel recorded a request to stop the run
+	// (through node CancelRequestedBy), before it signalled the driver:
+	// the driver ends the run cancelled, and recovery never re-runs it.
+	CancelRequestedAt time.Time `json:"cancel_requested_at,omitzero"`
+	CancelRequestedBy string    `json:"cancel_requested_by,omitempty"`
+	// CancelBase is the record version the request was written on (by
+	// CAS): a driver whose write conflicts with exactly that write adopts
+	// the request and writes again, instead of taking itself for
+	// superseded.
+	CancelBase uint64 `json:"cancel_base,omitempty"`
 
 	CreatedAt  time.Time `json:"created_at"`
 	StartedAt  time.Time `json:"started_at,omitzero"`

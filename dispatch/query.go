@@ -294,6 +294,10 @@ type liveExec struct {
 	done    bool
 	// cluster and service are fixed at addLive (for the Observer).
 	cluster, service string
+	// cancelReq: Cancel asked to stop the drive; cancelFn (bound by drive)
+	// does it.
+	cancelReq bool
+	cancelFn  context.CancelCauseFunc
 }
 
 // begin starts attempt n: the buffers restart empty, so no watcher gets a

@@ -220,6 +220,14 @@ func (d *Dispatcher) takeOver(ex *Execution, reason string) bool {
 		_, err := d.finish(ex, ex.Version, StatusLost, nil, "record has no service definition; "+reason)
 		return err == nil
 	}
+	if !ex.CancelRequestedAt.IsZero() {
+		// Cancelled before its driver went: never run again.
+		_, err := d.finish(ex, ex.Version, StatusCancelled, nil, cancelMsg(ex)+"; "+reason)
+		if err == nil {
+			log.Info().Msg("ended abandoned execution cancelled, as requested")
+		}
+		return err == nil
+	}
 	if ex.Status == StatusRunning {
 		d.endAttempt(ex, string(StatusLost), "attempt abandoned: "+reason)
 	}

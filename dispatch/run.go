@@ -292,8 +292,23 @@ func failures(rec *Execution) int {
 	return n
 }
 
-// put writes rec with CAS on ver and returns the new version.
+// put writes rec with CAS on ver and returns the new version. A conflict
+// with Cancel's request alone (written on ver) is no takeover: rec adopts
+// the request and is written again on the request's version.
 func (d *Dispatcher) put(rec *Execution, ver uint64) (uint64, error) {
+	v, err := d.put1(rec, ver)
+	for try := 0; errors.Is(err, ErrConflict) && try < 2; try++ {
+		nv, ok := d.adoptCancel(rec, ver)
+		if !ok {
+			break
+		}
+		ver = nv
+		v, err = d.put1(rec, ver)
+	}
+	return v, err
+}
+
+func (d *Dispatcher) put1(rec *Execution, ver uint64) (uint64, error) {
 	b, err := encodeRecord(*d.stored(rec), MaxRecordSize)
 	if err != nil {
 		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
@@ -404,6 +419,14 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 	claimed *Runner, lv *liveExec, onOut func(string, []byte)) (Execution, error) {
 	svc := rec.ServiceDef
 	defer d.removeLive(rec.ID, lv)
+	// Cancel stops the drive through its context (cause errCancelRequested),
+	// or through the record when this drive adopted the request.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	lv.bindCancel(stop)
+	cancelled := func() bool {
+		return !rec.CancelRequestedAt.IsZero() || errors.Is(context.Cause(ctx), errCancelRequested)
+	}
 	out := func(stream string, chunk []byte) {
 		lv.write(stream, chunk)
 		if onOut != nil {
@@ -414,6 +437,9 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 	var waitingSince time.Time
 	var busyOnly bool
 	for {
+		if cancelled() {
+			return d.finish(rec, ver, StatusCancelled, nil, cancelMsg(rec))
+		}
 		var r Runner
 		if claimed != nil {
 			r, claimed = *claimed, nil
@@ -446,6 +472,9 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 				}
 				select {
 				case <-ctx.Done():
+					if cancelled() {
+						continue
+					}
 					return d.release(rec, ver)
 				case <-time.After(d.backoff(time.Since(waitingSince))):
 				}
@@ -458,6 +487,9 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 				return d.lostClaim(ctx, rec, err)
 			}
 			ver = nv
+			if cancelled() { // adopted with the claim: do not start it
+				continue
+			}
 		}
 
 		// Watchers drop what a lost attempt printed: the buffer restarts,
@@ -487,6 +519,10 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			avoid[r.Name] = true
 			busyOnly = failures(rec) == 0
 		case "canceled":
+			if cancelled() {
+				d.log.Info().Str("exec", rec.ID).Str("runner", r.Name).Msg("execution cancelled on request")
+				return d.finish(rec, ver, StatusCancelled, nil, cancelMsg(rec))
+			}
 			if d.ctx.Err() != nil && rec.Async {
 				return d.release(rec, ver)
 			}
@@ -506,6 +542,13 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			}
 		}
 	}
+}
+
+func cancelMsg(rec *Execution) string {
+	if rec.CancelRequestedBy != "" {
+		return "cancelled on request (through " + rec.CancelRequestedBy + ")"
+	}
+	return "cancelled on request"
 }
 
 func lastError(rec *Execution) string {

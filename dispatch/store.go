@@ -34,6 +34,9 @@ var (
 	// ErrProxyAborted: an HTTP proxy failed after the response started;
 	// the caller should abort the client connection (panic(http.ErrAbortHandler)).
 	ErrProxyAborted = errors.New("dispatch: proxied response aborted")
+	// ErrAlreadyFinished: Cancel of an execution that ended otherwise
+	// (succeeded, failed, timed_out, lost); the record is returned with it.
+	ErrAlreadyFinished = errors.New("dispatch: execution already finished")
 )
 
 // ConflictError is a CAS failure on a known key. It matches ErrConflict.

@@ -141,6 +141,14 @@ func (b *execBackend) Watch(ctx context.Context, cluster, id string, emit func(s
 	return e, dispatchError("watch", err)
 }
 
+func (b *execBackend) CancelExecution(ctx context.Context, cluster, id string) (dispatch.Execution, error) {
+	e, err := b.d.Cancel(ctx, cluster, id)
+	if errors.Is(err, dispatch.ErrAlreadyFinished) {
+		return e, httpapi.Errorf(http.StatusConflict, "already_finished", "%v", err)
+	}
+	return e, dispatchError("cancel execution", err)
+}
+
 func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error {
 	svc, ok, err := b.cachedService(r.Context(), cluster, service)
 	if err != nil {

@@ -21,7 +21,7 @@ func init() {
 				"arrives on the process's stdin. -async returns the execution ID at once; the run " +
 				"is recorded durably either way. A run is only retried by the client after a 429/503 " +
 				"when it carries -idempotency-key."},
-		command{name: "executions", summary: "executions list | get ID | watch ID", subs: []command{
+		command{name: "executions", summary: "executions list | get ID | watch ID | cancel ID", subs: []command{
 			{name: "list", aliases: []string{"ls"}, summary: "list execution records, newest first", run: cmdExecutionsList,
 				desc: "List the execution records of a cluster, newest first, optionally of one service or in one status."},
 			{name: "get", summary: "print one execution record", run: cmdExecutionsGet,
@@ -31,7 +31,12 @@ func init() {
 				args: []arg{{"ID", "an execution ID"}},
 				desc: "Stream the output of execution ID as it runs, and exit with its exit code when " +
 					"it ends. When an attempt is lost and retried, says so before the new attempt's output."},
-		}, desc: "Read the durable records of exec executions and follow running ones."},
+			{name: "cancel", summary: "stop an execution; its record ends cancelled", run: cmdExecutionsCancel,
+				args: []arg{{"ID", "an execution ID"}},
+				desc: "Stop execution ID from any node: its runner kills the process group, and a " +
+					"queued run never starts. Prints the record; cancelling a cancelled execution " +
+					"again succeeds, one that ended otherwise fails with already_finished."},
+		}, desc: "Read the durable records of exec executions, follow running ones and cancel them."},
 	)
 }
 
@@ -49,7 +54,7 @@ type execution struct {
 	Error      string `json:"error,omitempty"`
 }
 
-var terminal = map[string]bool{"succeeded": true, "failed": true, "timed_out": true, "lost": true}
+var terminal = map[string]bool{"succeeded": true, "failed": true, "timed_out": true, "lost": true, "cancelled": true}
 
 // exitFor maps an execution to the CLI's exit code: the process's own exit
 // code when it ran, 1 for other failures.
@@ -138,7 +143,7 @@ func cmdRun(args []string, stdout, stderr io.Writer) error {
 func cmdExecutionsList(args []string, stdout, stderr io.Writer) error {
 	c := newClientFlags("executions list").withCluster()
 	service := c.fs.String("service", "", "only executions of this service")
-	status := c.fs.String("status", "", "only executions in this status: queued, running, succeeded, failed, timed_out, lost")
+	status := c.fs.String("status", "", "only executions in this status: queued, running, succeeded, failed, timed_out, lost, cancelled")
 	limit := c.fs.Int("limit", 50, "at most this many, newest first")
 	if _, err := c.parse(args); err != nil {
 		return err
@@ -180,6 +185,23 @@ func cmdExecutionsGet(args []string, stdout, stderr io.Writer) error {
 	var e map[string]any
 	if _, err := c.do("GET", "/v1/executions/"+url.PathEscape(pos[0]), nil, nil, nil, &e); err != nil {
 		return err
+	}
+	return printJSON(stdout, e)
+}
+
+func cmdExecutionsCancel(args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("executions cancel").withCluster()
+	pos, err := c.parse(args, "ID")
+	if err != nil {
+		return err
+	}
+	var e map[string]any
+	code, err := c.do("POST", "/v1/executions/"+url.PathEscape(pos[0])+"/cancel", nil, nil, nil, &e)
+	if err != nil {
+		return err
+	}
+	if code == http.StatusAccepted {
+		fmt.Fprintf(stderr, "execution %s: cancel recorded; it is still stopping\n", pos[0])
 	}
 	return printJSON(stdout, e)
 }

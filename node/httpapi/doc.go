@@ -37,6 +37,8 @@
 //	/svc/{name}/ of a "public" http service     open (token neither read
 //	                                            nor needed; still stripped)
 //	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
+//	POST /v1/executions/{id}/cancel             run, or run:GLOB matching the
+//	                                            execution's service, or write
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //

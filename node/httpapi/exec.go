@@ -2,6 +2,7 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"strings"
@@ -22,6 +23,10 @@ type ExecBackend interface {
 	// Watch calls emit for live output until the execution is terminal and
 	// returns its final record.
 	Watch(ctx context.Context, cluster, id string, emit func(stream string, data []byte)) (dispatch.Execution, error)
+	// CancelExecution stops an execution (any node; dispatch.Cancel) and
+	// returns its record: cancelled, or with an *Error 409
+	// "already_finished" when it ended otherwise.
+	CancelExecution(ctx context.Context, cluster, id string) (dispatch.Execution, error)
 	// ProxyHTTP forwards r to the http service through a runner.
 	ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error
 }
@@ -48,6 +53,7 @@ func (a *API) execRoutes() {
 	a.handle("GET /v1/executions", a.listExecutions)
 	a.handle("GET /v1/executions/{id}", a.getExecution)
 	a.handle("GET /v1/executions/{id}/watch", a.watchExecution)
+	a.handle("POST /v1/executions/{id}/cancel", a.cancelExecution)
 	a.handle("/svc/{name}/{path...}", a.proxy)
 	a.handle("/svc/{name}", a.proxy)
 }
@@ -64,11 +70,15 @@ type execView struct {
 	StartedAt      time.Time          `json:"started_at,omitzero"`
 	FinishedAt     time.Time          `json:"finished_at,omitzero"`
 	History        []dispatch.Attempt `json:"history,omitempty"`
+	// CancelRequestedAt: a cancel was recorded (the run may still be
+	// stopping).
+	CancelRequestedAt time.Time `json:"cancel_requested_at,omitzero"`
 }
 
 func view(e dispatch.Execution) execView {
 	return execView{RunResponse: e.Response(), Cluster: e.Cluster, AcceptedBy: e.AcceptedBy, Async: e.Async,
-		IdempotencyKey: e.IdempotencyKey, CreatedAt: e.CreatedAt, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, History: e.History}
+		IdempotencyKey: e.IdempotencyKey, CreatedAt: e.CreatedAt, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, History: e.History,
+		CancelRequestedAt: e.CancelRequestedAt}
 }
 
 func (a *API) run(w http.ResponseWriter, r *http.Request) error {
@@ -153,7 +163,7 @@ func (a *API) listExecutions(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	if f.Status != "" && !dispatch.ValidStatus(f.Status) {
-		return Errorf(http.StatusBadRequest, "bad_query", "status %q: want queued, running, succeeded, failed, timed_out or lost", f.Status)
+		return Errorf(http.StatusBadRequest, "bad_query", "status %q: want queued, running, succeeded, failed, timed_out, lost or cancelled", f.Status)
 	}
 	if f.Limit, err = intParam(q, "limit", 100, 1, 1000); err != nil {
 		return err
@@ -181,6 +191,74 @@ func (a *API) watchExecution(w http.ResponseWriter, r *http.Request) error {
 	ew := a.newEventWriter(w)
 	e, err := a.exec.Watch(r.Context(), c, id, ew.output)
 	return ew.finish(e, err)
+}
+
+// cancelExecution answers 200 with the cancelled record (also on a second
+// cancel), 202 with the running record when the cancel is recorded but the
+// driver has not ended the run yet, 409 already_finished (with the record)
+// when it ended otherwise.
+func (a *API) cancelExecution(w http.ResponseWriter, r *http.Request) error {
+	_, c, err := a.clusterQuery(r)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("id")
+	if !dispatch.ValidID(id) {
+		return Errorf(http.StatusNotFound, "not_found", "execution %q not found", id)
+	}
+	// The permission depends on the execution's service (run:GLOB), which
+	// only its record names: refuse tokens that could cancel nothing
+	// before reading it.
+	if err := mayCancel(r, ""); err != nil {
+		return err
+	}
+	cur, err := a.exec.GetExecution(r.Context(), c, id)
+	if err != nil {
+		return err
+	}
+	if err := mayCancel(r, cur.Service); err != nil {
+		return err
+	}
+	e, err := a.exec.CancelExecution(r.Context(), c, id)
+	var ae *Error
+	switch {
+	case errors.As(err, &ae) && ae.Code == "already_finished" && e.ID != "":
+		return WriteJSON(w, ae.Status, struct {
+			*Error
+			Execution execView `json:"execution"`
+		}{ae, view(e)})
+	case err != nil:
+		return err
+	case e.Status != dispatch.StatusCancelled:
+		return WriteJSON(w, http.StatusAccepted, view(e))
+	}
+	return WriteJSON(w, http.StatusOK, view(e))
+}
+
+// mayCancel checks, when the request is checked, that its token may cancel
+// an execution of service: write (or manage), or run for that service.
+// With service "", whether it may cancel any at all.
+func mayCancel(r *http.Request, service string) error {
+	t, ok := TokenFrom(r.Context())
+	if !ok || t.Allows(PermWrite, "") {
+		return nil
+	}
+	if service != "" && t.Allows(PermRun, service) {
+		return nil
+	}
+	if service == "" {
+		for _, p := range t.Policies {
+			if p == PermRun || strings.HasPrefix(p, PermRun+":") {
+				return nil
+			}
+		}
+	}
+	what := "run:" + service
+	if service == "" {
+		what = "run"
+	}
+	return Errorf(http.StatusForbidden, "forbidden", "token %s lacks the %q (or write) permission to cancel",
+		t.AccessorID, what)
 }
 
 func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
