@@ -421,8 +421,10 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			case codeForbidden:
 				return forbiddenErr(re, p.Name)
 			case transport.CodeForbidden:
-				// p does not know this node as a live member (yet).
-				lastErr = newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
+				// p does not know this node as a live member (yet): after
+				// a heal, until gossip sees this node alive again there.
+				lastErr = newOpError(ErrNoQuorum, re, "%s (%s does not see %s alive yet: %s)",
+					noQuorumMsg(cluster, m.cfg.NodeName), p.Name, m.cfg.NodeName, re.Message)
 				continue
 			}
 			return fmt.Errorf("forward to %s: %w", p.Name, err)
