@@ -65,8 +65,11 @@ type Agent struct {
 	leaveOnce sync.Once
 	leaveCh   chan struct{}
 	done      chan struct{} // closed by Shutdown: stops the agent's own goroutines
-	stopOnce  sync.Once
-	wg        sync.WaitGroup
+	// stopCtx is canceled with done, for the agent's own blocking calls.
+	stopCtx    context.Context
+	stopCancel context.CancelFunc
+	stopOnce   sync.Once
+	wg         sync.WaitGroup
 
 	// hosting and hostingSig carry consensus's hosting changes to gossip
 	// (noteHosting, hostingLoop).
@@ -102,6 +105,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	a := &Agent{cfg: cfg, version: version, log: log, adv: adv, leaveCh: make(chan struct{}), done: make(chan struct{}),
 		hostingSig: make(chan struct{}, 1), reg: prometheus.NewRegistry(), trust: newPeerTrust(),
 		quorumStop: make(chan struct{}), quorumLogEvery: quorumLogEvery}
+	a.stopCtx, a.stopCancel = context.WithCancel(context.Background())
 
 	gcfg := gossip.DefaultConfig()
 	gcfg.NodeName = cfg.NodeName
@@ -359,15 +363,7 @@ func (a *Agent) watchFailures() {
 // not exist until bootstrapped) or the agent stops.
 func (a *Agent) markACL() {
 	defer a.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := a.stopCtx
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		actx, acancel := context.WithTimeout(ctx, 5*time.Second)
 		err := a.tokens.enable(actx, a.cfg.Cluster)
@@ -419,15 +415,7 @@ const (
 // fetchIssuers asks the cluster's live peers whose issuer copies do not
 // yet cover every installed key for them, with a backoff per peer.
 func (a *Agent) fetchIssuers(next map[string]time.Time) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := a.stopCtx
 	known := map[string]bool{}
 	for _, m := range a.gossip.Members(gossip.Filter{}) {
 		known[m.Name] = true
@@ -608,6 +596,7 @@ func (a *Agent) Shutdown() {
 			a.execB.close()
 		}
 		close(a.done)
+		a.stopCancel()
 		a.wg.Wait()
 	})
 }

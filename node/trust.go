@@ -135,15 +135,7 @@ func (p *peerTrust) record(log zerolog.Logger, m gossip.Member, err error, now t
 // probePeers probes the live peers' TLS until the agent stops.
 func (a *Agent) probePeers() {
 	defer a.wg.Done()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-a.done:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	ctx := a.stopCtx
 	t := time.NewTicker(probeEvery)
 	defer t.Stop()
 	for {
