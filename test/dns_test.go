@@ -2,14 +2,12 @@ package test
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -166,34 +164,7 @@ func TestReadmeDNSExampleRuns(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(work, "meshgw"), data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	script := "trap 'kill -9 $(jobs -p) 2>/dev/null' EXIT\n" + block
-	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
-	cmd.Dir = work
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	outPath := filepath.Join(t.TempDir(), "out")
-	outFile, err := os.Create(outPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outFile.Close()
-	cmd.Stdout, cmd.Stderr = outFile, outFile
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MESHGW_") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pgid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
-	err = cmd.Wait()
-	out, _ := os.ReadFile(outPath)
+	out, err := runBlock(t, work, block, 2*time.Minute)
 	if err != nil {
 		t.Fatalf("the DNS example failed: %v\n%s", err, out)
 	}

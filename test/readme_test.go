@@ -37,6 +37,46 @@ func readmeBlock(t *testing.T, root, heading string) string {
 	return s[:end]
 }
 
+// runBlock runs a README block as written, with bash -e -o pipefail, in dir,
+// and returns what it printed. The agents it leaves in the background are
+// stopped when it ends (a trap) and killed with its process group when the
+// test ends, whatever happened; MESHGW_ variables of the test's environment
+// are not passed on.
+func runBlock(t *testing.T, dir, block string, timeout time.Duration) ([]byte, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	script := "trap 'kill -9 $(jobs -p) 2>/dev/null' EXIT\n" + block
+	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
+	cmd.Dir = dir
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A file, not a pipe: agents in the background inherit it, and Wait
+	// must not wait for them to close it.
+	outPath := filepath.Join(t.TempDir(), "out")
+	outFile, err := os.Create(outPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer outFile.Close()
+	cmd.Stdout, cmd.Stderr = outFile, outFile
+	env := []string{}
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "MESHGW_") {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=1")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pgid := cmd.Process.Pid
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	err = cmd.Wait()
+	out, _ := os.ReadFile(outPath)
+	return out, err
+}
+
 // The README's quick start, pasted as one block, works: it is run as
 // written by bash -e (every command must succeed) from a directory that
 // looks like a checkout (its entries link to the module's), so even its
@@ -67,39 +107,7 @@ func TestReadmeQuickStartRunsAsWritten(t *testing.T) {
 	os.RemoveAll("/tmp/mgw")
 	t.Cleanup(func() { os.RemoveAll("/tmp/mgw") })
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	// The trap stops the agents the block leaves running once it is done.
-	script := "trap 'kill -9 $(jobs -p) 2>/dev/null' EXIT\n" + block
-	cmd := exec.CommandContext(ctx, "bash", "-e", "-o", "pipefail", "-c", script)
-	cmd.Dir = work
-	// Its own process group: the agents the block starts in the background
-	// are killed with it when the test ends, whatever happened.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
-	// A file, not a pipe: agents in the background inherit it, and Wait
-	// must not wait for them to close it.
-	outPath := filepath.Join(t.TempDir(), "out")
-	outFile, err := os.Create(outPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer outFile.Close()
-	cmd.Stdout, cmd.Stderr = outFile, outFile
-	env := []string{}
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "MESHGW_") {
-			env = append(env, kv)
-		}
-	}
-	cmd.Env = append(env, "QUIC_GO_DISABLE_RECEIVE_BUFFER_WARNING=1")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pgid := cmd.Process.Pid
-	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
-	err = cmd.Wait()
-	data, _ := os.ReadFile(outPath)
+	data, err := runBlock(t, work, block, 3*time.Minute)
 	out := bytes.NewBuffer(data)
 	if err != nil {
 		for _, n := range []string{"n1", "n2", "n3"} {
