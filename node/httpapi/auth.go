@@ -246,7 +246,7 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 	}
 	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
 	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
-		(a.publicMetrics && r.URL.Path == "/metrics") {
+		(a.publicMetrics && r.URL.Path == "/metrics") || a.consoleAsset(r) {
 		return r, nil
 	}
 	if !a.aclFlag {
