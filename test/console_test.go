@@ -324,6 +324,17 @@ func TestConsoleInBrowser(t *testing.T) {
 		10*time.Second)
 	b.shot("execution")
 
+	// Cancel: a second run, stopped from its page while it runs.
+	b.eval(`location.hash = '#/services/echo-live', true`)
+	b.wait("the service page again", `!!document.getElementById('run-input')`, 10*time.Second)
+	b.set("run-input", `{"who": "again"}`)
+	b.do(chromedp.Click(chromedp.ID("run-submit")))
+	b.wait("the second run's first line", `location.hash !== '#/executions/' + `+js(id)+` && !!document.getElementById('stdout')?.textContent.includes('first') && !!document.getElementById('cancel')`, 15*time.Second)
+	b.do(chromedp.Click(chromedp.ID("cancel")))
+	b.wait("the run turns cancelled and loses its cancel button",
+		`document.getElementById('facts')?.dataset.status === 'cancelled' && !document.getElementById('cancel')`, 15*time.Second)
+	b.shot("execution-cancelled")
+
 	// A read-only token: the same pages, without write or run controls.
 	read := createToken(t, n1, mgmt, "read")
 	b.do(chromedp.Click(chromedp.CSS(`#who button`)))

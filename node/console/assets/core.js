@@ -58,7 +58,7 @@ window.Console = (function () {
     const text = await resp.text();
     let data = text;
     if ((resp.headers.get('Content-Type') || '').startsWith('application/json')) {
-      try { data = JSON.parse(text); } catch (e) { data = {error: 'unreadable answer from the node'}; }
+      try { data = parseJSON(text); } catch (e) { data = {error: 'unreadable answer from the node'}; }
     }
     if (resp.status >= 300) {
       const err = new ApiError(resp.status, typeof data === 'object' ? data : {error: text});
@@ -68,12 +68,19 @@ window.Console = (function () {
     return data;
   }
 
+  // parseJSON keeps integers JavaScript cannot hold exactly (Raft shard
+  // and replica IDs are uint64) as their exact digits, in a string.
+  function parseJSON(text) {
+    return JSON.parse(text, (k, v, ctx) =>
+      typeof v === 'number' && !Number.isSafeInteger(v) && Number.isInteger(v) && ctx && ctx.source ? ctx.source : v);
+  }
+
   // stream follows a newline-delimited JSON answer, calling onEvent per line.
   async function stream(path, onEvent, signal) {
     const resp = await fetch(path, {headers: headers(), signal});
     if (resp.status >= 300) {
       let body = null;
-      try { body = await resp.json(); } catch (e) { /* not JSON */ }
+      try { body = parseJSON(await resp.text()); } catch (e) { /* not JSON */ }
       throw new ApiError(resp.status, body);
     }
     const reader = resp.body.getReader();
@@ -87,10 +94,10 @@ window.Console = (function () {
       while ((i = buf.indexOf('\n')) >= 0) {
         const line = buf.slice(0, i).trim();
         buf = buf.slice(i + 1);
-        if (line) onEvent(JSON.parse(line));
+        if (line) onEvent(parseJSON(line));
       }
     }
-    if (buf.trim()) onEvent(JSON.parse(buf));
+    if (buf.trim()) onEvent(parseJSON(buf));
   }
 
   // glob is Go's path.Match for one name (*, ?, [...]), as run:PATTERN uses.

@@ -26,7 +26,7 @@
         C.replaceIfChanged(slot, svcs, list => C.table('Services', [
           {label: 'Name', cell: s => h('a', {href: C.link(['services', s.name]), 'data-focus': 'svc-' + s.name}, s.name)},
           {label: 'Type', cell: s => s.type},
-          {label: 'Runs', cell: s => s.type === 'http' ? h('code', {}, s.upstream) : h('code', {}, (s.command || []).join(' '))},
+          {label: 'Runs', cell: s => s.type === 'http' ? h('code', {}, s.upstream) : h('code', {}, argv(s.command))},
           {label: 'Timeout', cell: s => s.timeout || ''},
           {label: 'Retries', cell: s => s.retries || 0},
           {label: 'Version', cell: s => s.version},
@@ -57,10 +57,15 @@
     },
   });
 
+  // argv shows a command as a shell would read it back.
+  function argv(cmd) {
+    return (cmd || []).map(a => /^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : "'" + a.replace(/'/g, "'\\''") + "'").join(' ');
+  }
+
   function definition(s) {
     const rows = [['Type', s.type], ['Version', s.version]];
     if (s.type === 'http') rows.push(['Upstream', h('code', {}, s.upstream)]);
-    else rows.push(['Command', h('code', {}, (s.command || []).join(' '))]);
+    else rows.push(['Command', h('code', {}, argv(s.command))]);
     if (s.timeout) rows.push(['Timeout', s.timeout]);
     if (s.retries) rows.push(['Retries', s.retries]);
     if (s.strategy) rows.push(['Strategy', s.strategy]);
@@ -164,13 +169,16 @@
     const lines = (o) => Object.entries(o || {}).map(([k, v]) => k + '=' + v).join('\n');
     const fields = {};
     const errs = {};
+    // kinds: the service types a field is for (hidden for the others
+    // while it is empty, so a wrong-type value stays visible with its error).
+    const kinds = {command: 'exec', user: 'exec', upstream: 'http', public: 'http', pass_authorization: 'http'};
     const row = (key, label, control, help) => {
       control.id = 'svc-' + key;
       control.name = key;
       errs[key] = h('p', {class: 'field-error', id: 'svc-' + key + '-error', role: 'alert'});
       control.setAttribute('aria-describedby', (help ? 'svc-' + key + '-help ' : '') + 'svc-' + key + '-error');
       fields[key] = control;
-      return h('div', {class: 'field', 'data-field': key},
+      return h('div', {class: 'field', 'data-field': key, 'data-kind': kinds[key] || false},
         h('label', {for: 'svc-' + key}, label),
         help ? h('p', {class: 'hint', id: 'svc-' + key + '-help'}, help) : null,
         control, errs[key]);
@@ -203,6 +211,15 @@
       h('p', {class: 'actions'}, save, ' ',
         h('a', {href: creating ? '#/services' : C.link(['services', svc.name]), class: 'button secondary'}, 'Cancel')));
     ctx.root.append(form);
+    const showKinds = () => {
+      for (const el of form.querySelectorAll('[data-kind]')) {
+        const f = fields[el.dataset.field];
+        const empty = f.type === 'checkbox' ? !f.checked : f.value.trim() === '';
+        el.hidden = el.dataset.kind !== fields.type.value && empty;
+      }
+    };
+    fields.type.addEventListener('change', showKinds);
+    showKinds();
     fields.name.focus();
 
     const clear = () => {
@@ -281,7 +298,9 @@
         const key = fieldOf(e.path, def);
         if (e.status === 400 && key) {
           formErr.textContent = 'Not saved: ' + (e.path || key) + ' is not right (see below).';
-          mark(key, e.message.replace(/^invalid service: /, ''));
+          let msg = e.message.replace(/^invalid service: /, '');
+          if (e.path && msg.startsWith(e.path + ': ')) msg = msg.slice(e.path.length + 2);
+          mark(key, (key === 'other' || e.path !== key ? e.path + ': ' : '') + msg);
           return;
         }
         formErr.textContent = 'Not saved: ' + C.describe(e);
