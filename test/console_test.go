@@ -374,3 +374,21 @@ func createToken(t *testing.T, n *Node, mgmt string, policies ...string) string 
 	}
 	return out.Secret
 }
+
+// TestConsoleImportsNoMeshgwPackage: the console is static files and their
+// handler; node wires it into the API, so it may not import node (or
+// anything of ours).
+func TestConsoleImportsNoMeshgwPackage(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != mod+"/node/console" {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, mod+"/") {
+				t.Errorf("%s imports %s", p.ImportPath, imp)
+			}
+		}
+		return
+	}
+	t.Fatal("package node/console not found")
+}
