@@ -11,9 +11,11 @@
 // Design: one page (index.html) with hash routes (#/mesh, #/clusters,
 // #/services/NAME, #/executions/ID, ...) so every view is linkable; each
 // view polls the API (or follows an execution's watch stream) while it is
-// shown and stops when the operator leaves it. The views are registered in
-// one table in app.js, so a new page (throttles, logs, cache) is one entry
-// and one render function. The handler sets a strict Content-Security-Policy
+// shown and stops when the operator leaves it. core.js is the shell (API
+// calls, token, routes, navigation, DOM helpers); each page is a script
+// that calls Console.page({id, nav, title, match, render}), and the
+// navigation lists the registered pages in order, so a new page (throttles,
+// logs, cache) is one script and one line in index.html. The handler sets a strict Content-Security-Policy
 // (same-origin scripts, styles and fetches; no framing) and never lists
 // directories.
 //

@@ -160,15 +160,17 @@ window.Console = (function () {
   }
 
   // ctx is what a view gets: its signal (aborted when the operator leaves),
-  // every(ms, fn) to poll while shown, and root to render into.
+  // every(ms, fn) to poll while shown (until fn returns false), and root to
+  // render into.
   function newView(root) {
     const v = {abort: new AbortController(), timers: [], root};
     v.live = () => view === v;
     v.every = (ms, fn) => {
       const tick = async () => {
         if (!v.live()) return;
-        try { await fn(); } catch (e) { if (!aborted(e)) v.error(e); }
-        if (v.live()) v.timers.push(setTimeout(tick, ms));
+        let more = true;
+        try { more = (await fn()) !== false; } catch (e) { if (!aborted(e) && v.live()) v.error(e); }
+        if (more && v.live()) v.timers.push(setTimeout(tick, ms));
       };
       tick();
     };

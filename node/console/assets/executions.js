@@ -88,34 +88,42 @@
         const b = actions.querySelector('#cancel');
         if (b) b.disabled = true;
         try {
-          const r = await C.api('POST', path + '/cancel');
-          show(Object.assign({}, x, r));
+          const rec = Object.assign({}, x, await C.api('POST', path + '/cancel'));
+          if (terminal(rec.status)) finish(rec); else show(rec); // 202: still stopping
         } catch (e) {
           if (C.aborted(e)) return;
-          if (e.status === 409 && e.body && e.body.execution) show(Object.assign({}, x, e.body.execution));
+          if (e.status === 409 && e.body && e.body.execution) finish(Object.assign({}, x, e.body.execution));
           else C.showError(ctx.root, e);
           if (b) b.disabled = false;
         }
       };
       show(x);
       const setOutput = (rec) => { stdout.textContent = rec.stdout || ''; stderr.textContent = rec.stderr || ''; };
+      let done = false;
+      // finish shows the terminal record: its output is the whole (capped)
+      // output of the final attempt, whatever the stream carried.
+      const finish = (rec) => {
+        done = true;
+        show(rec);
+        setOutput(rec);
+        live.textContent = rec.truncated ? 'Finished; the output was truncated.' : 'Finished.';
+      };
+      if (terminal(x.status)) { finish(x); return; }
 
-      if (terminal(x.status)) {
-        setOutput(x);
-        live.textContent = x.truncated ? 'Finished; the output was truncated.' : 'Finished.';
-        return;
-      }
       // While it runs: follow the watch stream for output, and poll the
-      // record for its status, runner and attempts.
+      // record for its status, runner and attempts until it ends.
       ctx.every(1000, async () => {
+        if (done) return false;
         const rec = await C.api('GET', path);
         C.clearError(ctx.root);
+        if (terminal(rec.status)) { finish(rec); return false; }
         show(rec);
       });
       live.textContent = 'Running: output appears as the runner sends it.';
       let out = {stdout: '', stderr: ''};
       try {
         await C.stream(path + '/watch', (ev) => {
+          if (done) return;
           if (ev.attempt !== undefined) {
             out = {stdout: '', stderr: ''}; // a retry: its output starts over
             live.textContent = 'Attempt ' + ev.attempt + ': output starts over.';
@@ -129,13 +137,12 @@
         }, ctx.signal);
       } catch (e) {
         if (C.aborted(e) || !ctx.live()) return;
-        C.showError(ctx.root, e);
+        C.showError(ctx.root, e); // the poll goes on and shows the end
+        return;
       }
-      if (!ctx.live()) return;
+      if (!ctx.live() || done) return;
       const rec = await C.api('GET', path);
-      show(rec);
-      setOutput(rec);
-      live.textContent = rec.truncated ? 'Finished; the output was truncated.' : 'Finished.';
+      if (terminal(rec.status)) finish(rec); // else the poll carries on
     },
   });
 
