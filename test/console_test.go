@@ -33,9 +33,22 @@ type browser struct {
 }
 
 // expectedNetwork are the API answers the browser logs as "Failed to load
-// resource" that the console provokes on purpose and shows: the login probe
-// (401), a refused definition or input (400).
-var expectedNetwork = regexp.MustCompile(`status of (400|401) `)
+// resource" that the test provokes on purpose and the console shows: the
+// login probe and the wrong token (401 from members or whoami), the refused
+// definition and input (400 from the service's PUT and run).
+var expectedNetwork = []struct{ status, url *regexp.Regexp }{
+	{regexp.MustCompile(`status of 401 `), regexp.MustCompile(`/v1/(members|acl/whoami)$`)},
+	{regexp.MustCompile(`status of 400 `), regexp.MustCompile(`/v1/services/echo-live(\?cas=0|/run\?async=true)$`)},
+}
+
+func expected(e *cdplog.Entry) bool {
+	for _, x := range expectedNetwork {
+		if x.status.MatchString(e.Text) && x.url.MatchString(e.URL) {
+			return true
+		}
+	}
+	return false
+}
 
 func (b *browser) listen(ev any) {
 	b.mu.Lock()
@@ -61,7 +74,7 @@ func (b *browser) listen(ev any) {
 		if e.Level != cdplog.EntryLevelError {
 			return
 		}
-		if e.Source == cdplog.EntrySourceNetwork && expectedNetwork.MatchString(e.Text) {
+		if e.Source == cdplog.EntrySourceNetwork && expected(e) {
 			b.network = append(b.network, e.Text+" "+e.URL)
 			return
 		}
