@@ -18,6 +18,7 @@ import (
 	cdplog "github.com/chromedp/cdproto/log"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // browser is one headless Chromium tab on a node's console, recording
@@ -277,6 +278,10 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Error("the page was reloaded")
 	}
 	b.shot("mesh-failed")
+	// The filters are in the link: status=failed shows n3 alone.
+	b.set("f-status", "failed")
+	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
+	b.wait("the failed filter", `location.hash === '#/mesh?status=failed' && document.querySelectorAll('tr[data-member]').length === 1 && !!document.querySelector('tr[data-member="n3"]')`, 10*time.Second)
 
 	// Create a service whose decorator is not a schema: the API's 400 is
 	// shown at the decorator field.
@@ -359,6 +364,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := b.eval(`!!document.getElementById('edit-service') || !!document.getElementById('delete-service') || !!document.getElementById('run-input')`); got != "false" {
 		t.Error("a read-only token is offered edit, delete or run")
 	}
+
+	// Delete, behind a confirmation: Escape keeps the service, the
+	// dialog's Delete removes it.
+	b.do(chromedp.Click(chromedp.CSS(`#who button`)))
+	b.wait("the login form again", `!!document.getElementById('login-token')`, 10*time.Second)
+	b.do(chromedp.SendKeys(chromedp.ID("login-token"), mgmt+"\r"))
+	b.wait("logged in with the management token", `document.getElementById('who')?.textContent.includes('manage')`, 10*time.Second)
+	b.eval(`location.hash = '#/services/echo-live', true`)
+	b.wait("the delete button", `!!document.getElementById('delete-service')`, 10*time.Second)
+	b.do(chromedp.Click(chromedp.ID("delete-service")))
+	b.wait("the confirmation", `!!document.getElementById('confirm-delete')?.open`, 5*time.Second)
+	b.shot("service-delete")
+	b.do(chromedp.KeyEvent(kb.Escape))
+	b.wait("Escape keeps it", `!document.getElementById('confirm-delete') && location.hash === '#/services/echo-live'`, 5*time.Second)
+	b.do(chromedp.Click(chromedp.ID("delete-service")))
+	b.wait("the confirmation again", `!!document.getElementById('confirm-delete-yes')`, 5*time.Second)
+	b.do(chromedp.Click(chromedp.ID("confirm-delete-yes")))
+	b.wait("the service is gone from the list", `location.hash === '#/services' && !!document.querySelector('#services table') && !document.querySelector('tr[data-service="echo-live"]')`, 10*time.Second)
 
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("console errors in the browser:\n%s", strings.Join(errs, "\n"))

@@ -238,7 +238,8 @@ func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
 // access resolves the cluster the request is for and, when it must be
 // checked (this node runs -acl, or that cluster's ACLs are on), the
 // request's token in that cluster's group and the permission the route
-// needs. /v1/health is open; /v1/acl/bootstrap checks for itself.
+// needs. /v1/health is open; /v1/acl/bootstrap checks for itself; the web
+// console's static assets are open (consoleAsset: they hold no data).
 func (a *API) access(r *http.Request) (*http.Request, error) {
 	c, err := a.targetCluster(r)
 	if err != nil {
