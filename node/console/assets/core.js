@@ -344,7 +344,7 @@ window.Console = (function () {
         h('tbody', {}, rows.length === 0
           ? h('tr', {}, h('td', {colspan: cols.length, class: 'empty'}, 'None.'))
           : rows.map(r => h('tr', rowAttrs ? rowAttrs(r) : {},
-            cols.map(c => h('td', {'data-label': c.label}, c.cell(r))))))));
+            cols.map(c => h('td', {'data-label': c.label}, h('span', {class: 'cell'}, c.cell(r)))))))));
   }
 
   // replaceIfChanged re-renders slot only when its data changed, so polling
