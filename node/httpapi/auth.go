@@ -238,8 +238,7 @@ func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
 // access resolves the cluster the request is for and, when it must be
 // checked (this node runs -acl, or that cluster's ACLs are on), the
 // request's token in that cluster's group and the permission the route
-// needs. /v1/health is open; /v1/acl/bootstrap checks for itself; the web
-// console's static assets are open (consoleAsset: they hold no data).
+// needs. /v1/health is open; /v1/acl/bootstrap checks for itself.
 func (a *API) access(r *http.Request) (*http.Request, error) {
 	c, err := a.targetCluster(r)
 	if err != nil {
@@ -247,7 +246,10 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 	}
 	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
 	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
-		(a.publicMetrics && r.URL.Path == "/metrics") || a.consoleAsset(r) {
+		(a.publicMetrics && r.URL.Path == "/metrics") {
+		return r, nil
+	}
+	if a.consoleAsset(r) { // the web console's static files: no data, no token
 		return r, nil
 	}
 	if !a.aclFlag {
