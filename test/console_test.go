@@ -311,6 +311,14 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("the service page", `location.hash === '#/services/echo-live' && !!document.getElementById('run-input') && document.getElementById('definition')?.textContent.includes('"who"')`, 10*time.Second)
 	b.shot("service")
 
+	// Edit: the form comes filled in, the name fixed; a change is saved on
+	// the version it was read at.
+	b.do(chromedp.Click(chromedp.ID("edit-service")))
+	b.wait("the edit form", `document.getElementById('svc-name')?.readOnly && document.getElementById('svc-command')?.value.startsWith('sh\n-c\n')`, 10*time.Second)
+	b.set("svc-timeout", "45s")
+	b.do(chromedp.Click(chromedp.ID("svc-save")))
+	b.wait("the edited definition", `location.hash === '#/services/echo-live' && !!document.getElementById('definition')?.textContent.includes('"timeout": "45s"') && !!document.getElementById('run-input')`, 10*time.Second)
+
 	// Run: an input the decorator refuses is shown at the input; then a
 	// good one runs and its output appears while it runs.
 	b.set("run-input", `{}`)
