@@ -222,6 +222,8 @@ func js(s string) string {
 // service (a schema error shown at its field first), run it and watch its
 // output arrive live, open the run from the list; then a read-only token
 // sees no write or run controls. The page must log no error meanwhile.
+// Screenshots go to $MESHGW_CONSOLE_SHOTS (test/console-shots is ignored
+// by git) or to a temp dir.
 func TestConsoleInBrowser(t *testing.T) {
 	if chromium() == "" {
 		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")

@@ -228,7 +228,9 @@ window.Console = (function () {
     document.title = found.title + ' · meshgw';
     view = newView(main);
     const ctx = view;
-    Promise.resolve(found.render(ctx, params, query)).catch(e => { if (!aborted(e) && ctx.live()) ctx.error(e); });
+    let done;
+    try { done = found.render(ctx, params, query); } catch (e) { done = Promise.reject(e); }
+    Promise.resolve(done).catch(e => { if (!aborted(e) && ctx.live()) ctx.error(e); });
     const head = main.querySelector('h1');
     if (head && focusOnRoute) { head.setAttribute('tabindex', '-1'); head.focus({preventScroll: true}); }
     focusOnRoute = true;
