@@ -438,3 +438,24 @@ func TestConsoleImportsNoMeshgwPackage(t *testing.T) {
 	}
 	t.Fatal("package node/console not found")
 }
+
+// TestConsoleWithoutACL: on a node without ACLs the console asks for no
+// token and offers everything.
+func TestConsoleWithoutACL(t *testing.T) {
+	if chromium() == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")
+	}
+	n := NewNode(t, "solo", "-gossip-profile", "local", "-bootstrap-expect", "1")
+	n.Start()
+	// Ready: its group answers (before that the page shows the API's 503s,
+	// which the browser logs as errors).
+	Eventually(t, 30*time.Second, func() error { _, err := n.Do("GET", "/v1/ready", nil, nil); return err })
+	b := newBrowser(t)
+	b.do(chromedp.Navigate("http://" + n.HTTP + "/ui/#/services"))
+	b.wait("the services page, no login", `document.getElementById('who')?.textContent.includes('ACLs off') && !!document.getElementById('new-service') && !document.getElementById('login-token')`, 20*time.Second)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/mesh"]`)))
+	b.wait("the one member", `document.querySelectorAll('tr[data-status="alive"]').length === 1`, 10*time.Second)
+	if errs := b.consoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors in the browser:\n%s", strings.Join(errs, "\n"))
+	}
+}
