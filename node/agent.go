@@ -23,6 +23,7 @@ import (
 	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/node/config"
+	"github.com/meshgw/meshgw/node/console"
 	meshdns "github.com/meshgw/meshgw/node/dns"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/roles"
@@ -196,6 +197,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
+	opts = append(opts, httpapi.WithConsole(console.Handler())) // the web console at /ui/
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }

@@ -249,6 +249,9 @@ func (a *API) access(r *http.Request) (*http.Request, error) {
 		(a.publicMetrics && r.URL.Path == "/metrics") {
 		return r, nil
 	}
+	if a.consoleAsset(r) { // the web console's static files: no data, no token
+		return r, nil
+	}
 	if !a.aclFlag {
 		on, err := a.aclOn(r.Context(), c)
 		if err != nil && nodeRead(r) {

@@ -28,6 +28,8 @@
 //
 //	GET /v1/health                              open, never checked
 //	GET /metrics on a node with -metrics-public open, never checked (counts only)
+//	GET /, /ui/... (the web console's assets)  open, never checked (no data: the
+//	                                            page calls the API with a token)
 //	POST /v1/acl/bootstrap                      open, once per cluster, only
 //	                                            through a node of T with T's
 //	                                            ACLs on (403/400 otherwise)

@@ -1,0 +1,461 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/cdp"
+	cdplog "github.com/chromedp/cdproto/log"
+	"github.com/chromedp/cdproto/runtime"
+	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
+)
+
+// browser is one headless Chromium tab on a node's console, recording
+// every console error the page causes.
+type browser struct {
+	t     *testing.T
+	ctx   context.Context
+	shots string // screenshot directory
+
+	mu      sync.Mutex
+	errs    []string // exceptions, console.error, error log entries
+	network []string // the API's 4xx answers the browser logged (expected ones)
+}
+
+// expectedNetwork are the API answers the browser logs as "Failed to load
+// resource" that the test provokes on purpose and the console shows: the
+// login probe and the wrong token (401 from members or whoami), the refused
+// definition and input (400 from the service's PUT and run).
+var expectedNetwork = []struct{ status, url *regexp.Regexp }{
+	{regexp.MustCompile(`status of 401 `), regexp.MustCompile(`/v1/(members|acl/whoami)$`)},
+	{regexp.MustCompile(`status of 400 `), regexp.MustCompile(`/v1/services/echo-live(\?cas=0|/run\?async=true)$`)},
+}
+
+func expected(e *cdplog.Entry) bool {
+	for _, x := range expectedNetwork {
+		if x.status.MatchString(e.Text) && x.url.MatchString(e.URL) {
+			return true
+		}
+	}
+	return false
+}
+
+func (b *browser) listen(ev any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	switch ev := ev.(type) {
+	case *runtime.EventExceptionThrown:
+		d := ev.ExceptionDetails
+		msg := d.Text
+		if d.Exception != nil && d.Exception.Description != "" {
+			msg += " " + d.Exception.Description
+		}
+		b.errs = append(b.errs, fmt.Sprintf("exception at %s:%d: %s", d.URL, d.LineNumber, msg))
+	case *runtime.EventConsoleAPICalled:
+		if ev.Type == runtime.ConsoleAPICalledTypeError || ev.Type == runtime.ConsoleAPICalledTypeAssert {
+			var parts []string
+			for _, a := range ev.Args {
+				parts = append(parts, string(a.Value)+a.Description)
+			}
+			b.errs = append(b.errs, "console."+string(ev.Type)+": "+strings.Join(parts, " "))
+		}
+	case *cdplog.EventEntryAdded:
+		e := ev.Entry
+		if e.Level != cdplog.EntryLevelError {
+			return
+		}
+		if e.Source == cdplog.EntrySourceNetwork && expected(e) {
+			b.network = append(b.network, e.Text+" "+e.URL)
+			return
+		}
+		b.errs = append(b.errs, fmt.Sprintf("log %s: %s %s", e.Source, e.Text, e.URL))
+	}
+}
+
+func chromium() string {
+	for _, name := range []string{"chromium", "chromium-browser"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+func newBrowser(t *testing.T) *browser {
+	t.Helper()
+	path := chromium()
+	if path == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")
+	}
+	shots := os.Getenv("MESHGW_CONSOLE_SHOTS")
+	if shots == "" {
+		shots = t.TempDir()
+	} else if err := os.MkdirAll(shots, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(path),
+		// The tests run as root in CI, where Chromium's sandbox refuses
+		// to start; the browser only ever loads the node under test.
+		chromedp.NoSandbox,
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.WindowSize(1280, 800))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	b := &browser{t: t, shots: shots}
+	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(b.listen))
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	b.ctx = ctx
+	// The first call starts the browser and opens the tab; it must not
+	// have a deadline of its own (that would end the browser with it).
+	if err := chromedp.Do(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	if _, err := chromedp.Call(ctx, cdplog.Enable, cdp.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("chromium %s; screenshots in %s", path, shots)
+	return b
+}
+
+func (b *browser) do(steps ...chromedp.Action[chromedp.Void]) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		b.t.Fatalf("browser: %v\npage: %s", err, b.text())
+	}
+}
+
+// eval returns the JSON of a JavaScript expression's value.
+func (b *browser) eval(expr string) string {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 10*time.Second)
+	defer cancel()
+	v, err := chromedp.Run(ctx, chromedp.Evaluate[json.RawMessage](expr))
+	if err != nil {
+		b.t.Fatalf("evaluate %s: %v", expr, err)
+	}
+	return string(v)
+}
+
+func (b *browser) text() string {
+	ctx, cancel := context.WithTimeout(b.ctx, 5*time.Second)
+	defer cancel()
+	s, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`location.hash + "\n" + document.body.innerText`))
+	return s
+}
+
+// wait polls a JavaScript condition in the page until it holds.
+func (b *browser) wait(what, cond string, d time.Duration) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, d+5*time.Second)
+	defer cancel()
+	if _, err := chromedp.Run(ctx, chromedp.Poll[bool](cond, chromedp.WithPollingTimeout(d))); err != nil {
+		b.t.Fatalf("%s: not within %s (%v)\npage: %s", what, d, err, b.text())
+	}
+}
+
+// shot writes the page at a desktop's and a phone's size, and checks that
+// the phone's page needs no sideways scrolling (tables scroll in their box).
+func (b *browser) shot(name string) {
+	b.t.Helper()
+	for _, sz := range []struct {
+		w, h int64
+		tag  string
+	}{{1280, 800, "1280x800"}, {390, 844, "390x844"}} {
+		b.do(chromedp.EmulateViewport(sz.w, sz.h))
+		if sz.w < 1280 {
+			if got := b.eval(`document.documentElement.scrollWidth <= window.innerWidth + 1`); got != "true" {
+				b.t.Errorf("%s at %s: the page is wider than the screen (%s px)", name, sz.tag,
+					b.eval(`document.documentElement.scrollWidth`))
+			}
+		}
+		ctx, cancel := context.WithTimeout(b.ctx, 20*time.Second)
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		cancel()
+		if err != nil {
+			b.t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(b.shots, name+"-"+sz.tag+".png"), png, 0o644); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+	b.do(chromedp.EmulateViewport(1280, 800))
+}
+
+func (b *browser) consoleErrors() []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.errs...)
+}
+
+// set puts value into the form control with the id, as typing would
+// (an input event follows).
+func (b *browser) set(id, value string) {
+	b.t.Helper()
+	if got := b.eval(`(() => { const e = document.getElementById(` + js(id) + `); if (!e) return false; ` +
+		`e.value = ` + js(value) + `; e.dispatchEvent(new Event('input', {bubbles: true})); return true; })()`); got != "true" {
+		b.t.Fatalf("no form control %s\npage: %s", id, b.text())
+	}
+}
+
+// js quotes s as a JavaScript string literal.
+func js(s string) string {
+	q, _ := json.Marshal(s)
+	return string(q)
+}
+
+// TestConsoleInBrowser drives the web console in headless Chromium against
+// three agents with -acl: log in with a token, watch a member die, create a
+// service (a schema error shown at its field first), run it and watch its
+// output arrive live, open the run from the list; then a read-only token
+// sees no write or run controls. The page must log no error meanwhile.
+// Screenshots go to $MESHGW_CONSOLE_SHOTS (test/console-shots is ignored
+// by git) or to a temp dir.
+func TestConsoleInBrowser(t *testing.T) {
+	if chromium() == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")
+	}
+	start := time.Now()
+	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-acl"} }})
+	n1 := c.Nodes[0]
+	mgmt := bootstrapACL(t, n1)
+	b := newBrowser(t)
+
+	// Login, by keyboard: the token field has the focus; Enter submits.
+	b.do(chromedp.Navigate("http://" + n1.HTTP + "/"))
+	b.wait("the login form", `document.activeElement && document.activeElement.id === 'login-token'`, 10*time.Second)
+	b.shot("login")
+	b.do(chromedp.SendKeys(chromedp.ID("login-token"), "not-a-token\r"))
+	b.wait("a refused token is said so", `document.getElementById('login-error')?.textContent.includes('does not know')`, 10*time.Second)
+	b.set("login-token", "")
+	b.do(chromedp.SendKeys(chromedp.ID("login-token"), mgmt+"\r"))
+	b.wait("3 alive members on the mesh page",
+		`location.hash === '#/mesh' && document.querySelectorAll('tr[data-status="alive"]').length === 3`, 30*time.Second)
+	if got := b.eval(`sessionStorage.getItem('meshgw.token') === ` + js(mgmt) + ` && localStorage.length === 0`); got != "true" {
+		t.Errorf("the token is not in sessionStorage only")
+	}
+	b.shot("mesh")
+
+	// Keyboard: from the brand link, Tab goes on to the navigation and
+	// Shift+Tab back to the skip link, which moves the focus to the content.
+	b.eval(`document.querySelector('.brand').focus(), true`)
+	b.do(chromedp.KeyEvent("\t"))
+	b.wait("Tab goes from the brand to the first page link", `document.activeElement.getAttribute('href') === '#/mesh' && !!document.activeElement.closest('#nav')`, 5*time.Second)
+	b.do(chromedp.KeyEvent("\t", chromedp.KeyModifiers(chromedp.ModifierShift)), chromedp.KeyEvent("\t", chromedp.KeyModifiers(chromedp.ModifierShift)))
+	b.wait("Shift+Tab reaches the skip link", `document.activeElement.classList.contains('skip')`, 5*time.Second)
+	b.do(chromedp.KeyEvent("\r"))
+	b.wait("the skip link focuses the content", `document.activeElement.id === 'main'`, 5*time.Second)
+	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); got != `"Mesh,Clusters,Services,Executions"` {
+		t.Errorf("navigation links: %s", got)
+	}
+
+	// Clusters: the group with its leader and three voters.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/clusters"]`)))
+	b.wait("the cluster's group and voters",
+		`document.querySelectorAll('section.cluster table')[0] && document.querySelectorAll('section.cluster tr.row-alive').length === 3`, 15*time.Second)
+	b.shot("clusters")
+
+	// kill -9 one node: the page turns it failed by itself, no reload.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/mesh"]`)))
+	b.wait("the mesh page again", `document.querySelectorAll('tr[data-status="alive"]').length === 3`, 10*time.Second)
+	b.eval(`window.__sameDocument = true`)
+	c.Nodes[2].Kill()
+	b.wait("n3 turns failed on the page",
+		`document.querySelector('tr[data-member="n3"]')?.dataset.status === 'failed' && document.querySelector('tr[data-member="n3"]')?.classList.contains('row-failed')`,
+		30*time.Second)
+	if b.eval(`window.__sameDocument === true`) != "true" {
+		t.Error("the page was reloaded")
+	}
+	b.shot("mesh-failed")
+	// The filters are in the link: status=failed shows n3 alone.
+	b.set("f-status", "failed")
+	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
+	b.wait("the failed filter", `location.hash === '#/mesh?status=failed' && document.querySelectorAll('tr[data-member]').length === 1 && !!document.querySelector('tr[data-member="n3"]')`, 10*time.Second)
+
+	// Create a service whose decorator is not a schema: the API's 400 is
+	// shown at the decorator field.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/services"]`)))
+	b.wait("the services page", `!!document.getElementById('new-service')`, 10*time.Second)
+	b.do(chromedp.Click(chromedp.ID("new-service")))
+	b.wait("the new service form", `!!document.getElementById('svc-name')`, 10*time.Second)
+	if got := b.eval(`[...document.querySelectorAll('form input, form select, form textarea')].every(e => e.labels.length > 0)`); got != "true" {
+		t.Error("a control of the service form has no label")
+	}
+	b.do(chromedp.SendKeys(chromedp.ID("svc-name"), "echo-live"))
+	b.set("svc-command", "sh\n-c\necho first; sleep 2; echo second")
+	b.set("svc-decorator", `{"type": 12}`)
+	b.shot("service-new")
+	b.do(chromedp.Click(chromedp.ID("svc-save")))
+	b.wait("the schema error at the decorator field",
+		`document.getElementById('svc-decorator-error')?.textContent.length > 0 && document.getElementById('svc-decorator').getAttribute('aria-invalid') === 'true'`,
+		10*time.Second)
+	for _, other := range []string{"name", "command", "timeout"} {
+		if got := b.eval(`document.getElementById('svc-` + other + `-error').textContent`); got != `""` {
+			t.Errorf("error at %s, not only at the decorator: %s", other, got)
+		}
+	}
+	b.shot("service-error")
+	b.set("svc-decorator", `{"type": "object", "required": ["who"]}`)
+	b.do(chromedp.Click(chromedp.ID("svc-save")))
+	b.wait("the service page", `location.hash === '#/services/echo-live' && !!document.getElementById('run-input') && document.getElementById('definition')?.textContent.includes('"who"')`, 10*time.Second)
+	b.shot("service")
+
+	// Edit: the form comes filled in, the name fixed; a change is saved on
+	// the version it was read at.
+	b.do(chromedp.Click(chromedp.ID("edit-service")))
+	b.wait("the edit form", `document.getElementById('svc-name')?.readOnly && document.getElementById('svc-command')?.value.startsWith('sh\n-c\n')`, 10*time.Second)
+	b.set("svc-timeout", "45s")
+	b.do(chromedp.Click(chromedp.ID("svc-save")))
+	b.wait("the edited definition", `location.hash === '#/services/echo-live' && !!document.getElementById('definition')?.textContent.includes('"timeout": "45s"') && !!document.getElementById('run-input')`, 10*time.Second)
+
+	// Run: an input the decorator refuses is shown at the input; then a
+	// good one runs and its output appears while it runs.
+	b.set("run-input", `{}`)
+	b.do(chromedp.Click(chromedp.ID("run-submit")))
+	b.wait("the input's schema error", `document.getElementById('run-input-error')?.textContent.includes('who')`, 10*time.Second)
+	b.set("run-input", `{"who": "browser"}`)
+	b.do(chromedp.Click(chromedp.ID("run-submit")))
+	b.wait("the execution page", `location.hash.startsWith('#/executions/')`, 10*time.Second)
+	var id string
+	_ = json.Unmarshal([]byte(b.eval(`location.hash.slice('#/executions/'.length)`)), &id)
+	b.wait("the first line while the run goes on",
+		`document.getElementById('stdout')?.textContent.includes('first') && !document.getElementById('stdout')?.textContent.includes('second')`,
+		15*time.Second)
+	b.shot("execution-running")
+	b.wait("the run ends with both lines",
+		`document.getElementById('facts')?.dataset.status === 'succeeded' && document.getElementById('stdout')?.textContent.includes('second')`,
+		20*time.Second)
+	if got := b.eval(`[...document.querySelectorAll('#facts dt')].map(d => d.textContent + '=' + d.nextElementSibling.textContent).join(';')`); !strings.Contains(got, "Exit code=0") || !strings.Contains(got, "Runner=n") || !strings.Contains(got, "Attempts=1") {
+		t.Errorf("execution facts: %s", got)
+	}
+
+	// The executions list links to it.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/executions"]`)))
+	b.wait("the execution in the list", `!!document.querySelector('tr[data-execution=`+js(id)+`] a')`, 10*time.Second)
+	b.shot("executions")
+	b.do(chromedp.Click(chromedp.CSS(`tr[data-execution=` + js(id) + `] a`)))
+	b.wait("the execution page from the list",
+		`location.hash === '#/executions/' + `+js(id)+` && document.getElementById('facts')?.dataset.status === 'succeeded' && document.getElementById('stdout')?.textContent.includes('second')`,
+		10*time.Second)
+	b.shot("execution")
+
+	// Cancel: a second run, stopped from its page while it runs.
+	b.eval(`location.hash = '#/services/echo-live', true`)
+	b.wait("the service page again", `!!document.getElementById('run-input')`, 10*time.Second)
+	b.set("run-input", `{"who": "again"}`)
+	b.do(chromedp.Click(chromedp.ID("run-submit")))
+	b.wait("the second run's first line", `location.hash !== '#/executions/' + `+js(id)+` && !!document.getElementById('stdout')?.textContent.includes('first') && !!document.getElementById('cancel')`, 15*time.Second)
+	b.do(chromedp.Click(chromedp.ID("cancel")))
+	b.wait("the run turns cancelled and loses its cancel button",
+		`document.getElementById('facts')?.dataset.status === 'cancelled' && !document.getElementById('cancel')`, 15*time.Second)
+	b.shot("execution-cancelled")
+
+	// A read-only token: the same pages, without write or run controls.
+	read := createToken(t, n1, mgmt, "read")
+	b.do(chromedp.Click(chromedp.CSS(`#who button`)))
+	b.wait("the login form after logging out", `!!document.getElementById('login-token') && !sessionStorage.getItem('meshgw.token')`, 10*time.Second)
+	b.do(chromedp.SendKeys(chromedp.ID("login-token"), read+"\r"))
+	b.wait("logged in with the read token", `document.getElementById('who')?.textContent.includes('read')`, 10*time.Second)
+	b.do(chromedp.Navigate("http://" + n1.HTTP + "/ui/#/services/echo-live"))
+	b.wait("the service page for a reader", `!!document.getElementById('definition')?.textContent && document.body.textContent.includes('may not run echo-live')`, 10*time.Second)
+	if got := b.eval(`!!document.getElementById('edit-service') || !!document.getElementById('delete-service') || !!document.getElementById('run-input')`); got != "false" {
+		t.Error("a read-only token is offered edit, delete or run")
+	}
+
+	// Delete, behind a confirmation: Escape keeps the service, the
+	// dialog's Delete removes it.
+	b.do(chromedp.Click(chromedp.CSS(`#who button`)))
+	b.wait("the login form again", `!!document.getElementById('login-token')`, 10*time.Second)
+	b.do(chromedp.SendKeys(chromedp.ID("login-token"), mgmt+"\r"))
+	b.wait("logged in with the management token", `document.getElementById('who')?.textContent.includes('manage')`, 10*time.Second)
+	b.eval(`location.hash = '#/services/echo-live', true`)
+	b.wait("the delete button", `!!document.getElementById('delete-service')`, 10*time.Second)
+	b.do(chromedp.Click(chromedp.ID("delete-service")))
+	b.wait("the confirmation", `!!document.getElementById('confirm-delete')?.open`, 5*time.Second)
+	b.shot("service-delete")
+	b.do(chromedp.KeyEvent(kb.Escape))
+	b.wait("Escape keeps it", `!document.getElementById('confirm-delete') && location.hash === '#/services/echo-live'`, 5*time.Second)
+	b.do(chromedp.Click(chromedp.ID("delete-service")))
+	b.wait("the confirmation again", `!!document.getElementById('confirm-delete-yes')`, 5*time.Second)
+	b.do(chromedp.Click(chromedp.ID("confirm-delete-yes")))
+	b.wait("the service is gone from the list", `location.hash === '#/services' && !!document.querySelector('#services table') && !document.querySelector('tr[data-service="echo-live"]')`, 10*time.Second)
+
+	if errs := b.consoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors in the browser:\n%s", strings.Join(errs, "\n"))
+	}
+	b.mu.Lock()
+	t.Logf("expected API refusals the browser logged: %d; whole test %s", len(b.network), time.Since(start).Round(time.Millisecond))
+	b.mu.Unlock()
+}
+
+// createToken mints a token with the policies through n and returns its secret.
+func createToken(t *testing.T, n *Node, mgmt string, policies ...string) string {
+	t.Helper()
+	body, _ := json.Marshal(map[string]any{"policies": policies})
+	req, _ := http.NewRequest("POST", "http://"+n.HTTP+"/v1/acl/tokens", strings.NewReader(string(body)))
+	req.Header.Set("Authorization", "Bearer "+mgmt)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct {
+		Secret string `json:"secret_id"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("create token: %d %v", resp.StatusCode, err)
+	}
+	return out.Secret
+}
+
+// TestConsoleImportsNoMeshgwPackage: the console is static files and their
+// handler; node wires it into the API, so it may not import node (or
+// anything of ours).
+func TestConsoleImportsNoMeshgwPackage(t *testing.T) {
+	for _, p := range listPackages(t) {
+		if p.ImportPath != mod+"/node/console" {
+			continue
+		}
+		for _, imp := range p.Imports {
+			if strings.HasPrefix(imp, mod+"/") {
+				t.Errorf("%s imports %s", p.ImportPath, imp)
+			}
+		}
+		return
+	}
+	t.Fatal("package node/console not found")
+}
+
+// TestConsoleWithoutACL: on a node without ACLs the console asks for no
+// token and offers everything.
+func TestConsoleWithoutACL(t *testing.T) {
+	if chromium() == "" {
+		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")
+	}
+	n := NewNode(t, "solo", "-gossip-profile", "local", "-bootstrap-expect", "1")
+	n.Start()
+	// Ready: its group answers (before that the page shows the API's 503s,
+	// which the browser logs as errors).
+	Eventually(t, 30*time.Second, func() error { _, err := n.Do("GET", "/v1/ready", nil, nil); return err })
+	b := newBrowser(t)
+	b.do(chromedp.Navigate("http://" + n.HTTP + "/ui/#/services"))
+	b.wait("the services page, no login", `document.getElementById('who')?.textContent.includes('ACLs off') && !!document.getElementById('new-service') && !document.getElementById('login-token')`, 20*time.Second)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/mesh"]`)))
+	b.wait("the one member", `document.querySelectorAll('tr[data-status="alive"]').length === 1`, 10*time.Second)
+	if errs := b.consoleErrors(); len(errs) > 0 {
+		t.Errorf("console errors in the browser:\n%s", strings.Join(errs, "\n"))
+	}
+}
