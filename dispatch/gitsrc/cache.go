@@ -102,6 +102,11 @@ func New(cfg Config, log zerolog.Logger) (*Cache, error) {
 		cfg.FetchTimeout = def.FetchTimeout
 	}
 	c := &Cache{cfg: cfg, log: log.With().Str("component", "gitsrc").Logger(), repos: map[string]*repo{}}
+	// Checkouts and venvs are readable by the users services run as
+	// (Service.User); the clones are the agent's own.
+	if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("gitsrc: %w", err)
+	}
 	var err error
 	if c.checkouts, err = openDirSet(filepath.Join(cfg.Dir, "checkouts"), cfg.MaxCheckouts); err != nil {
 		return nil, err
@@ -168,7 +173,7 @@ func stripRoot(err error, root string) error {
 
 // Checkout resolves r.Ref to a commit and returns its files.
 func (c *Cache) Checkout(ctx context.Context, r Remote) (*Checkout, error) {
-	commit, rp, err := c.Resolve(ctx, r)
+	commit, rp, err := c.resolve(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -183,8 +188,8 @@ func (c *Cache) Checkout(ctx context.Context, r Remote) (*Checkout, error) {
 	return &Checkout{Dir: dir, Commit: commit, rel: release}, nil
 }
 
-// Resolve returns the commit r.Ref names, fetching when due.
-func (c *Cache) Resolve(ctx context.Context, r Remote) (string, *repo, error) {
+// resolve returns the commit r.Ref names, fetching when due.
+func (c *Cache) resolve(ctx context.Context, r Remote) (string, *repo, error) {
 	rp, err := c.repo(r.URL)
 	if err != nil {
 		return "", nil, err

@@ -33,7 +33,7 @@ type dirEntry struct {
 const tmpPrefix = ".tmp-"
 
 func openDirSet(root string, max int) (*dirSet, error) {
-	if err := os.MkdirAll(root, 0o700); err != nil {
+	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, fmt.Errorf("gitsrc: %w", err)
 	}
 	s := &dirSet{root: root, max: max, entries: map[string]*dirEntry{}}
