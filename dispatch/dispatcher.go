@@ -105,6 +105,9 @@ type Config struct {
 	// listBytes and scanBytes bound List pages in bytes (0: the defaults,
 	// defaultListBytes and defaultScanBytes); tests shrink them.
 	listBytes, scanBytes int
+	// SourceDir is where a runner caches repository checkouts and Python
+	// environments (gitsrc); empty: services from a repository fail here.
+	SourceDir string
 }
 
 func (c *Config) pageBytes() (list, scan int) {
@@ -214,6 +217,7 @@ type Dispatcher struct {
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	src      sourceState // services from Git: secrets, checkout cache (source.go)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

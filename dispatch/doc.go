@@ -110,4 +110,20 @@
 // attempt only, and Watch counts what it relayed per attempt, so the
 // record fills in only the final attempt's missing part — or all of it,
 // after a marker, when the stream showed another attempt.
+//
+// # Services from Git and script kinds
+//
+// An exec service may name a repository (Repository, stored under
+// repository/<name>) and a path in it; types python and ansible build
+// their argv on the runner from the path and the input (source.go). The
+// driving node reads the repository, and the value of its credentials
+// secret through the SecretSource set with SetSecrets, at each attempt,
+// and sends them in the request (sourceWire) over the mutual-TLS link:
+// never in a record or a log. The runner resolves the ref in its
+// dispatch/gitsrc cache (Config.SourceDir; a fetch at most every poll),
+// runs the file from the commit's checkout, and returns the commit with
+// the result: Execution.Commit. The service timeout covers the fetch,
+// the checkout and a venv's installation as well as the run. A source
+// that cannot be prepared is a failed run (not retried), its reason in
+// Error.
 package dispatch

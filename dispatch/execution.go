@@ -97,6 +97,9 @@ type Execution struct {
 
 	// ServiceDef is the definition the execution runs (as of acceptance).
 	ServiceDef *Service `json:"service_def,omitempty"`
+	// Commit is the Git commit the run's file came from (services with a
+	// repository), as resolved by the runner of the final attempt.
+	Commit string `json:"commit,omitempty"`
 
 	// Version is the record's store version (set on read, not stored).
 	Version uint64 `json:"-"`
@@ -133,6 +136,7 @@ type RunResponse struct {
 	DurationMs  int64  `json:"duration_ms"`
 	Error       string `json:"error,omitempty"`
 	Truncated   bool   `json:"truncated,omitempty"`
+	Commit      string `json:"commit,omitempty"` // services from a repository
 }
 
 // Response returns the run response shape of the execution.
@@ -149,6 +153,7 @@ func (e *Execution) Response() RunResponse {
 		DurationMs:  e.DurationMs,
 		Error:       e.Error,
 		Truncated:   e.Truncated,
+		Commit:      e.Commit,
 	}
 }
 

@@ -47,13 +47,16 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	if d.isStopped() {
 		return Execution{}, ErrStopped
 	}
-	if svc.Type != TypeExec {
+	if !runsProcess(svc.Type) {
 		return Execution{}, fmt.Errorf("%w: service %q is %q, not exec", ErrWrongType, svc.Name, svc.Type)
 	}
 	if len(input) > d.cfg.MaxInput {
 		return Execution{}, fmt.Errorf("%w: %d bytes, at most %d", ErrInputTooLarge, len(input), d.cfg.MaxInput)
 	}
 	if err := ValidateInput(&svc, input); err != nil {
+		return Execution{}, err
+	}
+	if err := validateScriptInput(&svc, input); err != nil { // python and ansible arguments (source.go)
 		return Execution{}, err
 	}
 	if err := validIdemKey(opts.IdempotencyKey); err != nil {
@@ -498,11 +501,15 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 		if onOut != nil && rec.Attempts > 1 {
 			onOut(StreamAttempt, []byte(strconv.Itoa(rec.Attempts)))
 		}
+		src, serr := d.sourceFor(ctx, rec.Cluster, svc) // repository and kind for the runner (source.go)
+		if serr != nil {
+			return d.finish(rec, ver, StatusFailed, nil, serr.Error())
+		}
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
 			Command: svc.Command, Env: svc.Env, Dir: svc.Dir, User: svc.User,
-			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input,
+			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input, Source: src,
 		}, out)
 		cancel()
 		if err == nil {
@@ -580,6 +587,7 @@ func (d *Dispatcher) finish(rec *Execution, ver uint64, status Status, res *runn
 		rec.Stderr = string(res.Stderr)
 		rec.Truncated = res.Truncated
 		rec.DurationMs = res.Duration.Milliseconds()
+		rec.Commit = res.Commit
 	} else {
 		rec.ExitCode = -1
 		if !rec.StartedAt.IsZero() {

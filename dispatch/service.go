@@ -72,6 +72,12 @@ type Service struct {
 	// Version is the store version of the definition; set on read, ignored
 	// on write (writes use the API's ?cas=).
 	Version uint64 `json:"version,omitempty"`
+	// Repository (exec, python, ansible): the repository (PUT
+	// /v1/repositories/{name}) whose checkout Path is in (source.go).
+	Repository string `json:"repository,omitempty"`
+	// Path: the file to run, relative to Repository's root, or absolute
+	// on the runners for a python or ansible service without one.
+	Path string `json:"path,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -206,13 +212,16 @@ func (s *Service) Validate() error {
 	}
 	switch s.Type {
 	case TypeExec:
-		if len(s.Command) == 0 {
+		if err := s.validateSource(); err != nil { // repository, path (repository.go)
+			return err
+		}
+		if len(s.Command) == 0 && s.Repository == "" {
 			return invalid("command", "an exec service needs a non-empty command (argv)")
 		}
 		if len(s.Command) > MaxArgs {
 			return invalid("command", "more than %d arguments", MaxArgs)
 		}
-		if s.Command[0] == "" {
+		if len(s.Command) > 0 && s.Command[0] == "" {
 			return invalid("command[0]", "empty program name")
 		}
 		for i, a := range s.Command {
@@ -258,10 +267,14 @@ func (s *Service) Validate() error {
 		if s.User != "" {
 			return invalid("user", "only exec services run as a user")
 		}
+	case TypePython, TypeAnsible:
+		if err := s.validateSource(); err != nil { // script kinds (repository.go)
+			return err
+		}
 	case "":
 		return invalid("type", "missing (exec or http)")
 	default:
-		return invalid("type", "%q is not exec or http", s.Type)
+		return invalid("type", "%q is not exec, http, python or ansible", s.Type)
 	}
 	if len(s.Env) > MaxEnv {
 		return invalid("env", "more than %d variables", MaxEnv)

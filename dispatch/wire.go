@@ -49,6 +49,7 @@ type execWire struct {
 	User      string            `json:"user,omitempty"`
 	TimeoutMs int64             `json:"timeout_ms"`
 	Input     []byte            `json:"input,omitempty"`
+	Source    *sourceWire       `json:"source,omitempty"` // repository, path, kind (source.go)
 }
 
 type resultWire struct {
@@ -57,6 +58,7 @@ type resultWire struct {
 	Truncated  bool   `json:"truncated,omitempty"`
 	DurationMs int64  `json:"duration_ms"`
 	Error      string `json:"error,omitempty"`
+	Commit     string `json:"commit,omitempty"` // services from a repository
 }
 
 // serveExec is the runner side of MethodExec.
@@ -70,7 +72,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		return transport.Errorf(codeInvalid, "malformed exec request: %v", err)
 	}
 	timeout := time.Duration(req.TimeoutMs) * time.Millisecond
-	if len(req.Command) == 0 || timeout <= 0 || timeout > MaxTimeout {
+	if len(req.Command) == 0 && req.Source == nil || timeout <= 0 || timeout > MaxTimeout {
 		return transport.Errorf(codeInvalid, "exec request needs a command and a timeout in (0, %s]", MaxTimeout)
 	}
 	// A caller that stops reading must not hold the process or the
@@ -95,7 +97,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		}
 	}
 	send(tagAck, nil)
-	res, err := d.exec.Exec(ctx, runner.ExecRequest{
+	res, err := d.execWithSource(ctx, req.Source, runner.ExecRequest{
 		Command:  req.Command,
 		Env:      req.Env,
 		Dir:      req.Dir,
@@ -125,7 +127,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		Str("status", res.Status).Int("exit", res.ExitCode).Msg("executed")
 	rb, _ := json.Marshal(resultWire{
 		Status: res.Status, ExitCode: res.ExitCode, Truncated: res.Truncated,
-		DurationMs: res.Duration.Milliseconds(), Error: res.Error,
+		DurationMs: res.Duration.Milliseconds(), Error: res.Error, Commit: res.Commit,
 	})
 	send(tagResult, rb)
 	mu.Lock()
@@ -265,7 +267,7 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 			return runner.ExecResult{
 				Status: rw.Status, ExitCode: rw.ExitCode, Stdout: stdout, Stderr: stderr,
 				Truncated: rw.Truncated || truncated, Duration: time.Duration(rw.DurationMs) * time.Millisecond,
-				Error: rw.Error,
+				Error: rw.Error, Commit: rw.Commit,
 			}, nil
 		}
 	}
@@ -283,7 +285,7 @@ func (d *Dispatcher) exec0MaxOutput() int {
 }
 
 func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(string, []byte)) (runner.ExecResult, error) {
-	res, err := d.exec.Exec(ctx, runner.ExecRequest{
+	res, err := d.execWithSource(ctx, req.Source, runner.ExecRequest{
 		Command:  req.Command,
 		Env:      req.Env,
 		Dir:      req.Dir,

@@ -3,6 +3,7 @@ package node
 import (
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 
 	"github.com/meshgw/meshgw/consensus"
@@ -82,6 +83,7 @@ func (a *Agent) wireState() error {
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
 	dcfg.MaxInput = cfg.MaxInputBytes
+	dcfg.SourceDir = filepath.Join(cfg.DataDir, "sources") // repository checkouts, venvs (dispatch/gitsrc)
 	kv := knownClusters{kvStore: cons, known: func(cluster string) bool {
 		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
 	}}

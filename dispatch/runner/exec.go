@@ -68,6 +68,7 @@ type ExecResult struct {
 	Truncated bool
 	Duration  time.Duration
 	Error     string // why it failed, beyond a non-zero exit code
+	Commit    string // the Git commit the program came from (set by dispatch)
 }
 
 // TruncationMarker is appended to a stream whose output hit the cap.

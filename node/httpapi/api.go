@@ -123,6 +123,7 @@ type API struct {
 	log           zerolog.Logger
 	mux           *http.ServeMux
 	console       http.Handler // optional: the web console at /ui/
+	repos         RepositoryBackend // optional: /v1/repositories (repositories.go)
 }
 
 // Option adds optional parts to the API.
@@ -178,6 +179,9 @@ func (a *API) routes() {
 	}
 	if a.console != nil {
 		a.consoleRoutes() // the web console's static assets
+	}
+	if a.repos != nil {
+		a.repositoryRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

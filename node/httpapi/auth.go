@@ -190,6 +190,9 @@ func clusterFrom(ctx context.Context) (string, bool) {
 // for the cluster its ?cluster= names; the other routes are about the
 // receiving node or the mesh and are for the node's own cluster.
 func scoped(p string) bool {
+	if strings.HasPrefix(p, "/v1/repositories") { // per-cluster state (repositories.go)
+		return true
+	}
 	return strings.HasPrefix(p, "/v1/services") || strings.HasPrefix(p, "/v1/executions") ||
 		strings.HasPrefix(p, "/svc/") || p == "/v1/snapshot" || strings.HasPrefix(p, "/v1/acl/")
 }
