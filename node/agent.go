@@ -197,7 +197,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
-	opts = append(opts, httpapi.WithConsole(console.Handler())) // the web console at /ui/
+	opts = append(opts, httpapi.WithConsole(console.Handler()))                      // the web console at /ui/
 	opts = append(opts, httpapi.WithRepositories(repositoryBackend{kv: a.state.kv})) // /v1/repositories
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil

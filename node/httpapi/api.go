@@ -122,7 +122,7 @@ type API struct {
 	observe       RequestObserver // optional: metrics
 	log           zerolog.Logger
 	mux           *http.ServeMux
-	console       http.Handler // optional: the web console at /ui/
+	console       http.Handler      // optional: the web console at /ui/
 	repos         RepositoryBackend // optional: /v1/repositories (repositories.go)
 }
 
