@@ -195,7 +195,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithExec(a.execB),
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
-		httpapi.WithReadiness((*readiness)(a)))
+		httpapi.WithReadiness((*readiness)(a)),
+		httpapi.WithSchedules(&scheduleBackend{kv: a.state.kv, now: time.Now}))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
