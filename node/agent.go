@@ -196,7 +196,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)),
-		httpapi.WithSchedules(&scheduleBackend{kv: a.state.kv, now: time.Now}))
+		httpapi.WithSchedules(&scheduleBackend{kv: a.state.kv, now: time.Now}),
+		httpapi.WithConfig(&configBackend{kv: a.state.kv, state: a.state, now: time.Now}))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }

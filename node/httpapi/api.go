@@ -123,6 +123,7 @@ type API struct {
 	log           zerolog.Logger
 	mux           *http.ServeMux
 	schedules     ScheduleBackend // optional: /v1/schedules
+	config        ConfigBackend   // optional: /v1/export, /v1/import, service history
 }
 
 // Option adds optional parts to the API.
@@ -178,6 +179,9 @@ func (a *API) routes() {
 	}
 	if a.schedules != nil {
 		a.scheduleRoutes()
+	}
+	if a.config != nil {
+		a.configRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
