@@ -31,7 +31,7 @@ type schedStore struct{ kv kvStore }
 var _ schedule.Store = schedStore{}
 
 func (s schedStore) List(ctx context.Context, cluster, prefix string) ([]schedule.Item, error) {
-	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, Limit: fsm.MaxOps})
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: prefix, Limit: fsm.MaxList})
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +136,23 @@ type scheduleBackend struct {
 var _ httpapi.ScheduleBackend = (*scheduleBackend)(nil)
 
 func (b *scheduleBackend) PutSchedule(ctx context.Context, cluster string, s schedule.Schedule, cas *uint64) (uint64, error) {
+	// A schedule of a service that does not exist would only count missed
+	// ticks: say so now. (Deleting the service later is the scheduler's to
+	// report, in the schedule's state.)
+	it, ok, err := b.kv.Get(ctx, cluster, dispatch.ServiceKey(s.Service))
+	if err != nil {
+		return 0, apiError("put schedule", err)
+	}
+	if !ok {
+		e := httpapi.Errorf(http.StatusBadRequest, "invalid_schedule", "invalid schedule: service: no service %q in cluster %s: create it first", s.Service, cluster)
+		e.Path = "service"
+		return 0, e
+	}
+	if svc, err := decodeService(it); err == nil && svc.Type != dispatch.TypeExec {
+		e := httpapi.Errorf(http.StatusBadRequest, "invalid_schedule", "invalid schedule: service: %q is an %s service; a schedule runs exec services", s.Service, svc.Type)
+		e.Path = "service"
+		return 0, e
+	}
 	s.Version = 0
 	s.UpdatedAt = b.now().UTC()
 	val, err := json.Marshal(s)
@@ -197,11 +214,11 @@ func (b *scheduleBackend) GetSchedule(ctx context.Context, cluster, name string)
 }
 
 func (b *scheduleBackend) ListSchedules(ctx context.Context, cluster string) ([]schedule.Status, error) {
-	items, err := b.kv.List(ctx, cluster, fsm.ListQuery{Prefix: schedule.Prefix, Limit: fsm.MaxOps})
+	items, err := b.kv.List(ctx, cluster, fsm.ListQuery{Prefix: schedule.Prefix, Limit: fsm.MaxList})
 	if err != nil {
 		return nil, apiError("list schedules", err)
 	}
-	states, err := b.kv.List(ctx, cluster, fsm.ListQuery{Prefix: schedule.StatePrefix, Limit: fsm.MaxOps})
+	states, err := b.kv.List(ctx, cluster, fsm.ListQuery{Prefix: schedule.StatePrefix, Limit: fsm.MaxList})
 	if err != nil {
 		return nil, apiError("list schedules", err)
 	}
