@@ -343,7 +343,7 @@ func (b *configBackend) Import(ctx context.Context, cluster string, body []byte,
 			res.Changes = append(res.Changes, httpapi.ImportChange{Kind: k.name, Name: d.name, Action: action, Version: cas})
 			c := cas
 			add(fsm.Op{Type: fsm.OpPut, Key: k.prefix + d.name, Value: d.value, CAS: &c})
-			if k.extra != nil && !opts.DryRun {
+			if k.extra != nil { // in a dry run too: they count against the bounds
 				more, err := k.extra(ctx, b.kv, cluster, d.name, d.value, now)
 				if err != nil {
 					return res, apiError("import", err)
@@ -365,7 +365,7 @@ func (b *configBackend) Import(ctx context.Context, cluster string, body []byte,
 			res.Changes = append(res.Changes, httpapi.ImportChange{Kind: k.name, Name: n, Action: httpapi.ChangeDelete, Version: it.Version})
 			v := it.Version
 			add(fsm.Op{Type: fsm.OpDelete, Key: it.Key, CAS: &v})
-			if k.extra != nil && !opts.DryRun {
+			if k.extra != nil { // in a dry run too: they count against the bounds
 				more, err := k.extra(ctx, b.kv, cluster, n, nil, now)
 				if err != nil {
 					return res, apiError("import", err)

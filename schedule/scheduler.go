@@ -149,18 +149,18 @@ type stateOf struct {
 // pass makes at most one step per schedule (fire, skip or record a
 // missed stretch) and returns when the next pass is due.
 func (s *Scheduler) pass(ctx context.Context, cluster string, warned map[string]string) time.Time {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
-	defer cancel()
 	now := s.cfg.Now()
 	wake := now.Add(s.cfg.MaxWait)
-	defs, err := s.store.List(ctx, cluster, Prefix)
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+	defer cancel()
+	defs, err := s.store.List(lctx, cluster, Prefix)
 	if err == nil {
 		var states []Item
-		if states, err = s.store.List(ctx, cluster, StatePrefix); err == nil {
+		if states, err = s.store.List(lctx, cluster, StatePrefix); err == nil {
 			return s.step(ctx, cluster, now, wake, defs, states, warned)
 		}
 	}
-	if ctx.Err() == nil || errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if ctx.Err() == nil {
 		s.log.Debug().Err(err).Str("cluster", cluster).Msg("schedules not read; retrying")
 	}
 	return now.Add(s.cfg.Retry)
@@ -187,7 +187,9 @@ func (s *Scheduler) step(ctx context.Context, cluster string, now, wake time.Tim
 		if err != nil {
 			continue // validated on write; a definition this binary cannot read waits for one that can
 		}
-		next, err := s.one(ctx, cluster, now, def, spec, byName[def.Name])
+		sctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout) // each schedule's step has its own bound
+		next, err := s.one(sctx, cluster, now, def, spec, byName[def.Name])
+		cancel()
 		switch {
 		case err == nil:
 			delete(warned, def.Name)
@@ -207,7 +209,9 @@ func (s *Scheduler) step(ctx context.Context, cluster string, now, wake time.Tim
 	// A state whose definition is gone (deleted while a tick fired).
 	for name, so := range byName {
 		if !seen[name] {
-			_ = s.store.Delete(ctx, cluster, StateKey(name), so.ver)
+			dctx, cancel := context.WithTimeout(ctx, s.cfg.StoreTimeout)
+			_ = s.store.Delete(dctx, cluster, StateKey(name), so.ver)
+			cancel()
 		}
 	}
 	return wake
