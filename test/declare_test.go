@@ -23,7 +23,8 @@ const declFile = `{
 // TestImportExportAndHistory: import -dry-run changes nothing and shows
 // the diff; import applies it; an import whose dry run was overtaken by a
 // concurrent write fails whole; services history and revert; and an
-// export imported into a fresh cluster exports the same.
+// export imported into a fresh cluster (with ACLs: the new routes'
+// policies are checked there) exports the same.
 func TestImportExportAndHistory(t *testing.T) {
 	a := StartCluster(t, 1, Options{}).Nodes[0]
 	WaitLeader(t, []*Node{a}, "default")
@@ -126,12 +127,49 @@ func TestImportExportAndHistory(t *testing.T) {
 	}
 	exp := filepath.Join(dir, "export.json")
 	os.WriteFile(exp, []byte(exported), 0o644)
-	b := StartCluster(t, 1, Options{}).Nodes[0]
-	WaitLeader(t, []*Node{b}, "default")
-	if out := cli(b, "import", "-f", exp); !strings.Contains(out, "applied 3 change(s)") {
+	// The fresh cluster runs with ACLs: the new routes' policies hold.
+	b := StartCluster(t, 1, Options{Extra: func(int) []string { return []string{"-acl"} }}).Nodes[0]
+	mgmt := bootstrapACL(t, b)
+	tok := func(policies ...string) string {
+		args := []string{"acl", "token", "create", "-http-addr", b.HTTP, "-token", mgmt, "-format", "json"}
+		for _, p := range policies {
+			args = append(args, "-policy", p)
+		}
+		o, stderr, code := CLI(t, args...)
+		var tk struct {
+			Secret string `json:"secret_id"`
+		}
+		if code != 0 || json.Unmarshal([]byte(o), &tk) != nil {
+			t.Fatalf("token %v: %s %s", policies, o, stderr)
+		}
+		return tk.Secret
+	}
+	read, write := tok("read"), tok("write")
+	sched := `{"name":"s","service":"backup","cron":"0 0 1 1 *"}`
+	for _, c := range []struct {
+		secret, method, path, body string
+		want                       int
+	}{
+		{"", "GET", "/v1/export", "", 401},
+		{read, "GET", "/v1/export", "", 200},
+		{read, "POST", "/v1/import?dry_run=true", exported, 403},
+		{write, "POST", "/v1/import?dry_run=true", exported, 403},
+		{mgmt, "POST", "/v1/import?dry_run=true", exported, 200},
+		{read, "GET", "/v1/schedules", "", 200},
+		{read, "PUT", "/v1/schedules/s", sched, 403},
+		{write, "PUT", "/v1/schedules/s", sched, 403}, // write without run on backup
+		{read, "DELETE", "/v1/schedules/s", "", 403},
+		{read, "GET", "/v1/services/web/history", "", 404},
+		{read, "POST", "/v1/services/web/revert?revision=1", "", 403},
+	} {
+		if code := authCode(t, b, c.secret, c.method, c.path, c.body); code != c.want {
+			t.Errorf("%s %s: %d, want %d", c.method, c.path, code, c.want)
+		}
+	}
+	if out := cli(b, "import", "-f", exp, "-token", mgmt); !strings.Contains(out, "applied 3 change(s)") {
 		t.Fatalf("import into the fresh cluster: %s", out)
 	}
-	if again := cli(b, "export"); again != exported {
+	if again := cli(b, "export", "-token", read); again != exported {
 		t.Errorf("export after the round trip differs:\n%s\nwas:\n%s", again, exported)
 	}
 }
