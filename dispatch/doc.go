@@ -30,6 +30,15 @@
 // another runner while the service's retries last;
 // then the execution ends "lost". A non-zero exit is "failed", not retried.
 //
+// # Scheduled runs
+//
+// RunOptions.With adds writes to the command that creates the first
+// record (the queued one of an async run), and Schedule and ScheduledAt
+// are kept in it: the scheduler (package schedule, through node) moves a
+// schedule's state to a tick in the same command that records the tick's
+// execution, so the two happen together or not at all; a failed compare
+// on one of those writes is ErrConflict and nothing is written.
+//
 // # Cancel
 //
 // Cancel, on any node, ends an execution "cancelled" (terminal, like

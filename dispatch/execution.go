@@ -103,6 +103,11 @@ type Execution struct {
 
 	// Version is the record's store version (set on read, not stored).
 	Version uint64 `json:"-"`
+
+	// Schedule names the schedule whose tick ScheduledAt started this
+	// execution (package schedule); empty for a run a client asked for.
+	Schedule    string    `json:"schedule,omitempty"`
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
 }
 
 // clone returns a copy that shares no mutable state with e.

@@ -25,6 +25,22 @@ type RunOptions struct {
 	// retry's output. Called from the dispatcher's goroutine; must not
 	// block for long or retain chunk.
 	OnOutput func(stream string, chunk []byte)
+	// Schedule and ScheduledAt name the schedule and tick that fire this
+	// run (kept in the record); empty for a run a client asked for.
+	Schedule    string
+	ScheduledAt time.Time
+	// With, when set, returns writes made in the same command as the
+	// execution's first record (given its ID): a schedule's state, so the
+	// tick and its execution are recorded together or not at all.
+	With func(execID string) []KV
+}
+
+// with returns the writes of opts.With for execution id (none when unset).
+func (o RunOptions) with(id string) []KV {
+	if o.With == nil {
+		return nil
+	}
+	return o.With(id)
 }
 
 // Attempt outcomes in Execution.History beyond the terminal statuses.
@@ -102,6 +118,8 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 		IdempotencyKey: opts.IdempotencyKey,
 		CreatedAt:      now,
 		ServiceDef:     &def,
+		Schedule:       opts.Schedule,
+		ScheduledAt:    opts.ScheduledAt,
 	}
 	d.stats.accepted.Add(1)
 	// Registered before the record exists, so this node's own recovery
@@ -122,7 +140,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 			return Execution{}, fmt.Errorf("%w: %d async executions in flight on %s", ErrBusy, d.cfg.MaxAsync, d.local)
 		}
 		rec.LeaseExpires = now.Add(d.cfg.QueueLease)
-		ver, err := d.create(ctx, rec, idemVer)
+		ver, err := d.create(ctx, rec, idemVer, opts.with(rec.ID)...)
 		if err != nil {
 			<-d.asyncSem
 			d.removeLive(rec.ID, lv)
@@ -138,7 +156,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	}
 
 	d.beginAttempt(rec, first)
-	ver, err := d.create(ctx, rec, idemVer)
+	ver, err := d.create(ctx, rec, idemVer, opts.with(rec.ID)...)
 	if err != nil {
 		d.removeLive(rec.ID, lv)
 		if errors.Is(err, ErrConflict) && opts.IdempotencyKey != "" {
@@ -187,7 +205,7 @@ func validIdemKey(k string) error {
 // create writes a new record (and its idempotency key) atomically. idemVer
 // is 0 when the key must not exist, else the version of a dangling key
 // (one whose record is gone) to replace.
-func (d *Dispatcher) create(ctx context.Context, rec *Execution, idemVer uint64) (uint64, error) {
+func (d *Dispatcher) create(ctx context.Context, rec *Execution, idemVer uint64, extra ...KV) (uint64, error) {
 	b, err := encodeRecord(*d.stored(rec), MaxRecordSize)
 	if err != nil {
 		return 0, fmt.Errorf("record execution %s: %w", rec.ID, err)
@@ -197,6 +215,7 @@ func (d *Dispatcher) create(ctx context.Context, rec *Execution, idemVer uint64)
 	if rec.IdempotencyKey != "" {
 		kvs = append(kvs, KV{Key: IdemKey(rec.Service, rec.IdempotencyKey), Value: []byte(rec.ID), CAS: &idemVer})
 	}
+	kvs = append(kvs, extra...) // RunOptions.With: in the same command
 	v, err := d.writeRecord(ctx, rec, b, func(ctx context.Context) (uint64, error) {
 		vers, err := d.store.PutMulti(ctx, rec.Cluster, kvs)
 		if err == nil && len(vers) == 0 {

@@ -196,7 +196,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithExec(a.execB),
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
-		httpapi.WithReadiness((*readiness)(a)))
+		httpapi.WithReadiness((*readiness)(a)),
+		httpapi.WithSchedules(&scheduleBackend{kv: a.state.kv, now: time.Now}),
+		httpapi.WithConfig(&configBackend{kv: a.state.kv, state: a.state, now: time.Now}))
 	opts = append(opts, httpapi.WithConsole(console.Handler()))                      // the web console at /ui/
 	opts = append(opts, httpapi.WithRepositories(repositoryBackend{kv: a.state.kv})) // /v1/repositories
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
@@ -89,10 +90,18 @@ func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispa
 	if err != nil {
 		return 0, err
 	}
-	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}})
+	hist, err := historyOps(ctx, s.kv, cluster, svc.Name, val, time.Now()) // the revision, in the same command
+	if err != nil {
+		return 0, apiError("put service", err)
+	}
+	ops := append([]fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}, hist...)
+	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
 	s.serviceChanged(cluster, svc.Name)
 	if err != nil {
 		return 0, apiError("put service", err)
+	}
+	if res.Conflict && isHistoryKey(res.ConflictKey) {
+		return 0, historyConflict(svc.Name)
 	}
 	if res.Conflict {
 		return 0, conflict(svc.Name, cas)

@@ -1,5 +1,5 @@
-// Package roles runs singleton management roles (retention, and next the
-// throttle manager, central logger, cache cleanup): one active instance per
+// Package roles runs singleton management roles (retention, the scheduler,
+// and next the throttle manager, central logger, cache cleanup): one active instance per
 // cluster, the other voters of the cluster's Raft group standing by.
 //
 // roles imports no other meshgw package. It declares what it needs:

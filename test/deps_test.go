@@ -64,8 +64,9 @@ func TestDependencyDirection(t *testing.T) {
 		"consensus": {"consensus": true, "transport": true},
 		"dispatch":  {"dispatch": true, "transport": true},
 		"roles":     {"roles": true},
+		"schedule":  {"schedule": true},
 		"node": {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true,
-			"roles": true},
+			"roles": true, "schedule": true},
 		"cmd":  {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
 		"test": {"test": true, "transport": true},              // transport/tlsutil for the harness CA
 	}

@@ -31,6 +31,14 @@ func init() {
 				{name: "delete", aliases: []string{"rm"}, summary: "delete a service", run: cmdServicesDelete,
 					args: []arg{{"NAME", "the service's name"}},
 					desc: "Delete service NAME. Its execution records are kept until retention removes them."},
+				{name: "history", summary: "list the kept revisions of a service definition", run: cmdServicesHistory,
+					args: []arg{{"NAME", "the service's name"}},
+					desc: "List the last 10 revisions of service NAME's definition, newest first, with when each " +
+						"was written and which is current. A deleted service keeps its history."},
+				{name: "revert", summary: "write an earlier revision of a service again", run: cmdServicesRevert,
+					args: []arg{{"NAME", "the service's name"}, {"REVISION", "a revision number from services history"}},
+					desc: "Write revision REVISION of service NAME's definition again, as a new write (and so a " +
+						"new revision): the service runs with that definition from its next run."},
 			}},
 		command{name: "clusters", summary: "list the cluster IDs of the mesh", run: cmdClusters,
 			desc: "List the clusters of the mesh with their member, alive and runner counts and " +

@@ -124,6 +124,8 @@ type API struct {
 	mux           *http.ServeMux
 	console       http.Handler      // optional: the web console at /ui/
 	repos         RepositoryBackend // optional: /v1/repositories (repositories.go)
+	schedules     ScheduleBackend   // optional: /v1/schedules
+	config        ConfigBackend     // optional: /v1/export, /v1/import, service history
 }
 
 // Option adds optional parts to the API.
@@ -182,6 +184,12 @@ func (a *API) routes() {
 	}
 	if a.repos != nil {
 		a.repositoryRoutes()
+	}
+	if a.schedules != nil {
+		a.scheduleRoutes()
+	}
+	if a.config != nil {
+		a.configRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

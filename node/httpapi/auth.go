@@ -347,6 +347,8 @@ func permFor(r *http.Request) (perm, service string) {
 		return "", "" // any valid token may ask who it is
 	case strings.HasPrefix(p, "/v1/acl/"), strings.HasPrefix(p, "/v1/keyring"), p == "/v1/agent/leave", p == "/v1/snapshot":
 		return PermManage, ""
+	case p == "/v1/import": // it may create schedules, which run services
+		return PermManage, ""
 	case strings.HasPrefix(p, "/svc/"):
 		name, _, _ := strings.Cut(strings.TrimPrefix(p, "/svc/"), "/")
 		return PermRun, name

@@ -41,6 +41,9 @@
 //	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
 //	POST /v1/executions/{id}/cancel             run, or run:GLOB matching the
 //	                                            execution's service, or write
+//	POST /v1/import                             manage (it may create schedules)
+//	PUT /v1/schedules/{name}                    write, and run (or run:GLOB) on
+//	                                            the schedule's service
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //

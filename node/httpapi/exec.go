@@ -73,12 +73,15 @@ type execView struct {
 	// CancelRequestedAt: a cancel was recorded (the run may still be
 	// stopping).
 	CancelRequestedAt time.Time `json:"cancel_requested_at,omitzero"`
+	// Schedule and ScheduledAt: the schedule and tick that started it.
+	Schedule    string    `json:"schedule,omitempty"`
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
 }
 
 func view(e dispatch.Execution) execView {
 	return execView{RunResponse: e.Response(), Cluster: e.Cluster, AcceptedBy: e.AcceptedBy, Async: e.Async,
 		IdempotencyKey: e.IdempotencyKey, CreatedAt: e.CreatedAt, StartedAt: e.StartedAt, FinishedAt: e.FinishedAt, History: e.History,
-		CancelRequestedAt: e.CancelRequestedAt}
+		CancelRequestedAt: e.CancelRequestedAt, Schedule: e.Schedule, ScheduledAt: e.ScheduledAt}
 }
 
 func (a *API) run(w http.ResponseWriter, r *http.Request) error {
