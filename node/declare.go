@@ -56,6 +56,7 @@ var configKinds = []configKind{
 			}
 			return historyOps(ctx, kv, cluster, name, value, now)
 		}},
+	{name: "repositories", prefix: dispatch.RepositoryKey(""), store: storeRepository, export: exportRepository},
 	{name: "schedules", prefix: schedule.Prefix, store: storeSchedule, export: exportSchedule,
 		extra: func(_ context.Context, _ kvStore, _, name string, value []byte, _ time.Time) ([]fsm.Op, error) {
 			if value == nil {
@@ -83,6 +84,25 @@ func exportService(stored []byte) (json.RawMessage, error) {
 	}
 	svc.Version = 0
 	return json.Marshal(svc)
+}
+
+func storeRepository(item json.RawMessage, _ time.Time) (string, []byte, error) {
+	r, err := dispatch.ParseRepository(item)
+	if err != nil {
+		return r.Name, nil, err
+	}
+	r.Version = 0
+	b, err := json.Marshal(r)
+	return r.Name, b, err
+}
+
+func exportRepository(stored []byte) (json.RawMessage, error) {
+	var r dispatch.Repository
+	if err := json.Unmarshal(stored, &r); err != nil {
+		return nil, err
+	}
+	r.Version = 0
+	return json.Marshal(r)
 }
 
 func storeSchedule(item json.RawMessage, now time.Time) (string, []byte, error) {
