@@ -214,6 +214,7 @@ type Dispatcher struct {
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+	secrets  SecretSource // optional: secret values for runs (SetSecrets)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

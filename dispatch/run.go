@@ -499,10 +499,15 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			onOut(StreamAttempt, []byte(strconv.Itoa(rec.Attempts)))
 		}
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
+		secrets, err := d.secretsFor(attemptCtx, rec.Cluster, svc)
+		if err != nil {
+			cancel()
+			return d.finish(rec, ver, StatusFailed, nil, err.Error())
+		}
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
 			Command: svc.Command, Env: svc.Env, Dir: svc.Dir, User: svc.User,
-			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input,
+			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input, Secrets: secrets,
 		}, out)
 		cancel()
 		if err == nil {

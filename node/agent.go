@@ -81,6 +81,9 @@ type Agent struct {
 	quorumStop     chan struct{}
 	quorumWG       sync.WaitGroup
 	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
+
+	// secrets serves /v1/secrets and the values of runs (secrets.go).
+	secrets *secretsBackend
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -181,6 +184,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	a.tokens = newTokenStore(knownClusters{kvStore: a.cons, known: func(cluster string) bool {
 		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
 	}})
+	if err := a.wireSecrets(); err != nil {
+		return nil, err
+	}
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
@@ -196,6 +202,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
+	opts = append(opts, httpapi.WithSecrets(a.secrets)) // secrets.go
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
