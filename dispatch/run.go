@@ -53,7 +53,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	if len(input) > d.cfg.MaxInput {
 		return Execution{}, fmt.Errorf("%w: %d bytes, at most %d", ErrInputTooLarge, len(input), d.cfg.MaxInput)
 	}
-	if err := ValidateInput(&svc, input); err != nil {
+	if err := d.validateInput(ctx, cluster, &svc, input); err != nil {
 		return Execution{}, err
 	}
 	if err := validIdemKey(opts.IdempotencyKey); err != nil {

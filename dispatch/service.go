@@ -58,7 +58,7 @@ type Service struct {
 	User       string            `json:"user,omitempty"`
 	Timeout    Duration          `json:"timeout,omitempty"`
 	Retries    int               `json:"retries,omitempty"`
-	Decorator  json.RawMessage   `json:"decorator,omitempty"` // JSON Schema the input must satisfy
+	Decorator  json.RawMessage   `json:"decorator,omitempty"` // JSON Schema the input must satisfy, or a shared decorator's name
 	RunnerTags map[string]string `json:"runner_tags,omitempty"`
 	Upstream   string            `json:"upstream,omitempty"`
 	Strategy   string            `json:"strategy,omitempty"`
@@ -307,7 +307,10 @@ func (s *Service) Validate() error {
 			return invalid("runner_tags", "tag keys must be non-empty and tags at most %d bytes", maxTagLen)
 		}
 	}
-	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" {
+	if err := s.validateDecoratorRef(); err != nil {
+		return err
+	}
+	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" && !isDecoratorRef(d) {
 		if len(d) > MaxDecoratorSize {
 			return invalid("decorator", "schema is %d bytes, more than %d", len(d), MaxDecoratorSize)
 		}

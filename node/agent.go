@@ -202,7 +202,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
-	opts = append(opts, httpapi.WithSecrets(a.secrets)) // secrets.go
+	// secrets.go, decorators.go
+	opts = append(opts, httpapi.WithSecrets(a.secrets), httpapi.WithDecorators(&decoratorsBackend{kv: a.cons}))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }

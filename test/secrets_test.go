@@ -94,7 +94,8 @@ func (ac *automationCluster) must(t *testing.T, n *Node, token, method, path, bo
 // that took the run, and appears nowhere else: not in the service, the
 // execution record, the streamed run, the secrets API, a snapshot or any
 // agent's log; in the output it is redacted. read, write and run tokens
-// get 403 on every secrets route.
+// get 403 on every secrets route. The same cluster then serves the shared
+// decorators subtest.
 func TestSecretsAndSharedDecorators(t *testing.T) {
 	ac := startAutomationCluster(t)
 	n1, n2, n3 := ac.Nodes[0], ac.Nodes[1], ac.Nodes[2]
@@ -226,6 +227,72 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 	})
 }
 
+// testSharedDecorators: one decorator serves two services; changed
+// through one node, it refuses the next bad input of both through the
+// others; in use it cannot be deleted (409 naming a user); a service naming
+// an unknown one is 400 on "decorator".
 func testSharedDecorators(t *testing.T, ac *automationCluster) {
-	t.Skip("shared decorators: not built yet")
+	n1, n2, n3 := ac.Nodes[0], ac.Nodes[1], ac.Nodes[2]
+	w, r, run := ac.tokens["write"], ac.tokens["read"], ac.tokens["run"]
+	if code, body := ac.call(t, n1, w, "PUT", "/v1/services/orphan",
+		`{"name":"orphan","type":"exec","command":["cat"],"decorator":"order-input"}`); code != 400 ||
+		!strings.Contains(string(body), `"path":"decorator"`) || !strings.Contains(string(body), "order-input") {
+		t.Fatalf("service naming an unknown decorator: %d %s", code, body)
+	}
+	if code, _ := ac.call(t, n1, r, "PUT", "/v1/decorators/order-input", `{"type":"object"}`); code != 403 {
+		t.Fatalf("read token put a decorator: %d", code)
+	}
+	// The schema goes in through the CLI.
+	schemaFile := filepath.Join(t.TempDir(), "order.json")
+	if err := os.WriteFile(schemaFile, []byte(`{"type":"object","required":["qty"]}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "decorators", "put", "order-input", "-f", schemaFile, "-http-addr", n1.HTTP)
+	cmd.Env = append(os.Environ(), "MESHGW_TOKEN="+w)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "decorator order-input written") {
+		t.Fatalf("decorators put: %v %s", err, out)
+	}
+	for _, name := range []string{"order-a", "order-b"} {
+		ac.must(t, n1, w, "PUT", "/v1/services/"+name,
+			`{"name":"`+name+`","type":"exec","command":["cat"],"decorator":"order-input"}`, 200)
+	}
+	for _, name := range []string{"order-a", "order-b"} {
+		ac.must(t, n2, run, "POST", "/v1/services/"+name+"/run", `{"qty":"two"}`, 200)
+		if code, body := ac.call(t, n2, run, "POST", "/v1/services/"+name+"/run", `{"item":"x"}`); code != 400 ||
+			!strings.Contains(string(body), "qty") {
+			t.Fatalf("%s without qty: %d %s", name, code, body)
+		}
+	}
+	// Changed through n3: the next run of both services, through n2, obeys it.
+	ac.must(t, n3, w, "PUT", "/v1/decorators/order-input",
+		`{"type":"object","required":["qty"],"properties":{"qty":{"type":"integer"}}}`, 200)
+	for _, name := range []string{"order-a", "order-b"} {
+		if code, body := ac.call(t, n2, run, "POST", "/v1/services/"+name+"/run", `{"qty":"two"}`); code != 400 ||
+			!strings.Contains(string(body), "/qty") {
+			t.Fatalf("%s after the change: %d %s, want 400 on /qty", name, code, body)
+		}
+		var ok runResult
+		b := ac.must(t, n2, run, "POST", "/v1/services/"+name+"/run", `{"qty":2}`, 200)
+		if err := json.Unmarshal(b, &ok); err != nil || ok.Status != "succeeded" || ok.Stdout != `{"qty":2}` {
+			t.Fatalf("%s with a good input: %s", name, b)
+		}
+	}
+	var got struct {
+		Version uint64          `json:"version"`
+		Schema  json.RawMessage `json:"schema"`
+		UsedBy  []string        `json:"used_by"`
+	}
+	if err := json.Unmarshal(ac.must(t, n1, r, "GET", "/v1/decorators/order-input", "", 200), &got); err != nil ||
+		strings.Join(got.UsedBy, ",") != "order-a,order-b" || !strings.Contains(string(got.Schema), "integer") {
+		t.Fatalf("decorator read: %+v %v", got, err)
+	}
+	// In use: 409 naming a user; free once no service names it.
+	if code, body := ac.call(t, n2, w, "DELETE", "/v1/decorators/order-input", ""); code != 409 ||
+		!strings.Contains(string(body), "order-a") {
+		t.Fatalf("delete in use: %d %s", code, body)
+	}
+	ac.must(t, n1, w, "DELETE", "/v1/services/order-a", "", 200)
+	ac.must(t, n1, w, "PUT", "/v1/services/order-b", `{"name":"order-b","type":"exec","command":["cat"]}`, 200)
+	ac.must(t, n2, w, "DELETE", "/v1/decorators/order-input", "", 200)
+	ac.must(t, n2, r, "GET", "/v1/decorators/order-input", "", 404)
 }

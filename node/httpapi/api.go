@@ -122,7 +122,8 @@ type API struct {
 	observe       RequestObserver // optional: metrics
 	log           zerolog.Logger
 	mux           *http.ServeMux
-	secrets       SecretsBackend // optional: /v1/secrets
+	secrets       SecretsBackend    // optional: /v1/secrets
+	decorators    DecoratorsBackend // optional: /v1/decorators
 }
 
 // Option adds optional parts to the API.
@@ -178,6 +179,9 @@ func (a *API) routes() {
 	}
 	if a.secrets != nil {
 		a.secretRoutes()
+	}
+	if a.decorators != nil {
+		a.decoratorRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
