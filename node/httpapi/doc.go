@@ -11,7 +11,7 @@
 //
 // A request is for one cluster: on the routes that act on a cluster's
 // state (/v1/services..., /v1/executions..., /svc/..., /v1/snapshot,
-// /v1/acl/...) the one its ?cluster= names, else the receiving node's own;
+// /v1/acl/..., /v1/secrets..., /v1/decorators...) the one its ?cluster= names, else the receiving node's own;
 // the other routes (members, runners, status, clusters, keyring, leave,
 // metrics) are about the node or the mesh and are for the node's own
 // cluster. A cluster's ACLs are on when its replicated state says so (a
@@ -39,6 +39,9 @@
 //	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
 //	POST /v1/executions/{id}/cancel             run, or run:GLOB matching the
 //	                                            execution's service, or write
+//	/v1/secrets, /v1/secrets/{name} (any       secrets (or manage); read, write
+//	method)                                     and run do not grant it, and no
+//	                                            route ever returns a value
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //
