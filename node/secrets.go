@@ -335,3 +335,49 @@ func (a *Agent) wireSecrets() error {
 	a.disp.SetSecrets(a.secrets)
 	return nil
 }
+
+// RewrapSecrets seals every secret that is not sealed with the current key
+// again with it, each by CAS on the version read (a concurrent put wins).
+func (s *secretsBackend) RewrapSecrets(ctx context.Context, cluster string) (httpapi.RewrapReport, error) {
+	kr, err := s.keys()
+	if err != nil {
+		return httpapi.RewrapReport{}, err
+	}
+	rep := httpapi.RewrapReport{Cluster: cluster, KeyID: kr.PrimaryID(), Rewrapped: []string{}, Failed: []string{}}
+	items, err := s.kv.List(ctx, cluster, fsm.ListQuery{Prefix: dispatch.SecretKey("")})
+	if err != nil {
+		return rep, apiError("list secrets", err)
+	}
+	for _, it := range items {
+		rec, err := decodeSecret(it)
+		if err != nil {
+			return rep, err
+		}
+		if secretbox.KeyIDOf(rec.Sealed) == rep.KeyID {
+			rep.Current++
+			continue
+		}
+		v, err := kr.Open(rec.Sealed, secretAD(cluster, rec.Name))
+		if err != nil {
+			rep.Failed = append(rep.Failed, rec.Name)
+			continue
+		}
+		if rec.Sealed, err = kr.Seal(v, secretAD(cluster, rec.Name)); err != nil {
+			return rep, fmt.Errorf("rewrap secret %s: %w", rec.Name, err)
+		}
+		rec.KeyID, rec.UpdatedAt = rep.KeyID, s.now().UTC()
+		val, err := json.Marshal(rec)
+		if err != nil {
+			return rep, err
+		}
+		ver := it.Version
+		res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: it.Key, Value: val, CAS: &ver}}})
+		if err != nil {
+			return rep, apiError("rewrap secret "+rec.Name, err)
+		}
+		if !res.Conflict { // else it was put meanwhile: sealed with the current key
+			rep.Rewrapped = append(rep.Rewrapped, rec.Name)
+		}
+	}
+	return rep, nil
+}

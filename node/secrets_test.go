@@ -127,13 +127,27 @@ func TestSecretsSealedAtRestAndKeyRotation(t *testing.T) {
 	if err != nil || m2.KeyID == m.KeyID {
 		t.Fatalf("not sealed with the new key: %+v %v", m2, err)
 	}
-	// The old key dropped too soon: a clear error naming the secret.
+	// Rewrap seals db-pass again with the new key; then the old key can go.
+	kv.data[dispatch.SecretKey("lost")] = fsm.Item{Key: dispatch.SecretKey("lost"), Version: 98,
+		Value: []byte(`{"name":"lost","sealed":"bXNiMQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}`)}
+	rep, err := s.RewrapSecrets(ctx, "default")
+	if err != nil || strings.Join(rep.Rewrapped, ",") != "db-pass" || rep.Current != 1 ||
+		strings.Join(rep.Failed, ",") != "lost" || rep.KeyID != m2.KeyID {
+		t.Fatalf("rewrap: %+v %v", rep, err)
+	}
+	delete(kv.data, dispatch.SecretKey("lost"))
 	writeKeys(t, keyFile, newKey)
+	if vals, err := s.SecretValues(ctx, "default", []string{"db-pass"}); err != nil || string(vals["db-pass"]) != value {
+		t.Fatalf("rewrapped value with the new key alone: %v", err)
+	}
+	// An old key dropped too soon: a clear error naming the secret.
+	writeKeys(t, keyFile, oldKey)
 	_, err = s.SecretValues(ctx, "default", []string{"db-pass"})
 	if !errors.Is(err, dispatch.ErrSecretUnavailable) || !strings.Contains(err.Error(), `secret "db-pass"`) ||
 		strings.Contains(err.Error(), value) {
 		t.Fatalf("old value after its key went: %v", err)
 	}
+	writeKeys(t, keyFile, newKey)
 	if vals, err := s.SecretValues(ctx, "default", []string{"api-key"}); err != nil || string(vals["api-key"]) != "another-value" {
 		t.Fatalf("new value: %v", err)
 	}

@@ -110,6 +110,7 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 			{"PUT", "/v1/secrets/db-pass", `{"value":"` + value + `"}`},
 			{"GET", "/v1/secrets/db-pass", ""},
 			{"GET", "/v1/secrets", ""},
+			{"POST", "/v1/secrets/rewrap", ""},
 			{"DELETE", "/v1/secrets/db-pass", ""},
 		}
 		for _, p := range []string{"read", "write", "run"} {
@@ -196,6 +197,13 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 		if err := json.Unmarshal(leaks["secrets get"], &meta); err != nil || meta.Name != "db-pass" || meta.Version == 0 ||
 			len(meta.UsedBy) != 1 || meta.UsedBy[0] != "show" || meta.Created == "" {
 			t.Fatalf("metadata: %+v %v (%s)", meta, err, leaks["secrets get"])
+		}
+
+		// Rewrap (after a rotation) finds the secret sealed with the current key.
+		cmd = exec.Command(bin, "secrets", "rewrap", "-http-addr", n3.HTTP)
+		cmd.Env = append(os.Environ(), "MESHGW_TOKEN="+ac.tokens["secrets"])
+		if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), "0 secret(s) sealed again, 1 already current") {
+			t.Fatalf("secrets rewrap: %v %s", err, out)
 		}
 
 		// A missing secret fails the run, naming it.

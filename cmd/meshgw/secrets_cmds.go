@@ -10,7 +10,7 @@ import (
 
 func init() {
 	extraCommandList = append(extraCommandList,
-		command{name: "secrets", summary: "secrets put NAME | list | get NAME | delete NAME | keygen",
+		command{name: "secrets", summary: "secrets put NAME | list | get NAME | delete NAME | rewrap | keygen",
 			desc: "Manage a cluster's secrets: values encrypted at rest that exec services receive " +
 				"in their environment or in files (the service's \"secrets\" field). No command " +
 				"ever shows a value back. Needs a token with the secrets policy under ACLs.",
@@ -29,6 +29,10 @@ func init() {
 				{name: "delete", aliases: []string{"rm"}, summary: "delete a secret", run: cmdSecretsDelete,
 					args: []arg{{"NAME", "the secret's name"}},
 					desc: "Delete secret NAME. Runs of services that still reference it fail, naming it."},
+				{name: "rewrap", summary: "seal every secret again with the current key", run: cmdSecretsRewrap,
+					desc: "After a key rotation (a new first line of -secrets-key-file, or a new primary " +
+						"gossip key), seal every secret sealed with an older key again with the current " +
+						"one, so the old key can be dropped. Lists the secrets no node key opens any more."},
 				{name: "keygen", summary: "print a new key for -secrets-key-file", run: cmdKeygen,
 					desc: "Print a new random 32-byte key, base64: a line of a -secrets-key-file."},
 			}},
@@ -66,6 +70,31 @@ func cmdSecretsPut(args []string, stdout, stderr io.Writer) error {
 		return printJSON(stdout, out)
 	}
 	fmt.Fprintf(stdout, "secret %s written, version %v\n", pos[0], out["version"])
+	return nil
+}
+
+func cmdSecretsRewrap(args []string, stdout, stderr io.Writer) error {
+	c := newClientFlags("secrets rewrap").withCluster()
+	if _, err := c.parse(args); err != nil {
+		return err
+	}
+	var rep struct {
+		KeyID     string   `json:"key_id"`
+		Rewrapped []string `json:"rewrapped"`
+		Current   int      `json:"current"`
+		Failed    []string `json:"failed"`
+	}
+	if _, err := c.do("POST", "/v1/secrets/rewrap", nil, nil, nil, &rep); err != nil {
+		return err
+	}
+	if c.format == "json" {
+		return printJSON(stdout, rep)
+	}
+	fmt.Fprintf(stdout, "current key %s: %d secret(s) sealed again, %d already current\n", rep.KeyID, len(rep.Rewrapped), rep.Current)
+	if len(rep.Failed) > 0 {
+		return fmt.Errorf("%d secret(s) cannot be opened with this node's keys (their key is gone): %s; put them again",
+			len(rep.Failed), strings.Join(rep.Failed, ", "))
+	}
 	return nil
 }
 

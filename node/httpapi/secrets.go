@@ -29,6 +29,19 @@ type SecretsBackend interface {
 	GetSecret(ctx context.Context, cluster, name string) (SecretMeta, error)
 	ListSecrets(ctx context.Context, cluster string) ([]SecretMeta, error)
 	DeleteSecret(ctx context.Context, cluster, name string, cas *uint64) error
+	// RewrapSecrets seals again, with the current key, every secret sealed
+	// with another one (after a key rotation, before the old key goes).
+	RewrapSecrets(ctx context.Context, cluster string) (RewrapReport, error)
+}
+
+// RewrapReport says what RewrapSecrets did.
+type RewrapReport struct {
+	Cluster   string   `json:"cluster"`
+	KeyID     string   `json:"key_id"`    // the current (sealing) key
+	Rewrapped []string `json:"rewrapped"` // sealed again with it
+	Current   int      `json:"current"`   // already sealed with it
+	// Failed: secrets this node cannot open (their key is gone): put them again.
+	Failed []string `json:"failed"`
 }
 
 // WithSecrets serves /v1/secrets (policy "secrets", apart from "write").
@@ -39,6 +52,19 @@ func (a *API) secretRoutes() {
 	a.handle("GET /v1/secrets/{name}", a.getSecret)
 	a.handle("PUT /v1/secrets/{name}", a.putSecret)
 	a.handle("DELETE /v1/secrets/{name}", a.deleteSecret)
+	a.handle("POST /v1/secrets/rewrap", a.rewrapSecrets)
+}
+
+func (a *API) rewrapSecrets(w http.ResponseWriter, r *http.Request) error {
+	_, c, err := a.clusterQuery(r)
+	if err != nil {
+		return err
+	}
+	rep, err := a.secrets.RewrapSecrets(r.Context(), c)
+	if err != nil {
+		return err
+	}
+	return WriteJSON(w, http.StatusOK, rep)
 }
 
 func secretName(r *http.Request) (string, error) {

@@ -61,6 +61,10 @@ func (m *memSecrets) DeleteSecret(_ context.Context, c, name string, cas *uint64
 	return nil
 }
 
+func (m *memSecrets) RewrapSecrets(_ context.Context, c string) (RewrapReport, error) {
+	return RewrapReport{Cluster: c, Rewrapped: []string{}, Failed: []string{}}, nil
+}
+
 func TestSecretsRoutesNeedTheSecretsPolicy(t *testing.T) {
 	sec := &memSecrets{vals: map[string][]byte{}, ver: map[string]uint64{}}
 	st := &memState{svcs: map[string]dispatch.Service{}}
@@ -88,6 +92,7 @@ func TestSecretsRoutesNeedTheSecretsPolicy(t *testing.T) {
 		{"PUT", "/v1/secrets/db-pass", `{"value":"hunter2-long"}`},
 		{"GET", "/v1/secrets/db-pass", ""},
 		{"GET", "/v1/secrets", ""},
+		{"POST", "/v1/secrets/rewrap", ""},
 		{"DELETE", "/v1/secrets/db-pass", ""},
 	}
 	for _, policy := range []string{"read", "write", "run", "run:*"} {
