@@ -217,7 +217,8 @@ type Dispatcher struct {
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	src      sourceState // services from Git: secrets, checkout cache (source.go)
+	src      sourceState  // services from Git: secrets, checkout cache (source.go)
+	secrets  SecretSource // optional: secret values for runs (SetSecrets)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

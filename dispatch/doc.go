@@ -135,4 +135,14 @@
 // the checkout and a venv's installation as well as the run. A source
 // that cannot be prepared is a failed run (not retried), its reason in
 // Error.
+// # Secrets
+//
+// A service's Secrets name secrets of the cluster (SecretKey). Before each
+// attempt the driving node asks its SecretSource (node: the store and the
+// secrets key) for their values and sends them in the exec request, to the
+// attempt's runner only; they are never in a record, a log line or an
+// error. The runner (runner.ExecRequest.Secrets) sets the environment or
+// writes the files and redacts the values from the output before it
+// leaves, so the answer, the record and MethodWatch see only
+// "[redacted:NAME]". A secret that is missing fails the run, naming it.
 package dispatch

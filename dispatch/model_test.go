@@ -47,7 +47,8 @@ func TestServiceValidate(t *testing.T) {
 		{"public", func(s *Service) { s.Public = true }},
 		{"pass_authorization", func(s *Service) { s.PassAuthorization = true }},
 		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`{"type": 12}`) }},
-		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`"string"`) }},
+		// A string names a shared decorator (decorators.go): it must be a valid name.
+		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`"not a name"`) }},
 		{"decorator", func(s *Service) { s.Decorator = json.RawMessage(`{"$ref": "file:///etc/passwd"}`) }},
 		{"", func(s *Service) {
 			s.Env = map[string]string{"A": strings.Repeat("x", 8000), "B": strings.Repeat("x", 8000), "C": strings.Repeat("x", 8000), "D": strings.Repeat("x", 8000), "E": strings.Repeat("x", 8000), "F": strings.Repeat("x", 8000), "G": strings.Repeat("x", 8000), "H": strings.Repeat("x", 8000), "I": strings.Repeat("x", 8000)}

@@ -69,7 +69,7 @@ func (d *Dispatcher) Run(ctx context.Context, cluster string, svc Service, input
 	if len(input) > d.cfg.MaxInput {
 		return Execution{}, fmt.Errorf("%w: %d bytes, at most %d", ErrInputTooLarge, len(input), d.cfg.MaxInput)
 	}
-	if err := ValidateInput(&svc, input); err != nil {
+	if err := d.validateInput(ctx, cluster, &svc, input); err != nil {
 		return Execution{}, err
 	}
 	if err := validateScriptInput(&svc, input); err != nil { // python and ansible arguments (source.go)
@@ -525,10 +525,16 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 			return d.finish(rec, ver, StatusFailed, nil, serr.Error())
 		}
 		attemptCtx, cancel := context.WithTimeoutCause(ctx, svc.EffectiveTimeout()+d.cfg.AttemptGrace, errAttemptDeadline)
+		secrets, err := d.secretsFor(attemptCtx, rec.Cluster, svc)
+		if err != nil {
+			cancel()
+			return d.finish(rec, ver, StatusFailed, nil, err.Error())
+		}
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
 			Command: svc.Command, Env: svc.Env, Dir: svc.Dir, User: svc.User,
 			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input, Source: src,
+			Secrets: secrets,
 		}, out)
 		cancel()
 		if err == nil {

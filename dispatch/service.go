@@ -58,7 +58,7 @@ type Service struct {
 	User       string            `json:"user,omitempty"`
 	Timeout    Duration          `json:"timeout,omitempty"`
 	Retries    int               `json:"retries,omitempty"`
-	Decorator  json.RawMessage   `json:"decorator,omitempty"` // JSON Schema the input must satisfy
+	Decorator  json.RawMessage   `json:"decorator,omitempty"` // JSON Schema the input must satisfy, or a shared decorator's name
 	RunnerTags map[string]string `json:"runner_tags,omitempty"`
 	Upstream   string            `json:"upstream,omitempty"`
 	Strategy   string            `json:"strategy,omitempty"`
@@ -78,6 +78,8 @@ type Service struct {
 	// Path: the file to run, relative to Repository's root, or absolute
 	// on the runners for a python or ansible service without one.
 	Path string `json:"path,omitempty"`
+	// Secrets (exec): secrets the process receives (secrets.go).
+	Secrets []SecretRef `json:"secrets,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -318,13 +320,19 @@ func (s *Service) Validate() error {
 			return invalid("runner_tags", "tag keys must be non-empty and tags at most %d bytes", maxTagLen)
 		}
 	}
-	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" {
+	if err := s.validateDecoratorRef(); err != nil {
+		return err
+	}
+	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" && !isDecoratorRef(d) {
 		if len(d) > MaxDecoratorSize {
 			return invalid("decorator", "schema is %d bytes, more than %d", len(d), MaxDecoratorSize)
 		}
 		if _, err := compileSchema(d); err != nil {
 			return invalid("decorator", "%v", err)
 		}
+	}
+	if err := s.validateSecrets(); err != nil {
+		return err
 	}
 	if b, err := json.Marshal(s); err != nil {
 		return invalid("", "cannot encode: %v", err)

@@ -30,27 +30,11 @@ import (
 // The service's timeout covers fetching, checking out and installing
 // requirements as well as the run.
 
-// SecretSource gives the value of a cluster's secret to the node that
-// sends a repository's credentials to a runner. A missing secret is an
-// error that names it.
-type SecretSource interface {
-	SecretValue(ctx context.Context, cluster, name string) ([]byte, error)
-}
-
-// SetSecrets sets where repository credentials come from; without it a
-// repository with credentials cannot be used (runs fail saying so).
-func (d *Dispatcher) SetSecrets(s SecretSource) {
-	d.src.mu.Lock()
-	defer d.src.mu.Unlock()
-	d.src.secrets = s
-}
-
 // sourceState is the dispatcher's part for services from Git; its zero
 // value is ready (the cache opens on first use).
 type sourceState struct {
-	mu      sync.Mutex
-	secrets SecretSource
-	cache   *gitsrc.Cache
+	mu    sync.Mutex
+	cache *gitsrc.Cache
 }
 
 // sourceWire tells the runner where the file to run comes from and how
@@ -96,15 +80,19 @@ func (d *Dispatcher) sourceFor(ctx context.Context, cluster string, svc *Service
 	}
 	sw.Repository, sw.URL, sw.Ref, sw.PollMs = repo.Name, repo.URL, repo.Ref, repo.EffectivePoll().Milliseconds()
 	if repo.Credentials != nil {
-		d.src.mu.Lock()
-		secrets := d.src.secrets
-		d.src.mu.Unlock()
-		if secrets == nil {
-			return nil, fmt.Errorf("repository %q takes its credentials from secret %q, but this node has no secret store", repo.Name, repo.Credentials.Secret)
+		name := repo.Credentials.Secret
+		if d.secrets == nil { // SetSecrets (secrets.go) is called before Start
+			return nil, fmt.Errorf("%w: repository %q takes its credentials from secret %q, but this node has no secret store",
+				ErrSecretUnavailable, repo.Name, name)
 		}
-		v, err := secrets.SecretValue(ctx, cluster, repo.Credentials.Secret)
+		vals, err := d.secrets.SecretValues(ctx, cluster, []string{name})
 		if err != nil {
 			return nil, fmt.Errorf("repository %q: credentials: %w", repo.Name, err)
+		}
+		v, ok := vals[name]
+		if !ok {
+			return nil, fmt.Errorf("%w: repository %q: credentials: secret %q not found in cluster %s: put it with `meshgw secrets put %s`",
+				ErrSecretUnavailable, repo.Name, name, cluster, name)
 		}
 		sw.Username, sw.Password = splitCredential(string(v))
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -145,14 +144,18 @@ func TestRunFromRepositoryRecordsTheCommitAndPicksUpANewOne(t *testing.T) {
 
 // fakeSecrets behaves like a secret store: a missing secret is an error
 // naming it.
-type fakeSecrets map[string]string
+// clusterSecrets is a SecretSource keyed "cluster/name"; like node's, it
+// leaves a missing secret out of its answer (the caller names it).
+type clusterSecrets map[string]string
 
-func (f fakeSecrets) SecretValue(_ context.Context, cluster, name string) ([]byte, error) {
-	v, ok := f[cluster+"/"+name]
-	if !ok {
-		return nil, fmt.Errorf("secret %q not found in cluster %s", name, cluster)
+func (f clusterSecrets) SecretValues(_ context.Context, cluster string, names []string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	for _, n := range names {
+		if v, ok := f[cluster+"/"+n]; ok {
+			out[n] = []byte(v)
+		}
 	}
-	return []byte(v), nil
+	return out, nil
 }
 
 func TestRepositoryCredentialsComeFromTheSecretStoreAndAreNotRecorded(t *testing.T) {
@@ -165,23 +168,23 @@ func TestRepositoryCredentialsComeFromTheSecretStoreAndAreNotRecorded(t *testing
 	if _, err := e.d.sourceFor(ctx, testCluster, &svc); err == nil || !strings.Contains(err.Error(), "no secret store") {
 		t.Errorf("no store: %v", err)
 	}
-	e.d.SetSecrets(fakeSecrets{})
+	e.d.SetSecrets(clusterSecrets{})
 	ex, err := e.d.Run(ctx, testCluster, svc, nil, RunOptions{})
 	if err != nil || ex.Status != StatusFailed || !strings.Contains(ex.Error, `secret "git-token" not found`) {
 		t.Errorf("missing secret: %v %s %q", err, ex.Status, ex.Error)
 	}
-	e.d.SetSecrets(fakeSecrets{testCluster + "/git-token": "robot:s3cr3t-value\n"})
+	e.d.SetSecrets(clusterSecrets{testCluster + "/git-token": "robot:s3cr3t-value\n"})
 	sw, err := e.d.sourceFor(ctx, testCluster, &svc)
 	if err != nil || sw.Username != "robot" || sw.Password != "s3cr3t-value" || sw.URL != "https://git.invalid/x.git" {
 		t.Fatalf("source: %+v %v", sw, err)
 	}
-	e.d.SetSecrets(fakeSecrets{testCluster + "/git-token": "tok"})
+	e.d.SetSecrets(clusterSecrets{testCluster + "/git-token": "tok"})
 	if sw, _ := e.d.sourceFor(ctx, testCluster, &svc); sw.Username != "git" || sw.Password != "tok" {
 		t.Errorf("bare token: %+v", sw)
 	}
 	// The run fails (no such host, or no network: timed out) and nothing
 	// of the secret is kept.
-	e.d.SetSecrets(fakeSecrets{testCluster + "/git-token": "robot:s3cr3t-value"})
+	e.d.SetSecrets(clusterSecrets{testCluster + "/git-token": "robot:s3cr3t-value"})
 	ex, err = e.d.Run(ctx, testCluster, svc, nil, RunOptions{})
 	if err != nil || ex.Status != StatusFailed && ex.Status != StatusTimedOut {
 		t.Fatalf("run: %v %s", err, ex.Status)

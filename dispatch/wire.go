@@ -49,7 +49,8 @@ type execWire struct {
 	User      string            `json:"user,omitempty"`
 	TimeoutMs int64             `json:"timeout_ms"`
 	Input     []byte            `json:"input,omitempty"`
-	Source    *sourceWire       `json:"source,omitempty"` // repository, path, kind (source.go)
+	Source    *sourceWire       `json:"source,omitempty"`  // repository, path, kind (source.go)
+	Secrets   []secretWire      `json:"secrets,omitempty"` // values for this attempt only
 }
 
 type resultWire struct {
@@ -105,6 +106,7 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		Timeout:  timeout,
 		Input:    req.Input,
 		OnOutput: func(stream string, chunk []byte) { send(outTag(stream), chunk) },
+		Secrets:  runnerSecrets(req.Secrets),
 	})
 	switch {
 	case errors.Is(err, runner.ErrBusy):
@@ -293,6 +295,7 @@ func (d *Dispatcher) execLocal(ctx context.Context, req execWire, onOut func(str
 		Timeout:  time.Duration(req.TimeoutMs) * time.Millisecond,
 		Input:    req.Input,
 		OnOutput: onOut,
+		Secrets:  runnerSecrets(req.Secrets),
 	})
 	switch {
 	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):

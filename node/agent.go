@@ -82,6 +82,9 @@ type Agent struct {
 	quorumStop     chan struct{}
 	quorumWG       sync.WaitGroup
 	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
+
+	// secrets serves /v1/secrets and the values of runs (secrets.go).
+	secrets *secretsBackend
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -182,6 +185,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	a.tokens = newTokenStore(knownClusters{kvStore: a.cons, known: func(cluster string) bool {
 		return len(a.gossip.Members(gossip.Filter{Cluster: cluster})) > 0
 	}})
+	if err := a.wireSecrets(); err != nil {
+		return nil, err
+	}
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
@@ -201,6 +207,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithConfig(&configBackend{kv: a.state.kv, state: a.state, now: time.Now}))
 	opts = append(opts, httpapi.WithConsole(console.Handler()))                      // the web console at /ui/
 	opts = append(opts, httpapi.WithRepositories(repositoryBackend{kv: a.state.kv})) // /v1/repositories
+	// secrets.go, decorators.go
+	opts = append(opts, httpapi.WithSecrets(a.secrets), httpapi.WithDecorators(&decoratorsBackend{kv: a.cons}))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }

@@ -49,6 +49,10 @@
 //	                            the command and upstream come from the
 //	                            caller, so a member can run any command on a
 //	                            runner (see README "Securing a mesh")
+//	                            The request carries the values of the
+//	                            service's secrets (secrets.go): only the
+//	                            attempt's runner gets them, over this
+//	                            mutual-TLS link, from the driving node
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
 //

@@ -86,6 +86,9 @@ var _ httpapi.StateBackend = (*stateBackend)(nil)
 
 func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispatch.Service, cas *uint64) (uint64, error) {
 	svc.Version = 0
+	if err := checkDecoratorRef(ctx, s.kv, cluster, svc); err != nil { // decorators.go
+		return 0, err
+	}
 	val, err := json.Marshal(svc)
 	if err != nil {
 		return 0, err

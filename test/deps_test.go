@@ -66,9 +66,11 @@ func TestDependencyDirection(t *testing.T) {
 		"roles":     {"roles": true},
 		"schedule":  {"schedule": true},
 		"node": {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true,
-			"roles": true, "schedule": true},
+			"roles": true, "schedule": true, "secretbox": true},
 		"cmd":  {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
 		"test": {"test": true, "transport": true},              // transport/tlsutil for the harness CA
+
+		"secretbox": {"secretbox": true}, // encryption of secrets at rest
 	}
 	for _, p := range listPackages(t) {
 		from := top(p.ImportPath)

@@ -57,6 +57,9 @@ type ExecRequest struct {
 	// itself be bounded (a write deadline): it holds the Exec call, not
 	// the runner. Chunks are read-only and stay valid.
 	OnOutput func(stream string, chunk []byte)
+	// Secrets are handed to the process (environment or private files,
+	// removed after the run) and redacted from its output.
+	Secrets []Secret
 }
 
 // ExecResult is how a run ended.
@@ -138,6 +141,13 @@ func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (
 		}
 		attr.Credential = cred
 	}
+	sec, err := prepareSecrets(req.Secrets, attr.Credential)
+	defer sec.cleanup()
+	if err != nil {
+		return ExecResult{Status: Failed, ExitCode: -1, Duration: time.Since(start),
+			Error: fmt.Sprintf("secrets of %s: %v", req.Command[0], err)}, nil
+	}
+	env = append(env, sec.env...)
 	stdout := &capWriter{stream: Stdout, max: e.cfg.MaxOutput, pump: pump}
 	stderr := &capWriter{stream: Stderr, max: e.cfg.MaxOutput, pump: pump}
 	cmd := &exec.Cmd{
@@ -145,8 +155,8 @@ func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (
 		Args:        req.Command,
 		Env:         env,
 		Dir:         dir,
-		Stdout:      stdout,
-		Stderr:      stderr,
+		Stdout:      sec.wrap(stdout),
+		Stderr:      sec.wrap(stderr),
 		SysProcAttr: attr,
 		// After the process exits, output pipes held open by leftover
 		// children are closed after this long instead of hanging Wait.
@@ -180,6 +190,7 @@ func (e *Executor) run(ctx context.Context, req ExecRequest, pump *outputPump) (
 	// Whatever is left of the group (children that outlived the leader)
 	// goes too: nothing a service starts survives its execution.
 	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	sec.flush() // the output has ended: what the redactors held goes out
 
 	res := ExecResult{
 		Stdout:    stdout.bytes(),

@@ -132,6 +132,7 @@ var options = []option{
 	{name: "max-input-bytes", usage: "largest input a run takes (at most 2097152); larger is 413", set: integer(func(r *Runtime) *int { return &r.MaxInputBytes })},
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
+	{name: "secrets-key-file", usage: "file of keys that encrypt secrets at rest, one base64 key a line, the current first (meshgw secrets keygen); the same file on every node; default: derived from -encrypt", set: str(func(r *Runtime) *string { return &r.SecretsKeyFile })},
 }
 
 // EnvName is the environment variable of option name.

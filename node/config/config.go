@@ -136,6 +136,9 @@ type Runtime struct {
 	// re-replicate every group (Consul's and Nomad's servers behave alike).
 	// A node without a replica always leaves; `meshgw leave` always leaves.
 	LeaveOnTerminate bool
+	// SecretsKeyFile holds the keys that seal secrets at rest (one base64
+	// key a line, the sealing key first); empty: derived from -encrypt.
+	SecretsKeyFile string
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool

@@ -126,6 +126,8 @@ type API struct {
 	repos         RepositoryBackend // optional: /v1/repositories (repositories.go)
 	schedules     ScheduleBackend   // optional: /v1/schedules
 	config        ConfigBackend     // optional: /v1/export, /v1/import, service history
+	secrets       SecretsBackend    // optional: /v1/secrets
+	decorators    DecoratorsBackend // optional: /v1/decorators
 }
 
 // Option adds optional parts to the API.
@@ -190,6 +192,12 @@ func (a *API) routes() {
 	}
 	if a.config != nil {
 		a.configRoutes()
+	}
+	if a.secrets != nil {
+		a.secretRoutes()
+	}
+	if a.decorators != nil {
+		a.decoratorRoutes()
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

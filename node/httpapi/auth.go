@@ -16,6 +16,9 @@ const (
 	PermWrite  = "write"  // create, change and delete services; restore snapshots
 	PermManage = "manage" // tokens, leave, snapshots; implies every other permission
 	PermRun    = "run"    // "run" runs every service; "run:PATTERN" those matching the glob
+	// PermSecrets puts, lists and deletes secrets (never reads a value);
+	// apart from write, so a service author need not hold the secrets.
+	PermSecrets = "secrets"
 )
 
 // Token is an API token as stored (the secret itself is never stored, only
@@ -53,6 +56,8 @@ func (t *Token) Allows(perm, service string) bool {
 func ValidPolicy(p string) bool {
 	switch p {
 	case PermRead, PermWrite, PermManage, PermRun:
+		return true
+	case PermSecrets:
 		return true
 	}
 	if pat, ok := strings.CutPrefix(p, PermRun+":"); ok && pat != "" && len(pat) <= 128 {
@@ -194,7 +199,8 @@ func scoped(p string) bool {
 		return true
 	}
 	return strings.HasPrefix(p, "/v1/services") || strings.HasPrefix(p, "/v1/executions") ||
-		strings.HasPrefix(p, "/svc/") || p == "/v1/snapshot" || strings.HasPrefix(p, "/v1/acl/")
+		strings.HasPrefix(p, "/svc/") || p == "/v1/snapshot" || strings.HasPrefix(p, "/v1/acl/") ||
+		strings.HasPrefix(p, "/v1/secrets") || strings.HasPrefix(p, "/v1/decorators")
 }
 
 // targetCluster is the cluster a request is for: ?cluster= on a scoped
@@ -358,6 +364,8 @@ func permFor(r *http.Request) (perm, service string) {
 		// run for the execution's service, or write: the handler checks
 		// once the record names the service (mayCancel).
 		return "", ""
+	case p == "/v1/secrets" || strings.HasPrefix(p, "/v1/secrets/"):
+		return PermSecrets, ""
 	case r.Method == http.MethodGet || r.Method == http.MethodHead:
 		return PermRead, ""
 	default:
@@ -424,7 +432,7 @@ func (a *API) aclCreate(w http.ResponseWriter, r *http.Request) error {
 	}
 	for _, p := range req.Policies {
 		if !ValidPolicy(p) {
-			return Errorf(http.StatusBadRequest, "bad_request", "policies: unknown policy %q (read, write, manage, run, run:PATTERN)", p)
+			return Errorf(http.StatusBadRequest, "bad_request", "policies: unknown policy %q (read, write, manage, run, run:PATTERN, secrets)", p)
 		}
 	}
 	if len(req.Description) > 256 {

@@ -11,7 +11,7 @@
 //
 // A request is for one cluster: on the routes that act on a cluster's
 // state (/v1/services..., /v1/executions..., /svc/..., /v1/snapshot,
-// /v1/acl/...) the one its ?cluster= names, else the receiving node's own;
+// /v1/acl/..., /v1/secrets..., /v1/decorators...) the one its ?cluster= names, else the receiving node's own;
 // the other routes (members, runners, status, clusters, keyring, leave,
 // metrics) are about the node or the mesh and are for the node's own
 // cluster. A cluster's ACLs are on when its replicated state says so (a
@@ -44,6 +44,9 @@
 //	POST /v1/import                             manage (it may create schedules)
 //	PUT /v1/schedules/{name}                    write, and run (or run:GLOB) on
 //	                                            the schedule's service
+//	/v1/secrets, /v1/secrets/{name} (any       secrets (or manage); read, write
+//	method)                                     and run do not grant it, and no
+//	                                            route ever returns a value
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //
