@@ -39,7 +39,7 @@ type configKind struct {
 	// export returns a stored value as the file shows it: no server
 	// fields (versions, write times), so an export of an import of an
 	// export is the same.
-	export func(stored []byte) (json.RawMessage, error)
+	export func(name string, stored []byte) (json.RawMessage, error)
 	// extra returns writes that go with writing (value != nil) or
 	// deleting (value nil) item name, in the same command (a service's
 	// history revision). Optional.
@@ -56,6 +56,7 @@ var configKinds = []configKind{
 			}
 			return historyOps(ctx, kv, cluster, name, value, now)
 		}},
+	{name: "decorators", prefix: dispatch.DecoratorKey(""), store: storeDecorator, export: exportDecorator},
 	{name: "repositories", prefix: dispatch.RepositoryKey(""), store: storeRepository, export: exportRepository},
 	{name: "schedules", prefix: schedule.Prefix, store: storeSchedule, export: exportSchedule,
 		extra: func(_ context.Context, _ kvStore, _, name string, value []byte, _ time.Time) ([]fsm.Op, error) {
@@ -77,13 +78,51 @@ func storeService(item json.RawMessage, _ time.Time) (string, []byte, error) {
 	return svc.Name, b, err
 }
 
-func exportService(stored []byte) (json.RawMessage, error) {
+func exportService(_ string, stored []byte) (json.RawMessage, error) {
 	var svc dispatch.Service
 	if err := json.Unmarshal(stored, &svc); err != nil {
 		return nil, err
 	}
 	svc.Version = 0
 	return json.Marshal(svc)
+}
+
+// decoratorItem is a shared decorator as the file shows it; the group
+// holds the schema alone, under its name's key.
+type decoratorItem struct {
+	Name   string          `json:"name"`
+	Schema json.RawMessage `json:"schema"`
+}
+
+func storeDecorator(item json.RawMessage, _ time.Time) (string, []byte, error) {
+	var d decoratorItem
+	dec := json.NewDecoder(bytes.NewReader(item))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return "", nil, fmt.Errorf("a decorator is {\"name\", \"schema\"}: %s", strings.TrimPrefix(err.Error(), "json: "))
+	}
+	if err := dispatch.ValidateName(d.Name); err != nil {
+		return d.Name, nil, fmt.Errorf("name: %w", err)
+	}
+	if len(d.Schema) == 0 {
+		return d.Name, nil, fmt.Errorf("schema: required")
+	}
+	if err := dispatch.ValidateDecorator(d.Schema); err != nil {
+		return d.Name, nil, fmt.Errorf("schema: %w", err)
+	}
+	var b bytes.Buffer
+	if err := json.Compact(&b, d.Schema); err != nil {
+		return d.Name, nil, fmt.Errorf("schema: %w", err)
+	}
+	return d.Name, b.Bytes(), nil
+}
+
+func exportDecorator(name string, stored []byte) (json.RawMessage, error) {
+	var b bytes.Buffer
+	if err := json.Compact(&b, stored); err != nil {
+		return nil, err
+	}
+	return json.Marshal(decoratorItem{Name: name, Schema: b.Bytes()})
 }
 
 func storeRepository(item json.RawMessage, _ time.Time) (string, []byte, error) {
@@ -96,7 +135,7 @@ func storeRepository(item json.RawMessage, _ time.Time) (string, []byte, error) 
 	return r.Name, b, err
 }
 
-func exportRepository(stored []byte) (json.RawMessage, error) {
+func exportRepository(_ string, stored []byte) (json.RawMessage, error) {
 	var r dispatch.Repository
 	if err := json.Unmarshal(stored, &r); err != nil {
 		return nil, err
@@ -116,7 +155,7 @@ func storeSchedule(item json.RawMessage, now time.Time) (string, []byte, error) 
 	return s.Name, b, err
 }
 
-func exportSchedule(stored []byte) (json.RawMessage, error) {
+func exportSchedule(_ string, stored []byte) (json.RawMessage, error) {
 	var s schedule.Schedule
 	if err := json.Unmarshal(stored, &s); err != nil {
 		return nil, err
@@ -194,7 +233,7 @@ func (b *configBackend) Export(ctx context.Context, cluster string) (map[string]
 		names := sortedNames(cur[k.name])
 		items := make([]json.RawMessage, 0, len(names))
 		for _, n := range names {
-			e, err := k.export(cur[k.name][n].Value)
+			e, err := k.export(n, cur[k.name][n].Value)
 			if err != nil {
 				return nil, fmt.Errorf("export %s %q: %w", k.name, n, err)
 			}
@@ -284,7 +323,7 @@ func parseFile(body []byte, now time.Time) (map[string][]desired, []httpapi.Impo
 				continue
 			}
 			seen[name] = i
-			form, err := k.export(value)
+			form, err := k.export(name, value)
 			if err != nil {
 				probs = append(probs, problem(k.name, idx, name, err))
 				continue
@@ -353,7 +392,7 @@ func (b *configBackend) Import(ctx context.Context, cluster string, body []byte,
 			action := httpapi.ChangeCreate
 			var cas uint64
 			if exists {
-				form, err := k.export(it.Value)
+				form, err := k.export(d.name, it.Value)
 				if err == nil && bytes.Equal(form, d.form) {
 					res.Unchanged++
 					continue

@@ -73,6 +73,9 @@ const importFile = `{
     {"name": "web", "type": "exec", "command": ["/bin/web"], "timeout": "10s"},
     {"name": "backup", "type": "exec", "command": ["/bin/backup"]}
   ],
+  "decorators": [
+    {"name": "order", "schema": {"type": "object", "required": ["id"]}}
+  ],
   "repositories": [
     {"name": "ops", "url": "https://git.example.com/ops.git", "ref": "main", "poll": "30s"}
   ],
@@ -101,7 +104,7 @@ func TestImportDryRunApplyExportRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := changes(res); got != "create services/web, create services/backup, create repositories/ops, create schedules/nightly" || res.Kept != 1 || res.Applied {
+	if got := changes(res); got != "create services/web, create services/backup, create decorators/order, create repositories/ops, create schedules/nightly" || res.Kept != 1 || res.Applied {
 		t.Fatalf("dry run: %s kept %d", got, res.Kept)
 	}
 	if kv.st.Len() != before {
@@ -118,13 +121,16 @@ func TestImportDryRunApplyExportRoundTrip(t *testing.T) {
 	if !strings.Contains(string(got), `"repositories":[{"name":"ops","url":"https://git.example.com/ops.git","ref":"main","poll":"30s"}]`) {
 		t.Errorf("export has no repository: %s", got)
 	}
+	if !strings.Contains(string(got), `"decorators":[{"name":"order","schema":{"type":"object","required":["id"]}}]`) {
+		t.Errorf("export has no decorator: %s", got)
+	}
 	if !strings.Contains(string(got), `"name":"nightly","service":"backup","cron":"0 3 * * *","overlap":"allow","timezone":"Europe/Paris"}`) ||
 		strings.Contains(string(got), "updated_at") || strings.Contains(string(got), `"version"`) {
 		t.Errorf("export: %s", got)
 	}
 	// The export imported again changes nothing.
 	res, err = b.Import(ctx, "c", got, httpapi.ImportOptions{})
-	if err != nil || len(res.Changes) != 0 || res.Unchanged != 5 || res.Applied {
+	if err != nil || len(res.Changes) != 0 || res.Unchanged != 6 || res.Applied {
 		t.Errorf("re-import of the export: %s unchanged %d %v", changes(res), res.Unchanged, err)
 	}
 	// An import onto a fresh cluster gives the same export.
