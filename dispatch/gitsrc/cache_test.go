@@ -88,7 +88,9 @@ func TestCheckoutRunsTheCommitAndPicksUpANewOneAfterPoll(t *testing.T) {
 	c1 := g.commit(map[string]string{"scripts/x.sh": "#!/bin/sh\necho one\n", "README": "r"})
 	c := newCache(t, nil)
 	ctx := context.Background()
-	r := Remote{URL: g.URL, Ref: "main", Poll: 200 * time.Millisecond}
+	// The poll is long enough that making the second commit (a git process,
+	// slow on a loaded machine) cannot outlast it.
+	r := Remote{URL: g.URL, Ref: "main", Poll: 2 * time.Second}
 
 	co, err := c.Checkout(ctx, r)
 	if err != nil {
@@ -120,7 +122,7 @@ func TestCheckoutRunsTheCommitAndPicksUpANewOneAfterPoll(t *testing.T) {
 		t.Errorf("fetched before the poll interval: got %s", co.Commit)
 	}
 	co.Release()
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		co, err = c.Checkout(ctx, r)
 		if err != nil {
