@@ -38,10 +38,12 @@ const Replicas = 2
 type Member struct {
 	Name    string
 	RPCAddr string
-	// Live: gossip sees it alive. Only live members own entries; one
-	// that is not (suspect, failed) may still serve from what it holds,
-	// so a purge waits out the confirmation bound for it.
+	// Live: gossip sees it alive. Only live gateways own entries; a
+	// member that is not live (suspect, failed) may still serve from what
+	// it holds, so a purge waits out the confirmation bound for it.
 	Live bool
+	// Gateway: the member has the gateway role, so it holds entries.
+	Gateway bool
 }
 
 // Caller calls a peer's method (transport.Transport.Call).
@@ -214,7 +216,7 @@ func place(id string, members []Member, n int) []Member {
 	}
 	var all []scored
 	for _, m := range members {
-		if !m.Live {
+		if !m.Live || !m.Gateway {
 			continue
 		}
 		h := fnv.New64a()
@@ -249,7 +251,7 @@ func mix(x uint64) uint64 {
 func viewDigest(members []Member) uint64 {
 	names := []string{}
 	for _, m := range members {
-		if m.Live {
+		if m.Live && m.Gateway {
 			names = append(names, m.Name)
 		}
 	}
@@ -645,8 +647,8 @@ func (r *recorder) flushHeld() {
 }
 
 func (r *recorder) Flush() {
-	if f, ok := r.w.(http.Flusher); ok && !r.held {
-		f.Flush()
+	if !r.held {
+		_ = http.NewResponseController(r.w).Flush()
 	}
 }
 

@@ -105,7 +105,7 @@ func (m *mesh) members() []Member {
 	defer m.mu.Unlock()
 	var out []Member
 	for n := range m.nodes {
-		out = append(out, Member{Name: n, RPCAddr: n, Live: m.live[n]})
+		out = append(out, Member{Name: n, RPCAddr: n, Live: m.live[n], Gateway: true})
 	}
 	return out
 }
@@ -305,7 +305,8 @@ func TestStoreBound(t *testing.T) {
 }
 
 func TestPlacement(t *testing.T) {
-	ms := []Member{{Name: "a", Live: true}, {Name: "b", Live: true}, {Name: "c", Live: true}, {Name: "d", Live: true}}
+	ms := []Member{{Name: "a", Live: true, Gateway: true}, {Name: "b", Live: true, Gateway: true},
+		{Name: "c", Live: true, Gateway: true}, {Name: "d", Live: true, Gateway: true}}
 	counts := map[string]int{}
 	moved := 0
 	for i := range 2000 {
@@ -316,7 +317,7 @@ func TestPlacement(t *testing.T) {
 		}
 		counts[o[0].Name]++
 		// d dies: keys it did not own keep their owners.
-		o2 := place(id, []Member{ms[0], ms[1], ms[2], {Name: "d"}}, 2)
+		o2 := place(id, []Member{ms[0], ms[1], ms[2], {Name: "d", Gateway: true}}, 2)
 		if o[0].Name != "d" && o[1].Name != "d" {
 			if o2[0] != o[0] || o2[1] != o[1] {
 				moved++

@@ -72,6 +72,8 @@ type Service struct {
 	// Version is the store version of the definition; set on read, ignored
 	// on write (writes use the API's ?cas=).
 	Version uint64 `json:"version,omitempty"`
+	// Cache (http only): the response cache policy (servicecache.go).
+	Cache *CacheSpec `json:"cache,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -312,6 +314,9 @@ func (s *Service) Validate() error {
 		if _, err := compileSchema(d); err != nil {
 			return invalid("decorator", "%v", err)
 		}
+	}
+	if err := s.validateCache(); err != nil {
+		return err
 	}
 	if b, err := json.Marshal(s); err != nil {
 		return invalid("", "cannot encode: %v", err)

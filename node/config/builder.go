@@ -132,6 +132,7 @@ var options = []option{
 	{name: "max-input-bytes", usage: "largest input a run takes (at most 2097152); larger is 413", set: integer(func(r *Runtime) *int { return &r.MaxInputBytes })},
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
+	{name: "cache-size", usage: "bytes of response-cache entries this node holds (4194304 to 1099511627776)", set: setCacheSize}, // response cache (cache.go)
 }
 
 // EnvName is the environment variable of option name.
@@ -409,5 +410,6 @@ func defaultValues() map[string]string {
 		"dev":                  "false",
 		"acl":                  "false",
 		"leave-on-terminate":   "false",
+		"cache-size":           strconv.FormatInt(r.CacheSize, 10),
 	}
 }

@@ -136,6 +136,8 @@ type Runtime struct {
 	// re-replicate every group (Consul's and Nomad's servers behave alike).
 	// A node without a replica always leaves; `meshgw leave` always leaves.
 	LeaveOnTerminate bool
+	// CacheSize bounds the response-cache copies this node holds (bytes).
+	CacheSize int64
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -181,6 +183,7 @@ func Default() Runtime {
 		MaxBodyBytes:       4 << 20,
 		MaxInputBytes:      1 << 20,
 		LeaveTimeout:       5 * time.Second,
+		CacheSize:          DefaultCacheSize,
 		set:                map[string]bool{},
 	}
 }
@@ -365,6 +368,9 @@ func (r *Runtime) Validate() error {
 	}
 	if r.MaxBodyBytes < 1024 {
 		return fieldErr("max-body-bytes", "%d is below 1024", r.MaxBodyBytes)
+	}
+	if err := r.validateCacheSize(); err != nil {
+		return err
 	}
 	return nil
 }

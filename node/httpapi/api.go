@@ -122,6 +122,7 @@ type API struct {
 	observe       RequestObserver // optional: metrics
 	log           zerolog.Logger
 	mux           *http.ServeMux
+	cache         CacheBackend // optional: /v1/cache (cache.go)
 }
 
 // Option adds optional parts to the API.
@@ -174,6 +175,9 @@ func (a *API) routes() {
 	}
 	if a.roles != nil {
 		a.handle("GET /v1/roles", a.rolesList)
+	}
+	if a.cache != nil {
+		a.cacheRoutes() // the response cache (cache.go)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
