@@ -111,6 +111,9 @@ type Cache struct {
 	penalty  map[string]time.Time    // owners whose last call failed, skipped until then
 	maxFence uint64
 	lastView uint64 // membership digest of the last complete rebalance
+	// view memoizes Members for placement on the hot path (viewTTL).
+	view   []Member
+	viewAt time.Time
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -203,10 +206,26 @@ func (c *Cache) bg(d time.Duration, f func(ctx context.Context)) {
 	}()
 }
 
+// viewTTL is how long a request's placement may use a member list read
+// earlier: gossip changes far more slowly, and reading it per request
+// was a twentieth of a hit's CPU. Purges and the cleanup pass read it
+// fresh.
+const viewTTL = 50 * time.Millisecond
+
 // owners are the Replicas live members with the highest rendezvous
 // score for id, primary first.
 func (c *Cache) owners(id string) []Member {
-	return place(id, c.cfg.Members(), Replicas)
+	now := c.cfg.Now()
+	c.mu.Lock()
+	ms, stale := c.view, c.view == nil || now.Sub(c.viewAt) >= viewTTL || now.Before(c.viewAt)
+	c.mu.Unlock()
+	if stale {
+		ms = c.cfg.Members()
+		c.mu.Lock()
+		c.view, c.viewAt = ms, now
+		c.mu.Unlock()
+	}
+	return place(id, ms, Replicas)
 }
 
 func place(id string, members []Member, n int) []Member {
