@@ -187,6 +187,20 @@ func (c *Cache) refresh() {
 	c.epochs.merge(recs)
 	c.epochs.confirm(start)
 	c.store.sweep(c.purged)
+	c.dropLapsed(start)
+}
+
+// dropLapsed forgets fill leases past their deadline whose key nobody
+// asked for again (asking replaces a lapsed lease).
+func (c *Cache) dropLapsed(now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, f := range c.flights {
+		if !now.Before(f.until) {
+			close(f.done)
+			delete(c.flights, id)
+		}
+	}
 }
 
 // purged reports whether e was purged by this node's view.

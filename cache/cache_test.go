@@ -587,3 +587,38 @@ func TestBoundsAndMalformed(t *testing.T) {
 		t.Fatal("malformed entry decoded")
 	}
 }
+
+func TestLapsedLeaseReleasesWaiters(t *testing.T) {
+	m := newMesh(t, "a")
+	c := m.nodes["a"]
+	id := fmt.Sprintf("%032x", 1)
+	if _, st := c.serveGet("x", id, true); !st.leased {
+		t.Fatal("no lease for the first asker")
+	}
+	if _, st := c.serveGet("y", id, true); !st.busy {
+		t.Fatal("a second asker was not told a fill is in flight")
+	}
+	done := make(chan struct{})
+	go func() { c.waitFill(context.Background(), id); close(done) }()
+	select {
+	case <-done:
+		t.Fatal("a waiter did not wait for the fill in flight")
+	case <-time.After(100 * time.Millisecond):
+	}
+	c.dropLapsed(time.Now().Add(c.cfg.FillWait))
+	select {
+	case <-done:
+	case <-time.After(time.Second):
+		t.Fatal("a waiter stayed blocked on a lapsed lease")
+	}
+	c.mu.Lock()
+	n := len(c.flights)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d leases kept", n)
+	}
+	if _, st := c.serveGet("y", id, true); !st.leased {
+		t.Fatal("no new lease after the old one lapsed")
+	}
+	c.endFlight(id, "y")
+}
