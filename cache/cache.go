@@ -350,6 +350,14 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 		close(lf.done)
 	}()
 
+	// A copy held here answers first, owner or not: a node keeps what
+	// it held when the view changed until the cleanup pass moved it.
+	if e := c.store.get(k.ID, now); valid(e) && e.fresh(now) {
+		result = e
+		c.store.count(t.Service, true)
+		c.writeEntry(w, r, e, "HIT")
+		return nil
+	}
 	owners := c.owners(k.ID)
 	var stale *Entry
 	var leaseFrom *Member
@@ -769,11 +777,19 @@ func (c *Cache) applyEpoch(service string, rec EpochRecord) {
 // Stats returns this node's per-service figures.
 func (c *Cache) Stats() map[string]ServiceStats { return c.store.statsCopy() }
 
+// Serving reports whether this node answers hits: its purge records were
+// confirmed less than Confirm ago.
+func (c *Cache) Serving() bool {
+	_, ok := c.epochs.current("", c.cfg.Now(), c.cfg.Confirm)
+	return ok
+}
+
 // NodeStats is one node's answer in a Report.
 type NodeStats struct {
 	Node     string                  `json:"node"`
 	Error    string                  `json:"error,omitempty"`
-	Services map[string]ServiceStats `json:"-"`
+	Serving  bool                    `json:"serving"`
+	Services map[string]ServiceStats `json:"services"`
 }
 
 // Report collects every live member's figures.
@@ -784,7 +800,7 @@ func (c *Cache) Report(ctx context.Context) []NodeStats {
 	for i, m := range ms {
 		out[i].Node = m.Name
 		if m.Name == c.cfg.Node {
-			out[i].Services = c.Stats()
+			out[i].Services, out[i].Serving = c.Stats(), c.Serving()
 			continue
 		}
 		if !m.Live {
@@ -798,7 +814,8 @@ func (c *Cache) Report(ctx context.Context) []NodeStats {
 			defer cancel()
 			b, err := c.cfg.RPC.Call(cctx, m.RPCAddr, MethodStats, nil)
 			if err == nil {
-				err = decodeJSON(b, &out[i].Services)
+				err = decodeJSON(b, &out[i])
+				out[i].Node, out[i].Error = m.Name, ""
 			}
 			if err != nil {
 				out[i].Error = err.Error()

@@ -31,8 +31,9 @@
 // with the highest rendezvous score hash(ID, name): every node computes
 // the same owners from the same gossip view, and a member's death moves
 // only the keys it owned. A fill writes the entry to both owners; a hit
-// is served by any node, from its own copy when it is an owner, else by
-// asking the owners in order (a call that fails puts that owner in a
+// is served by any node, from its own copy when it holds one (as an
+// owner, or kept from before the view changed until the cleanup pass
+// moves it), else by asking the owners in order (a call that fails puts that owner in a
 // 5 s penalty box, so a killed owner costs one CallTimeout per node, not
 // one per request). A hit found at the second owner is written back to
 // the first (read repair). When the live members change, the cleanup

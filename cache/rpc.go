@@ -169,7 +169,7 @@ func (c *Cache) Handle(ctx context.Context, peer, method string, body []byte) ([
 		}
 		return encodeJSON(res), nil
 	case MethodStats:
-		return encodeJSON(c.Stats()), nil
+		return encodeJSON(NodeStats{Node: c.cfg.Node, Serving: c.Serving(), Services: c.Stats()}), nil
 	}
 	return nil, transport.Errorf("invalid", "unknown cache method %q", method)
 }

@@ -160,7 +160,7 @@ func (b *backend) CacheReport(ctx context.Context) (httpapi.CacheReport, error) 
 	}
 	sum := map[string]*httpapi.CacheServiceStats{}
 	for _, n := range b.cache.Report(ctx) {
-		rep.Nodes = append(rep.Nodes, httpapi.CacheNodeStatus{Node: n.Node, Error: n.Error})
+		rep.Nodes = append(rep.Nodes, httpapi.CacheNodeStatus{Node: n.Node, Error: n.Error, Serving: n.Serving})
 		for name, st := range n.Services {
 			s := sum[name]
 			if s == nil {

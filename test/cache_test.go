@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -95,6 +96,29 @@ func TestResponseCache(t *testing.T) {
 		"cache": map[string]any{"ttl": "60s"}}
 	putService(t, c.Nodes[0], def)
 	addrs := []string{c.Nodes[0].HTTP, c.Nodes[1].HTTP, c.Nodes[2].HTTP, dp}
+	// Hits start once every node sees the others and has read the purge
+	// records.
+	WaitMembers(t, 20*time.Second, c.Nodes, map[string]string{"n1": "alive", "n2": "alive", "n3": "alive"})
+	Eventually(t, 20*time.Second, func() error {
+		var rep struct {
+			Nodes []struct {
+				Node    string `json:"node"`
+				Serving bool   `json:"serving"`
+			} `json:"nodes"`
+		}
+		if err := c.Nodes[0].GetJSON("/v1/cache", &rep); err != nil {
+			return err
+		}
+		if len(rep.Nodes) != 3 {
+			return fmt.Errorf("nodes %+v", rep.Nodes)
+		}
+		for _, n := range rep.Nodes {
+			if !n.Serving {
+				return fmt.Errorf("%s does not serve hits yet", n.Node)
+			}
+		}
+		return nil
+	})
 
 	t.Run("HitThroughAnotherNode", func(t *testing.T) {
 		if _, xc := svcGet(t, addrs[0], "/v/a"); xc != "MISS" {
@@ -202,6 +226,44 @@ func TestResponseCache(t *testing.T) {
 		}
 	})
 
+	t.Run("PausedNodeServesNoPurgedEntry", func(t *testing.T) {
+		v := up.version.Load()
+		for _, a := range addrs[:2] {
+			Eventually(t, 5*time.Second, func() error {
+				if body, xc := svcGet(t, a, "/v/s"); xc != "HIT" || body != fmt.Sprintf("ver=%d /v/s", v) {
+					return fmt.Errorf("via %s: %s %q", a, xc, body)
+				}
+				return nil
+			})
+		}
+		// n2 is stopped while the purge runs: it cannot acknowledge, so
+		// the purge waits out the bound; woken up, n2 must not answer
+		// from the copy it holds.
+		c.Nodes[1].Pause()
+		waitStopped(t, c.Nodes[1])
+		up.version.Store(v + 1)
+		var res struct {
+			Waited bool `json:"waited"`
+		}
+		start := time.Now()
+		if _, err := c.Nodes[0].Do("DELETE", "/v1/cache/web", nil, &res); err != nil {
+			c.Nodes[1].Resume()
+			t.Fatal(err)
+		}
+		took := time.Since(start)
+		c.Nodes[1].Resume()
+		if !res.Waited || took < 3*time.Second {
+			t.Fatalf("purge with a stopped node: waited=%v after %v", res.Waited, took)
+		}
+		for _, a := range addrs {
+			if body, _ := svcGet(t, a, "/v/s"); body != fmt.Sprintf("ver=%d /v/s", v+1) {
+				t.Fatalf("after the purge, %s answered %q", a, body)
+			}
+		}
+		// Every node sees every other alive again before the next test.
+		WaitMembers(t, 20*time.Second, c.Nodes, map[string]string{"n1": "alive", "n2": "alive", "n3": "alive"})
+	})
+
 	t.Run("KillAnOwnerKeepsHits", func(t *testing.T) {
 		const keys = 40
 		for i := range keys {
@@ -222,7 +284,7 @@ func TestResponseCache(t *testing.T) {
 		for round := range 3 {
 			for i := range keys {
 				body, xc := svcGet(t, addrs[(i+round)%2], fmt.Sprintf("/v/k%d", i))
-				if !strings.HasPrefix(body, "ver=3") {
+				if body != fmt.Sprintf("ver=%d /v/k%d", up.version.Load(), i) {
 					t.Fatalf("k%d: %q", i, body)
 				}
 				total++
@@ -236,7 +298,7 @@ func TestResponseCache(t *testing.T) {
 		}
 		t.Logf("after kill -9 of %s: %d/%d hits", c.Nodes[2].Name, hits, total)
 		// A purge with a member down still returns, and means it.
-		up.version.Store(4)
+		up.version.Add(1)
 		start := time.Now()
 		Eventually(t, 15*time.Second, func() error {
 			_, err := c.Nodes[0].Do("DELETE", "/v1/cache/web?prefix=/v/k", nil, nil)
@@ -244,9 +306,35 @@ func TestResponseCache(t *testing.T) {
 		})
 		t.Logf("purge with a node down took %v", time.Since(start))
 		for _, a := range addrs[:2] {
-			if body, _ := svcGet(t, a, "/v/k1"); !strings.HasPrefix(body, "ver=4") {
+			if body, _ := svcGet(t, a, "/v/k1"); body != fmt.Sprintf("ver=%d /v/k1", up.version.Load()) {
 				t.Fatalf("after the purge, %s answered %q", a, body)
 			}
 		}
+	})
+}
+
+// waitStopped waits until SIGSTOP has stopped every thread of n's process
+// (a group stop is not instant on a busy machine).
+func waitStopped(t *testing.T, n *Node) {
+	t.Helper()
+	n.mu.Lock()
+	pid := n.cmd.Process.Pid
+	n.mu.Unlock()
+	Eventually(t, 5*time.Second, func() error {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return err
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err != nil {
+				return err
+			}
+			// The state follows the parenthesized command name.
+			if i := strings.LastIndexByte(string(b), ')'); i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				return fmt.Errorf("thread %s of %s not stopped yet", task.Name(), n.Name)
+			}
+		}
+		return nil
 	})
 }

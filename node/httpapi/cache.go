@@ -22,6 +22,9 @@ type CacheServiceStats struct {
 type CacheNodeStatus struct {
 	Node  string `json:"node"`
 	Error string `json:"error,omitempty"`
+	// Serving: the node answers hits (it read the purge records less
+	// than the bound ago); false, it sends every request upstream.
+	Serving bool `json:"serving"`
 }
 
 // CacheReport is GET /v1/cache.
