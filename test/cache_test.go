@@ -297,6 +297,15 @@ func TestResponseCache(t *testing.T) {
 			t.Fatalf("after kill -9 of a node, hit ratio %.2f (%d/%d)", ratio, hits, total)
 		}
 		t.Logf("after kill -9 of %s: %d/%d hits", c.Nodes[2].Name, hits, total)
+		// The cleanup role re-places copies: with 2 live nodes left, each
+		// holds every entry.
+		Eventually(t, 20*time.Second, func() error {
+			a, b := cacheEntries(t, c.Nodes[0]), cacheEntries(t, c.Nodes[1])
+			if a < keys || a != b {
+				return fmt.Errorf("entries held: %s %d, %s %d", c.Nodes[0].Name, a, c.Nodes[1].Name, b)
+			}
+			return nil
+		})
 		// A purge with a member down still returns, and means it.
 		up.version.Add(1)
 		start := time.Now()
@@ -337,4 +346,23 @@ func waitStopped(t *testing.T, n *Node) {
 		}
 		return nil
 	})
+}
+
+// cacheEntries is n's meshgw_cache_entries for web.
+func cacheEntries(t *testing.T, n *Node) int {
+	t.Helper()
+	resp, err := http.Get("http://" + n.HTTP + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, `meshgw_cache_entries{service="web"} `); ok {
+			var x float64
+			fmt.Sscan(v, &x)
+			return int(x)
+		}
+	}
+	return 0
 }
