@@ -319,6 +319,15 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 		return e != nil && e.Key == k.Text && e.SvcVersion == t.Version && rec.Valid(e.Epoch, e.Path)
 	}
 
+	// A copy held here answers first, owner or not (a node keeps what it
+	// held when the view changed until the cleanup pass moves it), and
+	// without joining the key's local flight: hits do not queue.
+	if e := c.store.get(k.ID, now); valid(e) && e.fresh(now) {
+		c.store.count(t.Service, true)
+		c.writeEntry(w, r, e, "HIT")
+		return nil
+	}
+
 	c.mu.Lock()
 	lf, follower := c.local[k.ID]
 	if !follower {
@@ -350,14 +359,6 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 		close(lf.done)
 	}()
 
-	// A copy held here answers first, owner or not: a node keeps what
-	// it held when the view changed until the cleanup pass moved it.
-	if e := c.store.get(k.ID, now); valid(e) && e.fresh(now) {
-		result = e
-		c.store.count(t.Service, true)
-		c.writeEntry(w, r, e, "HIT")
-		return nil
-	}
 	owners := c.owners(k.ID)
 	var stale *Entry
 	var leaseFrom *Member
