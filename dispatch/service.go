@@ -80,6 +80,8 @@ type Service struct {
 	Path string `json:"path,omitempty"`
 	// Secrets (exec): secrets the process receives (secrets.go).
 	Secrets []SecretRef `json:"secrets,omitempty"`
+	// Cache (http only): the response cache policy (servicecache.go).
+	Cache *CacheSpec `json:"cache,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -332,6 +334,9 @@ func (s *Service) Validate() error {
 		}
 	}
 	if err := s.validateSecrets(); err != nil {
+		return err
+	}
+	if err := s.validateCache(); err != nil {
 		return err
 	}
 	if b, err := json.Marshal(s); err != nil {

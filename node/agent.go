@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/meshgw/meshgw/cache"
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -61,6 +62,8 @@ type Agent struct {
 	proxyLn net.Listener
 	// dns serves -dns, the DNS interface, when set.
 	dns *meshdns.Server
+	// cache is the response cache of the local cluster (cache.go).
+	cache *cache.Cache
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -190,6 +193,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	}
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
+	if err := a.wireCache(); err != nil { // the response cache (cache.go)
+		return nil, err
+	}
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
@@ -209,6 +215,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	opts = append(opts, httpapi.WithRepositories(repositoryBackend{kv: a.state.kv})) // /v1/repositories
 	// secrets.go, decorators.go
 	opts = append(opts, httpapi.WithSecrets(a.secrets), httpapi.WithDecorators(&decoratorsBackend{kv: a.cons}))
+	opts = append(opts, httpapi.WithCache((*backend)(a))) // /v1/cache (cache.go)
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -285,6 +292,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.quorumWG.Add(1)
 	go a.watchQuorum(a.quorumLogEvery)
+	a.cache.Start() // reads the purge records (cache.go)
 	if err := a.gossip.Start(ctx); err != nil {
 		return listenError("-bind", a.cfg.BindAddr, "gossip", err)
 	}
@@ -585,6 +593,7 @@ func (a *Agent) Shutdown() {
 			cancel()
 		}
 		a.roles.Stop() // before the dispatcher: retention runs in it
+		a.cache.Stop() // the response cache's refresher and copies in flight
 		close(a.quorumStop)
 		a.quorumWG.Wait()
 		if err := a.disp.Stop(); err != nil {

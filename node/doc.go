@@ -55,6 +55,12 @@
 //	                            mutual-TLS link, from the driving node
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
+//	cache.*                     a node of this node's cluster, alive or
+//	                            suspect (cache.Config.MayCall): gets, puts,
+//	                            purge records, the cleanup pass (fenced by
+//	                            the role's term) and figures of the response
+//	                            cache; a put stores what a peer says, which a
+//	                            member is trusted with as with proxying
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

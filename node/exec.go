@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meshgw/meshgw/cache"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/transport"
@@ -24,6 +25,10 @@ type execBackend struct {
 	// cacheMaxStale. Runs still read their service linearizably.
 	services *freshCache[dispatch.Service]
 	met      *metrics // nil in tests that need none
+	// cache is the response cache around the proxy, for cacheCluster's
+	// services (cache.go); nil: none.
+	cache        *cache.Cache
+	cacheCluster string
 }
 
 // Bounds of the service cache: definitions are at most 64 KiB, most far
@@ -159,7 +164,7 @@ func (b *execBackend) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster,
 	}
 	start := time.Now()
 	sw := &httpapi.StatusWriter{ResponseWriter: w}
-	err = b.d.ProxyHTTP(sw, r, cluster, svc, path)
+	err = b.proxyCached(sw, r, cluster, svc, path) // the response cache wraps the proxy (cache.go)
 	aborted := errors.Is(err, dispatch.ErrProxyAborted)
 	if !aborted {
 		err = dispatchError("proxy", err)

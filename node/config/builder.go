@@ -133,6 +133,7 @@ var options = []option{
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
 	{name: "secrets-key-file", usage: "file of keys that encrypt secrets at rest, one base64 key a line, the current first (meshgw secrets keygen); the same file on every node; default: derived from -encrypt", set: str(func(r *Runtime) *string { return &r.SecretsKeyFile })},
+	{name: "cache-size", usage: "bytes of response-cache entries this node holds (4194304 to 1099511627776)", set: setCacheSize}, // response cache (cache.go)
 }
 
 // EnvName is the environment variable of option name.
@@ -410,5 +411,6 @@ func defaultValues() map[string]string {
 		"dev":                  "false",
 		"acl":                  "false",
 		"leave-on-terminate":   "false",
+		"cache-size":           strconv.FormatInt(r.CacheSize, 10),
 	}
 }

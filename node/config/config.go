@@ -139,6 +139,8 @@ type Runtime struct {
 	// SecretsKeyFile holds the keys that seal secrets at rest (one base64
 	// key a line, the sealing key first); empty: derived from -encrypt.
 	SecretsKeyFile string
+	// CacheSize bounds the response-cache copies this node holds (bytes).
+	CacheSize int64
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -184,6 +186,7 @@ func Default() Runtime {
 		MaxBodyBytes:       4 << 20,
 		MaxInputBytes:      1 << 20,
 		LeaveTimeout:       5 * time.Second,
+		CacheSize:          DefaultCacheSize,
 		set:                map[string]bool{},
 	}
 }
@@ -368,6 +371,9 @@ func (r *Runtime) Validate() error {
 	}
 	if r.MaxBodyBytes < 1024 {
 		return fieldErr("max-body-bytes", "%d is below 1024", r.MaxBodyBytes)
+	}
+	if err := r.validateCacheSize(); err != nil {
+		return err
 	}
 	return nil
 }

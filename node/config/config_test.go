@@ -99,6 +99,7 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-dns", "nope"}, "dns"},
 		{[]string{"-dns", "127.0.0.1:7947"}, "dns"}, // the RPC's UDP port
 		{[]string{"-dns", "0.0.0.0:7480"}, "dns"},   // the API's TCP port
+		{[]string{"-cache-size", "1024"}, "cache-size"},
 	}
 	for _, c := range cases {
 		_, err := build(t, append(c.args, "-data-dir", dir, "-node", "ok"), nil, nil)

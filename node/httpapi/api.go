@@ -128,6 +128,7 @@ type API struct {
 	config        ConfigBackend     // optional: /v1/export, /v1/import, service history
 	secrets       SecretsBackend    // optional: /v1/secrets
 	decorators    DecoratorsBackend // optional: /v1/decorators
+	cache         CacheBackend      // optional: /v1/cache (cache.go)
 }
 
 // Option adds optional parts to the API.
@@ -198,6 +199,9 @@ func (a *API) routes() {
 	}
 	if a.decorators != nil {
 		a.decoratorRoutes()
+	}
+	if a.cache != nil {
+		a.cacheRoutes() // the response cache (cache.go)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

@@ -6,6 +6,7 @@
 //	go run ./cmd/rpcbench                                  # QUIC RPC vs NATS request/reply (its own command)
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw proxy   # vs HAProxy, with wrk
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw failover # a worker kill -9 under load vs NATS
+//	go run ./cmd/meshbench -meshgw /path/to/meshgw cache    # cache hits vs HAProxy's cache, with wrk
 //
 // Everything listens on 127.0.0.1 and every load loop is bounded in time.
 package main
@@ -300,6 +301,10 @@ func main() {
 		runBareProxy(*bareProxy)
 		return
 	}
+	if *staticFast != "" {
+		runStaticFast(*staticFast)
+		return
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	go func() { <-sig; stopAll(); os.Exit(1) }()
@@ -314,8 +319,10 @@ func main() {
 		benchProxy(buildMeshgw())
 	case "failover":
 		benchFailover(buildMeshgw())
+	case "cache":
+		benchCache(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|cache")
 	}
 	_ = context.Background
 }
