@@ -59,7 +59,8 @@ type Agent struct {
 	dp      *httpapi.DataPlane
 	proxyLn net.Listener
 	// dns serves -dns, the DNS interface, when set.
-	dns *meshdns.Server
+	dns     *meshdns.Server
+	routing *routing // route table, health checks and their sharing (routing.go)
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -183,6 +184,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	}})
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
+	a.routing = newRouting(a) // before the API: it serves GET /v1/routes
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
@@ -195,7 +197,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithExec(a.execB),
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
-		httpapi.WithReadiness((*readiness)(a)))
+		httpapi.WithReadiness((*readiness)(a)),
+		httpapi.WithRoutes(a.routing))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -291,6 +294,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.roles.Start()
+	a.routing.start(a) // route table and health checks
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {
@@ -307,6 +311,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}()
 	if a.proxyLn != nil {
 		a.dp = httpapi.NewDataPlane(a.api, a.cfg.MaxBodyBytes, a.log.With().Str("listener", "proxy").Logger())
+		a.dp.SetRouter(a.routing.route) // Host and path routes (routing.go)
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
@@ -598,6 +603,9 @@ func (a *Agent) Shutdown() {
 		close(a.done)
 		a.stopCancel()
 		a.wg.Wait()
+		if a.routing != nil {
+			a.routing.close() // its loop has stopped with wg
+		}
 	})
 }
 

@@ -51,6 +51,9 @@
 //	                            runner (see README "Securing a mesh")
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
+//	routing.health              a live member of this node's own cluster
+//	                            (health verdicts on its services' upstreams;
+//	                            bounded, one report per sender per 50 ms)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

@@ -89,6 +89,9 @@ func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispa
 	if err != nil {
 		return 0, err
 	}
+	if v, done, err := s.putRouted(ctx, cluster, svc, val, cas); done { // with its route claims (routeclaims.go)
+		return v, err
+	}
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: []fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}})
 	s.serviceChanged(cluster, svc.Name)
 	if err != nil {
@@ -152,6 +155,9 @@ func (s *stateBackend) ListServices(ctx context.Context, cluster string) ([]disp
 }
 
 func (s *stateBackend) DeleteService(ctx context.Context, cluster, name string, cas *uint64) error {
+	if done, err := s.deleteRouted(ctx, cluster, name, cas); done { // with its route claims (routeclaims.go)
+		return err
+	}
 	key := dispatch.ServiceKey(name)
 	if cas == nil {
 		// A delete of an unknown service is a 404, not a silent success.
