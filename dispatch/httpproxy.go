@@ -250,6 +250,7 @@ func (b *replayBody) Close() error { return b.r.Close() }
 // was written to w.
 func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, header func() ([]byte, error), body io.Reader) (started bool, err error) {
 	hasBody := hdr.ContentLength != 0
+	upgrade := runner.IsUpgrade(r.Header) // the send side stays open (upgrade.go)
 	d.acquireRunner(rn.Name)
 	defer d.releaseRunner(rn.Name)
 	hdr.status = 0
@@ -327,7 +328,9 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		close(x.pumpDone)
 		// A runner that answered already may have stopped reading, which
 		// fails CloseSend; a broken stream fails Recv below anyway.
-		_ = s.CloseSend()
+		if !upgrade {
+			_ = s.CloseSend()
+		}
 	}
 
 	f, err := s.Recv()
@@ -346,6 +349,13 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	}
 	d.clearPenalty(rn.Name)
 	hdr.status = resp.Status
+	if resp.Status == http.StatusSwitchingProtocols && upgrade {
+		handedOff = true
+		return true, upgradeRemote(w, resp.Header, s, x.end)
+	}
+	if upgrade {
+		_ = s.CloseSend() // no switch: an ordinary answer
+	}
 	h := w.Header()
 	for k, vs := range resp.Header {
 		if runner.HopHeader(k, resp.Header) {

@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // namedUpstream is an upstream that answers "NAME PATH" and can be killed
@@ -286,6 +289,69 @@ func TestRouting(t *testing.T) {
 		t.Logf("%d requests during the kill and restart, %d failed", sent.Load(), failed.Load())
 		if failed.Load() != 0 {
 			t.Fatalf("%d of %d idempotent requests failed; first: %v", failed.Load(), sent.Load(), firstErr.Load())
+		}
+	})
+
+	t.Run("websocket", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		echo := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			conn, err := websocket.Accept(w, r, nil)
+			if err != nil {
+				return
+			}
+			defer conn.CloseNow()
+			conn.SetReadLimit(1 << 20)
+			ctx := r.Context()
+			_ = conn.Write(ctx, websocket.MessageText, []byte("hello "+r.URL.Path)) // the upstream speaks first
+			for {
+				typ, b, err := conn.Read(ctx)
+				if err != nil {
+					return
+				}
+				if err := conn.Write(ctx, typ, append([]byte("echo:"), b...)); err != nil {
+					return
+				}
+			}
+		})}
+		go func() { _ = echo.Serve(ln) }()
+		defer echo.Close()
+		putService(t, c.Nodes[0], map[string]any{"name": "ws", "type": "http", "upstream": "http://" + ln.Addr().String(),
+			"paths": []map[string]any{{"prefix": "/chat/", "strip": true}}})
+		// Through the gateway-only node (over QUIC to a runner) on both
+		// listeners and a route, and in place on a runner.
+		urls := []string{"ws://" + dp[2] + "/svc/ws/room", "ws://" + c.Nodes[2].HTTP + "/svc/ws/room",
+			"ws://" + dp[2] + "/chat/room", "ws://" + dp[0] + "/svc/ws/room", "ws://" + c.Nodes[0].HTTP + "/svc/ws/room"}
+		for _, u := range urls {
+			Eventually(t, 10*time.Second, func() error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				conn, resp, err := websocket.Dial(ctx, u, nil)
+				if err != nil {
+					code := 0
+					if resp != nil {
+						code = resp.StatusCode
+					}
+					return fmt.Errorf("dial %s: %d %v", u, code, err)
+				}
+				defer conn.CloseNow()
+				conn.SetReadLimit(1 << 20)
+				if _, b, err := conn.Read(ctx); err != nil || string(b) != "hello /room" {
+					return fmt.Errorf("%s: greeting %q %v", u, b, err)
+				}
+				for i := 0; i < 3; i++ {
+					msg := fmt.Sprintf("m%d-%s", i, strings.Repeat("x", i*40000))
+					if err := conn.Write(ctx, websocket.MessageBinary, []byte(msg)); err != nil {
+						return fmt.Errorf("%s: write: %v", u, err)
+					}
+					if _, b, err := conn.Read(ctx); err != nil || string(b) != "echo:"+msg {
+						return fmt.Errorf("%s: echo %d: %d bytes %v", u, i, len(b), err)
+					}
+				}
+				return conn.Close(websocket.StatusNormalClosure, "bye")
+			})
 		}
 	})
 }

@@ -66,6 +66,9 @@ func (e *Executor) serveProxy(w http.ResponseWriter, r *http.Request, upstream, 
 		return 0, ErrBusy
 	}
 	release := func() { <-e.httpSem }
+	if IsUpgrade(r.Header) {
+		return e.proxyUpgrade(w, r, target, path, release, report) // WebSocket and the like (upgrade.go)
+	}
 	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" && r.ContentLength >= 0 {
 		// A chunked upload goes through proxyPlain, which bounds it as it
 		// reads (r.Body); a declared length was checked by the server.

@@ -319,6 +319,25 @@ func (w *fastWriter) TakeRequestCtx() *fasthttp.RequestCtx {
 	return w.ctx
 }
 
+// Upgrade implements runner.Upgrader: the server sends the 101 once the
+// handler returned, then hands the connection (with what it read ahead)
+// to fn, and closes it when fn returns.
+func (w *fastWriter) Upgrade(h http.Header, fn func(io.ReadWriteCloser)) error {
+	w.wrote = true
+	w.ctx.SetStatusCode(http.StatusSwitchingProtocols)
+	rh := &w.ctx.Response.Header
+	for k, vs := range h {
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+	w.ctx.Hijack(func(c net.Conn) {
+		_ = c.SetDeadline(time.Time{})
+		fn(c)
+	})
+	return nil
+}
+
 // UntakeRequestCtx implements runner.Untaker: the proxy wrote nothing.
 func (w *fastWriter) UntakeRequestCtx() { w.wrote = false }
 
