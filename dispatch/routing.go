@@ -168,10 +168,13 @@ func checkUpstreamURL(field, s string) error {
 // validateRouting checks the routing fields (Validate calls it).
 func (s *Service) validateRouting() error {
 	if s.Type != TypeHTTP {
-		for field, set := range map[string]bool{"upstreams": len(s.Upstreams) > 0, "health": s.Health != nil,
-			"hosts": len(s.Hosts) > 0, "paths": len(s.Paths) > 0, "sticky": s.Sticky != nil, "fail_open": s.FailOpen} {
-			if set {
-				return invalid(field, "only http services have upstreams to route to")
+		for _, f := range []struct {
+			name string
+			set  bool
+		}{{"upstreams", len(s.Upstreams) > 0}, {"health", s.Health != nil}, {"hosts", len(s.Hosts) > 0},
+			{"paths", len(s.Paths) > 0}, {"sticky", s.Sticky != nil}, {"fail_open", s.FailOpen}} {
+			if f.set {
+				return invalid(f.name, "only http services have upstreams to route to")
 			}
 		}
 		return nil

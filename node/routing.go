@@ -43,7 +43,7 @@ type routing struct {
 	cluster string
 	local   string
 	state   *stateBackend
-	gossip  *gossip.Gossip
+	members func(gossip.Filter) []gossip.Member
 	rpc     *transport.Transport
 	reg     *upstreams.Registry
 	checker *upstreams.Checker // nil on a node that is not a runner
@@ -59,7 +59,7 @@ type routing struct {
 }
 
 func newRouting(a *Agent) *routing {
-	rt := &routing{cluster: a.cfg.Cluster, local: a.cfg.NodeName, state: a.state, gossip: a.gossip, rpc: a.rpc,
+	rt := &routing{cluster: a.cfg.Cluster, local: a.cfg.NodeName, state: a.state, members: a.gossip.Members, rpc: a.rpc,
 		reg: a.disp.Upstreams(), log: a.log.With().Str("component", "routing").Logger(),
 		kick: make(chan struct{}, 1), changed: make(chan struct{}, 1), lastFrom: map[string]time.Time{}}
 	rt.table.Store(upstreams.NewTable(nil))
@@ -103,7 +103,7 @@ func (rt *routing) serveHealth(_ context.Context, req *transport.Request) ([]byt
 }
 
 func (rt *routing) member(name string) (gossip.Member, bool) {
-	for _, m := range rt.gossip.Members(gossip.Filter{}) {
+	for _, m := range rt.members(gossip.Filter{}) {
 		if m.Name == name {
 			return m, m.Status == gossip.StatusAlive || m.Status == gossip.StatusSuspect
 		}
@@ -201,7 +201,7 @@ func (rt *routing) push(ctx context.Context) {
 		return
 	}
 	var wg sync.WaitGroup
-	for _, m := range rt.gossip.Members(gossip.Filter{Cluster: rt.cluster, Status: gossip.StatusAlive}) {
+	for _, m := range rt.members(gossip.Filter{Cluster: rt.cluster, Status: gossip.StatusAlive}) {
 		if m.Name == rt.local || m.RPCAddr == "" {
 			continue
 		}

@@ -282,3 +282,51 @@ func TestTable(t *testing.T) {
 		t.Fatal("revision")
 	}
 }
+
+// An observer whose checks time out (a saturated node: here its timeout
+// is shorter than the upstream's answer time) goes unhealthy but
+// uncertain; with another observer seeing the upstream pass, the shared
+// verdict keeps it in rotation for everyone.
+func TestSaturatedObserverDoesNotTakeHealthyUpstreamOut(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(60 * time.Millisecond)
+	}))
+	defer slow.Close()
+	busy, fine := NewChecker(nil, nil), NewChecker(nil, nil)
+	defer busy.Close()
+	defer fine.Close()
+	key := HealthKey("c/s", slow.URL)
+	check := Check{Key: key, URL: slow.URL, Path: "/", Interval: 100 * time.Millisecond, HealthyAfter: 1, UnhealthyAfter: 2}
+	saturated := check
+	saturated.Timeout = 10 * time.Millisecond
+	busy.Sync([]Check{saturated})
+	check.Timeout = 90 * time.Millisecond
+	fine.Sync([]Check{check})
+	h := NewHealth(nil)
+	r := NewRegistry(Config{}, h)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b := busy.Observations()[0]
+		if !b.Healthy {
+			if b.Certain {
+				t.Fatalf("timeouts made a certain verdict: %+v", b)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the saturated observer never went unhealthy")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.Observe("busy", busy.Observations())
+	if !h.Healthy(key) {
+		t.Fatal("a lone uncertain observer took the upstream out")
+	}
+	h.Observe("fine", fine.Observations())
+	if !h.Healthy(key) {
+		t.Fatal("the saturated observer took a healthy upstream out")
+	}
+	if u, err := r.Pick(&Request{Service: "s", Key: "c/s", Targets: []Target{{slow.URL, 1}}}, nil); err != nil || u != slow.URL {
+		t.Fatalf("pick: %q %v", u, err)
+	}
+}
