@@ -366,7 +366,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	w.WriteHeader(resp.Status)
 	size := contentLength(h)
 	streamed := runner.Streamed(h, size)
-	if bs, ok := w.(runner.BodyStreamer); ok && x.uploaded() {
+	if bs, ok := runner.Find[runner.BodyStreamer](w); ok && x.uploaded() {
 		// Handed over only once the upload is over: the server reads its
 		// connection again after the handler returns.
 		if streamed {

@@ -69,10 +69,14 @@ func (e *Executor) serveProxy(w http.ResponseWriter, r *http.Request, upstream, 
 	if IsUpgrade(r.Header) {
 		return e.proxyUpgrade(w, r, target, path, release, report) // WebSocket and the like (upgrade.go)
 	}
-	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" && r.ContentLength >= 0 {
+	if fr, ok := Find[FastRequest](w); ok && target.Scheme == "http" && r.ContentLength >= 0 {
 		// A chunked upload goes through proxyPlain, which bounds it as it
 		// reads (r.Body); a declared length was checked by the server.
-		return e.proxyFast(fr, r, target, path, release, report)
+		code, err := e.proxyFast(fr, r, target, path, release, report)
+		if _, reported := err.(*UpstreamError); !reported {
+			recordStatus(w, fr.TakeRequestCtx().Response.StatusCode())
+		}
+		return code, err
 	}
 	if target.Scheme == "http" {
 		return e.proxyPlain(w, r, target, path, release, report)
@@ -143,7 +147,7 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if bs, ok := w.(BodyStreamer); ok && x.sent() {
+	if bs, ok := Find[BodyStreamer](w); ok && x.sent() {
 		// Handed over only once the request is sent whole: the server
 		// reads its connection again after the handler returns.
 		size := resp.ContentLength

@@ -42,18 +42,11 @@ type Upgrader interface {
 // FindUpgrader returns w's way of switching protocols: an Upgrader, or a
 // net/http Hijacker, found through Unwrap; nil when w has neither.
 func FindUpgrader(w http.ResponseWriter) Upgrader {
-	for w != nil {
-		switch x := w.(type) {
-		case Upgrader:
-			return x
-		case http.Hijacker:
-			return hijackUpgrader{x}
-		}
-		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
-		if !ok {
-			return nil
-		}
-		w = u.Unwrap()
+	if u, ok := Find[Upgrader](w); ok {
+		return u
+	}
+	if h, ok := Find[http.Hijacker](w); ok {
+		return hijackUpgrader{h}
 	}
 	return nil
 }
