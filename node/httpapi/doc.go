@@ -39,6 +39,9 @@
 //	POST /v1/services/{name}/run, /svc/{name}/  run, or run:GLOB matching name
 //	POST /v1/executions/{id}/cancel             run, or run:GLOB matching the
 //	                                            execution's service, or write
+//	a -proxy request routed by Host or path     as /svc/{name}/ of the service
+//	prefix (a service's hosts and paths)        the route names (routes.go)
+//	GET /v1/routes                              read
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //
