@@ -694,7 +694,9 @@ func (r *recorder) Flush() {
 	}
 }
 
-func (r *recorder) Unwrap() http.ResponseWriter { return r.w }
+// The recorder has no Unwrap on purpose: the data plane's fast path finds
+// its capabilities through Unwrap chains (runner.Find) and would fill the
+// response beneath the recorder, which must see every byte it may store.
 
 // Purge is the result of a purge.
 type Purge struct {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshgw/meshgw/dispatch/runner"
+	"github.com/meshgw/meshgw/dispatch/upstreams"
 	"github.com/meshgw/meshgw/transport"
 	"github.com/rs/zerolog"
 )
@@ -217,8 +218,10 @@ type Dispatcher struct {
 	ctx      context.Context // cancelled by Stop
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	src      sourceState  // services from Git: secrets, checkout cache (source.go)
-	secrets  SecretSource // optional: secret values for runs (SetSecrets)
+	src      sourceState         // services from Git: secrets, checkout cache (source.go)
+	secrets  SecretSource        // optional: secret values for runs (SetSecrets)
+	upsOnce  sync.Once           // creates ups (Upstreams)
+	ups      *upstreams.Registry // http upstream balancing and health (balance.go)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

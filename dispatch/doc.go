@@ -106,6 +106,20 @@
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).
 //
+// # HTTP upstreams
+//
+// For an http service with several upstreams or a health check the
+// gateway picks the upstream (dispatch/upstreams: weights, stickiness,
+// shared health, this node's ejection and breaker) and sends it in the
+// header frame with Report set: an upstream failure before the response
+// then comes back as code "upstream" (runner.UpstreamError) instead of a
+// 502, and the request is tried on another upstream when it cannot have
+// reached the first (the dial failed) or is idempotent, its body can be
+// sent again, and the service's retry budget allows (balance.go). A
+// request asking to switch protocols (WebSocket) keeps the gateway's send
+// side open; after the runner's 101 header frame the stream carries the
+// raw bytes both ways (upgrade.go).
+//
 // # Attempts in the output stream
 //
 // A retry starts its output from nothing, so a stream says where each

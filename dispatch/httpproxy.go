@@ -31,6 +31,10 @@ type httpReqWire struct {
 	RemoteAddr    string      `json:"remote_addr,omitempty"`
 	ContentLength int64       `json:"content_length"`
 	Upstream      string      `json:"upstream"`
+	// Report: answer an upstream failure before the response with code
+	// "upstream" (runner.UpstreamError), so the caller may try another.
+	Report bool `json:"report,omitempty"`
+	status int  // out: the upstream's status of the last attempt (0: none)
 }
 
 type httpRespWire struct {
@@ -77,8 +81,10 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	}
 	// The header frame is built once, when a remote runner first needs it.
 	var hb []byte
+	hbFor := ""
 	header := func() ([]byte, error) {
-		if hb == nil {
+		if hb == nil || hbFor != hdr.Upstream {
+			hbFor = hdr.Upstream
 			b, err := json.Marshal(hdr)
 			if err != nil || len(b) > d.cfg.MaxHTTPHeaderBytes {
 				return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
@@ -102,8 +108,19 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 		return kept && (consumed == 0 || idempotent(r.Method))
 	}
 	avoid := map[string]bool{}
+	bal := d.balancing(cluster, &svc, r)
 	var lastErr error
 	for try := 0; ; try++ {
+		if bal != nil {
+			up, err := bal.pick()
+			if err != nil {
+				if lastErr != nil && errors.Is(err, errUpstreamsTried) {
+					return lastErr
+				}
+				return err
+			}
+			hdr.Upstream, hdr.Report = up, true
+		}
 		rn, err := d.pickHTTP(cluster, &svc, avoid, try == 0)
 		if err != nil {
 			if lastErr != nil {
@@ -112,6 +129,21 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 			return err
 		}
 		started, err := d.proxyOnce(w, r, rn, &hdr, header, body)
+		if bal != nil {
+			if retry, err := bal.outcome(w, hdr.status, err, func() bool {
+				if hdr.ContentLength == 0 {
+					return true
+				}
+				kept, _ := body.rewind()
+				return kept
+			}); err == nil || !retry {
+				return err
+			}
+			if ae := (*attemptError)(nil); errors.As(err, &ae) && ae.kind == "upstream" {
+				lastErr = ae.err
+				continue // another upstream, through the same runner if it is fine
+			}
+		}
 		if err == nil {
 			return nil
 		}
@@ -218,11 +250,21 @@ func (b *replayBody) Close() error { return b.r.Close() }
 // was written to w.
 func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, header func() ([]byte, error), body io.Reader) (started bool, err error) {
 	hasBody := hdr.ContentLength != 0
+	upgrade := runner.IsUpgrade(r.Header) // the send side stays open (upgrade.go)
 	d.acquireRunner(rn.Name)
 	defer d.releaseRunner(rn.Name)
+	hdr.status = 0
 	if rn.Name == d.local && d.exec != nil {
-		err := d.exec.ServeProxy(w, r, hdr.Upstream, hdr.Path)
+		var err error
+		if hdr.Report {
+			hdr.status, err = d.exec.ServeProxyReport(w, r, hdr.Upstream, hdr.Path)
+		} else {
+			err = d.exec.ServeProxy(w, r, hdr.Upstream, hdr.Path)
+		}
+		var ue *runner.UpstreamError
 		switch {
+		case errors.As(err, &ue):
+			return false, &attemptError{"upstream", ue}
 		case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 			return false, &attemptError{"busy", err}
 		case errors.Is(err, runner.ErrHeaderTooLarge):
@@ -284,8 +326,10 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		}()
 	} else {
 		close(x.pumpDone)
-		if err := s.CloseSend(); err != nil {
-			return false, d.classify(ctx, rn, err)
+		// A runner that answered already may have stopped reading, which
+		// fails CloseSend; a broken stream fails Recv below anyway.
+		if !upgrade {
+			_ = s.CloseSend()
 		}
 	}
 
@@ -294,6 +338,9 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		if errors.Is(err, io.EOF) {
 			err = fmt.Errorf("%w: runner %s ended the stream without a response", transport.ErrUnreachable, rn.Name)
 		}
+		if ae := upstreamFailed(err); ae != nil {
+			return false, ae
+		}
 		return false, d.classify(ctx, rn, err)
 	}
 	var resp httpRespWire
@@ -301,6 +348,14 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, &attemptError{"invalid", fmt.Errorf("runner %s sent a malformed response header", rn.Name)}
 	}
 	d.clearPenalty(rn.Name)
+	hdr.status = resp.Status
+	if resp.Status == http.StatusSwitchingProtocols && upgrade {
+		handedOff = true
+		return true, upgradeRemote(w, resp.Header, s, x.end)
+	}
+	if upgrade {
+		_ = s.CloseSend() // no switch: an ordinary answer
+	}
 	h := w.Header()
 	for k, vs := range resp.Header {
 		if runner.HopHeader(k, resp.Header) {
@@ -311,7 +366,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	w.WriteHeader(resp.Status)
 	size := contentLength(h)
 	streamed := runner.Streamed(h, size)
-	if bs, ok := w.(runner.BodyStreamer); ok && x.uploaded() {
+	if bs, ok := runner.Find[runner.BodyStreamer](w); ok && x.uploaded() {
 		// Handed over only once the upload is over: the server reads its
 		// connection again after the handler returns.
 		if streamed {
@@ -389,8 +444,15 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 		RemoteAddr:    hdr.RemoteAddr,
 	}).WithContext(ctx)
 	rw := &frameResponseWriter{s: s, h: http.Header{}, timeout: d.cfg.OutputWriteTimeout}
-	err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
+	if hdr.Report {
+		_, err = d.exec.ServeProxyReport(rw, req, hdr.Upstream, hdr.Path)
+	} else {
+		err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
+	}
+	var ue *runner.UpstreamError
 	switch {
+	case errors.As(err, &ue):
+		return upstreamRemoteError(ue)
 	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit or stopping", d.local)
 	case errors.Is(err, runner.ErrAborted):

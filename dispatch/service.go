@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -81,7 +80,13 @@ type Service struct {
 	// Secrets (exec): secrets the process receives (secrets.go).
 	Secrets []SecretRef `json:"secrets,omitempty"`
 	// Cache (http only): the response cache policy (servicecache.go).
-	Cache *CacheSpec `json:"cache,omitempty"`
+	Cache     *CacheSpec  `json:"cache,omitempty"`
+	Upstreams []Upstream  `json:"upstreams,omitempty"` // http: weighted upstreams (routing.go)
+	Health    *Health     `json:"health,omitempty"`    // http: active checks of the upstreams (routing.go)
+	Hosts     []string    `json:"hosts,omitempty"`     // http: Host names routed on the data plane (routing.go)
+	Paths     []PathRoute `json:"paths,omitempty"`     // http: path prefixes routed on the data plane (routing.go)
+	Sticky    *Sticky     `json:"sticky,omitempty"`    // http: keep a client on one upstream (routing.go)
+	FailOpen  bool        `json:"fail_open,omitempty"` // http: every upstream unhealthy → use them all, not 503
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -246,24 +251,13 @@ func (s *Service) Validate() error {
 			return invalid("pass_authorization", "only http services have an upstream to pass Authorization to")
 		}
 	case TypeHTTP:
-		if s.Upstream == "" {
-			return invalid("upstream", "an http service needs an upstream URL (http://host:port)")
+		if s.Upstream == "" && len(s.Upstreams) == 0 {
+			return invalid("upstream", "an http service needs an upstream URL (http://host:port) or upstreams")
 		}
-		if len(s.Upstream) > maxUpstreamLen {
-			return invalid("upstream", "longer than %d bytes", maxUpstreamLen)
-		}
-		u, err := url.Parse(s.Upstream)
-		if err != nil {
-			return invalid("upstream", "not a URL: %v", err)
-		}
-		if u.Scheme != "http" && u.Scheme != "https" {
-			return invalid("upstream", "scheme must be http or https, not %q", u.Scheme)
-		}
-		if u.Host == "" {
-			return invalid("upstream", "missing host")
-		}
-		if u.RawQuery != "" || u.Fragment != "" {
-			return invalid("upstream", "must not carry a query or fragment")
+		if s.Upstream != "" {
+			if err := checkUpstreamURL("upstream", s.Upstream); err != nil {
+				return err
+			}
 		}
 		if len(s.Command) > 0 {
 			return invalid("command", "only exec services have a command")
@@ -326,6 +320,9 @@ func (s *Service) Validate() error {
 		return err
 	}
 	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" && !isDecoratorRef(d) {
+		if err := s.validateRouting(); err != nil {
+			return err
+		}
 		if len(d) > MaxDecoratorSize {
 			return invalid("decorator", "schema is %d bytes, more than %d", len(d), MaxDecoratorSize)
 		}

@@ -63,7 +63,8 @@ type Agent struct {
 	// dns serves -dns, the DNS interface, when set.
 	dns *meshdns.Server
 	// cache is the response cache of the local cluster (cache.go).
-	cache *cache.Cache
+	cache   *cache.Cache
+	routing *routing // route table, health checks and their sharing (routing.go)
 
 	ready     atomic.Bool
 	leaveOnce sync.Once
@@ -196,6 +197,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if err := a.wireCache(); err != nil { // the response cache (cache.go)
 		return nil, err
 	}
+	a.routing = newRouting(a) // before the API: it serves GET /v1/routes
 	opts := []httpapi.Option{httpapi.WithTokens(a.tokens)}
 	if cfg.ACL {
 		opts = []httpapi.Option{httpapi.WithACL(a.tokens)}
@@ -216,6 +218,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	// secrets.go, decorators.go
 	opts = append(opts, httpapi.WithSecrets(a.secrets), httpapi.WithDecorators(&decoratorsBackend{kv: a.cons}))
 	opts = append(opts, httpapi.WithCache((*backend)(a))) // /v1/cache (cache.go)
+	opts = append(opts, httpapi.WithRoutes(a.routing))    // GET /v1/routes (routing.go)
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -312,6 +315,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.roles.Start()
+	a.routing.start(a) // route table and health checks
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {
@@ -328,6 +332,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}()
 	if a.proxyLn != nil {
 		a.dp = httpapi.NewDataPlane(a.api, a.cfg.MaxBodyBytes, a.log.With().Str("listener", "proxy").Logger())
+		a.dp.SetRouter(a.routing.route) // Host and path routes (routing.go)
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
@@ -620,6 +625,9 @@ func (a *Agent) Shutdown() {
 		close(a.done)
 		a.stopCancel()
 		a.wg.Wait()
+		if a.routing != nil {
+			a.routing.close() // its loop has stopped with wg
+		}
 	})
 }
 

@@ -61,6 +61,9 @@
 //	                            the role's term) and figures of the response
 //	                            cache; a put stores what a peer says, which a
 //	                            member is trusted with as with proxying
+//	routing.health              a live member of this node's own cluster
+//	                            (health verdicts on its services' upstreams;
+//	                            bounded, one report per sender per 50 ms)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

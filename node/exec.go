@@ -109,6 +109,8 @@ func dispatchError(op string, err error) error {
 		return httpapi.Errorf(http.StatusNotFound, "not_found", "%v", err)
 	case errors.Is(err, dispatch.ErrNoRunner):
 		return httpapi.Errorf(http.StatusServiceUnavailable, "no_runner", "%v", err).WithRetryAfter(1)
+	case errors.Is(err, dispatch.ErrNoHealthyUpstream):
+		return httpapi.Errorf(http.StatusServiceUnavailable, "no_healthy_upstream", "%v", err).WithRetryAfter(1)
 	case errors.Is(err, dispatch.ErrBusy):
 		return httpapi.Errorf(http.StatusTooManyRequests, "busy", "%v", err).WithRetryAfter(1)
 	case errors.Is(err, transport.ErrUnreachable):

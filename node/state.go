@@ -93,11 +93,17 @@ func (s *stateBackend) PutService(ctx context.Context, cluster string, svc dispa
 	if err != nil {
 		return 0, err
 	}
-	hist, err := historyOps(ctx, s.kv, cluster, svc.Name, val, time.Now()) // the revision, in the same command
+	// The revision goes in the same command as the definition; it is read
+	// again at each attempt of a write with route claims.
+	hist := func() ([]fsm.Op, error) { return historyOps(ctx, s.kv, cluster, svc.Name, val, time.Now()) }
+	if v, done, err := s.putRouted(ctx, cluster, svc, val, cas, hist); done { // with its route claims (routeclaims.go)
+		return v, err
+	}
+	histOps, err := hist()
 	if err != nil {
 		return 0, apiError("put service", err)
 	}
-	ops := append([]fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}, hist...)
+	ops := append([]fsm.Op{{Type: fsm.OpPut, Key: dispatch.ServiceKey(svc.Name), Value: val, CAS: cas}}, histOps...)
 	res, err := s.kv.Apply(ctx, cluster, fsm.Command{Ops: ops})
 	s.serviceChanged(cluster, svc.Name)
 	if err != nil {
@@ -164,6 +170,9 @@ func (s *stateBackend) ListServices(ctx context.Context, cluster string) ([]disp
 }
 
 func (s *stateBackend) DeleteService(ctx context.Context, cluster, name string, cas *uint64) error {
+	if done, err := s.deleteRouted(ctx, cluster, name, cas); done { // with its route claims (routeclaims.go)
+		return err
+	}
 	key := dispatch.ServiceKey(name)
 	if cas == nil {
 		// A delete of an unknown service is a 404, not a silent success.

@@ -25,7 +25,8 @@ type FastRequest interface {
 // fasthttp's client instead of net/http's parser and writer, and no copy of
 // headers or body into net/http's types (BENCHMARKS.md, session 4). The
 // client has no context: a request in flight ends with its deadlines.
-func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *url.URL, path string, release func()) error {
+func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, path string, release func(), report bool) (int, error) {
+	ctx := fr.TakeRequestCtx()
 	req := &ctx.Request
 	for k := range r.Header {
 		if HopHeader(k, r.Header) {
@@ -63,12 +64,21 @@ func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		release()
+		if report {
+			ue := e.reportFailure(r, target, err).(*UpstreamError)
+			ue.BodyTaken = ue.Sent && r.ContentLength != 0
+			if u, ok := fr.(Untaker); ok {
+				u.UntakeRequestCtx()
+			}
+			return 0, ue
+		}
 		status, body := e.upstreamFailure(r, target, err)
 		resp.SetStatusCode(status)
 		resp.Header.SetContentType("application/json")
 		resp.SetBody(body)
-		return nil
+		return 0, nil
 	}
+	code := up.StatusCode()
 	liftHeaderDeadline(up)
 	up.Header.CopyTo(&resp.Header)
 	resp.Header.ResetConnectionClose() // the upstream's wish, not the client's
@@ -98,10 +108,10 @@ func (e *Executor) proxyFast(ctx *fasthttp.RequestCtx, r *http.Request, target *
 		fasthttp.ReleaseResponse(up)
 		release()
 		resp.SkipBody = true
-		return nil
+		return code, nil
 	}
 	resp.SetBodyStream(&fastBody{up: up, release: release}, size)
-	return nil
+	return code, nil
 }
 
 // fastBody is an upstream response's body handed to the server, which

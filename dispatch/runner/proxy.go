@@ -32,12 +32,19 @@ var ErrAborted = errors.New("runner: upstream response aborted")
 // are answered with 502 (504 on a header timeout) and a JSON error body;
 // one after it started returns ErrAborted.
 func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, path string) error {
+	_, err := e.serveProxy(w, r, upstream, path, false)
+	return err
+}
+
+// serveProxy is ServeProxy that also returns the upstream's status (0 when
+// there was none).
+func (e *Executor) serveProxy(w http.ResponseWriter, r *http.Request, upstream, path string, report bool) (int, error) {
 	if e.closed.Load() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	target, err := e.parseUpstream(upstream)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if path == "" {
 		path = "/"
@@ -48,28 +55,34 @@ func (e *Executor) ServeProxy(w http.ResponseWriter, r *http.Request, upstream, 
 	// Checked here too, not only at the gateway: a request over the hop
 	// must not climb out of the base either.
 	if _, err := JoinPath(target.Path, path); err != nil {
-		return fmt.Errorf("%w: %w", ErrInvalid, err)
+		return 0, fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	if headerSize(r.Header) > e.cfg.MaxHeaderBytes {
-		return ErrHeaderTooLarge
+		return 0, ErrHeaderTooLarge
 	}
 	select {
 	case e.httpSem <- struct{}{}:
 	default:
-		return ErrBusy
+		return 0, ErrBusy
 	}
 	release := func() { <-e.httpSem }
-	if fr, ok := w.(FastRequest); ok && target.Scheme == "http" && r.ContentLength >= 0 {
+	if IsUpgrade(r.Header) {
+		return e.proxyUpgrade(w, r, target, path, release, report) // WebSocket and the like (upgrade.go)
+	}
+	if fr, ok := Find[FastRequest](w); ok && target.Scheme == "http" && r.ContentLength >= 0 {
 		// A chunked upload goes through proxyPlain, which bounds it as it
 		// reads (r.Body); a declared length was checked by the server.
-		return e.proxyFast(fr.TakeRequestCtx(), r, target, path, release)
+		code, err := e.proxyFast(fr, r, target, path, release, report)
+		if _, reported := err.(*UpstreamError); !reported {
+			recordStatus(w, fr.TakeRequestCtx().Response.StatusCode())
+		}
+		return code, err
 	}
 	if target.Scheme == "http" {
-		return e.proxyPlain(w, r, target, path, release)
+		return e.proxyPlain(w, r, target, path, release, report)
 	}
 	defer release()
-	e.proxyTransport(w, r, target, path)
-	return nil
+	return e.proxyTransport(w, r, target, path, report)
 }
 
 // BodyStreamer is a ResponseWriter that sends a response body from a
@@ -100,7 +113,7 @@ const maxCachedUpstreams = 1024
 // proxyPlain proxies to an http:// upstream over the executor's own
 // keep-alive pool (upstream.go).
 // release frees the executor's concurrency slot once the exchange is over.
-func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *url.URL, path string, release func()) error {
+func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *url.URL, path string, release func(), report bool) (int, error) {
 	out := &http.Request{
 		Method:     r.Method,
 		URL:        &url.URL{Scheme: "http", Host: target.Host, Path: joinPath(target.Path, path), RawQuery: joinQuery(target.RawQuery, r.URL.RawQuery)},
@@ -120,8 +133,11 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 	x, err := e.pool.roundTrip(r.Context(), out)
 	if err != nil {
 		release()
+		if report {
+			return 0, e.reportFailure(r, target, err)
+		}
 		e.upstreamError(w, r, target, err)
-		return nil
+		return 0, nil
 	}
 	resp := x.resp
 	h := w.Header()
@@ -131,7 +147,7 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 		}
 	}
 	w.WriteHeader(resp.StatusCode)
-	if bs, ok := w.(BodyStreamer); ok && x.sent() {
+	if bs, ok := Find[BodyStreamer](w); ok && x.sent() {
 		// Handed over only once the request is sent whole: the server
 		// reads its connection again after the handler returns.
 		size := resp.ContentLength
@@ -139,7 +155,7 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 			size = -1
 		}
 		bs.SetBodyStream(&exchangeBody{x: x, release: release, done: resp.Body == http.NoBody}, size)
-		return nil
+		return resp.StatusCode, nil
 	}
 	defer release()
 	bp := copyBufs.Get().(*[]byte)
@@ -150,9 +166,9 @@ func (e *Executor) proxyPlain(w http.ResponseWriter, r *http.Request, target *ur
 	if readErr != nil && r.Context().Err() == nil {
 		// The upstream broke mid-body: the client must not take a
 		// truncated body for a whole one.
-		return fmt.Errorf("%w: upstream %s: %v", ErrAborted, target.Host, readErr)
+		return resp.StatusCode, fmt.Errorf("%w: upstream %s: %v", ErrAborted, target.Host, readErr)
 	}
-	return nil
+	return resp.StatusCode, nil
 }
 
 // exchangeBody is an upstream response body handed to a BodyStreamer: the
@@ -369,7 +385,9 @@ func (e *Executor) upstreamFailure(r *http.Request, target *url.URL, err error) 
 
 // proxyTransport proxies to an https:// upstream through http.Transport
 // (TLS, HTTP/2).
-func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target *url.URL, path string) {
+func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target *url.URL, path string, report bool) (int, error) {
+	var failed error
+	status := 0
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Path = path
@@ -385,11 +403,20 @@ func (e *Executor) proxyTransport(w http.ResponseWriter, r *http.Request, target
 		},
 		Transport: e.client,
 		ErrorLog:  e.errorLog,
+		ModifyResponse: func(resp *http.Response) error {
+			status = resp.StatusCode
+			return nil
+		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			if report {
+				failed = e.reportFailure(r, target, err)
+				return
+			}
 			e.upstreamError(w, r, target, err)
 		},
 	}
 	rp.ServeHTTP(w, r)
+	return status, failed
 }
 
 func headerSize(h http.Header) int {

@@ -120,6 +120,7 @@ type API struct {
 	ready         Readiness       // optional: /v1/ready and the leave guard
 	roles         RolesBackend    // optional: /v1/roles
 	observe       RequestObserver // optional: metrics
+	routing       RoutesBackend   // optional: /v1/routes (routes.go)
 	log           zerolog.Logger
 	mux           *http.ServeMux
 	console       http.Handler      // optional: the web console at /ui/
@@ -203,6 +204,7 @@ func (a *API) routes() {
 	if a.cache != nil {
 		a.cacheRoutes() // the response cache (cache.go)
 	}
+	a.routingRoutes() // GET /v1/routes (routes.go)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
 	})

@@ -41,6 +41,7 @@ type DataPlane struct {
 	// maxBody bounds request bodies: a longer declared length is refused
 	// before anything is read, a chunked body fails its read past it.
 	maxBody int64
+	router  Router // routes by Host and path prefix (routes.go); nil: none
 }
 
 // NewDataPlane serves h's /svc/ and /v1/health routes; maxBody bounds
@@ -130,8 +131,15 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if p := r.URL.Path; !strings.HasPrefix(p, "/svc/") && p != "/v1/health" {
-		WriteError(w, Errorf(http.StatusNotFound, "not_found", "%s is not served on the data-plane listener: it serves /svc/ only; use the API address (-http)", p))
-		return
+		ok, err := d.routed(r)
+		if err != nil {
+			WriteError(w, err)
+			return
+		}
+		if !ok {
+			WriteError(w, Errorf(http.StatusNotFound, "not_found", "%s is not served on the data-plane listener: it serves /svc/ and the routes of GET /v1/routes only; use the API address (-http)", p))
+			return
+		}
 	}
 	defer func() {
 		if body != nil && !body.end(ctx.Conn()) {
@@ -310,6 +318,28 @@ func (w *fastWriter) TakeRequestCtx() *fasthttp.RequestCtx {
 	w.wrote = true
 	return w.ctx
 }
+
+// Upgrade implements runner.Upgrader: the server sends the 101 once the
+// handler returned, then hands the connection (with what it read ahead)
+// to fn, and closes it when fn returns.
+func (w *fastWriter) Upgrade(h http.Header, fn func(io.ReadWriteCloser)) error {
+	w.wrote = true
+	w.ctx.SetStatusCode(http.StatusSwitchingProtocols)
+	rh := &w.ctx.Response.Header
+	for k, vs := range h {
+		for _, v := range vs {
+			rh.Add(k, v)
+		}
+	}
+	w.ctx.Hijack(func(c net.Conn) {
+		_ = c.SetDeadline(time.Time{})
+		fn(c)
+	})
+	return nil
+}
+
+// UntakeRequestCtx implements runner.Untaker: the proxy wrote nothing.
+func (w *fastWriter) UntakeRequestCtx() { w.wrote = false }
 
 // SetBodyStream implements runner.BodyStreamer.
 func (w *fastWriter) SetBodyStream(body io.ReadCloser, size int64) {

@@ -47,6 +47,9 @@
 //	/v1/secrets, /v1/secrets/{name} (any       secrets (or manage); read, write
 //	method)                                     and run do not grant it, and no
 //	                                            route ever returns a value
+//	a -proxy request routed by Host or path     as /svc/{name}/ of the service
+//	prefix (a service's hosts and paths)        the route names (routes.go)
+//	GET /v1/routes                              read
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
 //

@@ -61,5 +61,13 @@ func (w *StatusWriter) Write(p []byte) (int, error) {
 // Flush flushes the underlying writer when it can.
 func (w *StatusWriter) Flush() { _ = http.NewResponseController(w.ResponseWriter).Flush() }
 
+// RecordStatus implements runner.StatusRecorder: the data plane's fast
+// path sets the status beneath this writer.
+func (w *StatusWriter) RecordStatus(code int) {
+	if w.Code == 0 {
+		w.Code = code
+	}
+}
+
 // Unwrap is for http.ResponseController.
 func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
