@@ -101,27 +101,40 @@ type queryReq struct {
 	Query *Query    `json:"query,omitempty"`
 }
 
+// Result is a query's answer: entries oldest first, and a cursor (use as
+// Query.After) past every entry this answer covered.
+type Result struct {
+	Entries []Stored `json:"entries"`
+	Cursor  uint64   `json:"cursor"`
+}
+
 // Logs answers q from the log shard, linearizably: on the local replica,
-// or through the active logger when this node holds none. Entries come
-// oldest first.
-func (s *Service) Logs(ctx context.Context, q Query) ([]Stored, error) {
+// or through the active logger when this node holds none.
+func (s *Service) Logs(ctx context.Context, q Query) (Result, error) {
 	if err := q.Validate(); err != nil {
-		return nil, err
+		return Result{}, err
 	}
 	if s.localReplica() == 0 {
-		var out []Stored
+		var out Result
 		err := s.remote(ctx, queryReq{Query: &q}, &out)
 		return out, err
 	}
 	v, err := s.read(ctx, q.scan())
 	if err != nil {
-		return nil, err
+		return Result{}, err
 	}
-	out := v.([]Stored)
+	sr := v.(scanResult)
+	out := Result{Entries: sr.Entries, Cursor: max(sr.Last, q.After)}
 	if q.After == 0 {
-		for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
-			out[i], out[j] = out[j], out[i]
+		for i, j := 0, len(out.Entries)-1; i < j; i, j = i+1, j-1 {
+			out.Entries[i], out.Entries[j] = out.Entries[j], out.Entries[i]
 		}
+	} else if len(out.Entries) == q.Limit {
+		// The walk stopped at the limit: resume after its last entry.
+		out.Cursor = out.Entries[len(out.Entries)-1].Seq
+	}
+	for _, st := range out.Entries {
+		out.Cursor = max(out.Cursor, st.Seq)
 	}
 	return out, nil
 }
@@ -145,6 +158,9 @@ func (s *Service) remote(ctx context.Context, req queryReq, out any) error {
 }
 
 func (s *Service) serveQuery(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if !s.started.Load() {
+		return nil, transport.Errorf(codeNotActive, "%s: the central log of %s is starting", r.Method, s.cfg.NodeName)
+	}
 	if _, ok := s.mesh.Member(r.Peer); !ok {
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}
@@ -236,7 +252,7 @@ func (s *Service) KPIs(ctx context.Context, q KPIQuery) ([]KPI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return computeKPIs(v.([]Stored), q.Window), nil
+	return computeKPIs(v.(scanResult).Entries, q.Window), nil
 }
 
 func computeKPIs(entries []Stored, window time.Duration) []KPI {

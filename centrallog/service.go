@@ -150,6 +150,7 @@ type Service struct {
 	replica uint64 // this node's replica of the log shard (0: none)
 
 	active  atomic.Bool
+	started atomic.Bool // Start has run: handlers may use the NodeHost
 	dropped atomic.Uint64
 	shipped atomic.Uint64
 	lastErr atomic.Int64 // unix seconds of the last logged record error
@@ -214,6 +215,7 @@ func (s *Service) Start() error {
 	s.wg.Add(2)
 	go s.shipLoop()
 	go s.syncLoop()
+	s.started.Store(true)
 	return nil
 }
 
@@ -389,6 +391,9 @@ func (s *Service) sleep(ctx context.Context, d time.Duration) {
 // serveShip stores a batch: only on the active logger, answered once the
 // log shard committed it.
 func (s *Service) serveShip(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if !s.started.Load() {
+		return nil, transport.Errorf(codeNotActive, "%s: the central log of %s is starting", r.Method, s.cfg.NodeName)
+	}
 	if _, ok := s.mesh.Member(r.Peer); !ok {
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}
@@ -558,6 +563,9 @@ type replicaReq struct {
 }
 
 func (s *Service) serveReplica(_ context.Context, r *transport.Request) ([]byte, error) {
+	if !s.started.Load() {
+		return nil, transport.Errorf(codeNotActive, "%s: the central log of %s is starting", r.Method, s.cfg.NodeName)
+	}
 	if _, ok := s.mesh.Member(r.Peer); !ok {
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}
@@ -580,6 +588,9 @@ type memberReq struct {
 // serveMember adds a replica to the log shard on behalf of an active
 // logger that holds none yet.
 func (s *Service) serveMember(ctx context.Context, r *transport.Request) ([]byte, error) {
+	if !s.started.Load() {
+		return nil, transport.Errorf(codeNotActive, "%s: the central log of %s is starting", r.Method, s.cfg.NodeName)
+	}
 	if _, ok := s.mesh.Member(r.Peer); !ok {
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}

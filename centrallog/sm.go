@@ -217,8 +217,8 @@ type statsQuery struct{}
 
 // Stored is an entry with its position in the log.
 type Stored struct {
-	Seq   uint64
-	Entry Entry
+	Seq   uint64 `json:"seq"`
+	Entry Entry  `json:"entry"`
 }
 
 // scan walks the stored entries from After (exclusive), newest first when
@@ -232,7 +232,18 @@ type scan struct {
 	Stop    func(Entry) bool
 }
 
-func (s *logSM) scan(q *scan) ([]Stored, error) {
+// scanResult is a scan's answer: the entries, and the seq of the newest
+// entry stored when the walk began (a cursor past everything seen).
+type scanResult struct {
+	Entries []Stored
+	Last    uint64
+}
+
+func (s *logSM) scan(q *scan) (scanResult, error) {
+	m, err := s.meta()
+	if err != nil {
+		return scanResult{}, err
+	}
 	lo := entryKey(q.After + 1)
 	it := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: []byte{'e' + 1}})
 	defer it.Close()
@@ -253,7 +264,7 @@ func (s *logSM) scan(q *scan) ([]Stored, error) {
 			out = append(out, Stored{Seq: binary.BigEndian.Uint64(it.Key()[1:]), Entry: e})
 		}
 	}
-	return out, it.Error()
+	return scanResult{Entries: out, Last: m.Next - 1}, it.Error()
 }
 
 func step(it *pebble.Iterator, reverse bool) bool {

@@ -137,7 +137,7 @@ func TestStateMachineDedupTrimSnapshot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := v.([]Stored); len(got) != 2 || got[0].Entry.ID != "b" || got[1].Entry.ID != "c" || got[0].Seq != 2 {
+	if got := v.(scanResult).Entries; len(got) != 2 || got[0].Entry.ID != "b" || got[1].Entry.ID != "c" || got[0].Seq != 2 {
 		t.Fatalf("after trim: %+v", got)
 	}
 	// "a" was trimmed, so its ID may come back; "b" is still deduplicated.
@@ -159,7 +159,7 @@ func TestStateMachineDedupTrimSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	v, _ = r.Lookup(&scan{Reverse: true, Limit: 2})
-	if got := v.([]Stored); len(got) != 2 || got[0].Entry.ID != "d" || got[1].Entry.ID != "c" {
+	if got := v.(scanResult).Entries; len(got) != 2 || got[0].Entry.ID != "d" || got[1].Entry.ID != "c" {
 		t.Fatalf("restored: %+v", got)
 	}
 	rm, _ := r.meta()

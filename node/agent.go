@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
+	"github.com/meshgw/meshgw/centrallog"
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -81,6 +82,8 @@ type Agent struct {
 	quorumStop     chan struct{}
 	quorumWG       sync.WaitGroup
 	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
+
+	clog *centrallog.Service // the central log; nil with -central-log=false (centrallog.go)
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -196,6 +199,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
 		httpapi.WithReadiness((*readiness)(a)))
+	if a.clog != nil {
+		opts = append(opts, httpapi.WithCentralLog(a.clog)) // centrallog.go
+	}
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -269,6 +275,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	go a.hostingLoop()
 	if err := a.cons.Start(ctx); err != nil {
 		return err
+	}
+	if a.clog != nil {
+		if err := a.clog.Start(); err != nil { // needs consensus' NodeHost
+			return err
+		}
 	}
 	a.quorumWG.Add(1)
 	go a.watchQuorum(a.quorumLogEvery)
@@ -572,6 +583,11 @@ func (a *Agent) Shutdown() {
 			cancel()
 		}
 		a.roles.Stop() // before the dispatcher: retention runs in it
+		if a.clog != nil {
+			if err := a.clog.Stop(); err != nil { // before consensus: its shard is on the NodeHost
+				a.log.Warn().Err(err).Msg("central log stop")
+			}
+		}
 		close(a.quorumStop)
 		a.quorumWG.Wait()
 		if err := a.disp.Stop(); err != nil {

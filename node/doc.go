@@ -51,6 +51,10 @@
 //	                            runner (see README "Securing a mesh")
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
+//	centrallog.ship, .replica,  a live node of the local cluster (gossip):
+//	.member, .query             entries, the log shard's membership and
+//	                            queries stay inside the cluster (the
+//	                            entries hold client IPs and accessors)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

@@ -132,6 +132,13 @@ var options = []option{
 	{name: "max-input-bytes", usage: "largest input a run takes (at most 2097152); larger is 413", set: integer(func(r *Runtime) *int { return &r.MaxInputBytes })},
 	{name: "leave-timeout", usage: "how long a graceful leave may take on shutdown", set: duration(func(r *Runtime) *time.Duration { return &r.LeaveTimeout })},
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
+	// The central log (centrallog.go).
+	{name: "central-log", usage: "record every /svc/ request, run and service, token or key change in the cluster's central log (GET /v1/logs)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.CentralLog })},
+	{name: "log-spool-bytes", usage: "bound of the central log entries waiting on this node to be stored (at least 1048576); past it entries are dropped and counted", set: int64Opt(func(r *Runtime) *int64 { return &r.LogSpoolBytes })},
+	{name: "log-retention-age", usage: "age after which central log entries are deleted (0: no age bound)", set: duration(func(r *Runtime) *time.Duration { return &r.LogRetentionAge })},
+	{name: "log-retention-count", usage: "central log entries kept per cluster", set: integer(func(r *Runtime) *int { return &r.LogRetentionCount })},
+	{name: "log-retention-bytes", usage: "total size of the central log entries kept per cluster (at least 1048576)", set: int64Opt(func(r *Runtime) *int64 { return &r.LogRetentionBytes })},
+	{name: "syslog", usage: "tcp://host:port: the active central logger forwards every entry there as RFC 5424 syslog (octet counting); off when empty", set: str(func(r *Runtime) *string { return &r.Syslog })},
 }
 
 // EnvName is the environment variable of option name.
@@ -409,5 +416,10 @@ func defaultValues() map[string]string {
 		"dev":                  "false",
 		"acl":                  "false",
 		"leave-on-terminate":   "false",
+		"central-log":          "true", // centrallog.go
+		"log-spool-bytes":      strconv.FormatInt(r.LogSpoolBytes, 10),
+		"log-retention-age":    r.LogRetentionAge.String(),
+		"log-retention-count":  strconv.Itoa(r.LogRetentionCount),
+		"log-retention-bytes":  strconv.FormatInt(r.LogRetentionBytes, 10),
 	}
 }

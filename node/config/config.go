@@ -136,6 +136,14 @@ type Runtime struct {
 	// re-replicate every group (Consul's and Nomad's servers behave alike).
 	// A node without a replica always leaves; `meshgw leave` always leaves.
 	LeaveOnTerminate bool
+	// CentralLog and the Log* fields configure the central log
+	// (centrallog.go in this package).
+	CentralLog        bool
+	LogSpoolBytes     int64
+	LogRetentionAge   time.Duration
+	LogRetentionCount int
+	LogRetentionBytes int64
+	Syslog            string
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -182,6 +190,11 @@ func Default() Runtime {
 		MaxInputBytes:      1 << 20,
 		LeaveTimeout:       5 * time.Second,
 		set:                map[string]bool{},
+		CentralLog:         true,               // the central log (centrallog.go)
+		LogSpoolBytes:      256 << 20,          // the central log's spool bound
+		LogRetentionAge:    7 * 24 * time.Hour, // the central log's retention
+		LogRetentionCount:  1_000_000,
+		LogRetentionBytes:  1 << 30,
 	}
 }
 
@@ -365,6 +378,9 @@ func (r *Runtime) Validate() error {
 	}
 	if r.MaxBodyBytes < 1024 {
 		return fieldErr("max-body-bytes", "%d is below 1024", r.MaxBodyBytes)
+	}
+	if err := r.validateCentralLog(); err != nil { // centrallog.go
+		return err
 	}
 	return nil
 }

@@ -120,6 +120,7 @@ type API struct {
 	ready         Readiness       // optional: /v1/ready and the leave guard
 	roles         RolesBackend    // optional: /v1/roles
 	observe       RequestObserver // optional: metrics
+	central       CentralLog      // optional: the central log (logs.go)
 	log           zerolog.Logger
 	mux           *http.ServeMux
 }
@@ -174,6 +175,9 @@ func (a *API) routes() {
 	}
 	if a.roles != nil {
 		a.handle("GET /v1/roles", a.rolesList)
+	}
+	if a.central != nil {
+		a.logRoutes() // GET /v1/logs, /v1/kpis (logs.go)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
@@ -233,6 +237,9 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
 		_, checked := r.Context().Value(checkedKey{}).(bool)
 		stripCredential(r, checked)
+	}
+	if a.central != nil && a.serveLogged(w, r) {
+		return // routed, and its central log entry recorded (logs.go)
 	}
 	a.mux.ServeHTTP(w, r)
 }
