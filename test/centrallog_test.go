@@ -148,6 +148,12 @@ func TestCentralLog(t *testing.T) {
 	if code, b, err := authDo(api(c.Nodes[0]), "POST", "/v1/acl/tokens", mgmt, []byte(`{"policies":["read","run"]}`)); err != nil || code != 200 || json.Unmarshal(b, &readTok) != nil {
 		t.Fatalf("create read token: %d %s %v", code, b, err)
 	}
+	var runTok struct {
+		Secret string `json:"secret_id"`
+	}
+	if code, b, err := authDo(api(c.Nodes[0]), "POST", "/v1/acl/tokens", mgmt, []byte(`{"policies":["run:web"]}`)); err != nil || code != 200 || json.Unmarshal(b, &runTok) != nil {
+		t.Fatalf("create run token: %d %s %v", code, b, err)
+	}
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
 	defer up.Close()
 	def, _ := json.Marshal(map[string]any{"name": "web", "type": "http", "upstream": up.URL})
@@ -185,7 +191,7 @@ func TestCentralLog(t *testing.T) {
 			want         int
 		}{
 			{"/v1/logs", "", 401}, {"/v1/logs", readTok.Secret, 403}, {"/v1/logs?follow=true&limit=1", readTok.Secret, 403},
-			{"/v1/kpis", "", 401}, {"/v1/kpis", readTok.Secret, 200}, {"/v1/logs?kind=nope", mgmt, 400},
+			{"/v1/kpis", "", 401}, {"/v1/kpis", runTok.Secret, 403}, {"/v1/kpis", readTok.Secret, 200}, {"/v1/logs?kind=nope", mgmt, 400},
 		} {
 			code, b, err := authDo(api(n), "GET", tc.path, tc.secret, nil)
 			if err != nil || code != tc.want {
