@@ -54,6 +54,9 @@ type spool struct {
 	notify  chan struct{}
 	dirty   bool
 	closed  bool
+	// finished are rotated-away segment files Sync still has to fsync
+	// and close.
+	finished []*os.File
 }
 
 func segName(n uint64) string { return fmt.Sprintf("seg-%016x.log", n) }
@@ -215,10 +218,9 @@ func (s *spool) Append(payload []byte) error {
 }
 
 func (s *spool) rotate() error {
-	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("central log spool: sync: %w", err)
-	}
-	s.f.Close()
+	// The finished segment is fsynced and closed by the next Sync,
+	// outside the lock.
+	s.finished = append(s.finished, s.f)
 	next := s.wpos.Seg + 1
 	f, err := os.OpenFile(filepath.Join(s.dir, segName(next)), os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -230,15 +232,30 @@ func (s *spool) rotate() error {
 }
 
 // Sync fsyncs the segment being written if anything was appended since
-// the last Sync.
+// the last Sync. The fsync runs outside the lock, so appends (requests)
+// never wait for the disk; a segment rotated away meanwhile was synced by
+// the rotation.
 func (s *spool) Sync() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if !s.dirty || s.closed {
+		s.mu.Unlock()
 		return nil
 	}
 	s.dirty = false
-	return s.f.Sync()
+	f, done := s.f, s.finished
+	s.finished = nil
+	s.mu.Unlock()
+	var err error
+	for _, old := range done {
+		if serr := old.Sync(); serr != nil && err == nil {
+			err = serr
+		}
+		old.Close()
+	}
+	if serr := f.Sync(); serr != nil && !errors.Is(serr, os.ErrClosed) && err == nil {
+		err = serr
+	}
+	return err
 }
 
 // Read returns up to max records (and about maxBytes) from the
@@ -329,10 +346,13 @@ func readSeg(path string, off, stop int64, max, maxBytes int) ([][]byte, int64, 
 
 // Ack records that everything before p is stored, and deletes the
 // segments wholly before it.
+// Only one goroutine (the shipper) acknowledges; the file work runs
+// outside the lock, so appends never wait for it.
 func (s *spool) Ack(p pos) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if !s.acked.less(p) {
+	ahead := s.acked.less(p)
+	s.mu.Unlock()
+	if !ahead {
 		return nil
 	}
 	b, _ := json.Marshal(p)
@@ -343,14 +363,20 @@ func (s *spool) Ack(p pos) error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "acked")); err != nil {
 		return fmt.Errorf("central log spool: %w", err)
 	}
+	var drop []uint64
+	s.mu.Lock()
 	s.acked = p
 	for n := range s.segs {
 		if n < p.Seg {
-			_ = os.Remove(filepath.Join(s.dir, segName(n)))
+			drop = append(drop, n)
 			delete(s.segs, n)
 		}
 	}
 	s.recount()
+	s.mu.Unlock()
+	for _, n := range drop {
+		_ = os.Remove(filepath.Join(s.dir, segName(n)))
+	}
 	return nil
 }
 
@@ -371,6 +397,11 @@ func (s *spool) Close() error {
 		return nil
 	}
 	s.closed = true
+	for _, old := range s.finished {
+		_ = old.Sync()
+		old.Close()
+	}
+	s.finished = nil
 	err := s.f.Sync()
 	if cerr := s.f.Close(); err == nil {
 		err = cerr

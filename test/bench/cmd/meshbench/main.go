@@ -314,8 +314,10 @@ func main() {
 		benchProxy(buildMeshgw())
 	case "failover":
 		benchFailover(buildMeshgw())
+	case "centrallog": // the central log on vs off (centrallog.go)
+		benchCentralLog(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|centrallog")
 	}
 	_ = context.Background
 }
