@@ -31,10 +31,14 @@
 // cluster (ShardID("meshgw/log/"+cluster)), on the same dragonboat
 // NodeHost as the state group but with its own log, elections and
 // on-disk state machine (logSM, pebble in Dir/store-<replica>): the state
-// group's writes never queue behind log traffic. The state machine keeps
-// entries in commit order (key e+seq) and an index by entry ID (i+id):
-// an entry whose ID is stored is skipped, so the shipper's retries (at
-// least once) never show as duplicates. Queries are linearizable reads
+// group's writes never queue behind log traffic. A shipped batch is
+// binary (encodeBatch: the spool's records with their positions) and the
+// logger proposes it as it is, snappy-compressed by dragonboat; the state
+// machine stores the new records of one batch as one chunk (key c+seq of
+// its first entry), so storing costs one pebble write per batch, and it
+// keeps per spool (node and spool incarnation) the highest position
+// stored: a resent record is skipped, so the shipper's retries (at least
+// once) never show as duplicates. Queries are linearizable reads
 // (ReadIndex) of a local replica, or go to the active logger from a node
 // without one.
 //
@@ -57,8 +61,9 @@
 //     log shard's voters' Raft logs (fsynced by dragonboat). Killing the
 //     logger at any point before that reply leaves the entry in the
 //     spool; the shipper resends it to the next logger. Killing it after
-//     the commit but before the reply also resends it: the ID index
-//     drops the copy.
+//     the commit but before the reply also resends it: its spool
+//     position is at or below the one stored for its spool, so the copy
+//     is dropped.
 //   - Killing the serving node after it answered: the entry is in its
 //     spool file (write(2) returned before the handler did); on restart
 //     the spool is reopened at its acknowledged position and shipped.
@@ -75,11 +80,10 @@
 // # Retention
 //
 // The active logger proposes a trim every RetentionEvery: the oldest
-// entries go while one is older than Retention.MaxAge or more than
-// MaxCount / MaxBytes are stored. The trim runs in the state machine, so
-// every replica drops the same entries. An entry's ID leaves the dedup
-// index with it: a copy resent after its original was trimmed would be
-// stored again (a spool older than the retention).
+// chunks go while the newest entry of one is older than Retention.MaxAge
+// or more than MaxCount / MaxBytes are stored (a chunk is one shipped
+// batch, at most BatchEntries). The trim runs in the state machine, so
+// every replica drops the same entries.
 //
 // # Syslog
 //

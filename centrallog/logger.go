@@ -64,12 +64,11 @@ func (s *Service) RunLogger(ctx context.Context, put Put) error {
 
 func (s *Service) trim(ctx context.Context) error {
 	r := s.cfg.Retention
-	cmd := command{Op: opTrim, MaxCount: r.MaxCount, MaxBytes: r.MaxBytes}
+	cmd := command{MaxCount: r.MaxCount, MaxBytes: r.MaxBytes}
 	if r.MaxAge > 0 {
 		cmd.Before = time.Now().Add(-r.MaxAge).UTC()
 	}
-	b, _ := json.Marshal(cmd)
-	n, err := s.propose(ctx, b)
+	n, err := s.propose(ctx, encodeCommand(cmdTrim, cmd))
 	if err == nil && n > 0 {
 		s.log.Debug().Uint64("entries", n).Msg("central log retention dropped entries")
 	}

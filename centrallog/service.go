@@ -299,15 +299,6 @@ func (s *Service) syncLoop() {
 	}
 }
 
-type shipReq struct {
-	Cluster string            `json:"cluster"`
-	Entries []json.RawMessage `json:"entries"`
-}
-
-type shipResp struct {
-	Stored int `json:"stored"`
-}
-
 // shipLoop sends the spool's entries, oldest first, to the active logger
 // and advances the spool past a batch only once the logger answered that
 // the log shard committed it.
@@ -348,17 +339,12 @@ func (s *Service) shipLoop() {
 				continue
 			}
 		}
-		raw := make([]json.RawMessage, len(recs))
-		for i, r := range recs {
-			raw[i] = r
-		}
-		body, _ := json.Marshal(shipReq{Cluster: s.cfg.Cluster, Entries: raw})
-		var resp []byte
+		body := encodeBatch(s.cfg.Cluster, s.cfg.NodeName+"/"+s.spool.id, recs)
 		if target.Name == s.cfg.NodeName {
-			resp, err = s.ingest(ctx, body)
+			_, err = s.ingest(ctx, body)
 		} else {
 			cctx, ccancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
-			resp, err = s.rpc.Call(cctx, target.RPCAddr, MethodShip, body)
+			_, err = s.rpc.Call(cctx, target.RPCAddr, MethodShip, body)
 			ccancel()
 		}
 		if err != nil {
@@ -370,7 +356,6 @@ func (s *Service) shipLoop() {
 			backoff = min(2*backoff, time.Second)
 			continue
 		}
-		_ = resp
 		backoff = 50 * time.Millisecond
 		if err := s.spool.Ack(next); err != nil {
 			s.log.Error().Err(err).Msg("central log spool: acknowledgement not saved")
@@ -404,19 +389,19 @@ func (s *Service) ingest(ctx context.Context, body []byte) ([]byte, error) {
 	if !s.active.Load() {
 		return nil, transport.Errorf(codeNotActive, "%s is not the active central logger of cluster %s", s.cfg.NodeName, s.cfg.Cluster)
 	}
-	var req shipReq
-	if err := json.Unmarshal(body, &req); err != nil || req.Cluster != s.cfg.Cluster {
+	cluster, _, recs, err := decodeBatch(body)
+	if err != nil || cluster != s.cfg.Cluster {
 		return nil, transport.Errorf("bad_request", "central log batch: not a batch for cluster %s", s.cfg.Cluster)
 	}
-	if len(req.Entries) == 0 {
-		return json.Marshal(shipResp{})
+	if len(recs) == 0 {
+		return []byte("0"), nil
 	}
-	cmd, _ := json.Marshal(command{Op: opAppend, Entries: req.Entries})
-	res, err := s.propose(ctx, cmd)
+	// The batch is proposed as it is: the state machine reads it.
+	n, err := s.propose(ctx, body)
 	if err != nil {
 		return nil, err
 	}
-	return json.Marshal(shipResp{Stored: int(res)})
+	return strconv.AppendUint(nil, n, 10), nil
 }
 
 // propose commits cmd to the log shard, retrying temporary errors until
@@ -541,7 +526,8 @@ func (s *Service) startReplica(rid uint64, initial map[uint64]string, join bool)
 		ReplicaID: rid, ShardID: s.shard,
 		ElectionRTT: s.cfg.ElectionRTT, HeartbeatRTT: s.cfg.HeartbeatRTT,
 		CheckQuorum: true, PreVote: true,
-		SnapshotEntries: 5000, CompactionOverhead: 500,
+		EntryCompressionType: config.Snappy, // entries are JSON: several times smaller
+		SnapshotEntries:      5000, CompactionOverhead: 500,
 	}
 	if err := nh.StartOnDiskReplica(members, join, create, cfg); err != nil {
 		if errors.Is(err, dragonboat.ErrShardAlreadyExist) {

@@ -15,19 +15,22 @@ import (
 
 // Keys of the log shard's pebble database.
 var (
-	keyMeta     = []byte("m")
-	prefixEntry = []byte("e") // e + seq (8 bytes, big endian) → entry JSON
-	prefixID    = []byte("i") // i + entry id → seq
+	keyMeta = []byte("m")
+	// c + seq (8 bytes, big endian) → a chunk: the entries one append
+	// stored, the first of them numbered seq.
+	prefixChunk = byte('c')
+	// h + source → the highest spool position stored from that spool.
+	prefixSource = byte('h')
 )
 
-func entryKey(seq uint64) []byte {
+func chunkKey(seq uint64) []byte {
 	k := make([]byte, 9)
-	k[0] = 'e'
+	k[0] = prefixChunk
 	binary.BigEndian.PutUint64(k[1:], seq)
 	return k
 }
 
-func idKey(id string) []byte { return append([]byte{'i'}, id...) }
+func sourceKey(src string) []byte { return append([]byte{prefixSource}, src...) }
 
 // meta is the log shard's bookkeeping, written with every update.
 type meta struct {
@@ -41,18 +44,11 @@ type meta struct {
 	Syslog uint64 `json:"syslog"`
 }
 
-// Commands proposed to the log shard.
-const (
-	opAppend = "append"
-	opTrim   = "trim"
-	opSyslog = "syslog"
-)
-
+// command is a trim or syslog proposal (after its kind byte).
 type command struct {
-	Op      string            `json:"op"`
-	Entries []json.RawMessage `json:"entries,omitempty"`
-	// Trim: drop the oldest entries while one is older than Before, or
-	// more than MaxCount / MaxBytes are stored (0: no bound).
+	// Trim: drop the oldest chunks while the newest entry of one is
+	// older than Before, or more than MaxCount / MaxBytes are stored
+	// (0: no bound).
 	Before   time.Time `json:"before,omitzero"`
 	MaxCount uint64    `json:"max_count,omitempty"`
 	MaxBytes uint64    `json:"max_bytes,omitempty"`
@@ -60,14 +56,21 @@ type command struct {
 	Syslog uint64 `json:"syslog,omitempty"`
 }
 
-// entryHead is what the state machine reads of an entry.
-type entryHead struct {
-	ID   string    `json:"id"`
+func encodeCommand(kind byte, c command) []byte {
+	b, _ := json.Marshal(c)
+	return append([]byte{kind}, b...)
+}
+
+// entryTime is what the state machine reads of an entry (for trims).
+type entryTime struct {
 	Time time.Time `json:"time"`
 }
 
 // logSM is the log shard's on-disk state machine: entries in pebble, in
-// the order the shard applied them, each ID once.
+// the order the shard applied them, in chunks of one shipped batch each;
+// a record a spool had already shipped (its position at or below the
+// highest stored from that spool) is skipped, so a resent batch adds only
+// what is new.
 type logSM struct {
 	dir string
 	db  *pebble.DB
@@ -111,6 +114,21 @@ func (s *logSM) meta() (meta, error) {
 	return m, nil
 }
 
+func (s *logSM) sourcePos(src string) (uint64, error) {
+	v, c, err := s.db.Get(sourceKey(src))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("central log store: %w", err)
+	}
+	defer c.Close()
+	if len(v) != 8 {
+		return 0, errors.New("central log store: corrupt source position")
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
 func (s *logSM) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	m, err := s.meta()
 	if err != nil {
@@ -118,48 +136,61 @@ func (s *logSM) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
-	seen := map[string]bool{}
+	sources := map[string]uint64{} // positions written in this call
 	for i := range ents {
-		var cmd command
-		if err := json.Unmarshal(ents[i].Cmd, &cmd); err != nil {
-			// A command this version cannot read changes nothing; the
-			// proposer sees result 0.
+		var added uint64
+		cmd := ents[i].Cmd
+		if len(cmd) == 0 {
 			m.Applied = ents[i].Index
 			continue
 		}
-		var added uint64
-		switch cmd.Op {
-		case opAppend:
-			for _, raw := range cmd.Entries {
-				var h entryHead
-				if json.Unmarshal(raw, &h) != nil || h.ID == "" || seen[h.ID] {
-					continue
-				}
-				seen[h.ID] = true
-				if _, c, err := s.db.Get(idKey(h.ID)); err == nil {
-					c.Close()
-					continue
-				} else if !errors.Is(err, pebble.ErrNotFound) {
-					return nil, fmt.Errorf("central log store: %w", err)
-				}
-				var sv [8]byte
-				binary.BigEndian.PutUint64(sv[:], m.Next)
-				_ = b.Set(entryKey(m.Next), raw, nil)
-				_ = b.Set(idKey(h.ID), sv[:], nil)
-				m.Next++
-				m.Count++
-				m.Bytes += uint64(len(raw))
-				added++
+		switch cmd[0] {
+		case cmdAppend:
+			_, src, recs, err := decodeBatch(cmd)
+			if err != nil {
+				break // changes nothing; the proposer sees 0
 			}
-		case opTrim:
-			n, err := s.trim(b, &m, cmd)
+			hw, ok := sources[src]
+			if !ok {
+				if hw, err = s.sourcePos(src); err != nil {
+					return nil, err
+				}
+			}
+			fresh := recs[:0:0]
+			for _, r := range recs {
+				if r.Pos > hw {
+					fresh = append(fresh, r)
+					hw = r.Pos
+				}
+			}
+			if len(fresh) == 0 {
+				break
+			}
+			_ = b.Set(chunkKey(m.Next), encodeChunk(fresh), nil)
+			var pv [8]byte
+			binary.BigEndian.PutUint64(pv[:], hw)
+			_ = b.Set(sourceKey(src), pv[:], nil)
+			sources[src] = hw
+			for _, r := range fresh {
+				m.Bytes += uint64(len(r.Data))
+			}
+			added = uint64(len(fresh))
+			m.Next += added
+			m.Count += added
+		case cmdTrim:
+			var c command
+			if json.Unmarshal(cmd[1:], &c) != nil {
+				break
+			}
+			n, err := s.trim(b, &m, c)
 			if err != nil {
 				return nil, err
 			}
 			added = n
-		case opSyslog:
-			if cmd.Syslog > m.Syslog {
-				m.Syslog = cmd.Syslog
+		case cmdSyslog:
+			var c command
+			if json.Unmarshal(cmd[1:], &c) == nil && c.Syslog > m.Syslog {
+				m.Syslog = c.Syslog
 			}
 		}
 		m.Applied = ents[i].Index
@@ -173,33 +204,36 @@ func (s *logSM) Update(ents []sm.Entry) ([]sm.Entry, error) {
 	return ents, nil
 }
 
-// trim drops entries from the head (within batch b, whose own writes it
-// cannot see: it reads the db, which holds everything before this update
-// call; entries appended in the same call are never the oldest unless
-// the store was empty, and those are trimmed by the next pass).
+// trim drops chunks from the head. It reads the db, which holds
+// everything before this update call (chunks appended in the same call
+// are trimmed by the next pass).
 func (s *logSM) trim(b *pebble.Batch, m *meta, cmd command) (uint64, error) {
-	it := s.db.NewIter(&pebble.IterOptions{LowerBound: entryKey(m.Head), UpperBound: entryKey(m.Next)})
+	it := s.db.NewIter(&pebble.IterOptions{LowerBound: chunkKey(0), UpperBound: []byte{prefixChunk + 1}})
 	defer it.Close()
-	var n uint64
+	var dropped uint64
 	for ok := it.First(); ok; ok = it.Next() {
+		ents, err := decodeChunk(it.Value())
+		if err != nil || len(ents) == 0 {
+			return dropped, err
+		}
 		over := (cmd.MaxCount > 0 && m.Count > cmd.MaxCount) || (cmd.MaxBytes > 0 && m.Bytes > cmd.MaxBytes)
-		var h entryHead
-		_ = json.Unmarshal(it.Value(), &h)
-		old := !cmd.Before.IsZero() && h.Time.Before(cmd.Before)
+		var t entryTime
+		_ = json.Unmarshal(ents[len(ents)-1], &t)
+		old := !cmd.Before.IsZero() && t.Time.Before(cmd.Before)
 		if !over && !old {
 			break
 		}
-		seq := binary.BigEndian.Uint64(it.Key()[1:])
-		_ = b.Delete(entryKey(seq), nil)
-		if h.ID != "" {
-			_ = b.Delete(idKey(h.ID), nil)
+		first := binary.BigEndian.Uint64(it.Key()[1:])
+		_ = b.Delete(chunkKey(first), nil)
+		for _, e := range ents {
+			m.Bytes -= min(m.Bytes, uint64(len(e)))
 		}
-		m.Count--
-		m.Bytes -= min(m.Bytes, uint64(len(it.Value())))
-		m.Head = seq + 1
-		n++
+		n := uint64(len(ents))
+		m.Count -= min(m.Count, n)
+		m.Head = first + n
+		dropped += n
 	}
-	return n, it.Error()
+	return dropped, it.Error()
 }
 
 // Lookup answers a scan (see scan) or a statsQuery.
@@ -244,24 +278,52 @@ func (s *logSM) scan(q *scan) (scanResult, error) {
 	if err != nil {
 		return scanResult{}, err
 	}
-	lo := entryKey(q.After + 1)
-	it := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: []byte{'e' + 1}})
+	it := s.db.NewIter(&pebble.IterOptions{LowerBound: chunkKey(0), UpperBound: []byte{prefixChunk + 1}})
 	defer it.Close()
-	var out []Stored
-	ok := it.First()
+	var ok bool
 	if q.Reverse {
 		ok = it.Last()
+	} else if ok = it.SeekLT(chunkKey(q.After + 2)); !ok {
+		ok = it.First() // every chunk starts after the cursor
 	}
-	for ; ok && (q.Limit <= 0 || len(out) < q.Limit); ok = step(it, q.Reverse) {
+	var out []Stored
+	full := func() bool { return q.Limit > 0 && len(out) >= q.Limit }
+	// visit reports false to end the walk.
+	visit := func(seq uint64, raw []byte) bool {
+		if seq <= q.After {
+			return !q.Reverse // forward: not there yet; reverse: done
+		}
 		var e Entry
-		if err := json.Unmarshal(it.Value(), &e); err != nil {
-			continue
+		if json.Unmarshal(raw, &e) != nil {
+			return true
 		}
 		if q.Stop != nil && q.Stop(e) {
-			break
+			return false
 		}
 		if q.Match == nil || q.Match(e) {
-			out = append(out, Stored{Seq: binary.BigEndian.Uint64(it.Key()[1:]), Entry: e})
+			out = append(out, Stored{Seq: seq, Entry: e})
+		}
+		return !full()
+	}
+walk:
+	for ; ok; ok = step(it, q.Reverse) {
+		ents, err := decodeChunk(it.Value())
+		if err != nil {
+			return scanResult{}, err
+		}
+		first := binary.BigEndian.Uint64(it.Key()[1:])
+		if q.Reverse {
+			for i := len(ents) - 1; i >= 0; i-- {
+				if !visit(first+uint64(i), ents[i]) {
+					break walk
+				}
+			}
+		} else {
+			for i := range ents {
+				if !visit(first+uint64(i), ents[i]) {
+					break walk
+				}
+			}
 		}
 	}
 	return scanResult{Entries: out, Last: m.Next - 1}, it.Error()

@@ -35,6 +35,16 @@ type pos struct {
 
 func (p pos) less(q pos) bool { return p.Seg < q.Seg || (p.Seg == q.Seg && p.Off < q.Off) }
 
+// key is the position as one number that grows with it (offsets stay
+// below 2^32: a segment ends past segmentBytes by at most one record).
+func (p pos) key() uint64 { return p.Seg<<32 | uint64(p.Off) }
+
+// record is one spooled entry and its position.
+type record struct {
+	Pos  uint64 // pos.key()
+	Data []byte
+}
+
 // spool is the serving node's durable buffer of entries not yet
 // acknowledged by the central store: append-only segment files of
 // length- and CRC-framed records, plus the acknowledged position. One
@@ -42,6 +52,9 @@ func (p pos) less(q pos) bool { return p.Seg < q.Seg || (p.Seg == q.Seg && p.Off
 // kernel (and survives a kill -9 of the process) when Append returns;
 // fsync runs every syncEvery appends' worth of time, see Config.
 type spool struct {
+	// id names this spool's incarnation (a fresh one for a fresh
+	// directory): positions are unique within it.
+	id       string
 	dir      string
 	maxBytes int64
 
@@ -84,6 +97,14 @@ func openSpool(dir string, maxBytes int64) (*spool, error) {
 		}
 	}
 	sort.Slice(nums, func(i, j int) bool { return nums[i] < nums[j] })
+	if b, err := os.ReadFile(filepath.Join(dir, "incarnation")); err == nil && len(b) > 0 {
+		s.id = strings.TrimSpace(string(b))
+	} else {
+		s.id = NewID()[:16]
+		if err := os.WriteFile(filepath.Join(dir, "incarnation"), []byte(s.id+"\n"), 0o600); err != nil {
+			return nil, fmt.Errorf("central log spool: %w", err)
+		}
+	}
 	if b, err := os.ReadFile(filepath.Join(dir, "acked")); err == nil {
 		if err := json.Unmarshal(b, &s.acked); err != nil {
 			return nil, fmt.Errorf("central log spool: %s: %w", filepath.Join(dir, "acked"), err)
@@ -260,11 +281,11 @@ func (s *spool) Sync() error {
 
 // Read returns up to max records (and about maxBytes) from the
 // acknowledged position, and the position after the last one.
-func (s *spool) Read(max int, maxBytes int) ([][]byte, pos, error) {
+func (s *spool) Read(max int, maxBytes int) ([]record, pos, error) {
 	s.mu.Lock()
 	from, end := s.acked, s.wpos
 	s.mu.Unlock()
-	var out [][]byte
+	var out []record
 	size := 0
 	for len(out) < max && size < maxBytes && from.less(end) {
 		if from.Seg < end.Seg {
@@ -280,12 +301,12 @@ func (s *spool) Read(max int, maxBytes int) ([][]byte, pos, error) {
 		if from.Seg == end.Seg {
 			stop = end.Off
 		}
-		recs, next, err := readSeg(filepath.Join(s.dir, segName(from.Seg)), from.Off, stop, max-len(out), maxBytes-size)
+		recs, next, err := readSeg(filepath.Join(s.dir, segName(from.Seg)), from, stop, max-len(out), maxBytes-size)
 		if err != nil {
 			return nil, from, err
 		}
 		for _, r := range recs {
-			size += len(r)
+			size += len(r.Data)
 		}
 		out = append(out, recs...)
 		if next == from.Off { // nothing more in this segment
@@ -302,7 +323,8 @@ func (s *spool) Read(max int, maxBytes int) ([][]byte, pos, error) {
 
 // readSeg reads records of one segment from off, not past stop (-1: the
 // file's end).
-func readSeg(path string, off, stop int64, max, maxBytes int) ([][]byte, int64, error) {
+func readSeg(path string, at pos, stop int64, max, maxBytes int) ([]record, int64, error) {
+	off := at.Off
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, off, nil
@@ -319,7 +341,7 @@ func readSeg(path string, off, stop int64, max, maxBytes int) ([][]byte, int64, 
 	if stop >= 0 {
 		limit = min(limit, stop)
 	}
-	var out [][]byte
+	var out []record
 	size := 0
 	hdr := make([]byte, recHeader)
 	for off+recHeader <= limit && len(out) < max && size < maxBytes {
@@ -337,7 +359,7 @@ func readSeg(path string, off, stop int64, max, maxBytes int) ([][]byte, int64, 
 		if crc32.Checksum(buf, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
 			return nil, off, fmt.Errorf("central log spool: %s: bad checksum at offset %d", path, off)
 		}
-		out = append(out, buf)
+		out = append(out, record{Pos: pos{Seg: at.Seg, Off: off}.key(), Data: buf})
 		size += int(n)
 		off += recHeader + n
 	}

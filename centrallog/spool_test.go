@@ -2,11 +2,11 @@ package centrallog
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,8 +25,8 @@ func TestSpoolAppendReadAckReopen(t *testing.T) {
 		}
 	}
 	recs, next, err := s.Read(4, 1<<20)
-	if err != nil || len(recs) != 4 || string(recs[0]) != `{"id":"0"}` {
-		t.Fatalf("read: %d %q %v", len(recs), recs, err)
+	if err != nil || len(recs) != 4 || string(recs[0].Data) != `{"id":"0"}` {
+		t.Fatalf("read: %d %v %v", len(recs), recs, err)
 	}
 	if err := s.Ack(next); err != nil {
 		t.Fatal(err)
@@ -42,15 +42,15 @@ func TestSpoolAppendReadAckReopen(t *testing.T) {
 	}
 	defer s.Close()
 	recs, _, err = s.Read(100, 1<<20)
-	if err != nil || len(recs) != 6 || string(recs[0]) != `{"id":"4"}` {
-		t.Fatalf("after reopen: %d %q %v", len(recs), recs, err)
+	if err != nil || len(recs) != 6 || string(recs[0].Data) != `{"id":"4"}` {
+		t.Fatalf("after reopen: %d %v %v", len(recs), recs, err)
 	}
 	if err := s.Append([]byte(`{"id":"10"}`)); err != nil {
 		t.Fatal(err)
 	}
 	recs, _, _ = s.Read(100, 1<<20)
-	if len(recs) != 7 || string(recs[6]) != `{"id":"10"}` {
-		t.Fatalf("append after a torn tail: %q", recs)
+	if len(recs) != 7 || string(recs[6].Data) != `{"id":"10"}` {
+		t.Fatalf("append after a torn tail: %v", recs)
 	}
 }
 
@@ -105,14 +105,24 @@ func TestSpoolRotatesBoundsAndDeletes(t *testing.T) {
 	}
 }
 
-func appendCmd(t *testing.T, ids ...string) []byte {
-	var raw []json.RawMessage
-	for _, id := range ids {
-		b, _ := encode(Entry{ID: id, Time: time.Unix(1000, 0).UTC(), Kind: KindHTTP, Service: "s", Status: 200})
-		raw = append(raw, b)
+// appendCmd is a batch from spool src with records at the given positions
+// (entry id = src + position).
+func appendCmd(src string, at ...uint64) []byte {
+	var recs []record
+	for _, p := range at {
+		b, _ := encode(Entry{ID: fmt.Sprintf("%s%d", src, p), Time: time.Unix(1000+int64(p), 0).UTC(), Kind: KindHTTP, Service: "s", Status: 200})
+		recs = append(recs, record{Pos: p, Data: b})
 	}
-	b, _ := json.Marshal(command{Op: opAppend, Entries: raw})
-	return b
+	return encodeBatch("c", src, recs)
+}
+
+func ids(t *testing.T, v interface{}) string {
+	t.Helper()
+	var out []string
+	for _, st := range v.(scanResult).Entries {
+		out = append(out, fmt.Sprintf("%d:%s", st.Seq, st.Entry.ID))
+	}
+	return strings.Join(out, " ")
 }
 
 func TestStateMachineDedupTrimSnapshot(t *testing.T) {
@@ -121,28 +131,41 @@ func TestStateMachineDedupTrimSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	res, err := s.Update([]sm.Entry{{Index: 1, Cmd: appendCmd(t, "a", "b", "a")}, {Index: 2, Cmd: appendCmd(t, "b", "c")}})
-	if err != nil || res[0].Result.Value != 2 || res[1].Result.Value != 1 {
+	// A resent batch (positions 1, 2 again, with 3 new) adds only 3; the
+	// same position from another spool is another entry.
+	res, err := s.Update([]sm.Entry{{Index: 1, Cmd: appendCmd("a", 1, 2)}, {Index: 2, Cmd: appendCmd("a", 1, 2, 3)},
+		{Index: 3, Cmd: appendCmd("b", 1)}, {Index: 4, Cmd: []byte("Agarbage")}})
+	if err != nil || res[0].Result.Value != 2 || res[1].Result.Value != 1 || res[2].Result.Value != 1 || res[3].Result.Value != 0 {
 		t.Fatalf("appends: %+v %v", res, err)
 	}
+	if res, _ := s.Update([]sm.Entry{{Index: 5, Cmd: appendCmd("a", 3)}}); res[0].Result.Value != 0 {
+		t.Fatalf("a resend in a later update: %+v", res)
+	}
 	m, _ := s.meta()
-	if m.Applied != 2 || m.Count != 3 {
+	if m.Applied != 5 || m.Count != 4 || m.Next != 5 {
 		t.Fatalf("meta %+v", m)
 	}
-	trim, _ := json.Marshal(command{Op: opTrim, MaxCount: 2})
-	if res, err := s.Update([]sm.Entry{{Index: 3, Cmd: trim}}); err != nil || res[0].Result.Value != 1 {
+	v, _ := s.Lookup(&scan{})
+	if got := ids(t, v); got != "1:a1 2:a2 3:a3 4:b1" {
+		t.Fatalf("scan: %s", got)
+	}
+	v, _ = s.Lookup(&scan{After: 1, Limit: 2})
+	if got := ids(t, v); got != "2:a2 3:a3" {
+		t.Fatalf("scan after 1: %s", got)
+	}
+	v, _ = s.Lookup(&scan{After: 2, Reverse: true, Limit: 5})
+	if got := ids(t, v); got != "4:b1 3:a3" {
+		t.Fatalf("reverse scan after 2: %s", got)
+	}
+	// Retention drops whole chunks from the head: a1 a2 go (count 4 > 3).
+	if res, err := s.Update([]sm.Entry{{Index: 6, Cmd: encodeCommand(cmdTrim, command{MaxCount: 3})}}); err != nil || res[0].Result.Value != 2 {
 		t.Fatalf("trim: %+v %v", res, err)
 	}
-	v, err := s.Lookup(&scan{})
-	if err != nil {
-		t.Fatal(err)
+	if res, _ := s.Update([]sm.Entry{{Index: 7, Cmd: encodeCommand(cmdTrim, command{Before: time.Unix(1002, 0)})}}); res[0].Result.Value != 0 {
+		t.Fatalf("age trim of newer chunks: %+v", res)
 	}
-	if got := v.(scanResult).Entries; len(got) != 2 || got[0].Entry.ID != "b" || got[1].Entry.ID != "c" || got[0].Seq != 2 {
-		t.Fatalf("after trim: %+v", got)
-	}
-	// "a" was trimmed, so its ID may come back; "b" is still deduplicated.
-	if res, _ := s.Update([]sm.Entry{{Index: 4, Cmd: appendCmd(t, "b", "d")}}); res[0].Result.Value != 1 {
-		t.Fatalf("dedup after trim: %+v", res)
+	if res, _ := s.Update([]sm.Entry{{Index: 8, Cmd: encodeCommand(cmdSyslog, command{Syslog: 3})}}); res[0].Result.Value != 0 {
+		t.Fatalf("syslog: %+v", res)
 	}
 	ctx, _ := s.PrepareSnapshot()
 	var buf bytes.Buffer
@@ -154,17 +177,36 @@ func TestStateMachineDedupTrimSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	r.Update([]sm.Entry{{Index: 1, Cmd: appendCmd(t, "zzz")}})
+	r.Update([]sm.Entry{{Index: 1, Cmd: appendCmd("zzz", 1)}})
 	if err := r.RecoverFromSnapshot(&buf, nil); err != nil {
 		t.Fatal(err)
 	}
-	v, _ = r.Lookup(&scan{Reverse: true, Limit: 2})
-	if got := v.(scanResult).Entries; len(got) != 2 || got[0].Entry.ID != "d" || got[1].Entry.ID != "c" {
-		t.Fatalf("restored: %+v", got)
+	v, _ = r.Lookup(&scan{Reverse: true, Limit: 5})
+	if got := ids(t, v); got != "4:b1 3:a3" {
+		t.Fatalf("restored: %s", got)
 	}
 	rm, _ := r.meta()
-	if rm != (meta{Applied: 4, Next: 5, Head: 2, Count: 3, Bytes: rm.Bytes}) {
+	if rm != (meta{Applied: 8, Next: 5, Head: 3, Count: 2, Bytes: rm.Bytes, Syslog: 3}) || rm.Bytes == 0 {
 		t.Fatalf("restored meta %+v", rm)
+	}
+	// The restored source positions still deduplicate.
+	if res, _ := r.Update([]sm.Entry{{Index: 9, Cmd: appendCmd("a", 3, 4)}}); res[0].Result.Value != 1 {
+		t.Fatalf("dedup after restore: %+v", res)
+	}
+}
+
+func TestBatchDecodingIsBounded(t *testing.T) {
+	b := appendCmd("src", 1, 2)
+	if c, src, recs, err := decodeBatch(b); err != nil || c != "c" || src != "src" || len(recs) != 2 || recs[1].Pos != 2 {
+		t.Fatalf("decode: %q %q %v %v", c, src, recs, err)
+	}
+	for i := 0; i < len(b); i++ {
+		if _, _, _, err := decodeBatch(b[:i]); err == nil {
+			t.Fatalf("a batch cut at %d decoded", i)
+		}
+	}
+	if _, err := decodeChunk([]byte{0, 0, 0, 9, 0}); err == nil {
+		t.Fatal("corrupt chunk decoded")
 	}
 }
 

@@ -84,8 +84,7 @@ func (f *forwarder) run(ctx context.Context) {
 		}
 		backoff = 100 * time.Millisecond
 		pos = batch[len(batch)-1].Seq
-		b, _ := json.Marshal(command{Op: opSyslog, Syslog: pos})
-		if _, err := s.propose(ctx, b); err != nil && ctx.Err() == nil {
+		if _, err := s.propose(ctx, encodeCommand(cmdSyslog, command{Syslog: pos})); err != nil && ctx.Err() == nil {
 			s.log.Debug().Err(err).Msg("syslog position not stored; a new logger may resend")
 		}
 	}
