@@ -49,6 +49,10 @@ type Config struct {
 	SpoolSync time.Duration
 	// BatchEntries and BatchBytes bound one shipped batch.
 	BatchEntries, BatchBytes int
+	// ShipDelay is how long the shipper lets entries gather before it
+	// sends a batch that is not full: fewer, larger proposals to the log
+	// shard for at most this much more delay before an entry is stored.
+	ShipDelay time.Duration
 	// Retention bounds the store (enforced by the active logger).
 	Retention Retention
 	// RetentionEvery is the period of the retention pass.
@@ -77,6 +81,7 @@ func DefaultConfig() Config {
 		SpoolSync:      time.Second,
 		BatchEntries:   2000,
 		BatchBytes:     1 << 20,
+		ShipDelay:      50 * time.Millisecond,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxCount: 1_000_000, MaxBytes: 1 << 30},
 		RetentionEvery: 10 * time.Second,
 		ElectionRTT:    10,
@@ -92,8 +97,8 @@ func (c Config) Validate() error {
 		return errors.New("central log: NodeName, Cluster and Dir are required")
 	case c.SpoolBytes < 1<<20:
 		return fmt.Errorf("central log: the spool bound must be at least 1 MiB, got %d bytes", c.SpoolBytes)
-	case c.SpoolSync <= 0 || c.RetentionEvery <= 0 || c.OpTimeout <= 0:
-		return errors.New("central log: SpoolSync, RetentionEvery and OpTimeout must be positive")
+	case c.SpoolSync <= 0 || c.RetentionEvery <= 0 || c.OpTimeout <= 0 || c.ShipDelay < 0:
+		return errors.New("central log: SpoolSync, RetentionEvery and OpTimeout must be positive, ShipDelay not negative")
 	case c.BatchEntries < 1 || c.BatchBytes < MaxEntryBytes:
 		return fmt.Errorf("central log: a batch must allow 1 entry and %d bytes", MaxEntryBytes)
 	case c.Retention.MaxAge < 0:
@@ -323,7 +328,7 @@ func (s *Service) shipLoop() {
 			select {
 			case <-ctx.Done():
 			case <-s.spool.Notify():
-				s.sleep(ctx, 20*time.Millisecond) // let a batch gather
+				s.sleep(ctx, s.cfg.ShipDelay) // let a batch gather
 			case <-idle.C:
 			}
 			continue
@@ -361,6 +366,9 @@ func (s *Service) shipLoop() {
 			s.log.Error().Err(err).Msg("central log spool: acknowledgement not saved")
 		}
 		s.shipped.Add(uint64(len(recs)))
+		if len(recs) < s.cfg.BatchEntries {
+			s.sleep(ctx, s.cfg.ShipDelay) // let the next batch gather
+		}
 	}
 }
 

@@ -2,6 +2,7 @@ package centrallog
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -236,5 +237,26 @@ func TestQueryMatchAndKPIs(t *testing.T) {
 	k := computeKPIs(st, time.Minute)
 	if len(k) != 2 || k[0].Count != 60 || k[1].Count != 40 || k[0].Errors != 6 || k[0].P50MS != 30 || k[0].P99MS != 60 {
 		t.Fatalf("kpis %+v", k)
+	}
+}
+
+// encode's hand-written JSON decodes to the same entry encoding/json's
+// does, control characters, quotes and invalid UTF-8 included.
+func TestEncodeMatchesEncodingJSON(t *testing.T) {
+	e := Entry{ID: "x", Time: time.Date(2026, 1, 2, 3, 4, 5, 600, time.UTC), Node: "n\"1\\", Cluster: "c", Kind: KindHTTP,
+		Service: "s", Method: "GET", Path: "/svc/s/a b\t\n\x01\u2028é\xff<&>", Status: 502, DurationMS: 1.25,
+		BytesIn: 3, BytesOut: 1 << 40, ClientIP: "::1", TokenAccessor: "acc", ExecutionID: "e"}
+	b, err := encode(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got, want Entry
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("%s: %v", b, err)
+	}
+	std, _ := json.Marshal(e)
+	json.Unmarshal(std, &want)
+	if got != want {
+		t.Fatalf("hand-written %+v\nencoding/json %+v", got, want)
 	}
 }
