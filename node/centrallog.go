@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgw/meshgw/centrallog"
 	"github.com/meshgw/meshgw/consensus/fsm"
@@ -34,6 +35,7 @@ func (a *Agent) newCentralLog() error {
 		return fmt.Errorf("central log: %w", err)
 	}
 	s.Register(a.rpc)
+	a.reg.MustRegister(newClogCollector(s))
 	a.clog = s
 	return nil
 }
@@ -118,4 +120,41 @@ func (m logMesh) GetMeta(ctx context.Context, key string) ([]byte, bool, error) 
 		return nil, ok, err
 	}
 	return it.Value, true, nil
+}
+
+// clogCollector exports the central log's counters of this node.
+type clogCollector struct {
+	s                                 *centrallog.Service
+	dropped, shipped, pending, active *prometheus.Desc
+}
+
+func newClogCollector(s *centrallog.Service) *clogCollector {
+	return &clogCollector{s: s,
+		dropped: prometheus.NewDesc("meshgw_central_log_dropped_total",
+			"Central log entries this node could not spool (spool full or unwritable): they are lost.", nil, nil),
+		shipped: prometheus.NewDesc("meshgw_central_log_shipped_total",
+			"Central log entries this node shipped and the log shard acknowledged.", nil, nil),
+		pending: prometheus.NewDesc("meshgw_central_log_spool_bytes",
+			"Bytes of central log entries spooled on this node, not yet acknowledged.", nil, nil),
+		active: prometheus.NewDesc("meshgw_central_log_active",
+			"1 while this node is the cluster's active central logger.", nil, nil)}
+}
+
+func (c *clogCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.dropped
+	ch <- c.shipped
+	ch <- c.pending
+	ch <- c.active
+}
+
+func (c *clogCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.s.Stats()
+	active := 0.0
+	if st.Active {
+		active = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.dropped, prometheus.CounterValue, float64(st.Dropped))
+	ch <- prometheus.MustNewConstMetric(c.shipped, prometheus.CounterValue, float64(st.Shipped))
+	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.SpoolPending))
+	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, active)
 }
