@@ -243,37 +243,51 @@ func (s *Service) KPIs(ctx context.Context, q KPIQuery) ([]KPI, error) {
 		return out, err
 	}
 	cut := q.Since.Add(-lateSlack)
-	sc := &scan{Reverse: true, Limit: 4 * MaxLimit * 25, Stop: func(e Entry) bool { return e.Time.Before(cut) },
+	var acc kpiAcc
+	// The walk keeps no entry: it adds each to its window as it goes, so
+	// memory is one duration per entry in the range, not the entries.
+	sc := &scan{Reverse: true, Begin: func() { acc = kpiAcc{} }, Stop: func(e Entry) bool { return e.Time.Before(cut) },
 		Match: func(e Entry) bool {
-			return (e.Kind == KindHTTP || e.Kind == KindRun) && (q.Service == "" || e.Service == q.Service) &&
-				!e.Time.Before(q.Since) && e.Time.Before(q.Until)
+			if (e.Kind == KindHTTP || e.Kind == KindRun) && (q.Service == "" || e.Service == q.Service) &&
+				!e.Time.Before(q.Since) && e.Time.Before(q.Until) {
+				acc.add(e, q.Window)
+			}
+			return false
 		}}
-	v, err := s.read(ctx, sc)
-	if err != nil {
+	if _, err := s.read(ctx, sc); err != nil {
 		return nil, err
 	}
-	return computeKPIs(v.(scanResult).Entries, q.Window), nil
+	return acc.result(q.Window), nil
 }
 
-func computeKPIs(entries []Stored, window time.Duration) []KPI {
-	type key struct {
-		svc   string
-		start int64
+type kpiKey struct {
+	svc   string
+	start int64
+}
+
+// kpiAcc sums entries into windows.
+type kpiAcc struct {
+	durs map[kpiKey][]float64
+	errs map[kpiKey]int
+}
+
+func (a *kpiAcc) add(e Entry, window time.Duration) {
+	if a.durs == nil {
+		a.durs, a.errs = map[kpiKey][]float64{}, map[kpiKey]int{}
 	}
-	durs := map[key][]float64{}
-	errs := map[key]int{}
-	for _, st := range entries {
-		k := key{st.Entry.Service, st.Entry.Time.UnixNano() / int64(window) * int64(window)}
-		durs[k] = append(durs[k], st.Entry.DurationMS)
-		if st.Entry.Failed() {
-			errs[k]++
-		}
+	k := kpiKey{e.Service, e.Time.UnixNano() / int64(window) * int64(window)}
+	a.durs[k] = append(a.durs[k], e.DurationMS)
+	if e.Failed() {
+		a.errs[k]++
 	}
-	out := make([]KPI, 0, len(durs))
-	for k, d := range durs {
+}
+
+func (a *kpiAcc) result(window time.Duration) []KPI {
+	out := make([]KPI, 0, len(a.durs))
+	for k, d := range a.durs {
 		sort.Float64s(d)
 		out = append(out, KPI{Service: k.svc, Start: time.Unix(0, k.start).UTC(), Window: window.String(),
-			Count: len(d), Errors: errs[k], P50MS: quantile(d, 0.50), P99MS: quantile(d, 0.99)})
+			Count: len(d), Errors: a.errs[k], P50MS: quantile(d, 0.50), P99MS: quantile(d, 0.99)})
 	}
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Service != out[j].Service {
@@ -282,6 +296,15 @@ func computeKPIs(entries []Stored, window time.Duration) []KPI {
 		return out[i].Start.Before(out[j].Start)
 	})
 	return out
+}
+
+// computeKPIs is KPIs' arithmetic over a list (tests).
+func computeKPIs(entries []Stored, window time.Duration) []KPI {
+	var acc kpiAcc
+	for _, st := range entries {
+		acc.add(st.Entry, window)
+	}
+	return acc.result(window)
 }
 
 // quantile of sorted d (nearest rank).

@@ -264,6 +264,9 @@ type scan struct {
 	Limit   int
 	Match   func(Entry) bool
 	Stop    func(Entry) bool
+	// Begin, when set, is called as the walk starts (a retried read
+	// walks again).
+	Begin func()
 }
 
 // scanResult is a scan's answer: the entries, and the seq of the newest
@@ -277,6 +280,9 @@ func (s *logSM) scan(q *scan) (scanResult, error) {
 	m, err := s.meta()
 	if err != nil {
 		return scanResult{}, err
+	}
+	if q.Begin != nil {
+		q.Begin()
 	}
 	it := s.db.NewIter(&pebble.IterOptions{LowerBound: chunkKey(0), UpperBound: []byte{prefixChunk + 1}})
 	defer it.Close()

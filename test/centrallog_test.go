@@ -33,6 +33,7 @@ type logEntry struct {
 	DurationMS    float64 `json:"duration_ms"`
 	ClientIP      string  `json:"client_ip"`
 	TokenAccessor string  `json:"token_accessor"`
+	ExecutionID   string  `json:"execution_id"`
 }
 
 // authDo sends a request with a token (none when secret is empty) to
@@ -213,6 +214,39 @@ func TestCentralLog(t *testing.T) {
 				}
 			}
 			return fmt.Errorf("no admin entry for the PUT of web by %s through %s: %+v", who.Accessor, c.Nodes[1].Name, es)
+		})
+	})
+
+	t.Run("a run has its entry and the kpis count it", func(t *testing.T) {
+		echo, _ := json.Marshal(map[string]any{"name": "echo", "type": "exec", "command": []string{"echo", "hi"}})
+		if code, b, err := authDo(api(c.Nodes[0]), "PUT", "/v1/services/echo", mgmt, echo); err != nil || code != 200 {
+			t.Fatalf("put echo: %d %s %v", code, b, err)
+		}
+		var run struct {
+			ID string `json:"execution_id"`
+		}
+		if code, b, err := authDo(api(c.Nodes[2]), "POST", "/v1/services/echo/run", mgmt, []byte("{}")); err != nil || code != 200 || json.Unmarshal(b, &run) != nil || run.ID == "" {
+			t.Fatalf("run echo: %d %s %v", code, b, err)
+		}
+		Eventually(t, 20*time.Second, func() error {
+			es, err := logs(c.Nodes[1], "kind=run&service=echo")
+			if err != nil {
+				return err
+			}
+			if len(es) != 1 || es[0].ExecutionID != run.ID || es[0].Status != 200 || es[0].Node != c.Nodes[2].Name {
+				return fmt.Errorf("run entries %+v, want one for execution %s through %s", es, run.ID, c.Nodes[2].Name)
+			}
+			var ks []struct {
+				Service string `json:"service"`
+				Count   int    `json:"count"`
+			}
+			if _, b, err := authDo(api(c.Nodes[1]), "GET", "/v1/kpis?service=echo&window=1h", readTok.Secret, nil); err != nil || json.Unmarshal(b, &ks) != nil {
+				return fmt.Errorf("kpis: %s %v", b, err)
+			}
+			if len(ks) != 1 || ks[0].Count != 1 {
+				return fmt.Errorf("kpis of echo: %+v, want a count of 1", ks)
+			}
+			return nil
 		})
 	})
 
