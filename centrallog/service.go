@@ -278,12 +278,23 @@ type Stats struct {
 	Dropped, Shipped uint64
 	SpoolPending     int64
 	Active           bool
+	Replica          bool // this node holds a replica of the log shard
+	// Voters is the log shard's voter count as this replica knows it (0
+	// without a replica).
+	Voters int
 }
 
 func (s *Service) Stats() Stats {
-	st := Stats{Dropped: s.dropped.Load(), Shipped: s.shipped.Load(), Active: s.active.Load()}
+	st := Stats{Dropped: s.dropped.Load(), Shipped: s.shipped.Load(), Active: s.active.Load(), Replica: s.localReplica() != 0}
 	if s.spool != nil {
 		st.SpoolPending = s.spool.Pending()
+	}
+	if nh := s.mesh.NodeHost(); st.Replica && nh != nil && s.started.Load() {
+		for _, si := range nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}).ShardInfoList {
+			if si.ShardID == s.shard {
+				st.Voters = len(si.Replicas)
+			}
+		}
 	}
 	return st
 }

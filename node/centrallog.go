@@ -126,6 +126,7 @@ func (m logMesh) GetMeta(ctx context.Context, key string) ([]byte, bool, error) 
 type clogCollector struct {
 	s                                 *centrallog.Service
 	dropped, shipped, pending, active *prometheus.Desc
+	replica, voters                   *prometheus.Desc
 }
 
 func newClogCollector(s *centrallog.Service) *clogCollector {
@@ -137,7 +138,11 @@ func newClogCollector(s *centrallog.Service) *clogCollector {
 		pending: prometheus.NewDesc("meshgw_central_log_spool_bytes",
 			"Bytes of central log entries spooled on this node, not yet acknowledged.", nil, nil),
 		active: prometheus.NewDesc("meshgw_central_log_active",
-			"1 while this node is the cluster's active central logger.", nil, nil)}
+			"1 while this node is the cluster's active central logger.", nil, nil),
+		replica: prometheus.NewDesc("meshgw_central_log_replica",
+			"1 while this node holds a replica of the cluster's log shard.", nil, nil),
+		voters: prometheus.NewDesc("meshgw_central_log_voters",
+			"Voters of the log shard as this node's replica knows them (it follows the state group's).", nil, nil)}
 }
 
 func (c *clogCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -145,6 +150,8 @@ func (c *clogCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.shipped
 	ch <- c.pending
 	ch <- c.active
+	ch <- c.replica
+	ch <- c.voters
 }
 
 func (c *clogCollector) Collect(ch chan<- prometheus.Metric) {
@@ -157,4 +164,10 @@ func (c *clogCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.shipped, prometheus.CounterValue, float64(st.Shipped))
 	ch <- prometheus.MustNewConstMetric(c.pending, prometheus.GaugeValue, float64(st.SpoolPending))
 	ch <- prometheus.MustNewConstMetric(c.active, prometheus.GaugeValue, active)
+	replica := 0.0
+	if st.Replica {
+		replica = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.replica, prometheus.GaugeValue, replica)
+	ch <- prometheus.MustNewConstMetric(c.voters, prometheus.GaugeValue, float64(st.Voters))
 }

@@ -109,11 +109,12 @@ input(type="imtcp" port="%d" address="127.0.0.1" ruleset="meshgw")
 // read it; the log shows who changed a service; `meshgw logs -f` on one
 // node shows a request made through another; 1,000 answered requests
 // through random nodes have exactly 1,000 entries, with kill -9 of the
-// active logger midway and of a serving node right after it answered; and
-// syslog receives every entry, in order, across the failover.
+// active logger midway and of a serving node right after it answered;
+// syslog receives every entry, in order, across the failover; and the log
+// shard follows the state group when a dead voter is replaced.
 func TestCentralLog(t *testing.T) {
 	rsAddr, rsOut := startRsyslog(t)
-	dp := make([]string, 3)
+	dp := make([]string, 4) // the 4th for the node added last
 	for i := range dp {
 		dp[i] = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	}
@@ -477,6 +478,67 @@ func TestCentralLog(t *testing.T) {
 				if _, ok := first[e.ID]; !ok {
 					return fmt.Errorf("syslog has %d entries; missing %s (%s %s)", len(first), e.ID, e.Kind, e.Path)
 				}
+			}
+			return nil
+		})
+	})
+
+	t.Run("the log shard follows the state group's voters", func(t *testing.T) {
+		n4 := c.Add(t, "n4", 3)
+		WaitHealthy(t, 30*time.Second, n4)
+		metric := func(n *Node, name string) string {
+			_, b, err := authDo(api(n), "GET", "/metrics", mgmt, nil)
+			if err != nil {
+				return err.Error()
+			}
+			for _, l := range strings.Split(string(b), "\n") {
+				if v, ok := strings.CutPrefix(l, name+" "); ok {
+					return v
+				}
+			}
+			return "none"
+		}
+		// n1 dies for good: autopilot replaces it with n4 in the state
+		// group, and the active logger moves the log shard along (n4
+		// added, n1 removed: 3 voters).
+		c.Nodes[0].Kill()
+		Eventually(t, 40*time.Second, func() error {
+			for _, n := range []*Node{c.Nodes[1], c.Nodes[2], n4} {
+				if r, v := metric(n, "meshgw_central_log_replica"), metric(n, "meshgw_central_log_voters"); r != "1" || v != "3" {
+					return fmt.Errorf("%s: log shard replica %s, voters %s", n.Name, r, v)
+				}
+			}
+			return nil
+		})
+		// Then n2 dies too: n3 and n4 are a quorum of both groups only
+		// if n4 replaced n1 in the log shard as well.
+		c.Nodes[1].Kill()
+		var answered atomic.Int64
+		for i := 0; i < 30; i++ {
+			k := []int{2, 3}[i%2]
+			for try := 0; try < 50; try++ {
+				if code, _, err := authDo("http://"+dp[k], "GET", fmt.Sprintf("/svc/web/m/%d", i), mgmt, nil); err == nil {
+					answered.Add(1)
+					if code == 200 {
+						break
+					}
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+		Eventually(t, 40*time.Second, func() error {
+			es, err := logs(n4, "service=web&kind=http&limit=10000")
+			if err != nil {
+				return err
+			}
+			n := 0
+			for _, e := range es {
+				if strings.HasPrefix(e.Path, "/svc/web/m/") {
+					n++
+				}
+			}
+			if n != int(answered.Load()) {
+				return fmt.Errorf("%d entries for %d answered requests after losing n1 and n2", n, answered.Load())
 			}
 			return nil
 		})
