@@ -616,6 +616,16 @@ func (s *Service) serveMember(ctx context.Context, r *transport.Request) ([]byte
 	if m.Nodes[req.Replica] == req.Addr {
 		return []byte("{}"), nil
 	}
+	// One replica per node: an earlier one at this address (a join that
+	// never started) goes first, so it never counts towards quorum.
+	for rid, addr := range m.Nodes {
+		if addr == req.Addr {
+			if err := nh.SyncRequestDeleteReplica(ctx, s.shard, rid, m.ConfigChangeID); err != nil {
+				return nil, fmt.Errorf("central log: remove the earlier log shard replica at %s: %w", addr, err)
+			}
+			return nil, transport.Errorf(codeNotActive, "removed an earlier log shard replica at %s; ask again", addr)
+		}
+	}
 	if err := nh.SyncRequestAddReplica(ctx, s.shard, req.Replica, req.Addr, m.ConfigChangeID); err != nil {
 		return nil, fmt.Errorf("central log: add log shard replica: %w", err)
 	}
