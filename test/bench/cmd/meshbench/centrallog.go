@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -46,16 +47,22 @@ func benchCentralLog(bin string) {
 		return nodes, dps, cmds
 	}
 	on, onDP, onCmds := mesh("l")
-	_, offDP, offCmds := mesh("o", "-central-log=false")
+	off, offDP, offCmds := mesh("o", "-central-log=false")
 	waitFor(30*time.Second, "central log", func() error { return get("http://" + on[0].http + "/v1/logs?limit=1") })
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
-	var onRate, offRate, onLat, offLat, onCPU, offCPU series
+	var onRate, offRate, onLat, offLat, onCPU, offCPU, onPut, offPut, onPut99, offPut99 series
 	for r := 0; r < *rounds; r++ {
 		c0 := cpuOf(onCmds)
+		stop := writeLoad(on[(r+1)%3].http)
 		a, al := wrk("http://"+onDP[r%3]+"/svc/web/", d)
+		p50, p99 := stop()
+		onPut, onPut99 = append(onPut, p50), append(onPut99, p99)
 		onCPU = append(onCPU, (cpuOf(onCmds)-c0)/(a*dur.Seconds())*1e6)
 		c0 = cpuOf(offCmds)
+		stop = writeLoad(off[(r+1)%3].http)
 		b, bl := wrk("http://"+offDP[r%3]+"/svc/web/", d)
+		p50, p99 = stop()
+		offPut, offPut99 = append(offPut, p50), append(offPut99, p99)
 		offCPU = append(offCPU, (cpuOf(offCmds)-c0)/(b*dur.Seconds())*1e6)
 		onRate, onLat, offRate, offLat = append(onRate, a), append(onLat, al), append(offRate, b), append(offLat, bl)
 	}
@@ -63,6 +70,8 @@ func benchCentralLog(bin string) {
 	row("req/s", "", onRate, offRate, true)
 	row("p50", "ms", onLat, offLat, false)
 	row("CPU of the 3 agents per request", "µs", onCPU, offCPU, false)
+	row("state group write (service PUT) p50 under the same load", "ms", onPut, offPut, false)
+	row("state group write (service PUT) p99 under the same load", "ms", onPut99, offPut99, false)
 	// The entries the log holds for the run: every request wrk made,
 	// shipped within seconds.
 	var last, stored int
@@ -119,4 +128,38 @@ func cpuOf(cmds []*exec.Cmd) float64 {
 		}
 	}
 	return total
+}
+
+// writeLoad writes a service definition in a loop through addr (one
+// writer: the state group's write latency) until the returned stop,
+// which reports p50 and p99 in ms.
+func writeLoad(addr string) func() (float64, float64) {
+	done := make(chan struct{})
+	res := make(chan []time.Duration, 1)
+	go func() {
+		hc := httpClient()
+		var lat []time.Duration
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				res <- lat
+				return
+			default:
+			}
+			t0 := time.Now()
+			if err := put(hc, "http://"+addr+"/v1/services/w", fmt.Sprintf(`{"name":"w","type":"exec","command":["echo","%d"]}`, i)); err == nil {
+				lat = append(lat, time.Since(t0))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	return func() (float64, float64) {
+		close(done)
+		lat := <-res
+		if len(lat) == 0 {
+			return 0, 0
+		}
+		sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+		return ms(lat[len(lat)/2]), ms(lat[len(lat)*99/100])
+	}
 }
