@@ -30,7 +30,8 @@
 // Store (the log shard). Entries live in a Raft shard of their own per
 // cluster (ShardID("meshgw/log/"+cluster)), on the same dragonboat
 // NodeHost as the state group but with its own log, elections and
-// on-disk state machine (logSM, pebble in Dir/store-<replica>): the state
+// on-disk state machine (logSM, pebble in Dir/store-<replica>, without a
+// write-ahead log of its own: the Raft log is one, see logSM.Open): the state
 // group's writes never queue behind log traffic. A shipped batch is
 // binary (encodeBatch: the spool's records with their positions) and the
 // logger proposes it as it is, snappy-compressed by dragonboat; the state

@@ -86,7 +86,12 @@ func (quietPebble) Fatalf(format string, args ...interface{}) {
 }
 
 func (s *logSM) Open(<-chan struct{}) (uint64, error) {
-	db, err := pebble.Open(s.dir, &pebble.Options{Logger: quietPebble{}})
+	// No write-ahead log: the Raft log is one. Applied index and entries
+	// go in the same batches, and pebble flushes memtables whole and in
+	// order, so what survives a crash is the state at some applied index,
+	// and dragonboat replays its log from there; it compacts its log only
+	// up to what Sync (a flush) made durable.
+	db, err := pebble.Open(s.dir, &pebble.Options{Logger: quietPebble{}, DisableWAL: true, MemTableSize: 16 << 20})
 	if err != nil {
 		return 0, fmt.Errorf("central log store: open %s: %w", s.dir, err)
 	}
@@ -342,7 +347,7 @@ func step(it *pebble.Iterator, reverse bool) bool {
 	return it.Next()
 }
 
-func (s *logSM) Sync() error { return s.db.LogData(nil, pebble.Sync) }
+func (s *logSM) Sync() error { return s.db.Flush() }
 
 func (s *logSM) PrepareSnapshot() (interface{}, error) { return s.db.NewSnapshot(), nil }
 
@@ -420,10 +425,10 @@ func (s *logSM) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
 			b = s.db.NewBatch()
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("central log store: snapshot: %w", err)
 	}
-	return nil
+	return s.db.Flush() // no WAL: make the restored state durable now
 }
 
 func (s *logSM) Close() error {
