@@ -89,8 +89,9 @@ func (s *logSM) Open(<-chan struct{}) (uint64, error) {
 	// No write-ahead log: the Raft log is one. Applied index and entries
 	// go in the same batches, and pebble flushes memtables whole and in
 	// order, so what survives a crash is the state at some applied index,
-	// and dragonboat replays its log from there; it compacts its log only
-	// up to what Sync (a flush) made durable.
+	// and dragonboat replays its log from there. It compacts its log only
+	// after a snapshot, and calls Sync (a flush) before every snapshot, so
+	// the entries it drops are durable here.
 	db, err := pebble.Open(s.dir, &pebble.Options{Logger: quietPebble{}, DisableWAL: true, MemTableSize: 16 << 20})
 	if err != nil {
 		return 0, fmt.Errorf("central log store: open %s: %w", s.dir, err)
