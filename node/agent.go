@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/meshgw/meshgw/cache"
+	"github.com/meshgw/meshgw/centrallog"
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
@@ -89,6 +90,7 @@ type Agent struct {
 
 	// secrets serves /v1/secrets and the values of runs (secrets.go).
 	secrets *secretsBackend
+	clog    *centrallog.Service // the central log; nil with -central-log=false (centrallog.go)
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -219,6 +221,9 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	opts = append(opts, httpapi.WithSecrets(a.secrets), httpapi.WithDecorators(&decoratorsBackend{kv: a.cons}))
 	opts = append(opts, httpapi.WithCache((*backend)(a))) // /v1/cache (cache.go)
 	opts = append(opts, httpapi.WithRoutes(a.routing))    // GET /v1/routes (routing.go)
+	if a.clog != nil {
+		opts = append(opts, httpapi.WithCentralLog(a.clog)) // centrallog.go
+	}
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -292,6 +297,11 @@ func (a *Agent) Start(ctx context.Context) error {
 	go a.hostingLoop()
 	if err := a.cons.Start(ctx); err != nil {
 		return err
+	}
+	if a.clog != nil {
+		if err := a.clog.Start(); err != nil { // needs consensus' NodeHost
+			return err
+		}
 	}
 	a.quorumWG.Add(1)
 	go a.watchQuorum(a.quorumLogEvery)
@@ -599,6 +609,11 @@ func (a *Agent) Shutdown() {
 		}
 		a.roles.Stop() // before the dispatcher: retention runs in it
 		a.cache.Stop() // the response cache's refresher and copies in flight
+		if a.clog != nil {
+			if err := a.clog.Stop(); err != nil { // before consensus: its shard is on the NodeHost
+				a.log.Warn().Err(err).Msg("central log stop")
+			}
+		}
 		close(a.quorumStop)
 		a.quorumWG.Wait()
 		if err := a.disp.Stop(); err != nil {

@@ -64,6 +64,10 @@
 //	routing.health              a live member of this node's own cluster
 //	                            (health verdicts on its services' upstreams;
 //	                            bounded, one report per sender per 50 ms)
+//	centrallog.ship, .replica,  a live node of the local cluster (gossip):
+//	.member, .query             entries, the log shard's membership and
+//	                            queries stay inside the cluster (the
+//	                            entries hold client IPs and accessors)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

@@ -92,6 +92,9 @@ func (a *Agent) wireState() error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.state = &stateBackend{kv: kv, gossip: a.gossip, cons: cons}
+	if err := a.newCentralLog(); err != nil { // centrallog.go; before the roles
+		return err
+	}
 	if a.roles, err = a.newRoles(); err != nil {
 		return fmt.Errorf("roles: %w", err)
 	}

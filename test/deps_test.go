@@ -66,7 +66,7 @@ func TestDependencyDirection(t *testing.T) {
 		"roles":     {"roles": true},
 		"schedule":  {"schedule": true},
 		"node": {"node": true, "gossip": true, "consensus": true, "dispatch": true, "transport": true,
-			"roles": true, "schedule": true, "secretbox": true},
+			"roles": true, "schedule": true, "secretbox": true, "centrallog": true},
 		"cmd":  {"cmd": true, "node": true, "transport": true}, // transport/tlsutil for `meshgw tls`
 		"test": {"test": true, "transport": true},              // transport/tlsutil for the harness CA
 
@@ -74,6 +74,7 @@ func TestDependencyDirection(t *testing.T) {
 	}
 	allowed["cache"] = map[string]bool{"cache": true, "transport": true} // the response cache
 	allowed["node"]["cache"] = true
+	allowed["centrallog"] = map[string]bool{"centrallog": true, "transport": true} // the central log
 	for _, p := range listPackages(t) {
 		from := top(p.ImportPath)
 		for _, imp := range p.Imports {

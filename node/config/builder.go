@@ -134,6 +134,13 @@ var options = []option{
 	{name: "leave-on-terminate", usage: "leave the mesh on SIGTERM/SIGINT even when this node holds a Raft replica (default: a voter stops without leaving, so a restart keeps its place in the group)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.LeaveOnTerminate })},
 	{name: "secrets-key-file", usage: "file of keys that encrypt secrets at rest, one base64 key a line, the current first (meshgw secrets keygen); the same file on every node; default: derived from -encrypt", set: str(func(r *Runtime) *string { return &r.SecretsKeyFile })},
 	{name: "cache-size", usage: "bytes of response-cache entries this node holds (4194304 to 1099511627776)", set: setCacheSize}, // response cache (cache.go)
+	// The central log (centrallog.go).
+	{name: "central-log", usage: "record every /svc/ request, run and service, token or key change in the cluster's central log (GET /v1/logs)", isBool: true, set: boolean(func(r *Runtime) *bool { return &r.CentralLog })},
+	{name: "log-spool-bytes", usage: "bound of the central log entries waiting on this node to be stored (at least 1048576); past it entries are dropped and counted", set: int64Opt(func(r *Runtime) *int64 { return &r.LogSpoolBytes })},
+	{name: "log-retention-age", usage: "age after which central log entries are deleted (0: no age bound)", set: duration(func(r *Runtime) *time.Duration { return &r.LogRetentionAge })},
+	{name: "log-retention-count", usage: "central log entries kept per cluster", set: integer(func(r *Runtime) *int { return &r.LogRetentionCount })},
+	{name: "log-retention-bytes", usage: "total size of the central log entries kept per cluster (at least 1048576)", set: int64Opt(func(r *Runtime) *int64 { return &r.LogRetentionBytes })},
+	{name: "syslog", usage: "tcp://host:port: the active central logger forwards every entry there as RFC 5424 syslog (octet counting); off when empty", set: str(func(r *Runtime) *string { return &r.Syslog })},
 }
 
 // EnvName is the environment variable of option name.
@@ -412,5 +419,10 @@ func defaultValues() map[string]string {
 		"acl":                  "false",
 		"leave-on-terminate":   "false",
 		"cache-size":           strconv.FormatInt(r.CacheSize, 10),
+		"central-log":          "true", // centrallog.go
+		"log-spool-bytes":      strconv.FormatInt(r.LogSpoolBytes, 10),
+		"log-retention-age":    r.LogRetentionAge.String(),
+		"log-retention-count":  strconv.Itoa(r.LogRetentionCount),
+		"log-retention-bytes":  strconv.FormatInt(r.LogRetentionBytes, 10),
 	}
 }

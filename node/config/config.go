@@ -141,6 +141,14 @@ type Runtime struct {
 	SecretsKeyFile string
 	// CacheSize bounds the response-cache copies this node holds (bytes).
 	CacheSize int64
+	// CentralLog and the Log* fields configure the central log
+	// (centrallog.go in this package).
+	CentralLog        bool
+	LogSpoolBytes     int64
+	LogRetentionAge   time.Duration
+	LogRetentionCount int
+	LogRetentionBytes int64
+	Syslog            string
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -188,6 +196,11 @@ func Default() Runtime {
 		LeaveTimeout:       5 * time.Second,
 		CacheSize:          DefaultCacheSize,
 		set:                map[string]bool{},
+		CentralLog:         true,               // the central log (centrallog.go)
+		LogSpoolBytes:      256 << 20,          // the central log's spool bound
+		LogRetentionAge:    7 * 24 * time.Hour, // the central log's retention
+		LogRetentionCount:  1_000_000,
+		LogRetentionBytes:  1 << 30,
 	}
 }
 
@@ -373,6 +386,9 @@ func (r *Runtime) Validate() error {
 		return fieldErr("max-body-bytes", "%d is below 1024", r.MaxBodyBytes)
 	}
 	if err := r.validateCacheSize(); err != nil {
+		return err
+	}
+	if err := r.validateCentralLog(); err != nil { // centrallog.go
 		return err
 	}
 	return nil

@@ -121,6 +121,7 @@ type API struct {
 	roles         RolesBackend    // optional: /v1/roles
 	observe       RequestObserver // optional: metrics
 	routing       RoutesBackend   // optional: /v1/routes (routes.go)
+	central       CentralLog      // optional: the central log (logs.go)
 	log           zerolog.Logger
 	mux           *http.ServeMux
 	console       http.Handler      // optional: the web console at /ui/
@@ -205,6 +206,9 @@ func (a *API) routes() {
 		a.cacheRoutes() // the response cache (cache.go)
 	}
 	a.routingRoutes() // GET /v1/routes (routes.go)
+	if a.central != nil {
+		a.logRoutes() // GET /v1/logs, /v1/kpis (logs.go)
+	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -263,6 +267,9 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
 		_, checked := r.Context().Value(checkedKey{}).(bool)
 		stripCredential(r, checked)
+	}
+	if a.central != nil && a.serveLogged(w, r) {
+		return // routed, and its central log entry recorded (logs.go)
 	}
 	a.mux.ServeHTTP(w, r)
 }

@@ -360,6 +360,11 @@ func permFor(r *http.Request) (perm, service string) {
 		return PermRun, name
 	case strings.HasPrefix(p, "/v1/services/") && strings.HasSuffix(p, "/run") && r.Method == http.MethodPost:
 		return PermRun, strings.TrimSuffix(strings.TrimPrefix(p, "/v1/services/"), "/run")
+	case p == "/v1/logs":
+		// The central log holds client IPs and token accessors of every
+		// caller: manage only. /v1/kpis (counts and latencies per
+		// service, no caller) needs read, as any GET.
+		return PermManage, ""
 	case strings.HasPrefix(p, "/v1/executions/") && strings.HasSuffix(p, "/cancel") && r.Method == http.MethodPost:
 		// run for the execution's service, or write: the handler checks
 		// once the record names the service (mayCancel).

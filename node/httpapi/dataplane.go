@@ -360,3 +360,14 @@ type fastLogger struct{ log zerolog.Logger }
 func (l fastLogger) Printf(format string, args ...any) {
 	l.log.Debug().Msg(fmt.Sprintf(format, args...))
 }
+
+// ProxyResult implements ProxyResult for the central log: the status and
+// the body bytes of the response as it will be sent.
+func (w *fastWriter) ProxyResult() (int, int64) {
+	resp := &w.ctx.Response
+	n := int64(resp.Header.ContentLength())
+	if n < 0 && !resp.IsBodyStream() {
+		n = int64(len(resp.Body()))
+	}
+	return resp.StatusCode(), max(n, 0)
+}

@@ -52,6 +52,10 @@
 //	GET /v1/routes                              read
 //	other GET and HEAD                          read (write and manage imply it)
 //	other methods (service writes, restore)     write
+//	GET /v1/logs (also follow=true)             manage: the central log holds
+//	                                            every caller's IP and token
+//	                                            accessor (GET /v1/kpis, which
+//	                                            holds neither, is read)
 //
 // The token is read from Authorization: Bearer, else X-Meshgw-Token; for a
 // /svc/ call to a "pass_authorization" service from X-Meshgw-Token only,

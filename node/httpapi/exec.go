@@ -120,6 +120,7 @@ func (a *API) run(w http.ResponseWriter, r *http.Request) error {
 		return a.runStreaming(w, r, c, name, input, opts)
 	}
 	e, err := a.exec.Run(r.Context(), c, name, input, opts)
+	noteExecution(r.Context(), e.ID) // the run's central log entry (logs.go)
 	if err != nil {
 		return err
 	}
@@ -135,6 +136,7 @@ func (a *API) runStreaming(w http.ResponseWriter, r *http.Request, cluster, name
 	ew := a.newEventWriter(w)
 	opts.OnOutput = ew.output
 	e, err := a.exec.Run(r.Context(), cluster, name, input, opts)
+	noteExecution(r.Context(), e.ID) // the run's central log entry (logs.go)
 	return ew.finish(e, err)
 }
 

@@ -321,8 +321,10 @@ func main() {
 		benchFailover(buildMeshgw())
 	case "cache":
 		benchCache(buildMeshgw())
+	case "centrallog": // the central log on vs off (centrallog.go)
+		benchCentralLog(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|cache")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|cache|centrallog")
 	}
 	_ = context.Background
 }
