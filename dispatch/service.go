@@ -319,10 +319,10 @@ func (s *Service) Validate() error {
 	if err := s.validateDecoratorRef(); err != nil {
 		return err
 	}
+	if err := s.validateRouting(); err != nil {
+		return err
+	}
 	if d := bytes.TrimSpace(s.Decorator); len(d) > 0 && string(d) != "null" && !isDecoratorRef(d) {
-		if err := s.validateRouting(); err != nil {
-			return err
-		}
 		if len(d) > MaxDecoratorSize {
 			return invalid("decorator", "schema is %d bytes, more than %d", len(d), MaxDecoratorSize)
 		}
