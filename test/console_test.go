@@ -567,8 +567,11 @@ func consolePagesOfToday(t *testing.T, b *browser, c *Cluster, mgmt, secret stri
 	b.shot("cache-purge")
 	b.do(chromedp.KeyEvent(kb.Escape))
 	b.wait("Escape purges nothing", `!document.getElementById('confirm-purge') && document.getElementById('purge-result').textContent === ''`, 5*time.Second)
-	b.do(chromedp.Click(chromedp.CSS(`button[data-purge="web"]`)))
-	b.wait("the purge confirmation again", `!!document.getElementById('confirm-purge-yes')`, 5*time.Second)
+	// By keyboard: Enter on the focused Purge button opens the dialog,
+	// whose focus is on Keep it.
+	b.eval(`document.querySelector('button[data-purge="web"]').focus(), true`)
+	b.do(chromedp.KeyEvent("\r"))
+	b.wait("the purge confirmation again, focus on Keep it", `!!document.getElementById('confirm-purge-yes') && document.activeElement.textContent === 'Keep it'`, 5*time.Second)
 	b.do(chromedp.Click(chromedp.ID("confirm-purge-yes")))
 	b.wait("the purge done", `!document.getElementById('confirm-purge') && document.getElementById('purge-result').textContent.startsWith('Purged web: acknowledged by')`, 15*time.Second)
 	if _, xc := svcGetCache(t, n1, mgmt, "/cached"); xc == "HIT" {

@@ -15,8 +15,9 @@
         const ss = await C.api('GET', '/v1/schedules');
         C.clearError(ctx.root);
         ss.sort((a, b) => a.name.localeCompare(b.name));
-        // The relative times move: the key is the data and the second.
-        C.replaceIfChanged(slot, ss, table);
+        // The relative times move: re-render every 30 s even when the
+        // data stays.
+        C.replaceIfChanged(slot, {ss, tick: Math.floor(Date.now() / 30000)}, d => table(d.ss));
       });
     },
   });
