@@ -77,6 +77,11 @@
           } catch (e) {
             if (C.aborted(e) || !ctx.live()) return;
             ctx.error(e);
+            if (e instanceof C.ApiError && e.status >= 400 && e.status < 500 && e.status !== 429) {
+              // A refused filter or token: asking again changes nothing.
+              state.textContent = 'Not following: change the filters or the token.';
+              return;
+            }
           }
           if (!ctx.live()) return;
           state.textContent = 'The stream ended; following again shortly.';

@@ -26,7 +26,7 @@
     return C.table('Schedules', [
       {label: 'Name', cell: s => h('strong', {}, s.name)},
       {label: 'Service', cell: s => h('a', {href: C.link(['services', s.service])}, s.service)},
-      {label: 'Cron', cell: s => [h('code', {}, s.cron), s.timezone ? h('span', {class: 'note'}, ' ' + s.timezone) : null]},
+      {label: 'Cron', cell: s => [h('code', {}, s.cron), h('span', {class: 'note'}, ' ' + (s.timezone || 'UTC'))]},
       {label: 'Overlap', cell: s => s.overlap || 'allow'},
       {label: 'Next', cell: s => C.time(s.next, C.until)},
       {label: 'Last fired', cell: s => {
