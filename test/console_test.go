@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -229,7 +231,16 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Skip("chromium is not installed (apt-get install chromium): the console's browser tests need it")
 	}
 	start := time.Now()
-	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-acl"} }})
+	// A secrets key, for the secrets page.
+	keys, stderr, code := CLI(t, "secrets", "keygen")
+	if code != 0 {
+		t.Fatalf("secrets keygen: %s", stderr)
+	}
+	keyFile := filepath.Join(t.TempDir(), "secrets.keys")
+	if err := os.WriteFile(keyFile, []byte(keys), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-acl", "-secrets-key-file", keyFile} }})
 	n1 := c.Nodes[0]
 	mgmt := bootstrapACL(t, n1)
 	b := newBrowser(t)
@@ -258,7 +269,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("Shift+Tab reaches the skip link", `document.activeElement.classList.contains('skip')`, 5*time.Second)
 	b.do(chromedp.KeyEvent("\r"))
 	b.wait("the skip link focuses the content", `document.activeElement.id === 'main'`, 5*time.Second)
-	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); got != `"Mesh,Clusters,Services,Executions"` {
+	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); got != `"Mesh,Clusters,Services,Executions,Log,Cache,Routes,Schedules,Secrets,Decorators"` {
 		t.Errorf("navigation links: %s", got)
 	}
 
@@ -267,6 +278,10 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("the cluster's group and voters",
 		`document.querySelectorAll('section.cluster table')[0] && document.querySelectorAll('section.cluster tr.row-alive').length === 3`, 15*time.Second)
 	b.shot("clusters")
+
+	// The central log, cache, routes, schedules, secrets, decorators.
+	secret := fmt.Sprintf("pw-%d", time.Now().UnixNano())
+	consolePagesOfToday(t, b, c, mgmt, secret)
 
 	// kill -9 one node: the page turns it failed by itself, no reload.
 	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/mesh"]`)))
@@ -374,6 +389,22 @@ func TestConsoleInBrowser(t *testing.T) {
 	if got := b.eval(`!!document.getElementById('edit-service') || !!document.getElementById('delete-service') || !!document.getElementById('run-input')`); got != "false" {
 		t.Error("a read-only token is offered edit, delete or run")
 	}
+	// Nor the log's tail (manage), the secrets (secrets) or a purge (write):
+	// the KPIs and the cache figures it may read.
+	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); strings.Contains(got, "Secrets") || !strings.Contains(got, "Log") {
+		t.Errorf("navigation links for a reader: %s", got)
+	}
+	// n3 is dead: the log answers again before the page asks it.
+	Eventually(t, 20*time.Second, func() error {
+		if code, body, err := authDo("http://"+n1.HTTP, "GET", "/v1/kpis", read, nil); err != nil || code != 200 {
+			return fmt.Errorf("kpis: %d %s %v", code, body, err)
+		}
+		return nil
+	})
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/logs"]`)))
+	b.wait("the KPIs without the tail", `!!document.querySelector('#kpis tr[data-kpi="web"]') && document.getElementById('log-state').textContent.includes('manage policy') && !document.querySelector('#log-tail table')`, 10*time.Second)
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/cache"]`)))
+	b.wait("the cache without a purge", `!!document.querySelector('tr[data-cache="web"]') && !document.querySelector('button[data-purge]')`, 10*time.Second)
 
 	// Delete, behind a confirmation: Escape keeps the service, the
 	// dialog's Delete removes it.
@@ -458,4 +489,132 @@ func TestConsoleWithoutACL(t *testing.T) {
 	if errs := b.consoleErrors(); len(errs) > 0 {
 		t.Errorf("console errors in the browser:\n%s", strings.Join(errs, "\n"))
 	}
+}
+
+// consolePagesOfToday drives the pages of the central log, the response
+// cache, routes, schedules, secrets and shared decorators on the cluster
+// of TestConsoleInBrowser (all three nodes alive, b logged in with the
+// management token): each shows what the test created through the API,
+// the log tail gains a /svc/ request without a reload, and a purge goes
+// through its dialog. secret is a secret's value: no page may show it.
+func consolePagesOfToday(t *testing.T, b *browser, c *Cluster, mgmt, secret string) {
+	n1, n2 := c.Nodes[0], c.Nodes[1]
+	base := "http://" + n1.HTTP
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "web %s", r.URL.Path)
+	}))
+	t.Cleanup(up.Close)
+	must := func(method, path string, body any) {
+		t.Helper()
+		raw, ok := body.([]byte)
+		if !ok {
+			raw, _ = json.Marshal(body)
+		}
+		Eventually(t, 15*time.Second, func() error {
+			code, b, err := authDo(base, method, path, mgmt, raw)
+			if err != nil || code != 200 {
+				return fmt.Errorf("%s %s: %d %s %v", method, path, code, b, err)
+			}
+			return nil
+		})
+	}
+	must("PUT", "/v1/services/web", map[string]any{"name": "web", "type": "http", "upstream": up.URL,
+		"cache": map[string]any{"ttl": "60s"}, "paths": []map[string]any{{"prefix": "/web/", "strip": true}}})
+	must("PUT", "/v1/decorators/order-input", []byte(`{"type": "object", "required": ["order"]}`))
+	must("PUT", "/v1/secrets/db-pass", map[string]any{"value": secret})
+	must("PUT", "/v1/services/ordered", map[string]any{"name": "ordered", "type": "exec", "command": []string{"true"},
+		"decorator": "order-input", "secrets": []map[string]any{{"name": "db-pass", "env": "DB_PASS"}}})
+	must("PUT", "/v1/schedules/nightly", map[string]any{"service": "ordered", "cron": "0 3 * * *", "input": map[string]any{"order": 1}})
+	// The log answers before the page opens (before, the browser would
+	// log the API's 503 as an error).
+	must("GET", "/v1/logs?limit=1", nil)
+	svcGet := func(n *Node, path string) {
+		t.Helper()
+		code, body, err := authDo("http://"+n.HTTP, "GET", "/svc/web"+path, mgmt, nil)
+		if err != nil || code != 200 {
+			t.Fatalf("GET /svc/web%s via %s: %d %s %v", path, n.Name, code, body, err)
+		}
+	}
+
+	// Log: the tail follows live; a request made now appears, no reload.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/logs"]`)))
+	b.wait("the log tail following", `document.getElementById('log-state')?.textContent.includes('Following live') && !!document.querySelector('#log-tail table') && !!document.querySelector('#kpis table')`, 10*time.Second)
+	b.eval(`window.__logPage = true`)
+	if got := b.eval(`!!document.querySelector('#log-tail tr[data-service="web"][data-kind="http"]')`); got != "false" {
+		t.Fatalf("a /svc/web request in the tail before any was made")
+	}
+	svcGet(n2, "/hello")
+	b.wait("the /svc/ request in the tail", `!!document.querySelector('#log-tail tr[data-service="web"][data-kind="http"][data-status="200"]')`, 15*time.Second)
+	if b.eval(`window.__logPage === true`) != "true" {
+		t.Error("the log page was reloaded")
+	}
+	b.wait("the service's KPIs", `!!document.querySelector('#kpis tr[data-kpi="web"]')`, 15*time.Second)
+	b.shot("logs")
+	b.set("lf-kind", "admin")
+	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
+	b.wait("the kind filter, in the link", `location.hash === '#/logs?kind=admin' && document.querySelectorAll('#log-tail tr[data-entry]').length > 0 && [...document.querySelectorAll('#log-tail tr[data-entry]')].every(r => r.dataset.kind === 'admin')`, 10*time.Second)
+
+	// Cache: a GET served twice through one node is an entry with a miss
+	// and a hit; the purge asks first (Escape keeps it), then purges.
+	svcGet(n1, "/cached")
+	svcGet(n1, "/cached")
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/cache"]`)))
+	b.wait("the cached service", `(() => { const r = document.querySelector('tr[data-cache="web"]'); if (!r) return false;
+		const v = l => Number(r.querySelector('td[data-label="' + l + '"]').textContent); return v('Entries') > 0 && v('Misses') > 0; })()`, 15*time.Second)
+	b.shot("cache")
+	b.do(chromedp.Click(chromedp.CSS(`button[data-purge="web"]`)))
+	b.wait("the purge confirmation", `!!document.getElementById('confirm-purge')?.open`, 5*time.Second)
+	b.shot("cache-purge")
+	b.do(chromedp.KeyEvent(kb.Escape))
+	b.wait("Escape purges nothing", `!document.getElementById('confirm-purge') && document.getElementById('purge-result').textContent === ''`, 5*time.Second)
+	// By keyboard: Enter on the focused Purge button opens the dialog,
+	// whose focus is on Keep it.
+	b.eval(`document.querySelector('button[data-purge="web"]').focus(), true`)
+	b.do(chromedp.KeyEvent("\r"))
+	b.wait("the purge confirmation again, focus on Keep it", `!!document.getElementById('confirm-purge-yes') && document.activeElement.textContent === 'Keep it'`, 5*time.Second)
+	b.do(chromedp.Click(chromedp.ID("confirm-purge-yes")))
+	b.wait("the purge done", `!document.getElementById('confirm-purge') && document.getElementById('purge-result').textContent.startsWith('Purged web: acknowledged by')`, 15*time.Second)
+	if _, xc := svcGetCache(t, n1, mgmt, "/cached"); xc == "HIT" {
+		t.Error("a purged entry is still served from the cache")
+	}
+
+	// Routes: the service's prefix route and its upstream's health.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/routes"]`)))
+	b.wait("the route and its upstream", `!!document.querySelector('tr[data-route="* /web/"][data-service="web"]') && !!document.querySelector('tr[data-upstream=`+js(up.URL)+`]')`, 10*time.Second)
+	b.shot("routes")
+
+	// Schedules: the next firing is in the future.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/schedules"]`)))
+	b.wait("the schedule and its next firing", `(() => { const t = document.querySelector('tr[data-schedule="nightly"] td[data-label="Next"] time'); return !!t && new Date(t.getAttribute('datetime')) > new Date(); })()`, 10*time.Second)
+	b.shot("schedules")
+
+	// Secrets: name, version and the service using it; never the value.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/secrets"]`)))
+	b.wait("the secret used by its service", `document.querySelector('tr[data-secret="db-pass"] td[data-label="Used by"]')?.textContent.includes('ordered')`, 10*time.Second)
+	if got := b.eval(`document.documentElement.outerHTML.includes(` + js(secret) + `)`); got != "false" {
+		t.Error("the secrets page shows the secret's value")
+	}
+	b.shot("secrets")
+
+	// Decorators: the list, then the schema of one.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/decorators"]`)))
+	b.wait("the shared decorator and its user", `document.querySelector('tr[data-decorator="order-input"] td[data-label="Used by"]')?.textContent.includes('ordered')`, 10*time.Second)
+	b.shot("decorators")
+	b.do(chromedp.Click(chromedp.CSS(`tr[data-decorator="order-input"] a`)))
+	b.wait("the decorator's schema", `location.hash === '#/decorators/order-input' && document.getElementById('decorator-schema')?.textContent.includes('"required"')`, 10*time.Second)
+	b.shot("decorator")
+}
+
+// svcGetCache GETs /svc/web{path} through n and returns the body and X-Cache.
+func svcGetCache(t *testing.T, n *Node, token, path string) (string, string) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+n.HTTP+"/svc/web"+path, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.Header.Get("X-Cache")
 }

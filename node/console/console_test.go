@@ -99,3 +99,41 @@ func TestRefusesWhatIsNotAnAsset(t *testing.T) {
 		}
 	}
 }
+
+// Every script is loaded by the page, app.js (which starts the console)
+// last, and every page script registers itself: a page added as a file
+// but not to index.html would never show.
+func TestEveryScriptIsLoaded(t *testing.T) {
+	page, err := assets.ReadFile("assets/index.html")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := regexp.MustCompile(`<script src="([^"]+)"></script>`).FindAllStringSubmatch(string(page), -1)
+	order := map[string]int{}
+	for i, m := range loaded {
+		order[m[1]] = i + 1
+	}
+	if order["app.js"] != len(loaded) || order["core.js"] != 1 {
+		t.Errorf("scripts in order %v: core.js must be first and app.js last", loaded)
+	}
+	ents, err := fs.ReadDir(assets, "assets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".js") {
+			continue
+		}
+		if order[name] == 0 {
+			t.Errorf("%s is not loaded by index.html", name)
+		}
+		if name == "core.js" || name == "app.js" {
+			continue
+		}
+		src, _ := assets.ReadFile("assets/" + name)
+		if !strings.Contains(string(src), "C.page({") {
+			t.Errorf("%s registers no page", name)
+		}
+	}
+}

@@ -133,7 +133,9 @@ window.Console = (function () {
   // --- routes ---------------------------------------------------------
 
   // page registers a view: {id, title, nav (shown in the navigation, in
-  // registration order), match(parts) → params or null, render(ctx, params)}.
+  // registration order), need (the policy it needs, if any: the page is
+  // listed only for a token with it), match(parts) → params or null,
+  // render(ctx, params)}.
   function page(p) { pages.push(p); }
 
   function parseHash() {
@@ -239,7 +241,8 @@ window.Console = (function () {
 
   function renderNav(current) {
     const nav = document.getElementById('nav');
-    const items = pages.filter(p => p.nav).map(p => {
+    // A page that needs a policy (need) is listed only for a token with it.
+    const items = pages.filter(p => p.nav && (!p.need || can(p.need))).map(p => {
       const here = current && (current.id === p.id || current.section === p.id);
       return h('li', {}, h('a', {href: '#/' + p.id, 'aria-current': here ? 'page' : false}, p.nav));
     });
@@ -382,7 +385,32 @@ window.Console = (function () {
     return (n / 60000).toFixed(1) + ' min';
   }
 
-  return {h, api, stream, can, page, link, route, start, table, replaceIfChanged, badge, ago, ms,
+  function bytes(n) {
+    if (n === undefined || n === null) return '';
+    if (n < 1024) return n + ' B';
+    if (n < 1048576) return (n / 1024).toFixed(1) + ' KiB';
+    if (n < 1073741824) return (n / 1048576).toFixed(1) + ' MiB';
+    return (n / 1073741824).toFixed(1) + ' GiB';
+  }
+
+  // until says how far off a future time is ("in 12 s").
+  function until(t) {
+    if (!t) return '';
+    const s = (new Date(t).getTime() - Date.now()) / 1000;
+    if (s < 0) return ago(t);
+    if (s < 60) return 'in ' + Math.round(s) + ' s';
+    if (s < 3600) return 'in ' + Math.round(s / 60) + ' min';
+    if (s < 86400) return 'in ' + Math.round(s / 3600) + ' h';
+    return new Date(t).toLocaleString();
+  }
+
+  // time is a <time> element: the local date and time, relative in its title.
+  function time(t, rel) {
+    if (!t) return '\u2014';
+    return h('time', {datetime: t, title: new Date(t).toLocaleString()}, (rel || ago)(t));
+  }
+
+  return {h, api, stream, can, page, link, route, start, table, replaceIfChanged, badge, ago, ms, bytes, until, time,
     describe, showError, clearError, ApiError, aborted, parseHash,
     session: () => session};
 })();
