@@ -14,10 +14,12 @@
 // shown and stops when the operator leaves it. core.js is the shell (API
 // calls, token, routes, navigation, DOM helpers); each page is a script
 // that calls Console.page({id, nav, title, match, render}), and the
-// navigation lists the registered pages in order, so a new page (throttles,
-// logs, cache) is one script and one line in index.html. The handler sets a strict Content-Security-Policy
-// (same-origin scripts, styles and fetches; no framing) and never lists
-// directories.
+// navigation lists the registered pages in order (leaving out those whose
+// policy the token lacks), so a new page is one script and one line in
+// index.html. Pages today: mesh, clusters, services, executions, log,
+// cache, routes, schedules, secrets, decorators. The handler sets a strict
+// Content-Security-Policy (same-origin scripts, styles and fetches; no
+// framing) and never lists directories.
 //
 // It imports no meshgw package; node wires Handler into httpapi.
 package console
