@@ -72,6 +72,12 @@ type Service struct {
 	// Version is the store version of the definition; set on read, ignored
 	// on write (writes use the API's ?cas=).
 	Version uint64 `json:"version,omitempty"`
+	// Limits are rate limits held for the whole cluster (limits.go).
+	Limits []Limit `json:"limits,omitempty"`
+	// MaxInFlight caps the service's requests in flight across the cluster (0: none).
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+	// OnManagerLoss is what a node cut from the throttle manager does: "share" or "deny".
+	OnManagerLoss string `json:"on_manager_loss,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -312,6 +318,9 @@ func (s *Service) Validate() error {
 		if _, err := compileSchema(d); err != nil {
 			return invalid("decorator", "%v", err)
 		}
+	}
+	if err := s.validateLimits(); err != nil {
+		return err
 	}
 	if b, err := json.Marshal(s); err != nil {
 		return invalid("", "cannot encode: %v", err)

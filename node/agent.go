@@ -81,6 +81,7 @@ type Agent struct {
 	quorumStop     chan struct{}
 	quorumWG       sync.WaitGroup
 	quorumLogEvery time.Duration // quorumLogEvery; shorter in tests
+	thr            *throttler    // limits and max_in_flight (throttle.go)
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -195,7 +196,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 		httpapi.WithExec(a.execB),
 		httpapi.WithProxyPolicies(a.execB),
 		httpapi.WithRoles((*backend)(a)),
-		httpapi.WithReadiness((*readiness)(a)))
+		httpapi.WithReadiness((*readiness)(a)),
+		httpapi.WithThrottle(a.thr))
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -291,6 +293,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return fmt.Errorf("dispatch: %w", err)
 	}
 	a.roles.Start()
+	a.startThrottle()
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {

@@ -51,6 +51,9 @@
 //	                            runner (see README "Securing a mesh")
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
+//	throttle.ask, .usage        a node of this node's own cluster (the
+//	                            manager's grants are that cluster's budget);
+//	                            an ask must name its caller (throttle.Manager)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

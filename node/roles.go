@@ -115,7 +115,8 @@ func (a *Agent) newRoles() (*roles.Manager, error) {
 	retention := roles.Role{Name: roles.Retention, Run: func(ctx context.Context, f *roles.Fence) error {
 		return a.disp.Maintain(roles.WithFence(ctx, f), f.Cluster)
 	}}
-	return roles.New(cfg, leadershipView{a.cons}, roleStore{kv: a.cons}, a.log, retention)
+	a.thr = a.newThrottler()
+	return roles.New(cfg, leadershipView{a.cons}, roleStore{kv: a.cons}, a.log, retention, a.thr.role())
 }
 
 // Roles reports cluster's roles ("" for the local one) from the fence keys

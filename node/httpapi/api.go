@@ -120,6 +120,7 @@ type API struct {
 	ready         Readiness       // optional: /v1/ready and the leave guard
 	roles         RolesBackend    // optional: /v1/roles
 	observe       RequestObserver // optional: metrics
+	throttle      Throttler       // optional: limits, max_in_flight, /v1/throttles (throttle.go)
 	log           zerolog.Logger
 	mux           *http.ServeMux
 }
@@ -174,6 +175,9 @@ func (a *API) routes() {
 	}
 	if a.roles != nil {
 		a.handle("GET /v1/roles", a.rolesList)
+	}
+	if a.throttle != nil {
+		a.handle("GET /v1/throttles", a.throttles)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))
