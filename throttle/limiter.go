@@ -42,6 +42,7 @@ type Limiter struct {
 	contact time.Time // first reply of this process
 	healthy bool
 	lastTry time.Time
+	used    time.Time // the last Admit: an idle node asks nothing
 	lims    map[lkey]*nlim
 	slots   map[string]*nslot
 	wake    chan struct{} // closed and replaced at every reply or failure
@@ -196,6 +197,7 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 	for {
 		m.mu.Lock()
 		now := m.cfg.Clock()
+		m.used = now
 		var (
 			bl   *nlim
 			bk   *nkey
@@ -245,8 +247,13 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 			m.mu.Unlock()
 			return d
 		}
-		wait := ctx.Err() == nil && now.Before(deadline) && m.healthy && m.fence != 0
-		if bl != nil {
+		wait := ctx.Err() == nil && now.Before(deadline)
+		switch {
+		case !m.healthy || m.fence == 0:
+			// Waiting is worth it only when a probe is due now (a node
+			// back from idle), not right after one failed.
+			wait = wait && now.Sub(m.lastTry) >= probeEvery
+		case bl != nil:
 			wait = wait && (bl.committed || m.mayCommit(bl.spec, bl.win)) && !now.Before(bk.retryAt)
 		}
 		if !wait {
@@ -321,6 +328,9 @@ func (m *Limiter) Run(ctx context.Context) {
 // probeEvery is how often an unhealthy node probes for the manager.
 const probeEvery = 200 * time.Millisecond
 
+// idleAfter: a node that admitted nothing for this long stops asking.
+const idleAfter = time.Minute
+
 // heartbeat is how often a healthy node with nothing to ask asks anyway.
 const heartbeat = 500 * time.Millisecond
 
@@ -334,6 +344,9 @@ func (m *Limiter) build() (*Ask, []*nlim, time.Time) {
 		if WindowStart(l.win+2, l.spec.Per).Before(now) {
 			delete(m.lims, k)
 		}
+	}
+	if m.used.IsZero() || now.Sub(m.used) > idleAfter {
+		return nil, nil, now // no throttled request lately: nothing to ask
 	}
 	if !m.healthy || m.fence == 0 {
 		if now.Sub(m.lastTry) < probeEvery {

@@ -93,6 +93,7 @@ func newRig(t *testing.T, names ...string) *rig {
 		nodes: map[string]*Limiter{}, cut: map[string]bool{}}
 	for _, n := range names {
 		n := n
+		defer func() { r.nodes[n].used = r.clk.now() }() // asks as a node in use
 		r.nodes[n] = NewLimiter(LimiterConfig{Node: n, Clock: r.clk.now, MaxWait: time.Millisecond,
 			Call: func(ctx context.Context, body []byte) ([]byte, error) {
 				r.mu.Lock()
