@@ -6,6 +6,7 @@
 //	go run ./cmd/rpcbench                                  # QUIC RPC vs NATS request/reply (its own command)
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw proxy   # vs HAProxy, with wrk
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw failover # a worker kill -9 under load vs NATS
+//	go run ./cmd/meshbench -meshgw /path/to/meshgw throttle # cluster-wide limits vs per-node limiters and HAProxy
 //
 // Everything listens on 127.0.0.1 and every load loop is bounded in time.
 package main
@@ -314,8 +315,10 @@ func main() {
 		benchProxy(buildMeshgw())
 	case "failover":
 		benchFailover(buildMeshgw())
+	case "throttle":
+		benchThrottle(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|throttle")
 	}
 	_ = context.Background
 }
