@@ -40,6 +40,17 @@ type throttler struct {
 	mu      sync.Mutex
 	manager string // name of the node believed active, "" unknown
 	at      time.Time
+
+	// prepared: per service, its limits as the throttle takes them and
+	// their counters, for the definition's version (the hot path).
+	pmu      sync.RWMutex
+	prepared map[string]*preparedSvc
+}
+
+type preparedSvc struct {
+	version           uint64
+	specs             []throttle.Spec
+	admitted, refused []prometheus.Counter // per limit, then max_in_flight
 }
 
 // throttleLocate is how long a located manager is trusted before it is
@@ -47,7 +58,7 @@ type throttler struct {
 const throttleLocate = 2 * time.Second
 
 func (a *Agent) newThrottler() *throttler {
-	t := &throttler{a: a,
+	t := &throttler{a: a, prepared: map[string]*preparedSvc{},
 		mgr: throttle.NewManager(throttle.ManagerConfig{Node: a.cfg.NodeName}, a.log),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgw_throttle_admitted_total",
 			Help: "Requests a service's limit (index, or max_in_flight) let through on this node."}, []string{"cluster", "service", "limit"}),
@@ -192,6 +203,31 @@ func (t *throttler) call(ctx context.Context, body []byte) ([]byte, error) {
 	return t.callManager(ctx, throttle.Method, body)
 }
 
+// prepare returns svc's limits and counters, computed once per version.
+func (t *throttler) prepare(cluster string, svc dispatch.Service) *preparedSvc {
+	t.pmu.RLock()
+	p := t.prepared[svc.Name]
+	t.pmu.RUnlock()
+	if p != nil && p.version == svc.Version && len(p.specs) == len(svc.Limits) {
+		return p
+	}
+	p = &preparedSvc{version: svc.Version, specs: specs(svc)}
+	for i := range p.specs {
+		p.specs[i] = p.specs[i].Prepare()
+		p.admitted = append(p.admitted, t.admitted.WithLabelValues(cluster, svc.Name, strconv.Itoa(i)))
+		p.refused = append(p.refused, t.refused.WithLabelValues(cluster, svc.Name, strconv.Itoa(i)))
+	}
+	p.admitted = append(p.admitted, t.admitted.WithLabelValues(cluster, svc.Name, "max_in_flight"))
+	p.refused = append(p.refused, t.refused.WithLabelValues(cluster, svc.Name, "max_in_flight"))
+	t.pmu.Lock()
+	if len(t.prepared) > 4096 {
+		clear(t.prepared)
+	}
+	t.prepared[svc.Name] = p
+	t.pmu.Unlock()
+	return p
+}
+
 // specs turns a service's limits into the throttle's.
 func specs(svc dispatch.Service) []throttle.Spec {
 	out := make([]throttle.Spec, len(svc.Limits))
@@ -220,7 +256,8 @@ func (t *throttler) Admit(w http.ResponseWriter, r *http.Request, cluster, servi
 			"service %s of cluster %s has limits, which that cluster's nodes enforce: send its requests to a node of %s",
 			service, cluster, cluster)
 	}
-	req := throttle.Request{Service: service, Limits: specs(svc), MaxInFlight: svc.MaxInFlight}
+	p := t.prepare(cluster, svc)
+	req := throttle.Request{Service: service, Limits: p.specs, MaxInFlight: svc.MaxInFlight}
 	req.Keys = make([]string, len(req.Limits))
 	for i, s := range req.Limits {
 		switch s.By {
@@ -239,24 +276,24 @@ func (t *throttler) Admit(w http.ResponseWriter, r *http.Request, cluster, servi
 	d := t.lim.Admit(r.Context(), req)
 	if d.OK {
 		for i := range req.Limits {
-			t.admitted.WithLabelValues(cluster, service, strconv.Itoa(i)).Inc()
+			p.admitted[i].Inc()
 		}
 		if req.MaxInFlight > 0 {
-			t.admitted.WithLabelValues(cluster, service, "max_in_flight").Inc()
+			p.admitted[len(p.specs)].Inc()
 		}
 		return d.Release, nil
 	}
 	secs := max(1, int((d.Reset+time.Second-1)/time.Second))
 	h := w.Header()
 	if d.InFlight {
-		t.refused.WithLabelValues(cluster, service, "max_in_flight").Inc()
+		p.refused[len(p.specs)].Inc()
 		h.Set("RateLimit-Limit", strconv.Itoa(svc.MaxInFlight))
 		h.Set("RateLimit-Remaining", "0")
 		h.Set("RateLimit-Reset", "1")
 		return nil, httpapi.Errorf(http.StatusTooManyRequests, "too_many_in_flight",
 			"service %s has %d requests in flight across the cluster (max_in_flight); retry later", service, svc.MaxInFlight).WithRetryAfter(1)
 	}
-	t.refused.WithLabelValues(cluster, service, strconv.Itoa(d.Limit.Index)).Inc()
+	p.refused[d.Limit.Index].Inc()
 	l := svc.Limits[d.Limit.Index]
 	h.Set("RateLimit-Limit", strconv.FormatInt(l.Rate+l.Burst, 10))
 	h.Set("RateLimit-Remaining", strconv.FormatInt(d.Remaining, 10))

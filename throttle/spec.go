@@ -33,6 +33,16 @@ type Spec struct {
 	// Share: a node that cannot reach the manager spends its share of the
 	// budget; false (on_manager_loss "deny"): it admits nothing more.
 	Share bool `json:"share"`
+
+	idc string // id(), once Prepare computed it
+}
+
+// Prepare returns s with its identity computed once, for a caller that
+// checks many requests against the same limit.
+func (s Spec) Prepare() Spec {
+	s.idc = ""
+	s.idc = s.id()
+	return s
 }
 
 // Cap is what all nodes together may admit in one window of the limit.
@@ -44,6 +54,9 @@ func (s Spec) Durable() bool { return s.Per >= DurableFrom }
 // id names the limit, with everything that sizes its budget: a changed
 // definition is a new limit.
 func (s Spec) id() string {
+	if s.idc != "" {
+		return s.idc
+	}
 	share := "deny"
 	if s.Share {
 		share = "share"

@@ -31,14 +31,15 @@ func benchThrottle(bin string) {
 	up := startUpstream()
 	const limit = 100
 	fmt.Printf("limit %d/s by service; %s per round; admitted per second over the round's whole windows\n\n", limit, *dur)
-	fmt.Println("| nodes, load | meshgw admitted/s [range] | per-node limiter | HAProxy per node | meshgw/limit | per-node/limit | HAProxy/limit |")
-	fmt.Println("|---|---|---|---|---|---|---|")
+	fmt.Println("| nodes, load | meshgw admitted/s [range] | per-node limiter | HAProxy per node, http_req_rate | HAProxy per node, admitted only | meshgw/limit | per-node/limit | HAProxy/limit | HAProxy admitted-only/limit |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	var hot3 []meshNode
 	var dp3 []string
 	var cmds3 []*exec.Cmd
 	for _, n := range []int{3, 5} {
 		nodes, dps, cmds := throttleMesh(bin, n, up)
-		haps := startHAProxies(n, up, limit)
+		haps := startHAProxies(n, up, limit, true)
+		haps2 := startHAProxies(n, up, limit, false)
 		locals := startLocalLimiters(n, limit)
 		for _, skew := range []bool{false, true} {
 			workers := make([]int, n)
@@ -51,19 +52,20 @@ func benchThrottle(bin string) {
 					}
 				}
 			}
-			var m, l, h series
+			var m, l, h, h2 series
 			for r := 0; r < *rounds; r++ {
 				m = append(m, admittedRate(dps, "/svc/lim/x", workers))
 				l = append(l, admittedRate(locals, "/", workers))
 				h = append(h, admittedRate(haps, "/", workers))
+				h2 = append(h2, admittedRate(haps2, "/", workers))
 			}
 			load := "even"
 			if skew {
 				load = "skewed (6:1:…)"
 			}
 			ml, mh := m.span()
-			fmt.Printf("| %d, %s | %.1f [%.1f–%.1f] | %.1f | %.1f | %.2f× | %.2f× | %.2f× |\n", n, load, m.median(), ml, mh,
-				l.median(), h.median(), m.median()/limit, l.median()/limit, h.median()/limit)
+			fmt.Printf("| %d, %s | %.1f [%.1f–%.1f] | %.1f | %.1f | %.1f | %.2f× | %.2f× | %.2f× | %.2f× |\n", n, load, m.median(), ml, mh,
+				l.median(), h.median(), h2.median(), m.median()/limit, l.median()/limit, h.median()/limit, h2.median()/limit)
 		}
 		stopHAProxies(haps)
 		if n == 3 {
@@ -165,10 +167,25 @@ func startLocalLimiters(n, limit int) []string {
 	return out
 }
 
-func startHAProxies(n int, up string, limit int) []string {
+// startHAProxies starts one HAProxy per node. literal: the rule of the
+// issue, deny if sc_http_req_rate(0) gt limit (every request counts,
+// refused ones too); else only admitted requests count (gpc0_rate,
+// incremented after the deny rule).
+func startHAProxies(n int, up string, limit int, literal bool) []string {
 	var out []string
 	for i := 0; i < n; i++ {
 		port := freePort()
+		rules := fmt.Sprintf(`  stick-table type integer size 1 expire 10s store http_req_rate(1s)
+  http-request track-sc0 int(1)
+  http-request deny deny_status 429 if { sc_http_req_rate(0) gt %d }
+`, limit)
+		if !literal {
+			rules = fmt.Sprintf(`  stick-table type integer size 1 expire 10s store gpc0_rate(1s)
+  http-request track-sc0 int(1)
+  http-request deny deny_status 429 if { sc0_gpc0_rate gt %d }
+  http-request sc-inc-gpc0(0)
+`, limit-1)
+		}
 		cfg := fmt.Sprintf(`global
   maxconn 4096
 defaults
@@ -179,13 +196,10 @@ defaults
   option http-keep-alive
 frontend f
   bind 127.0.0.1:%d
-  stick-table type integer size 1 expire 10s store http_req_rate(1s)
-  http-request track-sc0 int(1)
-  http-request deny deny_status 429 if { sc_http_req_rate(0) gt %d }
-  default_backend b
+%s  default_backend b
 backend b
   server u1 %s
-`, port, limit, up)
+`, port, rules, up)
 		f, _ := os.CreateTemp("", "haproxy-throttle-*.cfg")
 		f.WriteString(cfg)
 		f.Close()
