@@ -120,7 +120,12 @@
 //
 // # Assumptions, stated
 //
-// Clocks agree within MaxSkew (250ms by default; NTP). Windows are the
+// Clocks agree within MaxSkew (250ms by default; NTP). As for every role,
+// the former manager is not paused (SIGSTOP, a long GC) past the roles
+// lease's margin: one that wakes up after the new one started could still
+// answer asks for short windows until its node sees it no longer leads
+// (at most the roles poll); nodes that saw the new fence refuse it, and
+// its writes to the group (durable windows, slots, roster) are fenced. Windows are the
 // nodes' windows: with skew, a window as one observer measures it may
 // overlap two windows of a node by up to the skew. A changed limit (rate,
 // per, burst, by or on_manager_loss) is a new limit with its own budget
