@@ -9,8 +9,8 @@ import (
 // TestThrottlePartition: 5 agents in network namespaces, a 50/s limit by
 // service (on_manager_loss share) under load on every node; the cluster is
 // cut 2|3 with the Raft leader (so the active throttle manager) on the
-// small side, held, and healed. In no 1-s window do both sides together
-// admit more than 50, and the limit keeps admitting on both sides.
+// small side, held 4 s, and healed. In no 1-s window do both sides together
+// admit more than 50, and the large side keeps admitting.
 func TestThrottlePartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("throttle partition: 5 agents")
@@ -49,12 +49,12 @@ func TestThrottlePartition(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		res = r.load(t, "prate", []int{2, 1, 2, 1, 1}, 10*time.Millisecond, 9*time.Second)
+		res = r.load(t, "prate", []int{2, 1, 2, 1, 1}, 10*time.Millisecond, 7*time.Second)
 	}()
-	time.Sleep(2 * time.Second)
+	time.Sleep(1500 * time.Millisecond)
 	lab.cut(small, large)
 	cutAt := time.Now()
-	time.Sleep(5 * time.Second)
+	time.Sleep(4 * time.Second)
 	lab.heal()
 	healAt := time.Now()
 	<-done
@@ -67,11 +67,26 @@ func TestThrottlePartition(t *testing.T) {
 			t.Errorf("window %d admitted %d across both sides, over 50", w, n)
 		}
 	}
-	cutTotal := 0
-	for w := cutAt.Unix() + 1; w < healAt.Unix(); w++ {
-		cutTotal += certain[w]
+	// Each side while cut (whole windows from the second after the cut).
+	onSmall := map[string]bool{}
+	for _, n := range small {
+		onSmall[n] = true
 	}
-	if cutTotal == 0 {
-		t.Errorf("nothing admitted while cut: the shares should keep both sides admitting")
+	from, to := cutAt.Unix()+2, healAt.Unix()-1
+	sides := map[bool]int{}
+	for id, at := range res.sent {
+		if w := at.Unix(); w >= from && w <= to {
+			sides[onSmall[res.node[id]]]++
+		}
+	}
+	t.Logf("while cut (%d whole windows): small side admitted %d, large side %d; other answers %v", to-from+1, sides[true], sides[false], res.other)
+	// The small side serves no /svc/ request while cut whatever the
+	// throttle does: its node reads the cluster's ACL state first, which
+	// needs a quorum (503 no_quorum). Its fallback shares are the unit
+	// tests' (throttle: TestFallbackShareUnderPartition,
+	// TestRealTimeFallbackAfterCut); here the large side must go on
+	// admitting within what the small side's shares leave.
+	if sides[false] == 0 {
+		t.Errorf("while cut, the large side admitted nothing")
 	}
 }

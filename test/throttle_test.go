@@ -122,6 +122,7 @@ func (r *throttleRig) send(n *Node, secret, method, path, id string, body string
 // loadResult is what a load run saw.
 type loadResult struct {
 	sent     map[string]time.Time // admitted id → when it was sent
+	node     map[string]string    // admitted id → the node that admitted it
 	refused  int
 	badRetry int // 429 without Retry-After or RateLimit-* headers
 	other    map[int]int
@@ -130,7 +131,7 @@ type loadResult struct {
 // load sends /svc/{svc}/ requests from workers[i] goroutines on node i,
 // each pausing pause between requests, for d.
 func (r *throttleRig) load(t *testing.T, svc string, workers []int, pause, d time.Duration) loadResult {
-	res := loadResult{sent: map[string]time.Time{}, other: map[int]int{}}
+	res := loadResult{sent: map[string]time.Time{}, node: map[string]string{}, other: map[int]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var seq atomic.Int64
@@ -153,6 +154,7 @@ func (r *throttleRig) load(t *testing.T, svc string, workers []int, pause, d tim
 						res.other[0]++
 					case resp.StatusCode == 200:
 						res.sent[id] = at
+						res.node[id] = n.Name
 					case resp.StatusCode == 429:
 						res.refused++
 						if resp.Header.Get("Retry-After") == "" || resp.Header.Get("RateLimit-Limit") == "" ||

@@ -488,7 +488,7 @@ func (m *Limiter) apply(ask *Ask, commits []*nlim, sent time.Time, body []byte, 
 	if err != nil {
 		clear()
 		if m.healthy {
-			m.log.Debug().Err(err).Msg("throttle manager not reached; spending shares and grants held")
+			m.log.Warn().Err(err).Int("roster", m.n).Msg("throttle manager not reached: spending grants held, then fallback shares")
 		}
 		m.healthy = false
 		m.lastTry = now
@@ -500,6 +500,10 @@ func (m *Limiter) apply(ask *Ask, commits []*nlim, sent time.Time, body []byte, 
 	m.n = max(m.n, rep.N)
 	if m.contact.IsZero() {
 		m.contact = now
+	}
+	if !m.healthy {
+		m.log.Info().Uint64("fence", m.fence).Int("roster", m.n).Bool("probe", ask.Probe).Str("refused", rep.Refused).
+			Msg("throttle manager reached")
 	}
 	m.healthy = true
 	if rep.Refused != "" {
