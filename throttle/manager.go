@@ -376,7 +376,9 @@ func (m *Manager) answer(ctx context.Context, a *activation, ask Ask) (Reply, er
 		ms.max = sa.Max
 		// The node lowered what it holds before it sent the ask, and
 		// asks one at a time: what it reports is what it holds.
+		// Never more than it was given (a later activation adopted it).
 		old := ms.held[ask.Node]
+		sa.Held = min(sa.Held, old)
 		ms.held[ask.Node] = sa.Held
 		delete(ms.adopted, ask.Node)
 		give := 0

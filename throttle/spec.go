@@ -17,6 +17,12 @@ var Pers = map[string]time.Duration{
 	"1s": time.Second, "1m": time.Minute, "1h": time.Hour, "1d": 24 * time.Hour, "30d": 30 * 24 * time.Hour,
 }
 
+// Bounds of a spec from a peer.
+const (
+	maxCount = 1 << 40
+	maxPer   = 366 * 24 * time.Hour
+)
+
 // DurableFrom is the shortest window whose grants are written ahead to the
 // group (see the package doc, "Durable windows").
 const DurableFrom = time.Minute
@@ -69,12 +75,12 @@ func (s Spec) Check() error {
 	switch {
 	case s.Service == "":
 		return fmt.Errorf("service: missing")
-	case s.Rate <= 0:
-		return fmt.Errorf("rate: must be positive")
-	case s.Burst < 0:
-		return fmt.Errorf("burst: must not be negative")
-	case s.Per <= 0:
-		return fmt.Errorf("per: must be positive")
+	case s.Rate <= 0 || s.Rate > maxCount:
+		return fmt.Errorf("rate: must be between 1 and %d", int64(maxCount))
+	case s.Burst < 0 || s.Burst > maxCount:
+		return fmt.Errorf("burst: must be between 0 and %d", int64(maxCount))
+	case s.Per <= 0 || s.Per > maxPer:
+		return fmt.Errorf("per: must be positive and at most %s", maxPer)
 	case s.By != ByService && s.By != ByToken && s.By != ByIP:
 		return fmt.Errorf("by: %q is not service, token or ip", s.By)
 	}
