@@ -38,7 +38,10 @@
 // node marks the window committed before it sends the ask, and asks one at
 // a time, so whatever the network does (lost, late or repeated messages),
 // what a node spends in a committed window is at most what the manager
-// recorded for it.
+// recorded for it. A node commits to the windows of every limit it served
+// in the last minute, traffic or not, so the manager need not hold its
+// share back (an idle node would otherwise keep 1/N of the budget away
+// from the busy ones).
 //
 // # The manager's account
 //

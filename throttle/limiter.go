@@ -44,6 +44,7 @@ type Limiter struct {
 	lastTry time.Time
 	used    time.Time // the last Admit: an idle node asks nothing
 	lims    map[lkey]*nlim
+	known   map[string]knownSpec // limits this node served lately
 	slots   map[string]*nslot
 	wake    chan struct{} // closed and replaced at every reply or failure
 	kick    chan struct{}
@@ -54,6 +55,14 @@ type nlim struct {
 	win       int64
 	committed bool
 	keys      map[string]*nkey
+}
+
+// knownSpec is a limit this node served, and when it last did: the node
+// commits to its windows while it is known, traffic or not, so the
+// manager need not reserve this node's share of them.
+type knownSpec struct {
+	spec Spec
+	last time.Time
 }
 
 type nkey struct {
@@ -92,7 +101,7 @@ func NewLimiter(cfg LimiterConfig, log zerolog.Logger) *Limiter {
 		cfg.Clock = time.Now
 	}
 	return &Limiter{cfg: cfg, log: log.With().Str("component", "throttle").Logger(),
-		lims: map[lkey]*nlim{}, slots: map[string]*nslot{}, wake: make(chan struct{}), kick: make(chan struct{}, 1)}
+		lims: map[lkey]*nlim{}, known: map[string]knownSpec{}, slots: map[string]*nslot{}, wake: make(chan struct{}), kick: make(chan struct{}, 1)}
 }
 
 // Request is what one request is checked against: its service's limits,
@@ -206,6 +215,9 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 			keys = make([]*nkey, len(r.Limits))
 		)
 		for i, s := range r.Limits {
+			if k := m.known[s.id()]; now.Sub(k.last) > time.Second {
+				m.known[s.id()] = knownSpec{spec: s, last: now}
+			}
 			l := m.lim(s, Window(now, s.Per))
 			k := l.key(r.Keys[i])
 			lims[i], keys[i] = l, k
@@ -386,6 +398,15 @@ func (m *Limiter) build() (*Ask, []*nlim, time.Time) {
 		}
 		keys += 2*len(l.keys) + len(want)
 		ask.Limits = append(ask.Limits, la)
+	}
+	for id, k := range m.known {
+		if now.Sub(k.last) > idleAfter {
+			delete(m.known, id)
+			continue
+		}
+		if m.mayCommit(k.spec, Window(now, k.spec.Per)) {
+			m.lim(k.spec, Window(now, k.spec.Per)) // committed below, without traffic
+		}
 	}
 	var cur []*nlim
 	for _, l := range m.lims {

@@ -458,3 +458,30 @@ func TestDecodeAskBounds(t *testing.T) {
 		t.Fatalf("inactive manager answered: %v", err)
 	}
 }
+
+// Nodes that served a limit lately commit to its windows without traffic,
+// so all of the budget goes where the requests are.
+func TestIdleNodesReleaseTheirShares(t *testing.T) {
+	r := newRig(t, "a", "b", "c")
+	r.activate(1)
+	s := spec(time.Second, 60, true)
+	r.clk.add(3 * time.Second)
+	r.pump(8)
+	for _, n := range []string{"a", "b", "c"} {
+		r.admitN(n, s, "", 1) // each has served the limit once
+	}
+	now := r.clk.now()
+	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now) + 600*time.Millisecond) // second half: next window committed
+	r.pump(3)
+	now = r.clk.now()
+	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now))
+	total := 0
+	for round := 0; round < 30; round++ {
+		total += r.admitN("a", s, "", 5) // all the traffic on a
+		r.pump(1)
+		r.clk.add(10 * time.Millisecond)
+	}
+	if total < 57 || total > 60 {
+		t.Fatalf("one busy node of three admitted %d of 60: idle nodes kept their shares reserved", total)
+	}
+}
