@@ -18,7 +18,8 @@ import (
 // benchThrottle (issue 14): a cluster-wide limit of 100/s by service.
 //
 //   - accuracy, 3 and 5 nodes, even and skewed load (every node offered
-//     well over the limit, or one node most of it): requests admitted per
+//     well over the limit, one node most of it, or one node all of it,
+//     the others having served the limit just before): requests admitted per
 //     second by meshgw (its data planes, -proxy), by a per-node limiter set
 //     to the same limit (a fixed-window counter of 100/s in each of N
 //     servers: Kong's "local" policy, KrakenD), and by one HAProxy per node
@@ -41,15 +42,16 @@ func benchThrottle(bin string) {
 		haps := startHAProxies(n, up, limit, true)
 		haps2 := startHAProxies(n, up, limit, false)
 		locals := startLocalLimiters(n, limit)
-		for _, skew := range []bool{false, true} {
+		for _, load := range []string{"even", "skewed (6:1:…)", "one node only"} {
 			workers := make([]int, n)
 			for i := range workers {
-				workers[i] = 2
-				if skew {
+				switch {
+				case load == "even":
+					workers[i] = 2
+				case i == 0:
+					workers[i] = 6
+				case load == "skewed (6:1:…)":
 					workers[i] = 1
-					if i == 0 {
-						workers[i] = 6
-					}
 				}
 			}
 			var m, l, h, h2 series
@@ -58,10 +60,6 @@ func benchThrottle(bin string) {
 				l = append(l, admittedRate(locals, "/", workers))
 				h = append(h, admittedRate(haps, "/", workers))
 				h2 = append(h2, admittedRate(haps2, "/", workers))
-			}
-			load := "even"
-			if skew {
-				load = "skewed (6:1:…)"
 			}
 			ml, mh := m.span()
 			fmt.Printf("| %d, %s | %.1f [%.1f–%.1f] | %.1f | %.1f | %.1f | %.2f× | %.2f× | %.2f× | %.2f× |\n", n, load, m.median(), ml, mh,
