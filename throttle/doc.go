@@ -38,10 +38,12 @@
 // node marks the window committed before it sends the ask, and asks one at
 // a time, so whatever the network does (lost, late or repeated messages),
 // what a node spends in a committed window is at most what the manager
-// recorded for it. A node commits to the windows of every limit it served
-// in the last minute, traffic or not, so the manager need not hold its
-// share back (an idle node would otherwise keep 1/N of the budget away
-// from the busy ones).
+// recorded for it. A node commits to the windows of every limit in use in
+// the cluster (it served it, or the manager's replies list it as asked
+// for by some node in the last minute), traffic or not, so the manager
+// holds back no share of a node it hears from (an idle node would
+// otherwise keep 1/N of the budget from the busy ones). A node that ever
+// served a throttled request therefore asks at least every 500ms.
 //
 // # The manager's account
 //

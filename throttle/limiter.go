@@ -340,7 +340,8 @@ func (m *Limiter) Run(ctx context.Context) {
 // probeEvery is how often an unhealthy node probes for the manager.
 const probeEvery = 200 * time.Millisecond
 
-// idleAfter: a node that admitted nothing for this long stops asking.
+// idleAfter: a limit neither this node nor (Reply.Active) any other
+// asked tokens of for this long is no longer committed to ahead.
 const idleAfter = time.Minute
 
 // heartbeat is how often a healthy node with nothing to ask asks anyway.
@@ -357,8 +358,8 @@ func (m *Limiter) build() (*Ask, []*nlim, time.Time) {
 			delete(m.lims, k)
 		}
 	}
-	if m.used.IsZero() || now.Sub(m.used) > idleAfter {
-		return nil, nil, now // no throttled request lately: nothing to ask
+	if m.used.IsZero() {
+		return nil, nil, now // never served a throttled request: nothing to ask
 	}
 	if !m.healthy || m.fence == 0 {
 		if now.Sub(m.lastTry) < probeEvery {
@@ -536,6 +537,15 @@ func (m *Limiter) apply(ask *Ask, commits []*nlim, sent time.Time, body []byte, 
 		clear()
 		m.nudge()
 		return
+	}
+	for _, sp := range rep.Active {
+		if sp.Check() != nil {
+			continue
+		}
+		sp = sp.Prepare()
+		if k := m.known[sp.id()]; now.Sub(k.last) > time.Second {
+			m.known[sp.id()] = knownSpec{spec: sp, last: now}
+		}
 	}
 	for _, g := range rep.Grants {
 		l := m.lims[lkey{g.Limit, g.Window}]

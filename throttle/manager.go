@@ -101,7 +101,20 @@ type activation struct {
 	limits map[lkey]*mlimit
 	slots  map[string]*mslots
 	seen   map[string]time.Time // node → last ask
+	demand map[string]demandOf  // limit → when a node last asked tokens of it
 }
+
+type demandOf struct {
+	spec Spec
+	at   time.Time
+}
+
+// activeFor is how long a limit nobody asked tokens of stays in
+// Reply.Active; maxActive bounds the list.
+const (
+	activeFor = time.Minute
+	maxActive = 256
+)
 
 type lkey struct {
 	id  string
@@ -163,7 +176,7 @@ type allocRec struct {
 // started answering.
 func (m *Manager) Activate(ctx context.Context, term uint64, since time.Time, store Store) error {
 	a := &activation{term: term, since: since, store: store, roster: map[string]int{},
-		limits: map[lkey]*mlimit{}, slots: map[string]*mslots{}, seen: map[string]time.Time{}}
+		limits: map[lkey]*mlimit{}, slots: map[string]*mslots{}, seen: map[string]time.Time{}, demand: map[string]demandOf{}}
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	err := m.load(sctx, a)
 	cancel()
@@ -318,6 +331,9 @@ func (m *Manager) answer(ctx context.Context, a *activation, ask Ask) (Reply, er
 			continue // out of what this activation grants in: nothing recorded
 		}
 		l := a.limit(s, la.Window)
+		if len(la.Want) > 0 {
+			a.demand[s.id()] = demandOf{spec: s, at: now}
+		}
 		if !l.committed[ask.Node] {
 			l.committed[ask.Node] = true
 			for key, f := range la.Fallback {
@@ -400,6 +416,13 @@ func (m *Manager) answer(ctx context.Context, a *activation, ask Ask) (Reply, er
 			puts[slotsKey+sa.Service] = v
 		} else {
 			rep.Slots = append(rep.Slots, SlotGrant{Service: sa.Service, Held: sa.Held, Contended: contended})
+		}
+	}
+	for id, d := range a.demand {
+		if now.Sub(d.at) > activeFor {
+			delete(a.demand, id)
+		} else if len(rep.Active) < maxActive {
+			rep.Active = append(rep.Active, d.spec)
 		}
 	}
 	if len(puts) > 0 {

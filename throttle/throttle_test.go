@@ -317,7 +317,7 @@ func TestManagerChangeAndFence(t *testing.T) {
 	// A reply of the old activation is refused.
 	old.mu.Lock()
 	old.act = &activation{term: 1, since: r.clk.now(), store: fenced{r.store, 1}, roster: map[string]int{"a": 2},
-		limits: map[lkey]*mlimit{}, slots: map[string]*mslots{}, seen: map[string]time.Time{}}
+		limits: map[lkey]*mlimit{}, slots: map[string]*mslots{}, seen: map[string]time.Time{}, demand: map[string]demandOf{}}
 	old.mu.Unlock()
 	body, _ := jsonMarshal(&Ask{Node: "a", Fence: 1, Probe: true})
 	resp, err := old.Handle(context.Background(), "a", body)
@@ -459,17 +459,17 @@ func TestDecodeAskBounds(t *testing.T) {
 	}
 }
 
-// Nodes that served a limit lately commit to its windows without traffic,
-// so all of the budget goes where the requests are.
+// Nodes commit to the windows of every limit in use in the cluster
+// (Reply.Active), traffic or not, so all of the budget goes where the
+// requests are.
 func TestIdleNodesReleaseTheirShares(t *testing.T) {
 	r := newRig(t, "a", "b", "c")
 	r.activate(1)
 	s := spec(time.Second, 60, true)
 	r.clk.add(3 * time.Second)
 	r.pump(8)
-	for _, n := range []string{"a", "b", "c"} {
-		r.admitN(n, s, "", 1) // each has served the limit once
-	}
+	r.admitN("a", s, "", 1) // b and c never serve s: they learn of it from the manager
+	r.pump(2)
 	now := r.clk.now()
 	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now) + 600*time.Millisecond) // second half: next window committed
 	r.pump(3)

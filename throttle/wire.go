@@ -85,6 +85,10 @@ type Reply struct {
 	Slots  []SlotGrant `json:"slots,omitempty"`
 	// Refused says why the asks were not looked at (a stale fence).
 	Refused string `json:"refused,omitempty"`
+	// Active are the limits some node asked tokens of lately: every node
+	// commits to their windows, traffic or not, so that no share of a
+	// node the manager hears from is held back.
+	Active []Spec `json:"active,omitempty"`
 }
 
 // Grant is what the manager gives a node on one key of a limit in a window.
