@@ -87,6 +87,12 @@ type Service struct {
 	Paths     []PathRoute `json:"paths,omitempty"`     // http: path prefixes routed on the data plane (routing.go)
 	Sticky    *Sticky     `json:"sticky,omitempty"`    // http: keep a client on one upstream (routing.go)
 	FailOpen  bool        `json:"fail_open,omitempty"` // http: every upstream unhealthy → use them all, not 503
+	// Limits are rate limits held for the whole cluster (limits.go).
+	Limits []Limit `json:"limits,omitempty"`
+	// MaxInFlight caps the service's requests in flight across the cluster (0: none).
+	MaxInFlight int `json:"max_in_flight,omitempty"`
+	// OnManagerLoss is what a node cut from the throttle manager does: "share" or "deny".
+	OnManagerLoss string `json:"on_manager_loss,omitempty"`
 }
 
 // Duration is a time.Duration that reads and writes JSON as a Go duration
@@ -334,6 +340,9 @@ func (s *Service) Validate() error {
 		return err
 	}
 	if err := s.validateCache(); err != nil {
+		return err
+	}
+	if err := s.validateLimits(); err != nil {
 		return err
 	}
 	if b, err := json.Marshal(s); err != nil {

@@ -91,6 +91,7 @@ type Agent struct {
 	// secrets serves /v1/secrets and the values of runs (secrets.go).
 	secrets *secretsBackend
 	clog    *centrallog.Service // the central log; nil with -central-log=false (centrallog.go)
+	thr     *throttler          // limits and max_in_flight (throttle.go)
 }
 
 // advertised are the addresses peers use to reach this node.
@@ -224,6 +225,7 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	if a.clog != nil {
 		opts = append(opts, httpapi.WithCentralLog(a.clog)) // centrallog.go
 	}
+	opts = append(opts, httpapi.WithThrottle(a.thr)) // limits, max_in_flight, /v1/throttles (throttle.go)
 	a.api = httpapi.New(httpapi.Config{MaxBodyBytes: cfg.MaxBodyBytes}, (*backend)(a), log, opts...)
 	return a, nil
 }
@@ -326,6 +328,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	}
 	a.roles.Start()
 	a.routing.start(a) // route table and health checks
+	a.startThrottle()
 	a.srv = httpapi.Server(a.cfg.HTTPAddr, a.api)
 	a.wg.Add(1)
 	go func() {

@@ -68,6 +68,9 @@
 //	.member, .query             entries, the log shard's membership and
 //	                            queries stay inside the cluster (the
 //	                            entries hold client IPs and accessors)
+//	throttle.ask, .usage        a node of this node's own cluster (the
+//	                            manager's grants are that cluster's budget);
+//	                            an ask must name its caller (throttle.Manager)
 //
 // Why not only nodes of C for consensus.apply: a request for cluster C is
 // authorized by C's ACL state on whichever node receives it

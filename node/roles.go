@@ -115,7 +115,9 @@ func (a *Agent) newRoles() (*roles.Manager, error) {
 	retention := roles.Role{Name: roles.Retention, Run: func(ctx context.Context, f *roles.Fence) error {
 		return a.disp.Maintain(roles.WithFence(ctx, f), f.Cluster)
 	}}
-	all := append([]roles.Role{retention, a.schedulerRole(), a.cacheCleanupRole()}, a.centralLoggerRole()...) // centrallog.go
+	a.thr = a.newThrottler()
+	all := append([]roles.Role{retention, a.schedulerRole(), a.cacheCleanupRole(), a.thr.role()},
+		a.centralLoggerRole()...) // centrallog.go
 	return roles.New(cfg, leadershipView{a.cons}, roleStore{kv: a.cons}, a.log, all...)
 }
 

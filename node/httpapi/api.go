@@ -122,6 +122,7 @@ type API struct {
 	observe       RequestObserver // optional: metrics
 	routing       RoutesBackend   // optional: /v1/routes (routes.go)
 	central       CentralLog      // optional: the central log (logs.go)
+	throttle      Throttler       // optional: limits, max_in_flight, /v1/throttles (throttle.go)
 	log           zerolog.Logger
 	mux           *http.ServeMux
 	console       http.Handler      // optional: the web console at /ui/
@@ -208,6 +209,9 @@ func (a *API) routes() {
 	a.routingRoutes() // GET /v1/routes (routes.go)
 	if a.central != nil {
 		a.logRoutes() // GET /v1/logs, /v1/kpis (logs.go)
+	}
+	if a.throttle != nil {
+		a.handle("GET /v1/throttles", a.throttles)
 	}
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, "not_found", "no route for %s %s", r.Method, r.URL.Path))

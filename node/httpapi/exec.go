@@ -115,6 +115,11 @@ func (a *API) run(w http.ResponseWriter, r *http.Request) error {
 	if len(key) > 128 {
 		return Errorf(http.StatusBadRequest, "bad_request", "Idempotency-Key longer than 128 bytes")
 	}
+	release, err := a.admit(w, r, c, name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	opts := RunOptions{Async: async, IdempotencyKey: key}
 	if stream {
 		return a.runStreaming(w, r, c, name, input, opts)
@@ -279,6 +284,11 @@ func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
 	if err := checkProxyPath(r, p); err != nil {
 		return err
 	}
+	release, err := a.admit(w, r, c, name)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return a.exec.ProxyHTTP(w, r, c, name, p)
 }
 

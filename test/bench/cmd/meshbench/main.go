@@ -7,6 +7,7 @@
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw proxy   # vs HAProxy, with wrk
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw failover # a worker kill -9 under load vs NATS
 //	go run ./cmd/meshbench -meshgw /path/to/meshgw cache    # cache hits vs HAProxy's cache, with wrk
+//	go run ./cmd/meshbench -meshgw /path/to/meshgw throttle # cluster-wide limits vs per-node limiters and HAProxy
 //
 // Everything listens on 127.0.0.1 and every load loop is bounded in time.
 package main
@@ -323,8 +324,10 @@ func main() {
 		benchCache(buildMeshgw())
 	case "centrallog": // the central log on vs off (centrallog.go)
 		benchCentralLog(buildMeshgw())
+	case "throttle":
+		benchThrottle(buildMeshgw())
 	default:
-		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|cache|centrallog")
+		fatal("usage: meshbench [-meshgw BIN] state|dispatch|proxy|failover|cache|centrallog|throttle")
 	}
 	_ = context.Background
 }

@@ -1,0 +1,138 @@
+// Package throttle enforces service limits for a whole cluster: rates per
+// window ("limits": rate per 1s, 1m, 1h, 1d or 30d, by service, token or
+// client address, plus a burst) and concurrency ("max_in_flight"), however
+// requests spread over the nodes, without a network round trip on the
+// hot path.
+//
+// It imports no other meshgw package. node wires it: the Manager runs as
+// the throttle-manager singleton role (package roles) on the Raft leader
+// of the cluster's group, under the role's fence; every node runs a
+// Limiter that spends what the active manager grants it. Asks travel as
+// one batched RPC per node (Method) over the node's QUIC transport; node
+// lets only members of the manager's own cluster call it.
+//
+// # Windows and budgets
+//
+// A limit's windows are aligned to multiples of its length since the Unix
+// epoch (Window), the same on every node. The budget of one key (the
+// service, a token accessor or a client address) in one window is
+// Cap = rate + burst: the burst is extra room in every window, not a
+// bucket carried over. Everything below shows that the requests admitted
+// on one key in one window, summed over all nodes, never exceed Cap.
+//
+// # Grants (the hot path)
+//
+// A node admits a request when, for every limit of the service, it holds
+// an unspent token of the request's key in the current window: an
+// in-memory check under one mutex. Its background loop (Limiter.Run) asks
+// the manager for more before it runs out (at half an ask's size left),
+// sized by its own demand (an eighth of the window's projected use), and,
+// in the second half of a window, for the next one, so a window starts
+// with tokens in hand. A request waits for tokens (at most MaxWait) only
+// when the node has none left and an ask may still bring some; otherwise
+// it is refused with the time left in the window (429, Retry-After).
+//
+// Sending an ask for a window commits the node: from then on it spends,
+// in that window of that limit, only tokens granted to it plus what it had
+// already spent of its fallback share before (reported in the ask). The
+// node marks the window committed before it sends the ask, and asks one at
+// a time, so whatever the network does (lost, late or repeated messages),
+// what a node spends in a committed window is at most what the manager
+// recorded for it. A node commits to the windows of every limit in use in
+// the cluster (it served it, or the manager's replies list it as asked
+// for by some node in the last minute), traffic or not, so the manager
+// holds back no share of a node it hears from (an idle node would
+// otherwise keep 1/N of the budget from the busy ones). A node that ever
+// served a throttled request therefore asks at least every 500ms.
+//
+// # The manager's account
+//
+// For one key in one window the manager keeps, per node, what it granted
+// (including the fallback a node reported when it committed), and it
+// grants only while
+//
+//	base + Σ granted + Σ_{roster nodes not committed} floor(Cap / N_n) ≤ Cap
+//
+// where base is what a former activation allocated (durable windows,
+// below) and floor(Cap/N_n) is the fallback share of node n (next
+// section). A node that never committed spends at most its share, which
+// is reserved; a committed node spends at most what is granted; so the
+// total spent is at most the left-hand side, at most Cap.
+//
+// # Losing the manager: shares
+//
+// A node that has not committed to a window may spend its fallback share
+// there without asking anyone: Cap/N, where N is the largest roster size
+// a manager told it. The roster is every node that ever asked (kept in
+// the group, "throttle/roster"), failed ones included. With
+// "on_manager_loss": "share" (the default), a node cut from the manager
+// (a partition, the manager's death) admits up to its share per window and
+// the manager, on the other side, reserves the share of every node that
+// did not commit; with "deny" there are no shares and a cut node admits
+// only what it was granted.
+//
+// A share must hold without the manager, so the shares of all nodes must
+// add up to at most one budget whatever the manager does next. The
+// manager therefore records for each node a lower bound of the N it uses
+// (nodes only ever raise N: they keep the largest told) and gives a node
+// its first share only while Σ 1/N_n ≤ 1 over every node holding one
+// (exact rationals), writing the roster to the group first. A joining
+// node gets no share until the older nodes acknowledged the larger roster
+// (their next ask), so a join never adds a burst. A node spends a share
+// only in windows that began after its first reply in this process, so a
+// restarted node cannot spend the share of a window twice.
+//
+// # A change of manager
+//
+// A new activation knows neither what the former one granted nor who
+// committed. The roles lease guarantees the former activation stopped
+// before the new one starts (roles' doc), and an activation grants at most
+// one window ahead of its clock; so, with clocks within MaxSkew, the
+// former one granted only in windows before FirstWindow(since) =
+// Window(since + MaxSkew) + 2, and the new one grants from there on
+// (windows shorter than DurableFrom). In the windows in between, nodes
+// spend what they were granted and, where they had not committed, their
+// shares: the former activation's account covers them, and nothing new is
+// granted in them. A node learns of the new activation from a reply
+// carrying a higher fence. An ask carrying an older fence is refused whole
+// (Reply.Refused) and recorded nowhere, so the node may undo the commits
+// it made for that ask; a reply carrying a fence under the highest one the
+// node saw (a former manager that has not noticed) is refused by the node.
+//
+// # Durable windows (1m and longer): quotas that survive restarts
+//
+// For windows of a minute and longer, waiting for a later window would
+// stop a quota for a day, and a restart of every node must not forget what
+// was spent. The manager writes an allocation per key and window to the
+// group before it grants beyond it ("throttle/window/...", in blocks of
+// Cap/16, fenced: roles.Fence.Guard through node), so grants never exceed
+// what the group records. A new activation, after any failover or a
+// restart of every node, starts from that allocation as base and grants
+// in the current window at once. Records of windows that are over are
+// deleted.
+//
+// # max_in_flight
+//
+// The manager hands each node slots of a service (Σ held ≤ max), written
+// to the group before they are given ("throttle/slots/<service>"). A node
+// starts a request only on a free slot it holds, and only within SlotLease
+// of the ask that last confirmed its slots; it lowers what it holds before
+// an ask says it gives slots back (at once when the manager reports others
+// waiting, else after a second idle). A new activation adopts the recorded
+// holdings until their node reports; slots of a node not heard from come
+// back after SlotLease + Reclaim (5 minutes by default), the bound assumed
+// on how long a request stays in flight on a node that lost the manager.
+//
+// # Assumptions, stated
+//
+// Clocks agree within MaxSkew (250ms by default; NTP). As for every role,
+// the former manager is not paused (SIGSTOP, a long GC) past the roles
+// lease's margin: one that wakes up after the new one started could still
+// answer asks for short windows until its node sees it no longer leads
+// (at most the roles poll); nodes that saw the new fence refuse it, and
+// its writes to the group (durable windows, slots, roster) are fenced. Windows are the
+// nodes' windows: with skew, a window as one observer measures it may
+// overlap two windows of a node by up to the skew. A changed limit (rate,
+// per, burst, by or on_manager_loss) is a new limit with its own budget
+// from the moment nodes see the new definition.
+package throttle
