@@ -118,7 +118,11 @@ func (c *Checker) Close() {
 }
 
 func (c *Checker) run(ctx context.Context, p *probe) {
-	t := time.NewTicker(p.c.Interval)
+	// A timer re-armed after each check, not a ticker: after a stall (a
+	// starved CPU, a slow check) a ticker's pending tick would run the next
+	// check at once, and two results milliseconds apart would count as the
+	// healthy_after or unhealthy_after streak of two intervals.
+	t := time.NewTimer(p.c.Interval)
 	defer t.Stop()
 	for {
 		pass, definite := c.once(ctx, p.c)
@@ -128,6 +132,7 @@ func (c *Checker) run(ctx context.Context, p *probe) {
 		if p.record(pass, definite) {
 			c.onChange()
 		}
+		t.Reset(p.c.Interval)
 		select {
 		case <-ctx.Done():
 			return
