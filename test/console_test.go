@@ -696,11 +696,13 @@ func consoleThrottlesPage(t *testing.T, b *browser, c *Cluster, mgmt string) {
 		t.Fatalf("no active throttle-manager in %s", body)
 	}
 
-	// The page, then its filter (kept in the link), by the form.
+	// The page, then its filter (kept in the link), by keyboard: Tab from
+	// the heading reaches the service field, Enter filters.
 	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/throttles"]`)))
-	b.wait("the throttles page", `!!document.querySelector('section[data-throttle="limited"]')`, 10*time.Second)
-	b.set("tf-service", "limited")
-	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
+	b.wait("the throttles page", `!!document.querySelector('section[data-throttle="limited"]') && document.activeElement?.tagName === 'H1'`, 10*time.Second)
+	b.do(chromedp.KeyEvent("\t"))
+	b.wait("Tab reaches the service filter", `document.activeElement?.id === 'tf-service'`, 5*time.Second)
+	b.do(chromedp.KeyEvent("limited\r"))
 	row := func(acc string) string {
 		return `document.querySelector('section[data-throttle="limited"] tr[data-limit="0"][data-key=` + js(acc) + `]')`
 	}

@@ -54,6 +54,7 @@
           rolesErr: roles.e && C.describe(roles.e),
           manager: rep.v ? rep.v.manager : '', fence: rep.v ? rep.v.fence : 0, repErr: rep.e && C.describe(rep.e),
         }, managerCard);
+        mgr.querySelectorAll('time').forEach(t => { t.textContent = C.ago(t.getAttribute('datetime')); });
         C.replaceIfChanged(slot, {
           service,
           services: throttled.filter(s => !service || s.name === service),
