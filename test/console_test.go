@@ -269,7 +269,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.wait("Shift+Tab reaches the skip link", `document.activeElement.classList.contains('skip')`, 5*time.Second)
 	b.do(chromedp.KeyEvent("\r"))
 	b.wait("the skip link focuses the content", `document.activeElement.id === 'main'`, 5*time.Second)
-	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); got != `"Mesh,Clusters,Services,Executions,Log,Cache,Routes,Schedules,Secrets,Decorators"` {
+	if got := b.eval(`[...document.querySelectorAll('#nav a[href^="#/"]')].map(a => a.textContent).join(',')`); got != `"Mesh,Clusters,Services,Executions,Log,Cache,Routes,Schedules,Secrets,Decorators,Throttles"` {
 		t.Errorf("navigation links: %s", got)
 	}
 
@@ -603,6 +603,8 @@ func consolePagesOfToday(t *testing.T, b *browser, c *Cluster, mgmt, secret stri
 	b.do(chromedp.Click(chromedp.CSS(`tr[data-decorator="order-input"] a`)))
 	b.wait("the decorator's schema", `location.hash === '#/decorators/order-input' && document.getElementById('decorator-schema')?.textContent.includes('"required"')`, 10*time.Second)
 	b.shot("decorator")
+
+	consoleThrottlesPage(t, b, c, mgmt)
 }
 
 // svcGetCache GETs /svc/web{path} through n and returns the body and X-Cache.
@@ -617,4 +619,116 @@ func svcGetCache(t *testing.T, n *Node, token, path string) (string, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b), resp.Header.Get("X-Cache")
+}
+
+// consoleThrottlesPage drives the Throttles page on the cluster of
+// TestConsoleInBrowser: a service limited per token is called through n1
+// until it answers 429; the page shows the token's usage in the current
+// window, the refusal and the active throttle manager, then a second
+// token's requests appear without a reload.
+func consoleThrottlesPage(t *testing.T, b *browser, c *Cluster, mgmt string) {
+	start := time.Now()
+	n1 := c.Nodes[0]
+	base := "http://" + n1.HTTP
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
+	t.Cleanup(up.Close)
+	// A day's window (a UTC day): the few seconds of the test see no new
+	// window begin, bar a run across midnight UTC.
+	def, _ := json.Marshal(map[string]any{"name": "limited", "type": "http", "upstream": up.URL, "max_in_flight": 8,
+		"limits": []map[string]any{{"rate": 3, "per": "1d", "by": "token"}}})
+	if code, body, err := authDo(base, "PUT", "/v1/services/limited", mgmt, def); err != nil || code != 200 {
+		t.Fatalf("PUT limited: %d %s %v", code, body, err)
+	}
+	accessor := func(secret string) string {
+		t.Helper()
+		code, body, err := authDo(base, "GET", "/v1/acl/whoami", secret, nil)
+		var who struct {
+			Accessor string `json:"accessor_id"`
+		}
+		if err != nil || code != 200 || json.Unmarshal(body, &who) != nil || who.Accessor == "" {
+			t.Fatalf("whoami: %d %s %v", code, body, err)
+		}
+		return who.Accessor
+	}
+	other := createToken(t, n1, mgmt, "run")
+	accM, accO := accessor(mgmt), accessor(other)
+	call := func(secret string) int {
+		t.Helper()
+		code, body, err := authDo(base, "GET", "/svc/limited/x", secret, nil)
+		if err != nil || (code != 200 && code != 429) {
+			t.Fatalf("GET /svc/limited/x: %d %s %v", code, body, err)
+		}
+		return code
+	}
+	// The definition reaches n1 (a 200), then calls until the first 429.
+	Eventually(t, 15*time.Second, func() error {
+		if code := call(mgmt); code != 200 {
+			return fmt.Errorf("first call: %d", code)
+		}
+		return nil
+	})
+	admitted, refused := 1, 0
+	for i := 0; i < 10 && refused == 0; i++ {
+		if call(mgmt) == 200 {
+			admitted++
+		} else {
+			refused++
+		}
+	}
+	if admitted != 3 || refused != 1 {
+		t.Fatalf("limited (3 a day per token): %d admitted, %d refused before the page opens", admitted, refused)
+	}
+	code, body, err := authDo(base, "GET", "/v1/roles", mgmt, nil)
+	var roles []struct {
+		Role, Active string
+		Fence        uint64
+	}
+	if err != nil || code != 200 || json.Unmarshal(body, &roles) != nil {
+		t.Fatalf("GET /v1/roles: %d %s %v", code, body, err)
+	}
+	active := ""
+	for _, r := range roles {
+		if r.Role == "throttle-manager" {
+			active = r.Active
+		}
+	}
+	if active == "" {
+		t.Fatalf("no active throttle-manager in %s", body)
+	}
+
+	// The page, then its filter (kept in the link), by keyboard: Tab from
+	// the heading reaches the service field, Enter filters.
+	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/throttles"]`)))
+	b.wait("the throttles page", `!!document.querySelector('section[data-throttle="limited"]') && document.activeElement?.tagName === 'H1'`, 10*time.Second)
+	b.do(chromedp.KeyEvent("\t"))
+	b.wait("Tab reaches the service filter", `document.activeElement?.id === 'tf-service'`, 5*time.Second)
+	b.do(chromedp.KeyEvent("limited\r"))
+	row := func(acc string) string {
+		return `document.querySelector('section[data-throttle="limited"] tr[data-limit="0"][data-key=` + js(acc) + `]')`
+	}
+	b.wait("the token's usage, its refusal and the active manager", `location.hash === '#/throttles?service=limited' && `+
+		`document.querySelectorAll('section[data-throttle]').length === 1 && `+
+		row(accM)+`?.dataset.used === '3' && `+row(accM)+`?.dataset.remaining === '0' && `+
+		`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] td[data-label="Refused here"]')?.textContent === '1' && `+
+		`document.getElementById('tm-active')?.textContent === `+js(active)+` && /^\d+$/.test(document.getElementById('tm-fence')?.textContent) && `+
+		`!!document.querySelector('section[data-throttle="limited"] tr[data-slots="limited"]')`, 10*time.Second)
+	if got := b.eval(row(accM) + `.querySelector('td[data-label="Resets"] time').textContent`); !strings.HasPrefix(got, `"in `) {
+		t.Errorf("the window's reset reads %s, want a time ahead", got)
+	}
+	b.shot("throttles")
+
+	// More requests: the other token's usage and one more refusal appear
+	// on the same page, no reload.
+	b.eval(`window.__throttlePage = true`)
+	call(other)
+	call(other)
+	if call(mgmt) != 429 {
+		t.Error("a spent token was admitted again in the same window")
+	}
+	b.wait("the second token's usage and the second refusal, live", row(accO)+`?.dataset.used === '2' && `+row(accO)+`?.dataset.remaining === '1' && `+
+		`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] td[data-label="Refused here"]')?.textContent === '2'`, 10*time.Second)
+	if b.eval(`window.__throttlePage === true`) != "true" {
+		t.Error("the throttles page was reloaded")
+	}
+	t.Logf("throttles page: %s", time.Since(start).Round(time.Millisecond))
 }

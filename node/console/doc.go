@@ -17,9 +17,9 @@
 // navigation lists the registered pages in order (leaving out those whose
 // policy the token lacks), so a new page is one script and one line in
 // index.html. Pages today: mesh, clusters, services, executions, log,
-// cache, routes, schedules, secrets, decorators. The handler sets a strict
-// Content-Security-Policy (same-origin scripts, styles and fetches; no
-// framing) and never lists directories.
+// cache, routes, schedules, secrets, decorators, throttles. The handler
+// sets a strict Content-Security-Policy (same-origin scripts, styles and
+// fetches; no framing) and never lists directories.
 //
 // It imports no meshgw package; node wires Handler into httpapi.
 package console
