@@ -632,8 +632,12 @@ func consoleThrottlesPage(t *testing.T, b *browser, c *Cluster, mgmt string) {
 	base := "http://" + n1.HTTP
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "ok") }))
 	t.Cleanup(up.Close)
-	// A day's window (a UTC day): the few seconds of the test see no new
-	// window begin, bar a run across midnight UTC.
+	// A day's window (a UTC day): the few seconds of the test must see no
+	// new window begin, so a run close to midnight UTC waits for the next.
+	if left := time.Until(time.Now().UTC().Truncate(24 * time.Hour).Add(24 * time.Hour)); left < time.Minute {
+		t.Logf("%v to midnight UTC: waiting for the next day's window", left)
+		time.Sleep(left + time.Second)
+	}
 	def, _ := json.Marshal(map[string]any{"name": "limited", "type": "http", "upstream": up.URL, "max_in_flight": 8,
 		"limits": []map[string]any{{"rate": 3, "per": "1d", "by": "token"}}})
 	if code, body, err := authDo(base, "PUT", "/v1/services/limited", mgmt, def); err != nil || code != 200 {
