@@ -391,18 +391,20 @@ func TestRoutingStarvedObserver(t *testing.T) {
 		// upstreams in rotation. Meanwhile the starved runner's checks
 		// time out and it says so: its verdict on each upstream must
 		// reach another node as unhealthy (and not certain: timeouts) at
-		// least once, and then the hold lasts many check intervals more.
+		// least once, for at least one upstream (a starved node's reports
+		// are too erratic to count on hearing both: CI saw one of them
+		// only, in 15 s), and then the hold lasts many check intervals more.
 		// A starved node flaps, and its reports reach one peer and not the
 		// other (its RPCs time out too, and a peer may declare it dead for
 		// a while), so the verdicts need not all be bad at one moment nor
 		// reach both others.
 		hold := 10 * interval
 		heardBy := map[string]string{} // upstream → "node@when" it was first heard unhealthy
-		var allHeard time.Time
+		var allHeard time.Time         // when a first failing verdict was heard
 		polls, bad := 0, 0
 		for deadline := start.Add(15 * time.Second); allHeard.IsZero() || time.Since(allHeard) < hold; time.Sleep(interval / 4) {
 			if allHeard.IsZero() && time.Now().After(deadline) {
-				t.Fatalf("%s never reported both upstreams unhealthy to another node within %s of its CPU quota (heard: %v): not starved enough, or too starved to be heard",
+				t.Fatalf("%s never reported an upstream unhealthy to another node within %s of its CPU quota (heard: %v): not starved enough, or too starved to be heard",
 					starved.Name, deadline.Sub(start), heardBy)
 			}
 			for _, n := range others {
@@ -430,13 +432,13 @@ func TestRoutingStarvedObserver(t *testing.T) {
 				}
 			}
 			polls++
-			if allHeard.IsZero() && len(heardBy) == len(urls) {
+			if allHeard.IsZero() && len(heardBy) > 0 {
 				allHeard = time.Now()
-				t.Logf("%s's checks failed (timeouts) and the others heard it on both upstreams %s after the quota (%v)",
+				t.Logf("%s's checks failed (timeouts) and the others heard it %s after the quota (%v)",
 					starved.Name, time.Since(start).Round(time.Millisecond), heardBy)
 			}
 		}
-		t.Logf("both upstreams stayed in rotation on both others for %s under starvation, %s of it after every failing verdict was heard; %d polls, the starved verdict unhealthy in %d of %d",
+		t.Logf("both upstreams stayed in rotation on both others for %s under starvation, %s of it after a failing verdict was heard; %d polls, the starved verdict unhealthy in %d of %d",
 			time.Since(start).Round(time.Millisecond), hold, polls, bad, polls*len(others)*len(urls))
 		throttled := cg.throttled() - before
 		t.Logf("cgroup v%d throttled %s in %d periods", cg.version, starved.Name, throttled)
