@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -763,13 +764,28 @@ func consoleThrottlesPage(t *testing.T, b *browser, c *Cluster, mgmt string) {
 	// More requests: the other token's usage and one more refusal appear
 	// on the same page, no reload.
 	b.eval(`window.__throttlePage = true`)
-	call(other)
-	call(other)
+	// Two of the other token's requests admitted. On a loaded machine the
+	// group may change leader meanwhile, and n1 refuses a key it holds no
+	// grant for until the new throttle manager answers (about a second):
+	// such refusals are counted, and the page must show them too.
+	for ok, deadline := 0, time.Now().Add(15*time.Second); ok < 2; {
+		if call(other) == 200 {
+			ok++
+			continue
+		}
+		refused++
+		if time.Now().After(deadline) {
+			t.Fatalf("the other token: %d of 2 requests admitted in 15s, %d refused", ok, refused-1)
+		}
+		time.Sleep(200 * time.Millisecond) // Retry-After is the day's end: poll sooner
+	}
 	if call(mgmt) != 429 {
 		t.Error("a spent token was admitted again in the same window")
 	}
-	b.wait("the second token's usage and the second refusal, live", row(accO)+`?.dataset.used === '2' && `+row(accO)+`?.dataset.remaining === '1' && `+
-		`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] td[data-label="Refused here"]')?.textContent === '2'`, 10*time.Second)
+	refused++
+	b.wait("the second token's usage and the new refusals, live", row(accO)+`?.dataset.used === '2' && `+row(accO)+`?.dataset.remaining === '1' && `+
+		`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] td[data-label="Refused here"]')?.textContent === '`+
+		strconv.Itoa(refused)+`'`, 10*time.Second)
 	if b.eval(`window.__throttlePage === true`) != "true" {
 		t.Error("the throttles page was reloaded")
 	}
