@@ -93,7 +93,7 @@ func (ac *automationCluster) must(t *testing.T, n *Node, token, method, path, bo
 // A secret reaches the environment of a run on another node than the one
 // that took the run, and appears nowhere else: not in the service, the
 // execution record, the streamed run, the secrets API, a snapshot or any
-// agent's log; in the output it is redacted. read, write and run tokens
+// agent's log, nor the export; in the output it is redacted. read, write and run tokens
 // get 403 on every secrets route. The same cluster then serves the shared
 // decorators subtest.
 func TestSecretsAndSharedDecorators(t *testing.T) {
@@ -183,6 +183,10 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 		leaks["secrets get"] = ac.must(t, n3, ac.tokens["secrets"], "GET", "/v1/secrets/db-pass", "", 200)
 		leaks["secrets list"] = ac.must(t, n3, ac.tokens["secrets"], "GET", "/v1/secrets", "", 200)
 		leaks["snapshot"] = ac.must(t, n1, ac.manage, "GET", "/v1/snapshot", "", 200)
+		leaks["export"] = ac.must(t, n2, ac.tokens["read"], "GET", "/v1/export", "", 200)
+		if !bytes.Contains(leaks["export"], []byte(`"db-pass"`)) {
+			t.Errorf("the export does not name the service's secret: the check would prove nothing\n%s", leaks["export"])
+		}
 		for what, b := range leaks {
 			if bytes.Contains(b, []byte(value)) {
 				t.Errorf("the secret's value appears in %s", what)
