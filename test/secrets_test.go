@@ -218,6 +218,44 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 		if err := json.Unmarshal(b, &failed); err != nil || failed.Status != "failed" || !strings.Contains(failed.Error, `secret "nope"`) {
 			t.Fatalf("run with a missing secret: %s", b)
 		}
+
+		// docs/SECRETS.md's commands, as written there, one by one (the
+		// first reads the value on stdin): each works, none shows a value.
+		root, err := moduleRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := os.ReadFile(filepath.Join(root, "docs", "SECRETS.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, block, _ := strings.Cut(string(doc), "\n```sh\nmeshgw secrets put")
+		block, _, _ = strings.Cut("meshgw secrets put"+block, "\n```")
+		var ran []string
+		for _, line := range strings.Split(block, "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			f := strings.Fields(line)
+			if len(f) < 3 || f[0] != "meshgw" || f[1] != "secrets" {
+				t.Fatalf("docs/SECRETS.md: not a secrets command: %q", line)
+			}
+			cmd := exec.Command(bin, append(f[1:], "-http-addr", n3.HTTP)...)
+			cmd.Env = append(os.Environ(), "MESHGW_TOKEN="+ac.tokens["secrets"])
+			cmd.Stdin = strings.NewReader(value + "\n")
+			out, err := cmd.CombinedOutput()
+			if err != nil || bytes.Contains(out, []byte(value)) {
+				t.Fatalf("%s: %v (the value shown: %v)\n%s", strings.Join(f, " "), err, bytes.Contains(out, []byte(value)), out)
+			}
+			if f[2] == "list" && (!strings.Contains(string(out), "db-pass") || !strings.Contains(string(out), "show")) {
+				t.Errorf("secrets list names neither the secret nor its service:\n%s", out)
+			}
+			ran = append(ran, f[2])
+		}
+		if strings.Join(ran, " ") != "put put list get delete" {
+			t.Errorf("docs/SECRETS.md's commands: ran %v", ran)
+		}
+		if code, _ := ac.call(t, n1, ac.tokens["secrets"], "GET", "/v1/secrets/db-pass", ""); code != 404 {
+			t.Errorf("after docs/SECRETS.md's delete: GET %d, want 404", code)
+		}
 	})
 
 	// Decorators go here (below); the log check runs last, over everything.
