@@ -280,7 +280,8 @@ func TestConsoleInBrowser(t *testing.T) {
 		`document.querySelectorAll('section.cluster table')[0] && document.querySelectorAll('section.cluster tr.row-alive').length === 3`, 15*time.Second)
 	// Its singleton roles, each active on one of the three nodes.
 	b.wait("the singleton roles and who is active", `(() => {
-		const t = [...document.querySelectorAll('section.cluster table')].find(t => t.caption.textContent.startsWith('Singleton roles'));
+		const t = [...document.querySelectorAll('section.cluster table')]
+			.find(t => t.caption.textContent.startsWith('Singleton roles'));
 		if (!t) return false;
 		const rows = [...t.querySelectorAll('tbody tr')].map(r => ({
 			role: r.querySelector('td[data-label="Role"]')?.textContent,
@@ -395,17 +396,18 @@ func TestConsoleInBrowser(t *testing.T) {
 	// The list's filters, kept in the link: status cancelled shows the
 	// cancelled run, not the one that succeeded; service filters too.
 	b.do(chromedp.Click(chromedp.CSS(`#nav a[href="#/executions"]`)))
-	b.wait("the executions list", `!!document.querySelector('tr[data-execution=`+js(id)+`]')`, 10*time.Second)
+	runRow := func(id string) string { return `document.querySelector('tr[data-execution=` + js(id) + `]')` }
+	b.wait("the executions list", `!!`+runRow(id), 10*time.Second)
 	b.set("x-status", "cancelled")
 	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
-	b.wait("the status filter", `location.hash === '#/executions?status=cancelled' && `+
-		`!!document.querySelector('tr[data-execution=`+js(cancelled)+`]') && !document.querySelector('tr[data-execution=`+js(id)+`]') && `+
-		`[...document.querySelectorAll('tr[data-execution]')].every(r => r.classList.contains('row-cancelled'))`, 10*time.Second)
+	b.wait("the status filter", `location.hash === '#/executions?status=cancelled' && !!`+runRow(cancelled)+
+		` && !`+runRow(id)+` && [...document.querySelectorAll('tr[data-execution]')]`+
+		`.every(r => r.classList.contains('row-cancelled'))`, 10*time.Second)
 	b.set("x-status", "")
 	b.set("x-service", "web")
 	b.do(chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)))
-	b.wait("the service filter", `location.hash === '#/executions?service=web' && !!document.querySelector('#executions table') && `+
-		`!document.querySelector('tr[data-execution=`+js(id)+`]') && !document.querySelector('tr[data-execution=`+js(cancelled)+`]')`, 10*time.Second)
+	b.wait("the service filter", `location.hash === '#/executions?service=web' && `+
+		`!!document.querySelector('#executions table') && !`+runRow(id)+` && !`+runRow(cancelled), 10*time.Second)
 
 	// A read-only token: the same pages, without write or run controls.
 	read := createToken(t, n1, mgmt, "read")
@@ -459,9 +461,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	b.do(chromedp.Navigate("http://" + n2.HTTP + "/ui/#/mesh"))
 	b.wait("n2's login form", `!!document.getElementById('login-token')`, 10*time.Second)
 	b.do(chromedp.SendKeys(chromedp.ID("login-token"), mgmt+"\r"))
+	status := func(n string) string { return `document.querySelector('tr[data-member="` + n + `"]')?.dataset.status` }
 	b.wait("the same mesh from n2", `location.hash === '#/mesh' && document.querySelectorAll('tr[data-member]').length === 3 && `+
-		`document.querySelector('tr[data-member="n1"]')?.dataset.status === 'alive' && document.querySelector('tr[data-member="n2"]')?.dataset.status === 'alive' && `+
-		`document.querySelector('tr[data-member="n3"]')?.dataset.status === 'failed'`, 20*time.Second)
+		status("n1")+` === 'alive' && `+status("n2")+` === 'alive' && `+status("n3")+` === 'failed'`, 20*time.Second)
 	b.shot("mesh-from-n2")
 
 	if errs := b.consoleErrors(); len(errs) > 0 {
@@ -783,9 +785,10 @@ func consoleThrottlesPage(t *testing.T, b *browser, c *Cluster, mgmt string) {
 		t.Error("a spent token was admitted again in the same window")
 	}
 	refused++
-	b.wait("the second token's usage and the new refusals, live", row(accO)+`?.dataset.used === '2' && `+row(accO)+`?.dataset.remaining === '1' && `+
-		`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] td[data-label="Refused here"]')?.textContent === '`+
-		strconv.Itoa(refused)+`'`, 10*time.Second)
+	b.wait("the second token's usage and the new refusals, live",
+		row(accO)+`?.dataset.used === '2' && `+row(accO)+`?.dataset.remaining === '1' && `+
+			`document.querySelector('section[data-throttle="limited"] tr[data-limit="0"] `+
+			`td[data-label="Refused here"]')?.textContent === '`+strconv.Itoa(refused)+`'`, 10*time.Second)
 	if b.eval(`window.__throttlePage === true`) != "true" {
 		t.Error("the throttles page was reloaded")
 	}
