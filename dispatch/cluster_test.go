@@ -539,7 +539,7 @@ func BenchmarkDispatchExec(b *testing.B) {
 			if mode == "remote" {
 				c.add("r1", true, nil)
 			}
-			svc := execSvc("true")
+			svc := c.define(execSvc("true"))
 			lat := make([]time.Duration, 0, b.N)
 			var mu sync.Mutex
 			b.ResetTimer()
@@ -547,7 +547,7 @@ func BenchmarkDispatchExec(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					t0 := time.Now()
-					ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{})
+					ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
 					if err != nil || ex.Status != StatusSucceeded {
 						b.Errorf("%v %+v", err, ex)
 						return

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshgw/meshgw/dispatch/runner"
 	"github.com/meshgw/meshgw/transport"
 )
 
@@ -245,4 +246,32 @@ func TestClusterRemoteRunFromRepositoryAndDecorator(t *testing.T) {
 		!strings.Contains(err.Error(), "decorator") {
 		t.Fatalf("input the decorator refuses: %v", err)
 	}
+}
+
+// BenchmarkVerifyExec measures a runner's check of a request whose
+// definition it has cached (the steady state), beside what it guards: the
+// executor running `true`, alternated in the same run.
+func BenchmarkVerifyExec(b *testing.B) {
+	e := newLocal(b, nil)
+	ctx := context.Background()
+	svc := defineIn(b, e.store, Service{Name: "svc", Type: TypeExec, Command: []string{"true"},
+		Env: map[string]string{"A": "1"}, Timeout: Duration(10 * time.Second),
+		Decorator: json.RawMessage(`{"type":"object","required":["n"]}`)})
+	w := wireFor(svc, `{"n":1}`)
+	b.Run("verify", func(b *testing.B) {
+		for b.Loop() {
+			req := w
+			if _, err := e.d.verifyExec(ctx, "gw", &req); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("exec", func(b *testing.B) {
+		for b.Loop() {
+			res, err := e.exec.Exec(ctx, runner.ExecRequest{Command: []string{"true"}, Timeout: 10 * time.Second})
+			if err != nil || res.Status != runner.Succeeded {
+				b.Fatal(err, res.Status)
+			}
+		}
+	})
 }
