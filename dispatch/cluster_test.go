@@ -396,7 +396,8 @@ func TestClusterAsyncWatchFromDispatcher(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("sh", "-c", "echo one; sleep 0.3; echo two")), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "echo one; sleep 0.3; echo two"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -576,7 +577,8 @@ func TestClusterWatchFromAnotherNodeStreamsLive(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	r1 := c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("sh", "-c", "echo out; echo err >&2; sleep 1; echo more")), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "echo out; echo err >&2; sleep 1; echo more"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -610,7 +612,8 @@ func TestClusterWatchFallsBackToRecord(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	r1 := c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("sh", "-c", "sleep 0.3; echo out")), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "sleep 0.3; echo out"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -169,7 +169,8 @@ func (d *Dispatcher) verifyExec(ctx context.Context, peer string, req *execWire)
 		return nil, refuse(codeRefused, "cluster %q defines no such service", d.cfg.Cluster)
 	}
 	if !runsProcess(svc.Type) {
-		return nil, refuse(codeRefused, "cluster %q defines it as a %s service, which runs no process", d.cfg.Cluster, svc.Type)
+		return nil, refuse(codeRefused, "cluster %q defines it as a %s service, which runs no process",
+			d.cfg.Cluster, svc.Type)
 	}
 	mismatch := func(field string) error {
 		if req.ServiceVersion != 0 && svc.Version > req.ServiceVersion {

@@ -121,7 +121,8 @@ func TestVerifyExecRefusesWhatTheClusterDoesNotDefine(t *testing.T) {
 		t.Errorf("unverified classified as %v", ae)
 	}
 	for _, code := range []string{codeRefused, codeChanged} {
-		if ae, ok := e.d.classify(ctx, Runner{Name: "r"}, transport.Errorf(code, "x")).(*attemptError); !ok || ae.kind != "invalid" {
+		ae, ok := e.d.classify(ctx, Runner{Name: "r"}, transport.Errorf(code, "x")).(*attemptError)
+		if !ok || ae.kind != "invalid" {
 			t.Errorf("%s classified as %v, want not retried", code, ae)
 		}
 	}
@@ -210,7 +211,8 @@ func TestClusterRemoteRunFromRepositoryAndDecorator(t *testing.T) {
 	if _, err := c.store.Put(ctx, testCluster, RepositoryKey("ops"), repo, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.store.Put(ctx, testCluster, DecoratorKey("order"), []byte(`{"type":"object","required":["n"]}`), nil); err != nil {
+	schema := []byte(`{"type":"object","required":["n"]}`)
+	if _, err := c.store.Put(ctx, testCluster, DecoratorKey("order"), schema, nil); err != nil {
 		t.Fatal(err)
 	}
 	svc := c.define(Service{Name: "hello", Type: TypeExec, Repository: "ops", Path: "hello.sh",

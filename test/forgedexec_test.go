@@ -81,7 +81,8 @@ func TestForgedExecFromAnotherClusterRunsNothing(t *testing.T) {
 	if _, err := os.Stat(marker); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a forged command ran on n1: %v", err)
 	}
-	if log, _ := os.ReadFile(n1.LogPath); !strings.Contains(string(log), "refused an execution this runner's cluster does not define") {
+	log, _ := os.ReadFile(n1.LogPath)
+	if !strings.Contains(string(log), "refused an execution this runner's cluster does not define") {
 		t.Error("n1 did not log the refusals")
 	}
 
