@@ -143,6 +143,13 @@ func TestLeaseReclaimsTheShareOfACutNode(t *testing.T) {
 	// Back for good.
 	r.setCut("c", false)
 	run(4 * time.Second)
+	// Dead again, past its lease, then restarted: a new process, a new
+	// first reply; it takes its share without a burst.
+	r.setCut("c", true)
+	run(6 * time.Second)
+	r.restart("c")
+	r.setCut("c", false)
+	run(3 * time.Second)
 	for w, n := range tl {
 		if n > 60 {
 			t.Errorf("window %d (%s after the cut) admitted %d over all nodes, over the cap 60",

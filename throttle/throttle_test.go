@@ -105,22 +105,27 @@ func newRigWith(t *testing.T, mcfg func(*ManagerConfig), clocks func(*clock) map
 		r.clocks = clocks(r.clk)
 	}
 	for _, n := range names {
-		n := n
-		now := r.clockOf(n)
-		defer func() { r.nodes[n].used = now() }() // asks as a node in use
-		r.nodes[n] = NewLimiter(LimiterConfig{Node: n, Clock: now, MaxWait: time.Millisecond,
-			Call: func(ctx context.Context, body []byte) ([]byte, error) {
-				r.mu.Lock()
-				m, cut := r.mgr, r.cut[n]
-				r.mu.Unlock()
-				if cut || m == nil {
-					return nil, errors.New("unreachable")
-				}
-				return m.Handle(ctx, n, body)
-			}}, zerolog.Nop())
+		r.restart(n)
 	}
 	t.Cleanup(r.deactivate)
 	return r
+}
+
+// restart gives node n a fresh limiter, as a new process would have.
+func (r *rig) restart(n string) {
+	now := r.clockOf(n)
+	l := NewLimiter(LimiterConfig{Node: n, Clock: now, MaxWait: time.Millisecond,
+		Call: func(ctx context.Context, body []byte) ([]byte, error) {
+			r.mu.Lock()
+			m, cut := r.mgr, r.cut[n]
+			r.mu.Unlock()
+			if cut || m == nil {
+				return nil, errors.New("unreachable")
+			}
+			return m.Handle(ctx, n, body)
+		}}, zerolog.Nop())
+	l.used = now() // asks as a node in use
+	r.nodes[n] = l
 }
 
 func (r *rig) clockOf(name string) func() time.Time {
