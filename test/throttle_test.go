@@ -505,3 +505,151 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestThrottleDeadNodeShareComesBack: 3 agents with a 3s throttle lease, a
+// limit of 50/s; a node that is not the manager is killed -9 under load.
+// Its share is held back only until its lease is provably over: within
+// the lease plus a few seconds the survivors admit 50/s again, and no
+// window ever admits more than 50.
+func TestThrottleDeadNodeShareComesBack(t *testing.T) {
+	const lease = 3 * time.Second
+	r := &throttleRig{}
+	r.newUpstream(t, "")
+	r.c = StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-throttle-lease", lease.String()} }})
+	WaitHealthy(t, 30*time.Second, r.c.Nodes...)
+	Eventually(t, 20*time.Second, func() error {
+		_, err := r.c.Nodes[0].Do("PUT", "/v1/services/drate", map[string]any{"name": "drate", "type": "http",
+			"upstream": r.upstream.URL, "limits": []map[string]any{{"rate": 50, "per": "1s"}}}, nil)
+		return err
+	})
+	// Every node in the roster with its share (1/3).
+	var manager string
+	Eventually(t, 30*time.Second, func() error {
+		for _, n := range r.c.Nodes {
+			resp, err := r.send(n, "", "GET", "/svc/drate/warm", "", "")
+			if err != nil || resp.StatusCode != 200 {
+				return fmt.Errorf("warm-up on %s: %v %v", n.Name, resp, err)
+			}
+		}
+		var u struct {
+			Manager string `json:"manager"`
+			Nodes   []struct {
+				Node  string `json:"node"`
+				N     int    `json:"n"`
+				State string `json:"state"`
+			} `json:"nodes"`
+		}
+		if _, err := r.c.Nodes[0].Do("GET", "/v1/throttles?service=drate", nil, &u); err != nil {
+			return err
+		}
+		if len(u.Nodes) != 3 {
+			return fmt.Errorf("roster %+v", u.Nodes)
+		}
+		for _, ns := range u.Nodes {
+			if ns.N != 3 || ns.State != "reserved" {
+				return fmt.Errorf("roster %+v", u.Nodes)
+			}
+		}
+		manager = u.Manager
+		return nil
+	})
+	var victim *Node
+	var idx []int
+	for i, n := range r.c.Nodes {
+		if n.Name != manager && victim == nil {
+			victim = n
+		} else {
+			idx = append(idx, i)
+		}
+	}
+	workers := []int{2, 2, 2}
+	var res loadResult
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		res = r.load(t, "drate", workers, 8*time.Millisecond, 13*time.Second)
+	}()
+	time.Sleep(2 * time.Second)
+	victim.Kill()
+	killed := time.Now()
+	<-done
+	certain, amb := r.windows(res)
+	t.Logf("%s (not the manager, %s) killed -9 %s into the load; per window %s (+%d straddling), refused %d",
+		victim.Name, manager, killed.Sub(start).Round(10*time.Millisecond), sortedWindows(certain), amb, res.refused)
+	for w, n := range certain {
+		if n > 50 {
+			t.Errorf("window %d admitted %d, over 50", w, n)
+		}
+	}
+	// The manager waits lease·1.02 + 1s after its last answer to the
+	// victim, then frees its share from the window after the next: the
+	// survivors admit all of the limit from kill + lease + 3s on. A new
+	// activation (the busy machine moved the Raft leader) waits that long
+	// from its start.
+	from := killed
+	for _, n := range r.c.Nodes {
+		if n == victim {
+			continue
+		}
+		if e, err := throttleRole(n); err == nil && e.Since != nil && e.Since.After(from) {
+			t.Logf("the throttle manager moved to %s at %s", e.Active, e.Since.Format("05.000"))
+			from = *e.Since
+		}
+		break
+	}
+	back := from.Add(lease + 3*time.Second).Unix()
+	last := start.Add(13*time.Second).Unix() - 1
+	if last-back < 2 {
+		t.Fatalf("the load ended too soon to see the share come back (%d whole windows)", last-back)
+	}
+	arrived := r.arrivals(res) // by arrival: certain and straddling ones
+	for w := back; w <= last; w++ {
+		if arrived[w] < 48 {
+			t.Errorf("window %d (%ds after the kill): the survivors admitted %d, want 50 (48 at least)",
+				w, w-killed.Unix(), arrived[w])
+		}
+	}
+	var u struct {
+		Nodes []struct {
+			Node  string `json:"node"`
+			State string `json:"state"`
+		} `json:"nodes"`
+	}
+	if _, err := r.c.Nodes[idx[0]].Do("GET", "/v1/throttles?service=drate", nil, &u); err != nil {
+		t.Fatal(err)
+	}
+	for _, ns := range u.Nodes {
+		if want := map[bool]string{true: "reclaimed", false: "reserved"}[ns.Node == victim.Name]; ns.State != want {
+			t.Errorf("GET /v1/throttles shows %s's share %s, want %s", ns.Node, ns.State, want)
+		}
+	}
+}
+
+// arrivals counts the admitted requests of res by the 1-s window they
+// reached the upstream in.
+func (r *throttleRig) arrivals(res loadResult) map[int64]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[int64]int{}
+	for id := range res.sent {
+		if at, ok := r.arrived[id]; ok {
+			out[at.Unix()]++
+		}
+	}
+	return out
+}
+
+// throttleRole is the throttle-manager role as n shows it.
+func throttleRole(n *Node) (roleEntry, error) {
+	var rs []roleEntry
+	if _, err := n.Do("GET", "/v1/roles", nil, &rs); err != nil {
+		return roleEntry{}, err
+	}
+	for _, e := range rs {
+		if e.Role == "throttle-manager" {
+			return e, nil
+		}
+	}
+	return roleEntry{}, fmt.Errorf("no throttle-manager role in %+v", rs)
+}
