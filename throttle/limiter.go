@@ -548,7 +548,7 @@ func (m *Limiter) apply(ask *Ask, commits []*nlim, sent time.Time, body []byte, 
 	}
 	// The manager heard this ask after it was sent: its wait for the lease
 	// starts later than the node's count.
-	lease := rep.Lease
+	lease := min(rep.Lease, MaxLease)
 	if lease <= 0 {
 		lease = m.cfg.Lease
 	}
