@@ -362,7 +362,8 @@ func TestThrottle(t *testing.T) {
 		}
 		r.send(r.c.Nodes[2], r.tokA, "GET", "/svc/rate/x", "", "")
 		out, stderr, code := CLI(t, "throttles", "-http-addr", r.c.Nodes[2].HTTP, "-token", r.tokA, "-service", "rate")
-		if code != 0 || !strings.Contains(out, "rate") || !strings.Contains(out, "manager ") {
+		if code != 0 || !strings.Contains(out, "rate") || !strings.Contains(out, "manager ") ||
+			!strings.Contains(out, "RECLAIMED") || !strings.Contains(out, "fallback shares (lease 30s)") {
 			t.Errorf("meshgw throttles: %d %s %s", code, out, stderr)
 		}
 		req, _ := http.NewRequest("GET", "http://"+r.c.Nodes[0].HTTP+"/metrics", nil)
@@ -381,6 +382,15 @@ func TestThrottle(t *testing.T) {
 		} {
 			if v := seriesValue(string(body), series); v <= 0 {
 				t.Errorf("%s is %v, want > 0:\n%s", series, v, grepLines(string(body), "meshgw_throttle"))
+			}
+		}
+		// Present on every node (0 where there is nothing to show).
+		for _, series := range []string{
+			`meshgw_throttle_shares{cluster="default",state="reclaimed"}`,
+			`meshgw_throttle_lease_seconds{cluster="default"}`,
+		} {
+			if v := seriesValue(string(body), series); v < 0 {
+				t.Errorf("metrics lack %s:\n%s", series, grepLines(string(body), "meshgw_throttle"))
 			}
 		}
 	})

@@ -12,14 +12,9 @@ import (
 // admits requests of a limit it is committed to and never exhausts, with
 // its ask loop running (on the real clock).
 func BenchmarkAdmitGranted(b *testing.B) {
-	store := &memStore{data: map[string][]byte{}, fence: 1}
-	m := NewManager(ManagerConfig{Node: "m", MaxSkew: time.Millisecond}, zerolog.Nop())
+	m := liveManager(b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go m.Activate(ctx, 1, time.Now().Add(-10*time.Second), fenced{store, 1})
-	for m.Active() == 0 {
-		time.Sleep(time.Millisecond)
-	}
 	l := NewLimiter(LimiterConfig{Node: "a", Call: func(ctx context.Context, body []byte) ([]byte, error) {
 		return m.Handle(ctx, "a", body)
 	}}, zerolog.Nop())
