@@ -101,7 +101,8 @@
 // A runner serves MethodExec (request frame, acknowledgement, output frames
 // while the process runs, result frame) and MethodHTTP (request header frame
 // and body frames one way; response header frame and body frames the
-// other). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
+// other; the header frames binary, httpwire.go, and a small exchange one
+// write each way). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).
