@@ -102,7 +102,8 @@
 // while the process runs, result frame) and MethodHTTP (request header frame
 // and body frames one way; response header frame and body frames the
 // other; the header frames binary, httpwire.go, and a small exchange one
-// write each way). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
+// write each way; a request without a body reaches a plain-http upstream
+// through fasthttp's client, httpfast.go). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).

@@ -447,10 +447,20 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 		RemoteAddr:    hdr.RemoteAddr,
 	}).WithContext(ctx)
 	rw := &frameResponseWriter{s: s, h: http.Header{}, timeout: d.cfg.OutputWriteTimeout, json: legacy}
+	var w http.ResponseWriter = rw
+	var fw *fastFrameWriter
+	if hdr.ContentLength == 0 && !legacy {
+		fw = &fastFrameWriter{frameResponseWriter: rw, r: req}
+		w = fw
+		defer fw.release()
+	}
 	if hdr.Report {
-		_, err = d.exec.ServeProxyReport(rw, req, hdr.Upstream, hdr.Path)
+		_, err = d.exec.ServeProxyReport(w, req, hdr.Upstream, hdr.Path)
 	} else {
-		err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
+		err = d.exec.ServeProxy(w, req, hdr.Upstream, hdr.Path)
+	}
+	if err == nil && fw != nil && fw.ctx != nil {
+		err = fw.send()
 	}
 	var ue *runner.UpstreamError
 	switch {

@@ -110,7 +110,11 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 		resp.SkipBody = true
 		return code, nil
 	}
-	resp.SetBodyStream(&fastBody{up: up, release: release}, size)
+	fb := &fastBody{up: up, release: release}
+	if a, ok := up.LocalAddr().(*connAddr); ok {
+		fb.conn = a.c.Conn
+	}
+	resp.SetBodyStream(fb, size)
 	return code, nil
 }
 
@@ -120,6 +124,22 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 type fastBody struct {
 	up      *fasthttp.Response
 	release func()
+	conn    net.Conn // the upstream connection, for Abort
+}
+
+// Aborter is a response body that another goroutine may cut short while
+// it is read: the caller's context ended, so the exchange must too.
+type Aborter interface {
+	Abort()
+}
+
+// Abort closes the upstream connection: a Read blocked on it returns an
+// error, and Close then drops the connection instead of pooling it. Safe
+// to call concurrently with Read; call it only before Close.
+func (b *fastBody) Abort() {
+	if b.conn != nil {
+		_ = b.conn.Close()
+	}
 }
 
 func (b *fastBody) Read(p []byte) (int, error) {
