@@ -324,7 +324,9 @@ func (t *Transport) StreamFirst(ctx context.Context, addr, method string, first 
 		err = s.Send(first)
 	}
 	if err == nil && closeSend {
-		err = str.Close()
+		// A handler that answered already may have stopped reading,
+		// which fails the close; a broken stream fails Recv anyway.
+		_ = str.Close()
 	}
 	if err != nil {
 		s.Close()

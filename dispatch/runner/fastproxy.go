@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -125,6 +126,9 @@ type fastBody struct {
 	up      *fasthttp.Response
 	release func()
 	conn    net.Conn // the upstream connection, for Abort
+
+	mu       sync.Mutex // orders Abort against the end of the body
+	finished bool       // read to its end, or closed: Abort does nothing
 }
 
 // Aborter is a response body that another goroutine may cut short while
@@ -133,11 +137,14 @@ type Aborter interface {
 	Abort()
 }
 
-// Abort closes the upstream connection: a Read blocked on it returns an
-// error, and Close then drops the connection instead of pooling it. Safe
-// to call concurrently with Read; call it only before Close.
+// Abort closes the upstream connection, so a Read blocked on it returns
+// an error, unless the body was read to its end or closed already (the
+// connection may be in the pool, serving another request, by then).
+// Safe to call concurrently with Read and Close.
 func (b *fastBody) Abort() {
-	if b.conn != nil {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.finished && b.conn != nil {
 		_ = b.conn.Close()
 	}
 }
@@ -146,10 +153,19 @@ func (b *fastBody) Read(p []byte) (int, error) {
 	if b.up == nil {
 		return 0, io.ErrClosedPipe
 	}
-	return b.up.BodyStream().Read(p)
+	n, err := b.up.BodyStream().Read(p)
+	if err == io.EOF {
+		b.mu.Lock()
+		b.finished = true
+		b.mu.Unlock()
+	}
+	return n, err
 }
 
 func (b *fastBody) Close() error {
+	b.mu.Lock()
+	b.finished = true
+	b.mu.Unlock()
 	if b.up == nil {
 		return nil
 	}
