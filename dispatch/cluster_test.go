@@ -694,10 +694,10 @@ func BenchmarkProxyHTTP(b *testing.B) {
 				b.Error(err)
 				return
 			}
-			_, _ = io.Copy(io.Discard, resp.Body)
+			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != 200 {
-				b.Errorf("status %d", resp.StatusCode)
+				b.Errorf("status %d: %s", resp.StatusCode, body)
 				return
 			}
 			d := time.Since(t0)

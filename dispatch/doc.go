@@ -101,7 +101,9 @@
 // A runner serves MethodExec (request frame, acknowledgement, output frames
 // while the process runs, result frame) and MethodHTTP (request header frame
 // and body frames one way; response header frame and body frames the
-// other). Any member of the mesh may call MethodExec, so a runner runs
+// other; the header frames binary, httpwire.go, and a small exchange one
+// write each way; a request without a body reaches a plain-http upstream
+// through fasthttp's client, httpfast.go). Any member of the mesh may call MethodExec, so a runner runs
 // only services of its own cluster (Config.Cluster) as that cluster's
 // replicated state defines them: it resolves the service by name (a copy
 // read linearizably, reused while the request's ServiceVersion is not
@@ -114,7 +116,8 @@
 // that cannot read the state ("unverified") is skipped like a busy one.
 // The caller still chooses the input, the secret values and repository
 // credentials it read for the attempt. MethodHTTP's upstream is still the
-// caller's (not checked yet). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
+// caller's (not checked yet).
+// Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).

@@ -18,10 +18,12 @@ import (
 )
 
 // Wire protocol of MethodHTTP. The caller sends a request header frame
-// (JSON httpReqWire), then the body as raw frames, then closes its send
-// side. The runner answers with a response header frame (JSON
-// httpRespWire), the body as raw frames, and ends the stream. A busy runner
-// fails the call with code "busy" before answering.
+// (httpReqWire, encoded as httpwire.go says), then the body as raw frames,
+// then closes its send side; the open, the header frame and the close of
+// a request without a body go in one write. The runner answers with a
+// response header frame (status and header), the body as raw frames, and
+// ends the stream, a small response of known length in one write. A busy
+// runner fails the call with code "busy" before answering.
 type httpReqWire struct {
 	Method        string      `json:"method"`
 	Path          string      `json:"path"`
@@ -79,19 +81,27 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	if r.Body == nil || r.Body == http.NoBody {
 		hdr.ContentLength = 0
 	}
-	// The header frame is built once, when a remote runner first needs it.
-	var hb []byte
-	hbFor := ""
-	header := func() ([]byte, error) {
-		if hb == nil || hbFor != hdr.Upstream {
-			hbFor = hdr.Upstream
-			b, err := json.Marshal(hdr)
-			if err != nil || len(b) > d.cfg.MaxHTTPHeaderBytes {
-				return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
-			}
-			hb = b
+	// The header frame is built once, when a remote runner first needs it
+	// (again if the upstream changes), in a pooled buffer.
+	var hb *[]byte
+	hbFor, hbReport := "", false
+	defer func() {
+		if hb != nil {
+			putWireBuf(hb)
 		}
-		return hb, nil
+	}()
+	header := func() ([]byte, error) {
+		if hb == nil {
+			hb = getWireBuf()
+		} else if hbFor == hdr.Upstream && hbReport == hdr.Report {
+			return *hb, nil
+		}
+		hbFor, hbReport = hdr.Upstream, hdr.Report
+		*hb = appendReq((*hb)[:0], &hdr)
+		if len(*hb) > d.cfg.MaxHTTPHeaderBytes {
+			return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
+		}
+		return *hb, nil
 	}
 	body := &replayBody{r: r.Body}
 	if hdr.ContentLength != 0 {
@@ -284,7 +294,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	s, err := d.rpc.Stream(ctx, rn.RPCAddr, MethodHTTP)
+	s, err := d.rpc.StreamFirst(ctx, rn.RPCAddr, MethodHTTP, hb, !hasBody && !upgrade)
 	if err != nil {
 		err = d.classify(ctx, rn, err)
 		cancel()
@@ -297,9 +307,6 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 			x.end()
 		}
 	}()
-	if err := s.Send(hb); err != nil {
-		return false, d.classify(ctx, rn, err)
-	}
 	if hasBody {
 		// The upload is pumped while the response comes back: the answer
 		// must not wait for a slow client to finish uploading.
@@ -325,12 +332,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 			}
 		}()
 	} else {
-		close(x.pumpDone)
-		// A runner that answered already may have stopped reading, which
-		// fails CloseSend; a broken stream fails Recv below anyway.
-		if !upgrade {
-			_ = s.CloseSend()
-		}
+		close(x.pumpDone) // StreamFirst has half-closed, unless for an upgrade
 	}
 
 	f, err := s.Recv()
@@ -344,7 +346,8 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, d.classify(ctx, rn, err)
 	}
 	var resp httpRespWire
-	if err := json.Unmarshal(f, &resp); err != nil || resp.Status < 100 || resp.Status > 999 {
+	resp.Status, resp.Header, err = decodeResp(f)
+	if err != nil || resp.Status < 100 || resp.Status > 999 {
 		return false, &attemptError{"invalid", fmt.Errorf("runner %s sent a malformed response header", rn.Name)}
 	}
 	d.clearPenalty(rn.Name)
@@ -417,9 +420,9 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 	if len(f) > d.cfg.MaxHTTPHeaderBytes {
 		return transport.Errorf(codeInvalid, "request header frame larger than %d bytes", d.cfg.MaxHTTPHeaderBytes)
 	}
-	var hdr httpReqWire
-	if err := json.Unmarshal(f, &hdr); err != nil {
-		return transport.Errorf(codeInvalid, "malformed request header: %v", err)
+	hdr, legacy, err := decodeReq(f)
+	if err != nil {
+		return transport.Errorf(codeInvalid, "request header frame: %v", err)
 	}
 	if !validMethod(hdr.Method) || !strings.HasPrefix(hdr.Path, "/") {
 		return transport.Errorf(codeInvalid, "bad method or path")
@@ -443,11 +446,21 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 		Host:          hdr.Host,
 		RemoteAddr:    hdr.RemoteAddr,
 	}).WithContext(ctx)
-	rw := &frameResponseWriter{s: s, h: http.Header{}, timeout: d.cfg.OutputWriteTimeout}
+	rw := &frameResponseWriter{s: s, h: http.Header{}, timeout: d.cfg.OutputWriteTimeout, json: legacy}
+	var w http.ResponseWriter = rw
+	var fw *fastFrameWriter
+	if hdr.ContentLength == 0 && !legacy {
+		fw = &fastFrameWriter{frameResponseWriter: rw, r: req}
+		w = fw
+		defer fw.release()
+	}
 	if hdr.Report {
-		_, err = d.exec.ServeProxyReport(rw, req, hdr.Upstream, hdr.Path)
+		_, err = d.exec.ServeProxyReport(w, req, hdr.Upstream, hdr.Path)
 	} else {
-		err = d.exec.ServeProxy(rw, req, hdr.Upstream, hdr.Path)
+		err = d.exec.ServeProxy(w, req, hdr.Upstream, hdr.Path)
+	}
+	if err == nil && fw != nil && fw.ctx != nil {
+		err = fw.send()
 	}
 	var ue *runner.UpstreamError
 	switch {
@@ -456,13 +469,17 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 	case errors.Is(err, runner.ErrBusy), errors.Is(err, runner.ErrClosed):
 		return transport.Errorf(codeBusy, "runner %s is at its HTTP concurrency limit or stopping", d.local)
 	case errors.Is(err, runner.ErrAborted):
-		return transport.Errorf(transport.CodeInternal, "%v", err) // ends the stream as failed: the gateway aborts its client
+		// The response had started: its header goes first, so the
+		// gateway knows it did and aborts its client, as in place.
+		rw.Flush()
+		return transport.Errorf(transport.CodeInternal, "%v", err) // ends the stream as failed
 	case err != nil:
 		return transport.Errorf(codeInvalid, "%v", err)
 	}
 	if !rw.wrote {
 		rw.WriteHeader(http.StatusOK)
 	}
+	rw.end()
 	return rw.err
 }
 
@@ -547,8 +564,12 @@ func (x *remoteExchange) end() {
 	x.cancel()
 }
 
-// frameResponseWriter sends a response as stream frames: a header frame at
-// the first WriteHeader/Write, then one frame per Write.
+// frameResponseWriter sends a response as stream frames: a header frame,
+// then one frame per Write. The header frame of a response of known
+// length waits for the body's first Write and leaves with it, and the
+// Write that completes the body also ends the stream: a small response is
+// one write, usually one packet. A streamed one (Streamed) sends its
+// header at once, as the gateway flushes it to its client.
 //
 // Each frame has timeout to go (Config.OutputWriteTimeout): a gateway that
 // stopped reading (its client stalled) fails the Write, which ends the
@@ -557,15 +578,23 @@ type frameResponseWriter struct {
 	s       *transport.Stream
 	h       http.Header
 	timeout time.Duration
+	json    bool // the request came as JSON (an older gateway): answer so
 	wrote   bool
+	pending *[]byte // the header frame not sent yet (a wire buffer)
+	left    int64   // body bytes still due of a known length; -1 unknown
+	closed  bool    // the send side is half-closed
 	err     error
 }
 
 func (w *frameResponseWriter) send(b []byte) error {
+	w.deadline()
+	return w.s.Send(b)
+}
+
+func (w *frameResponseWriter) deadline() {
 	if w.timeout > 0 {
 		_ = w.s.SetWriteDeadline(time.Now().Add(w.timeout))
 	}
-	return w.s.Send(b)
 }
 
 func (w *frameResponseWriter) Header() http.Header { return w.h }
@@ -578,8 +607,32 @@ func (w *frameResponseWriter) WriteHeader(code int) {
 		return // informational responses are not relayed
 	}
 	w.wrote = true
-	b, _ := json.Marshal(httpRespWire{Status: code, Header: w.h})
-	w.err = w.send(b)
+	w.left = contentLength(w.h)
+	if w.json {
+		b, _ := json.Marshal(httpRespWire{Status: code, Header: w.h})
+		w.left = -1
+		w.err = w.send(b)
+		return
+	}
+	w.pending = getWireBuf()
+	*w.pending = appendResp((*w.pending)[:0], code, w.h)
+	if w.left < 0 || runner.Streamed(w.h, w.left) {
+		w.left = -1
+		w.flushHeader(false)
+	}
+}
+
+// flushHeader sends the pending header frame, ending the stream with it
+// when last.
+func (w *frameResponseWriter) flushHeader(last bool) {
+	if w.pending == nil {
+		return
+	}
+	w.deadline()
+	w.err = w.s.SendLast(last, *w.pending)
+	w.closed = last && w.err == nil
+	putWireBuf(w.pending)
+	w.pending = nil
 }
 
 func (w *frameResponseWriter) Write(p []byte) (int, error) {
@@ -592,11 +645,52 @@ func (w *frameResponseWriter) Write(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	if w.err = w.send(p); w.err != nil {
+	if w.closed {
+		return 0, errors.New("write past the declared Content-Length")
+	}
+	last := w.left >= 0 && int64(len(p)) >= w.left
+	if w.left >= 0 {
+		w.left -= int64(len(p))
+	}
+	w.deadline()
+	if w.pending != nil {
+		w.err = w.s.SendLast(last, *w.pending, p)
+		putWireBuf(w.pending)
+		w.pending = nil
+	} else {
+		w.err = w.s.SendLast(last, p)
+	}
+	if w.err != nil {
 		return 0, w.err
 	}
+	w.closed = last
 	return len(p), nil
 }
 
-// Flush is a no-op: every Write is already a frame on the wire.
-func (w *frameResponseWriter) Flush() {}
+// end sends a header frame still pending (a response without a body).
+func (w *frameResponseWriter) end() {
+	if w.err == nil {
+		w.flushHeader(true)
+	}
+}
+
+// Flush sends a pending header frame; every Write is already on the wire.
+func (w *frameResponseWriter) Flush() {
+	if w.err == nil {
+		w.flushHeader(false)
+	}
+}
+
+// wireBufs hold header frames being built or sent. A buffer belongs to
+// its taker until putWireBuf; the transport copies what it sends.
+var wireBufs = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
+
+func getWireBuf() *[]byte { return wireBufs.Get().(*[]byte) }
+
+func putWireBuf(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	wireBufs.Put(b)
+}

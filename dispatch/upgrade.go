@@ -23,7 +23,12 @@ func (w *frameResponseWriter) Upgrade(h http.Header, fn func(io.ReadWriteCloser)
 		return errors.New("switching protocols: the response has started")
 	}
 	w.wrote = true
-	b, _ := json.Marshal(httpRespWire{Status: http.StatusSwitchingProtocols, Header: h})
+	var b []byte
+	if w.json {
+		b, _ = json.Marshal(httpRespWire{Status: http.StatusSwitchingProtocols, Header: h})
+	} else {
+		b = appendResp(nil, http.StatusSwitchingProtocols, h)
+	}
 	if w.err = w.send(b); w.err != nil {
 		return w.err
 	}

@@ -287,8 +287,19 @@ func (t *Transport) roundTrip(str *quic.Stream, method string, timeout time.Dura
 // the whole stream: when it ends, the stream is reset. The caller must
 // Close the stream.
 func (t *Transport) Stream(ctx context.Context, addr, method string) (*Stream, error) {
+	return t.StreamFirst(ctx, addr, method, nil, false)
+}
+
+// StreamFirst is Stream that also sends first as the stream's first
+// message (none when nil) and, with closeSend, half-closes: the open, the
+// message and the FIN go out in one write, so usually in one packet,
+// where Stream, Send and CloseSend take up to three.
+func (t *Transport) StreamFirst(ctx context.Context, addr, method string, first []byte, closeSend bool) (*Stream, error) {
 	if err := checkMethod(method); err != nil {
 		return nil, err
+	}
+	if len(first) > t.cfg.MaxFrameSize {
+		return nil, fmt.Errorf("stream %s %s: %w: %d bytes > %d", method, addr, ErrFrameTooLarge, len(first), t.cfg.MaxFrameSize)
 	}
 	t.metrics.calls.Inc()
 	_, str, err := t.openStream(ctx, addr)
@@ -298,8 +309,26 @@ func (t *Transport) Stream(ctx context.Context, addr, method string) (*Stream, e
 	}
 	s := &Stream{t: t, str: str, method: method, addr: addr, client: true}
 	s.stopCtx = watch(ctx, str)
-	hdr := appendRequestHeader(nil, method, remaining(ctx))
-	if err := writeFrame(str, nil, frameOpen, hdr, nil); err != nil {
+	bp := getBuf()
+	var fh [frameHeaderLen]byte
+	putFrameHeader(fh[:], frameOpen, requestHeaderLen+len(method))
+	b := appendRequestHeader(append((*bp)[:0], fh[:]...), method, remaining(ctx))
+	if first != nil && len(first) <= 32<<10 {
+		b = appendFrame(b, frameData, first)
+		first = nil
+	}
+	_, err = str.Write(b)
+	*bp = b
+	putBuf(bp)
+	if err == nil && first != nil {
+		err = s.Send(first)
+	}
+	if err == nil && closeSend {
+		// A handler that answered already may have stopped reading,
+		// which fails the close; a broken stream fails Recv anyway.
+		_ = str.Close()
+	}
+	if err != nil {
 		s.Close()
 		t.metrics.callErrors.Inc()
 		return nil, s.wrap("open", err)

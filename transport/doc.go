@@ -6,8 +6,9 @@
 // Payloads are opaque bytes: callers (consensus, dispatch) own their
 // encodings. Buffer ownership: a response returned by Call, a message
 // returned by Stream.Recv and Request.Body belong to the receiver (they are
-// never reused by the transport); bodies passed to Call, Stream.Send or
-// returned by a Handler are copied before the call returns, so the caller
+// never reused by the transport); bodies passed to Call, Stream.Send,
+// StreamFirst, Stream.SendLast or returned by a Handler are copied before
+// the call returns, so the caller
 // may reuse them afterwards.
 //
 // Errors: ErrUnreachable (wrapped) means the peer or the connection is gone —

@@ -46,9 +46,47 @@ func (s *Stream) Send(b []byte) error {
 	if len(b) > s.t.cfg.MaxFrameSize {
 		return fmt.Errorf("send %s: %w: %d bytes > %d", s.method, ErrFrameTooLarge, len(b), s.t.cfg.MaxFrameSize)
 	}
-	s.wbuf = s.wbuf[:0]
-	if err := writeFrame(s.str, s.wbuf, frameData, nil, b); err != nil {
+	bp := getBuf()
+	err := writeFrame(s.str, (*bp)[:0], frameData, nil, b)
+	putBuf(bp)
+	if err != nil {
 		return s.wrap("send", err)
+	}
+	return nil
+}
+
+// SendLast writes msgs as consecutive messages and, with closeSend,
+// half-closes: in one write when they are small, so a response's header,
+// body and end can leave in one packet. The messages are copied.
+func (s *Stream) SendLast(closeSend bool, msgs ...[]byte) error {
+	n := 0
+	for _, b := range msgs {
+		if len(b) > s.t.cfg.MaxFrameSize {
+			return fmt.Errorf("send %s: %w: %d bytes > %d", s.method, ErrFrameTooLarge, len(b), s.t.cfg.MaxFrameSize)
+		}
+		n += frameHeaderLen + len(b)
+	}
+	if n <= 32<<10 {
+		bp := getBuf()
+		buf := (*bp)[:0]
+		for _, b := range msgs {
+			buf = appendFrame(buf, frameData, b)
+		}
+		_, err := s.str.Write(buf)
+		*bp = buf
+		putBuf(bp)
+		if err != nil {
+			return s.wrap("send", err)
+		}
+	} else {
+		for _, b := range msgs {
+			if err := s.Send(b); err != nil {
+				return err
+			}
+		}
+	}
+	if closeSend {
+		return s.CloseSend()
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -110,7 +111,11 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 		resp.SkipBody = true
 		return code, nil
 	}
-	resp.SetBodyStream(&fastBody{up: up, release: release}, size)
+	fb := &fastBody{up: up, release: release}
+	if a, ok := up.LocalAddr().(*connAddr); ok {
+		fb.conn = a.c.Conn
+	}
+	resp.SetBodyStream(fb, size)
 	return code, nil
 }
 
@@ -120,16 +125,47 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 type fastBody struct {
 	up      *fasthttp.Response
 	release func()
+	conn    net.Conn // the upstream connection, for Abort
+
+	mu       sync.Mutex // orders Abort against the end of the body
+	finished bool       // read to its end, or closed: Abort does nothing
+}
+
+// Aborter is a response body that another goroutine may cut short while
+// it is read: the caller's context ended, so the exchange must too.
+type Aborter interface {
+	Abort()
+}
+
+// Abort closes the upstream connection, so a Read blocked on it returns
+// an error, unless the body was read to its end or closed already (the
+// connection may be in the pool, serving another request, by then).
+// Safe to call concurrently with Read and Close.
+func (b *fastBody) Abort() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.finished && b.conn != nil {
+		_ = b.conn.Close()
+	}
 }
 
 func (b *fastBody) Read(p []byte) (int, error) {
 	if b.up == nil {
 		return 0, io.ErrClosedPipe
 	}
-	return b.up.BodyStream().Read(p)
+	n, err := b.up.BodyStream().Read(p)
+	if err == io.EOF {
+		b.mu.Lock()
+		b.finished = true
+		b.mu.Unlock()
+	}
+	return n, err
 }
 
 func (b *fastBody) Close() error {
+	b.mu.Lock()
+	b.finished = true
+	b.mu.Unlock()
 	if b.up == nil {
 		return nil
 	}

@@ -36,20 +36,14 @@ func benchProxy(bin string) {
 	}
 	// Every node also has a data-plane listener (-proxy): the same /svc/
 	// handler on fasthttp.
-	var dps []string
-	for i := 0; i < 4; i++ {
-		dps = append(dps, fmt.Sprintf("127.0.0.1:%d", freePort()))
-	}
-	nodes, _ := startNodes(bin, []string{"b1", "b2", "b3", "g1"}, func(i int) []string {
-		if i == 3 {
-			return []string{"-roles", "gateway", "-proxy", dps[i]}
-		}
-		return []string{"-proxy", dps[i]}
-	})
-	hc := httpClient()
-	// One http service per upstream; the runner round-robin spreads them.
-	if err := put(hc, "http://"+nodes[0].http+"/v1/services/web", `{"name":"web","type":"http","upstream":"http://`+ups[0]+`"}`); err != nil {
-		fatal("service: %v", err)
+	nodes, dps, cmds := proxyMesh(bin, ups)
+	// A second mesh on another build, measured alternated with the first
+	// (-meshgw-before): a change's before and after in the same conditions.
+	var bnodes []meshNode
+	var bdps []string
+	var bcmds []*exec.Cmd
+	if *proxyBefore != "" {
+		bnodes, bdps, bcmds = proxyMesh(*proxyBefore, ups)
 	}
 	hport := freePort()
 	cfg := fmt.Sprintf(`global
@@ -73,7 +67,6 @@ backend b
 	f.Close()
 	start("haproxy", "-f", f.Name(), "-db")
 	waitFor(10*time.Second, "haproxy", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", hport)) })
-	waitFor(10*time.Second, "meshgw proxy", func() error { return get("http://" + nodes[0].http + "/svc/web/") })
 
 	// Two Go proxies for reference: the standard library's ReverseProxy,
 	// round-robin over the same upstreams, in a process of its own, with
@@ -94,48 +87,140 @@ backend b
 	waitFor(10*time.Second, "bare proxy loop", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", bport)) })
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
-	waitFor(10*time.Second, "meshgw proxy via the gateway", func() error { return get("http://" + nodes[3].http + "/svc/web/") })
-	waitFor(10*time.Second, "meshgw data plane", func() error { return get("http://" + dps[3] + "/svc/web/") })
-	var mRate, gRate, hRate, rRate, bRate, fRate, mLat, gLat, hLat, rLat, bLat, fLat series
-	var pRate, qRate, pLat, qLat series
-	for r := 0; r < *rounds; r++ {
-		a, al := wrk("http://"+nodes[r%3].http+"/svc/web/", d)
-		g, gl := wrk("http://"+nodes[3].http+"/svc/web/", d)
-		p, pl := wrk("http://"+dps[r%3]+"/svc/web/", d)
-		q, ql := wrk("http://"+dps[3]+"/svc/web/", d)
-		pRate, pLat, qRate, qLat = append(pRate, p), append(pLat, pl), append(qRate, q), append(qLat, ql)
-		b, bl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", hport), d)
-		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", rport), d)
-		y, yl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", bport), d)
-		bRate, bLat = append(bRate, y), append(bLat, yl)
-		z, zl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", fport), d)
-		fRate, fLat = append(fRate, z), append(fLat, zl)
-		mRate, gRate, hRate, rRate = append(mRate, a), append(gRate, g), append(hRate, b), append(rRate, x)
-		mLat, gLat, hLat, rLat = append(mLat, al), append(gLat, gl), append(hLat, bl), append(rLat, xl)
+	local := func(p int) func(r int) string {
+		return func(r int) string { return fmt.Sprintf("http://127.0.0.1:%d/", p) }
 	}
-	fmt.Printf("\nwrk -t2 -c64 -d%s: | measurement | meshgw median [range] | HAProxy median [range] | meshgw/HAProxy |\n|---|---|---|---|\n", d)
-	row("req/s, via a runner node", "", mRate, hRate, true)
-	row("p50, via a runner node", "ms", mLat, hLat, false)
-	row("req/s, via a runner node's -proxy listener (fasthttp)", "", pRate, hRate, true)
-	row("p50, via a runner node's -proxy listener (fasthttp)", "ms", pLat, hLat, false)
-	row("req/s, via a gateway-only node's -proxy listener (QUIC hop)", "", qRate, hRate, true)
-	row("p50, via a gateway-only node's -proxy listener (QUIC hop)", "ms", qLat, hLat, false)
-	row("req/s, via a gateway-only node (QUIC hop)", "", gRate, hRate, true)
-	row("p50, via a gateway-only node (QUIC hop)", "ms", gLat, hLat, false)
-	row("req/s, net/http ReverseProxy (the standard library's proxy)", "", rRate, hRate, true)
-	row("p50, net/http ReverseProxy (the standard library's proxy)", "ms", rLat, hLat, false)
-	row("req/s, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "", bRate, hRate, true)
-	row("p50, bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", "ms", bLat, hLat, false)
-	row("req/s, fasthttp server + HostClient", "", fRate, hRate, true)
-	row("p50, fasthttp server + HostClient", "ms", fLat, hLat, false)
-	fmt.Printf("\nmeshgw via a runner node reaches %.0f%% of the ReverseProxy's req/s and %.0f%% of the bare loop's\n",
-		100*mRate.median()/rRate.median(), 100*mRate.median()/bRate.median())
+	ms := []*proxyRow{
+		{key: "api", name: "meshgw via a runner node's API port", cmds: cmds,
+			url: func(r int) string { return "http://" + nodes[r%3].http + "/svc/web/" }},
+		{key: "gwapi", name: "meshgw via a gateway-only node's API port (QUIC hop)", cmds: cmds,
+			url: func(int) string { return "http://" + nodes[3].http + "/svc/web/" }},
+		{key: "dp", name: "meshgw via a runner node's -proxy listener (in place)", cmds: cmds,
+			url: func(r int) string { return "http://" + dps[r%3] + "/svc/web/" }},
+		{key: "gwdp", name: "meshgw via a gateway-only node's -proxy listener (QUIC hop)", cmds: cmds,
+			url: func(int) string { return "http://" + dps[3] + "/svc/web/" }},
+		{key: "haproxy", name: "HAProxy (round-robin, keep-alive)", url: local(hport)},
+		{key: "revproxy", name: "net/http ReverseProxy (the standard library's proxy)", url: local(rport)},
+		{key: "bare", name: "bare Go HTTP/1.1 loop (ceiling: not a usable proxy)", url: local(bport)},
+		{key: "fasthttp", name: "fasthttp server + HostClient", url: local(fport)},
+	}
+	if bnodes != nil {
+		ms = append(ms,
+			&proxyRow{key: "dp-before", name: "before: meshgw via a runner node's -proxy listener (in place)",
+				cmds: bcmds, url: func(r int) string { return "http://" + bdps[r%3] + "/svc/web/" }},
+			&proxyRow{key: "gwdp-before", name: "before: meshgw via a gateway-only node's -proxy listener (QUIC hop)",
+				cmds: bcmds, url: func(int) string { return "http://" + bdps[3] + "/svc/web/" }})
+	}
+	if *proxyOnly != "" {
+		want := map[string]bool{"haproxy": true} // the peer every ratio is against
+		for _, k := range strings.Split(*proxyOnly, ",") {
+			want[strings.TrimSpace(k)] = true
+			if bnodes != nil && (k == "dp" || k == "gwdp") {
+				want[k+"-before"] = true
+			}
+		}
+		var kept []*proxyRow
+		for _, m := range ms {
+			if want[m.key] {
+				kept = append(kept, m)
+			}
+		}
+		ms = kept
+	}
+	for _, m := range ms {
+		waitFor(10*time.Second, m.name, func() error { return get(m.url(0)) })
+	}
+	var peer *proxyRow
+	for _, m := range ms {
+		if m.key == "haproxy" {
+			peer = m
+		}
+	}
+	var loads series
+	for r := 0; r < *rounds; r++ {
+		for _, m := range ms {
+			cpu0 := cpuOf(m.cmds)
+			rate, lat := wrk(m.url(r), d)
+			m.rate, m.lat = append(m.rate, rate), append(m.lat, lat)
+			if m.cmds != nil && rate > 0 {
+				// The agents' CPU per request: what the shared machine's
+				// load disturbs least.
+				m.cpu = append(m.cpu, (cpuOf(m.cmds)-cpu0)/(rate*dur.Seconds())*1e6)
+			}
+		}
+		loads = append(loads, loadAvg())
+		fmt.Fprintf(os.Stderr, "round %d done, load average %.1f\n", r+1, loads[len(loads)-1])
+	}
+	lo, hi := loads.span()
+	fmt.Printf("\nwrk -t2 -c64 -d%s, %d rounds, load average (1 min) after each round %.1f–%.1f\n\n", d, *rounds, lo, hi)
+	fmt.Printf("| measurement | req/s median [range] | vs HAProxy | p50 median | agents' CPU per request |\n|---|---|---|---|---|\n")
+	for _, m := range ms {
+		lo, hi := m.rate.span()
+		cpu := ""
+		if len(m.cpu) > 0 {
+			clo, chi := m.cpu.span()
+			cpu = fmt.Sprintf("%.0f µs [%.0f–%.0f]", m.cpu.median(), clo, chi)
+		}
+		fmt.Printf("| %s | %.0f [%.0f–%.0f] | %.2f× | %.2f ms | %s |\n", m.name, m.rate.median(), lo, hi,
+			m.rate.median()/peer.rate.median(), m.lat.median(), cpu)
+	}
+	// The same ratios round by round: each round's rows ran one after the
+	// other, so these are the least disturbed by the shared machine.
+	fmt.Printf("\nper-round ratio to HAProxy of the same round:\n")
+	for _, m := range ms {
+		var rs series
+		for i := range m.rate {
+			rs = append(rs, m.rate[i]/peer.rate[i])
+		}
+		lo, hi := rs.span()
+		fmt.Printf("  %-12s median %.2f× [%.2f–%.2f]\n", m.key, rs.median(), lo, hi)
+	}
+}
+
+// proxyRow is one measured target of benchProxy.
+type proxyRow struct {
+	key, name string
+	url       func(round int) string
+	cmds      []*exec.Cmd // the agents measured (nil: not meshgw)
+	rate, lat series
+	cpu       series // the agents' CPU µs per request
+}
+
+// proxyMesh starts 4 agents of bin (3 runners and a gateway-only node, each
+// with a -proxy listener), defines the service "web" on ups[0] and returns
+// the agents and their data-plane addresses.
+func proxyMesh(bin string, ups []string) ([]meshNode, []string, []*exec.Cmd) {
+	var dps []string
+	for i := 0; i < 4; i++ {
+		dps = append(dps, fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
+	nodes, cmds := startNodes(bin, []string{"b1", "b2", "b3", "g1"}, func(i int) []string {
+		if i == 3 {
+			return []string{"-roles", "gateway", "-proxy", dps[i]}
+		}
+		return []string{"-proxy", dps[i]}
+	})
+	if err := put(httpClient(), "http://"+nodes[0].http+"/v1/services/web", `{"name":"web","type":"http","upstream":"http://`+ups[0]+`"}`); err != nil {
+		fatal("service: %v", err)
+	}
+	waitFor(10*time.Second, "meshgw proxy", func() error { return get("http://" + nodes[0].http + "/svc/web/") })
+	return nodes, dps, cmds
+}
+
+// loadAvg is the machine's 1-minute load average (0 if unknown).
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	var l float64
+	fmt.Sscanf(string(b), "%f", &l)
+	return l
 }
 
 var (
-	fastProxy = flag.String("fastproxy", "", "internal: run as a fasthttp forwarding proxy, LISTEN=UP1,UP2")
-	revProxy  = flag.String("revproxy", "", "internal: run as a net/http ReverseProxy, LISTEN=UP1,UP2")
-	bareProxy = flag.String("bareproxy", "", "internal: run as a bare HTTP/1.1 forwarding loop, LISTEN=UP1,UP2")
+	proxyOnly   = flag.String("proxy-only", "", "proxy: measure only these rows (comma-separated: api,gwapi,dp,gwdp,revproxy,bare,fasthttp; HAProxy always)")
+	proxyBefore = flag.String("meshgw-before", "", "proxy: a second meshgw build, run as a mesh of its own and measured alternated with the first")
+	fastProxy   = flag.String("fastproxy", "", "internal: run as a fasthttp forwarding proxy, LISTEN=UP1,UP2")
+	revProxy    = flag.String("revproxy", "", "internal: run as a net/http ReverseProxy, LISTEN=UP1,UP2")
+	bareProxy   = flag.String("bareproxy", "", "internal: run as a bare HTTP/1.1 forwarding loop, LISTEN=UP1,UP2")
 )
 
 // runFastProxy is the child behind -fastproxy LISTEN=UP1,UP2: a forwarding
