@@ -28,7 +28,8 @@
 // whichever node is active by then.
 //
 // Store (the log shard). Entries live in a Raft shard of their own per
-// cluster (ShardID("meshgw/log/"+cluster)), on the same dragonboat
+// cluster (ShardID: never in the state group's dragonboat worker and log
+// DB partition), on the same dragonboat
 // NodeHost as the state group but with its own log, elections and
 // on-disk state machine (logSM, pebble in Dir/store-<replica>, without a
 // write-ahead log of its own: the Raft log is one, see logSM.Open): the state

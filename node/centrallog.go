@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgw/meshgw/centrallog"
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/roles"
@@ -29,6 +30,7 @@ func (a *Agent) newCentralLog() error {
 	cfg.Retention = centrallog.Retention{MaxAge: a.cfg.LogRetentionAge,
 		MaxCount: uint64(a.cfg.LogRetentionCount), MaxBytes: uint64(a.cfg.LogRetentionBytes)}
 	cfg.ElectionRTT, cfg.HeartbeatRTT = a.cons.RaftTimings()
+	cfg.StateShard = consensus.ShardID(a.cfg.Cluster)
 	cfg.Syslog = a.cfg.Syslog
 	s, err := centrallog.New(cfg, logMesh{a}, a.rpc, a.log)
 	if err != nil {
