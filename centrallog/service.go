@@ -49,16 +49,13 @@ type Config struct {
 	SpoolSync time.Duration
 	// BatchEntries and BatchBytes bound one shipped batch.
 	BatchEntries, BatchBytes int
-	// ShipDelay is how long, under load, the shipper lets entries gather
-	// before it sends a batch that is not full: fewer, larger proposals
-	// (each costs a Raft round and an fsync on every replica) for at most
-	// this much more delay before an entry is stored. The first entry
-	// after a quiet spell ships at once; after a batch of n entries the
-	// next one gathers for ShipDelay × n/BusyEntries, at most ShipDelay.
+	// ShipDelay is the shortest time between two batches that are not
+	// full: entries gather for it, so that a proposal (a Raft round, an
+	// fsync and an apply on every replica: far more than an entry costs)
+	// carries many, for at most this much more delay before an entry is
+	// stored. The first entry after a quiet spell of ShipDelay ships at
+	// once.
 	ShipDelay time.Duration
-	// BusyEntries is the batch size from which the shipper counts as
-	// fully under load.
-	BusyEntries int
 	// Retention bounds the store (enforced by the active logger).
 	Retention Retention
 	// RetentionEvery is the period of the retention pass.
@@ -92,7 +89,6 @@ func DefaultConfig() Config {
 		BatchEntries:   8192,
 		BatchBytes:     1 << 20,
 		ShipDelay:      250 * time.Millisecond,
-		BusyEntries:    32,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxCount: 1_000_000, MaxBytes: 1 << 30},
 		RetentionEvery: 10 * time.Second,
 		ElectionRTT:    10,
@@ -108,8 +104,8 @@ func (c Config) Validate() error {
 		return errors.New("central log: NodeName, Cluster and Dir are required")
 	case c.SpoolBytes < 1<<20:
 		return fmt.Errorf("central log: the spool bound must be at least 1 MiB, got %d bytes", c.SpoolBytes)
-	case c.SpoolSync <= 0 || c.RetentionEvery <= 0 || c.OpTimeout <= 0 || c.ShipDelay < 0 || c.BusyEntries < 1:
-		return errors.New("central log: SpoolSync, RetentionEvery, OpTimeout and BusyEntries must be positive, ShipDelay not negative")
+	case c.SpoolSync <= 0 || c.RetentionEvery <= 0 || c.OpTimeout <= 0 || c.ShipDelay < 0:
+		return errors.New("central log: SpoolSync, RetentionEvery and OpTimeout must be positive, ShipDelay not negative")
 	case c.BatchEntries < 1 || c.BatchEntries > maxBatchRecords || c.BatchBytes < MaxEntryBytes || c.BatchBytes > maxBatchBytes:
 		return fmt.Errorf("central log: a batch must allow 1 to %d entries and %d to %d bytes", maxBatchRecords, MaxEntryBytes, maxBatchBytes)
 	case c.Retention.MaxAge < 0:
@@ -377,6 +373,7 @@ func (s *Service) shipLoop() {
 	var target Member
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
+	var last time.Time // when the last batch was sent
 	for ctx.Err() == nil {
 		recs, next, err := s.spool.Read(s.cfg.BatchEntries, s.cfg.BatchBytes)
 		if err != nil {
@@ -385,14 +382,21 @@ func (s *Service) shipLoop() {
 			continue
 		}
 		if len(recs) == 0 {
-			// Idle: the first entry ships at once; the ones that follow
-			// gather while it is being stored.
 			idle.Reset(time.Second)
 			select {
 			case <-ctx.Done():
 			case <-s.spool.Notify():
 			case <-idle.C:
 			}
+			continue
+		}
+		// A batch that is not full waits until ShipDelay has passed since
+		// the last one, gathering more entries (read again after); the
+		// first after a quiet spell goes at once.
+		full := len(recs) >= s.cfg.BatchEntries || batchBytes(recs) >= s.cfg.BatchBytes
+		if wait := s.cfg.ShipDelay - time.Since(last); !full && wait > 0 {
+			s.sleep(ctx, wait)
+			last = time.Time{}
 			continue
 		}
 		if target.RPCAddr == "" {
@@ -406,6 +410,7 @@ func (s *Service) shipLoop() {
 				continue
 			}
 		}
+		last = time.Now()
 		body := encodeBatch(s.cfg.Cluster, s.cfg.NodeName+"/"+s.spool.id, recs)
 		if target.Name == s.cfg.NodeName {
 			_, err = s.ingest(ctx, body)
@@ -428,20 +433,7 @@ func (s *Service) shipLoop() {
 			s.log.Error().Err(err).Msg("central log spool: acknowledgement not saved")
 		}
 		s.shipped.Add(uint64(len(recs)))
-		if len(recs) < s.cfg.BatchEntries && batchBytes(recs) < s.cfg.BatchBytes {
-			s.sleep(ctx, s.gather(len(recs)))
-		}
 	}
-}
-
-// gather is how long the next batch gathers after one of n entries that
-// was not full: longer the busier the spool, so that under load each
-// proposal carries many entries, and a lone entry is not held back.
-func (s *Service) gather(n int) time.Duration {
-	if n >= s.cfg.BusyEntries {
-		return s.cfg.ShipDelay
-	}
-	return s.cfg.ShipDelay * time.Duration(n) / time.Duration(s.cfg.BusyEntries)
 }
 
 func (s *Service) sleep(ctx context.Context, d time.Duration) {

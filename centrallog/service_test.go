@@ -39,18 +39,3 @@ func TestReplicaRecordOfTheLegacyShardIsKept(t *testing.T) {
 		t.Fatal("a replica record of another cluster's shard was accepted")
 	}
 }
-
-// The shipper's gathering grows with the load and is bounded.
-func TestGatherGrowsWithTheBatch(t *testing.T) {
-	cfg := DefaultConfig()
-	s := &Service{cfg: cfg}
-	if d := s.gather(0); d != 0 {
-		t.Errorf("after an empty batch: %v", d)
-	}
-	if d := s.gather(1); d <= 0 || d >= cfg.ShipDelay/4 {
-		t.Errorf("after a lone entry: %v", d)
-	}
-	if d := s.gather(cfg.BusyEntries * 10); d != cfg.ShipDelay {
-		t.Errorf("under load: %v, want %v", d, cfg.ShipDelay)
-	}
-}
