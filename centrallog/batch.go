@@ -16,6 +16,19 @@ const (
 // maxBatchRecords bounds a decoded batch.
 const maxBatchRecords = 1 << 16
 
+// maxBatchBytes bounds Config.BatchBytes: a chunk (at most BatchBytes of
+// entries plus one entry and the framing) must fit a snapshot item.
+const maxBatchBytes = 2 << 20
+
+// batchBytes is the size of the entries of recs.
+func batchBytes(recs []record) int {
+	n := 0
+	for _, r := range recs {
+		n += len(r.Data)
+	}
+	return n
+}
+
 // encodeBatch is a shipped batch, which the logger proposes as it is:
 //
 //	'A' | u16 len | cluster | u16 len | source | u32 n | n × (u64 pos | u32 len | entry JSON)

@@ -22,19 +22,24 @@
 // Shipper (every node). One goroutine reads the spool from its
 // acknowledged position and sends batches (BatchEntries, BatchBytes) over
 // RPC (centrallog.ship) to the active logger, found through the role's
-// fence record. The acknowledged position is advanced (and fully
-// acknowledged segments deleted) only after the logger answered that the
-// log shard committed the batch; any error means "send it again", to
+// fence record. A batch that is not full waits until ShipDelay has passed
+// since the previous one (the first after a quiet spell goes at once):
+// a proposal costs every replica far more than the entries in it. The
+// acknowledged position is advanced (and fully acknowledged segments
+// deleted) only after the logger answered that the log shard committed
+// the batch; any error means "send it again", to
 // whichever node is active by then.
 //
 // Store (the log shard). Entries live in a Raft shard of their own per
-// cluster (ShardID("meshgw/log/"+cluster)), on the same dragonboat
-// NodeHost as the state group but with its own log, elections and
-// on-disk state machine (logSM, pebble in Dir/store-<replica>, without a
-// write-ahead log of its own: the Raft log is one, see logSM.Open): the state
-// group's writes never queue behind log traffic. A shipped batch is
-// binary (encodeBatch: the spool's records with their positions) and the
-// logger proposes it as it is, snappy-compressed by dragonboat; the state
+// cluster, on the same dragonboat NodeHost as the state group but with
+// its own log, elections and on-disk state machine (logSM, pebble in
+// Dir/store-<replica>, without a write-ahead log of its own: the Raft log
+// is one, see logSM.Open). Its ID (ShardID) puts it on other dragonboat
+// step, commit and apply workers and another log DB partition than the
+// state group, so the state group's writes never queue behind log
+// traffic or share its fsyncs. A shipped batch is binary (encodeBatch:
+// the spool's records with their positions) and the logger proposes it
+// as it is, snappy-compressed by dragonboat; the state
 // machine stores the new records of one batch as one chunk (key c+seq of
 // its first entry), so storing costs one pebble write per batch, and it
 // keeps per spool (node and spool incarnation) the highest position

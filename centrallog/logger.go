@@ -93,8 +93,11 @@ func (s *Service) reconcile(ctx context.Context, put Put) error {
 		if err := json.Unmarshal(raw, &rec); err != nil {
 			return fmt.Errorf("decode the log shard record: %w", err)
 		}
+		if !s.knownShard(rec.Shard) {
+			return fmt.Errorf("the log shard record names shard %d, not one of cluster %s's", rec.Shard, s.cfg.Cluster)
+		}
 	} else {
-		rec = shardRecord{Shard: s.shard, Initial: map[uint64]string{}, Nodes: map[uint64]string{}, Created: time.Now().UTC()}
+		rec = shardRecord{Shard: s.shardID(), Initial: map[uint64]string{}, Nodes: map[uint64]string{}, Created: time.Now().UTC()}
 		for _, v := range voters {
 			rid := replicaID(v.Name, 0)
 			rec.Initial[rid], rec.Nodes[rid] = v.RaftAddr, v.Name
@@ -112,18 +115,21 @@ func (s *Service) reconcile(ctx context.Context, put Put) error {
 	if s.localReplica() == 0 {
 		for rid, name := range rec.Nodes {
 			if name == s.cfg.NodeName {
-				return s.startReplica(rid, rec.Initial, false)
+				return s.startReplica(rec.Shard, rid, rec.Initial, false)
 			}
 		}
-		return s.joinSelf(ctx, voters)
+		return s.joinSelf(ctx, rec.Shard, voters)
+	}
+	if shard := s.shardID(); shard != rec.Shard {
+		return fmt.Errorf("this node's log shard replica is of shard %d, the record names %d", shard, rec.Shard)
 	}
 	nh := s.mesh.NodeHost()
-	m, err := nh.SyncGetShardMembership(ctx, s.shard)
+	m, err := nh.SyncGetShardMembership(ctx, rec.Shard)
 	if err != nil {
 		// No quorum yet: the initial replicas may not all have started.
 		for rid, addr := range rec.Initial {
 			if v, ok := byAddr[addr]; ok && v.Name != s.cfg.NodeName {
-				s.tell(ctx, v, replicaReq{Shard: s.shard, Replica: rid, Initial: rec.Initial})
+				s.tell(ctx, v, replicaReq{Shard: rec.Shard, Replica: rid, Initial: rec.Initial})
 			}
 		}
 		return fmt.Errorf("log shard membership: %w", err)
@@ -132,7 +138,7 @@ func (s *Service) reconcile(ctx context.Context, put Put) error {
 	for rid, addr := range m.Nodes {
 		members[addr] = rid
 		if v, ok := byAddr[addr]; ok && v.Name != s.cfg.NodeName {
-			req := replicaReq{Shard: s.shard, Replica: rid, Join: true}
+			req := replicaReq{Shard: rec.Shard, Replica: rid, Join: true}
 			if _, ok := rec.Initial[rid]; ok {
 				req.Initial, req.Join = rec.Initial, false
 			}
@@ -142,17 +148,17 @@ func (s *Service) reconcile(ctx context.Context, put Put) error {
 	for _, v := range voters {
 		if _, ok := members[v.RaftAddr]; !ok {
 			rid := replicaID(v.Name, m.ConfigChangeID+1)
-			if err := nh.SyncRequestAddReplica(ctx, s.shard, rid, v.RaftAddr, m.ConfigChangeID); err != nil {
+			if err := nh.SyncRequestAddReplica(ctx, rec.Shard, rid, v.RaftAddr, m.ConfigChangeID); err != nil {
 				return fmt.Errorf("add %s to the log shard: %w", v.Name, err)
 			}
 			s.log.Info().Str("member", v.Name).Uint64("replica", rid).Msg("log shard replica added")
-			s.tell(ctx, v, replicaReq{Shard: s.shard, Replica: rid, Join: true})
+			s.tell(ctx, v, replicaReq{Shard: rec.Shard, Replica: rid, Join: true})
 			return nil
 		}
 	}
 	for addr, rid := range members {
 		if _, ok := byAddr[addr]; !ok && len(members) > 1 {
-			if err := nh.SyncRequestDeleteReplica(ctx, s.shard, rid, m.ConfigChangeID); err != nil {
+			if err := nh.SyncRequestDeleteReplica(ctx, rec.Shard, rid, m.ConfigChangeID); err != nil {
 				return fmt.Errorf("remove replica %d from the log shard: %w", rid, err)
 			}
 			s.log.Info().Str("addr", addr).Uint64("replica", rid).Msg("log shard replica removed")
@@ -178,7 +184,7 @@ func (s *Service) tell(ctx context.Context, v Member, req replicaReq) {
 // joinSelf has a member add this node (the active logger, a state voter
 // the log shard does not have yet) to the log shard, then starts the
 // replica as a joining one.
-func (s *Service) joinSelf(ctx context.Context, voters []Member) error {
+func (s *Service) joinSelf(ctx context.Context, shard uint64, voters []Member) error {
 	var self Member
 	for _, v := range voters {
 		if v.Name == s.cfg.NodeName {
@@ -189,13 +195,13 @@ func (s *Service) joinSelf(ctx context.Context, voters []Member) error {
 		return fmt.Errorf("%s is not a voter of the state group", s.cfg.NodeName)
 	}
 	rid := replicaID(s.cfg.NodeName, uint64(time.Now().UnixNano()))
-	b, _ := json.Marshal(memberReq{Shard: s.shard, Replica: rid, Addr: self.RaftAddr})
+	b, _ := json.Marshal(memberReq{Shard: shard, Replica: rid, Addr: self.RaftAddr})
 	for _, v := range voters {
 		if v.Name == s.cfg.NodeName || v.RPCAddr == "" {
 			continue
 		}
 		if _, err := s.rpc.Call(ctx, v.RPCAddr, MethodMember, b); err == nil {
-			return s.startReplica(rid, nil, true)
+			return s.startReplica(shard, rid, nil, true)
 		}
 	}
 	return fmt.Errorf("no member of the log shard added %s", s.cfg.NodeName)

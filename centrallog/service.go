@@ -49,9 +49,12 @@ type Config struct {
 	SpoolSync time.Duration
 	// BatchEntries and BatchBytes bound one shipped batch.
 	BatchEntries, BatchBytes int
-	// ShipDelay is how long the shipper lets entries gather before it
-	// sends a batch that is not full: fewer, larger proposals to the log
-	// shard for at most this much more delay before an entry is stored.
+	// ShipDelay is the shortest time between two batches that are not
+	// full: entries gather for it, so that a proposal (a Raft round, an
+	// fsync and an apply on every replica: far more than an entry costs)
+	// carries many, for at most this much more delay before an entry is
+	// stored. The first entry after a quiet spell of ShipDelay ships at
+	// once.
 	ShipDelay time.Duration
 	// Retention bounds the store (enforced by the active logger).
 	Retention Retention
@@ -65,6 +68,10 @@ type Config struct {
 	Syslog string
 	// OpTimeout bounds one RPC or proposal.
 	OpTimeout time.Duration
+	// StateShard is the shard ID of the cluster's state group (0:
+	// unknown): a new log shard gets an ID that dragonboat's workers and
+	// log DB place apart from it (see ShardID).
+	StateShard uint64
 }
 
 // Retention bounds the central store; zero fields are no bound.
@@ -79,9 +86,9 @@ func DefaultConfig() Config {
 	return Config{
 		SpoolBytes:     256 << 20,
 		SpoolSync:      time.Second,
-		BatchEntries:   2000,
+		BatchEntries:   8192,
 		BatchBytes:     1 << 20,
-		ShipDelay:      50 * time.Millisecond,
+		ShipDelay:      250 * time.Millisecond,
 		Retention:      Retention{MaxAge: 7 * 24 * time.Hour, MaxCount: 1_000_000, MaxBytes: 1 << 30},
 		RetentionEvery: 10 * time.Second,
 		ElectionRTT:    10,
@@ -99,8 +106,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("central log: the spool bound must be at least 1 MiB, got %d bytes", c.SpoolBytes)
 	case c.SpoolSync <= 0 || c.RetentionEvery <= 0 || c.OpTimeout <= 0 || c.ShipDelay < 0:
 		return errors.New("central log: SpoolSync, RetentionEvery and OpTimeout must be positive, ShipDelay not negative")
-	case c.BatchEntries < 1 || c.BatchBytes < MaxEntryBytes:
-		return fmt.Errorf("central log: a batch must allow 1 entry and %d bytes", MaxEntryBytes)
+	case c.BatchEntries < 1 || c.BatchEntries > maxBatchRecords || c.BatchBytes < MaxEntryBytes || c.BatchBytes > maxBatchBytes:
+		return fmt.Errorf("central log: a batch must allow 1 to %d entries and %d to %d bytes", maxBatchRecords, MaxEntryBytes, maxBatchBytes)
 	case c.Retention.MaxAge < 0:
 		return errors.New("central log: the retention age must not be negative")
 	case c.ElectionRTT <= 2*c.HeartbeatRTT || c.HeartbeatRTT == 0:
@@ -149,10 +156,14 @@ type Service struct {
 	log  zerolog.Logger
 
 	spool *spool
-	shard uint64
 
 	mu      sync.Mutex
 	replica uint64 // this node's replica of the log shard (0: none)
+	// shard is the log shard's ID: the one replica belongs to, or the
+	// one a new shard gets (a cluster created before ShardID moved it
+	// keeps its legacy ID, learnt from replica.json or the creation
+	// record).
+	shard uint64
 
 	active  atomic.Bool
 	started atomic.Bool // Start has run: handlers may use the NodeHost
@@ -164,14 +175,49 @@ type Service struct {
 	wg   sync.WaitGroup
 }
 
-// ShardID derives the log shard's ID from the cluster ID.
-func ShardID(cluster string) uint64 {
+// ShardID derives the ID a new log shard gets from the cluster ID and the
+// state group's shard ID. dragonboat runs every shard on a step, commit
+// and apply worker and in a log DB partition chosen by the shard ID
+// modulo their count (16 each by default): a log shard there with the
+// state group would make every state write wait for the log's batches
+// and share their fsyncs. LegacyShardID's FNV-1a hash always lands there
+// (the low bits of the two hashes agree for every cluster name), so the
+// low bit is flipped, which differs modulo any even count.
+func ShardID(cluster string, stateShard uint64) uint64 {
+	id := LegacyShardID(cluster)
+	if stateShard != 0 && id%16 == stateShard%16 {
+		id ^= 1
+	}
+	if id == 0 {
+		return 2
+	}
+	return id
+}
+
+// LegacyShardID is the log shard's ID in clusters created before ShardID
+// moved it: they keep it (their creation record and replica.json name
+// it).
+func LegacyShardID(cluster string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte("meshgw/log/" + cluster))
 	if v := h.Sum64(); v != 0 {
 		return v
 	}
 	return 2
+}
+
+// knownShard reports whether id is a log shard ID of this cluster (the
+// current or the legacy derivation).
+func (s *Service) knownShard(id uint64) bool {
+	return id != 0 && (id == ShardID(s.cfg.Cluster, s.cfg.StateShard) || id == LegacyShardID(s.cfg.Cluster))
+}
+
+// shardID is the log shard this node's replica belongs to or, without a
+// replica yet, the one a new shard would get.
+func (s *Service) shardID() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shard
 }
 
 func replicaID(node string, n uint64) uint64 {
@@ -188,7 +234,7 @@ func New(cfg Config, mesh Mesh, rpc Caller, log zerolog.Logger) (*Service, error
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	return &Service{cfg: cfg, mesh: mesh, rpc: rpc, shard: ShardID(cfg.Cluster),
+	return &Service{cfg: cfg, mesh: mesh, rpc: rpc, shard: ShardID(cfg.Cluster, cfg.StateShard),
 		log: log.With().Str("component", "centrallog").Logger(), stop: make(chan struct{})}, nil
 }
 
@@ -208,11 +254,11 @@ func (s *Service) Start() error {
 		return err
 	}
 	s.spool = sp
-	if rid, err := s.loadReplica(); err != nil {
+	if shard, rid, err := s.loadReplica(); err != nil {
 		sp.Close()
 		return err
 	} else if rid != 0 {
-		if err := s.startReplica(rid, nil, false); err != nil {
+		if err := s.startReplica(shard, rid, nil, false); err != nil {
 			sp.Close()
 			return fmt.Errorf("central log: restart log shard replica: %w", err)
 		}
@@ -291,7 +337,7 @@ func (s *Service) Stats() Stats {
 	}
 	if nh := s.mesh.NodeHost(); st.Replica && nh != nil && s.started.Load() {
 		for _, si := range nh.GetNodeHostInfo(dragonboat.NodeHostInfoOption{SkipLogInfo: true}).ShardInfoList {
-			if si.ShardID == s.shard {
+			if si.ShardID == s.shardID() {
 				st.Voters = len(si.Replicas)
 			}
 		}
@@ -327,6 +373,7 @@ func (s *Service) shipLoop() {
 	var target Member
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
+	var last time.Time // when the last batch was sent
 	for ctx.Err() == nil {
 		recs, next, err := s.spool.Read(s.cfg.BatchEntries, s.cfg.BatchBytes)
 		if err != nil {
@@ -339,9 +386,17 @@ func (s *Service) shipLoop() {
 			select {
 			case <-ctx.Done():
 			case <-s.spool.Notify():
-				s.sleep(ctx, s.cfg.ShipDelay) // let a batch gather
 			case <-idle.C:
 			}
+			continue
+		}
+		// A batch that is not full waits until ShipDelay has passed since
+		// the last one, gathering more entries (read again after); the
+		// first after a quiet spell goes at once.
+		full := len(recs) >= s.cfg.BatchEntries || batchBytes(recs) >= s.cfg.BatchBytes
+		if wait := s.cfg.ShipDelay - time.Since(last); !full && wait > 0 {
+			s.sleep(ctx, wait)
+			last = time.Time{}
 			continue
 		}
 		if target.RPCAddr == "" {
@@ -355,6 +410,7 @@ func (s *Service) shipLoop() {
 				continue
 			}
 		}
+		last = time.Now()
 		body := encodeBatch(s.cfg.Cluster, s.cfg.NodeName+"/"+s.spool.id, recs)
 		if target.Name == s.cfg.NodeName {
 			_, err = s.ingest(ctx, body)
@@ -377,9 +433,6 @@ func (s *Service) shipLoop() {
 			s.log.Error().Err(err).Msg("central log spool: acknowledgement not saved")
 		}
 		s.shipped.Add(uint64(len(recs)))
-		if len(recs) < s.cfg.BatchEntries {
-			s.sleep(ctx, s.cfg.ShipDelay) // let the next batch gather
-		}
 	}
 }
 
@@ -434,7 +487,7 @@ func (s *Service) propose(ctx context.Context, cmd []byte) (uint64, error) {
 	defer cancel()
 	for {
 		pctx, pcancel := context.WithTimeout(ctx, s.cfg.OpTimeout/2)
-		res, err := nh.SyncPropose(pctx, nh.GetNoOPSession(s.shard), cmd)
+		res, err := nh.SyncPropose(pctx, nh.GetNoOPSession(s.shardID()), cmd)
 		pcancel()
 		if err == nil {
 			return res.Value, nil
@@ -456,7 +509,7 @@ func (s *Service) read(ctx context.Context, q interface{}) (interface{}, error) 
 	defer cancel()
 	for {
 		rctx, rcancel := context.WithTimeout(ctx, s.cfg.OpTimeout/2)
-		v, err := nh.SyncRead(rctx, s.shard, q)
+		v, err := nh.SyncRead(rctx, s.shardID(), q)
 		rcancel()
 		if err == nil {
 			return v, nil
@@ -479,19 +532,20 @@ type replicaFile struct {
 
 func (s *Service) replicaPath() string { return filepath.Join(s.cfg.Dir, "replica.json") }
 
-func (s *Service) loadReplica() (uint64, error) {
+// loadReplica reads the replica this node had (0: none) and its shard.
+func (s *Service) loadReplica() (shard, replica uint64, err error) {
 	b, err := os.ReadFile(s.replicaPath())
 	if errors.Is(err, os.ErrNotExist) {
-		return 0, nil
+		return 0, 0, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("central log: %w", err)
+		return 0, 0, fmt.Errorf("central log: %w", err)
 	}
 	var rf replicaFile
-	if err := json.Unmarshal(b, &rf); err != nil || rf.Shard != s.shard {
-		return 0, fmt.Errorf("central log: %s is not this cluster's replica record; remove it to start over", s.replicaPath())
+	if err := json.Unmarshal(b, &rf); err != nil || !s.knownShard(rf.Shard) {
+		return 0, 0, fmt.Errorf("central log: %s is not this cluster's replica record; remove it to start over", s.replicaPath())
 	}
-	return rf.Replica, nil
+	return rf.Shard, rf.Replica, nil
 }
 
 func (s *Service) localReplica() uint64 {
@@ -504,13 +558,16 @@ func (s *Service) storeDir(rid uint64) string {
 	return filepath.Join(s.cfg.Dir, "store-"+strconv.FormatUint(rid, 16))
 }
 
-// startReplica starts replica rid (initial: the members of a new shard;
-// join: an added replica; neither: a restart) and records it.
-func (s *Service) startReplica(rid uint64, initial map[uint64]string, join bool) error {
+// startReplica starts replica rid of shard (initial: the members of a new
+// shard; join: an added replica; neither: a restart) and records it.
+func (s *Service) startReplica(shard, rid uint64, initial map[uint64]string, join bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.replica == rid {
+	if s.replica == rid && s.shard == shard {
 		return nil
+	}
+	if !s.knownShard(shard) {
+		return fmt.Errorf("central log: shard %d is not cluster %s's log shard", shard, s.cfg.Cluster)
 	}
 	nh := s.mesh.NodeHost()
 	if nh == nil {
@@ -524,7 +581,8 @@ func (s *Service) startReplica(rid uint64, initial map[uint64]string, join bool)
 		_ = os.RemoveAll(s.storeDir(s.replica))
 		s.replica = 0
 	}
-	b, _ := json.Marshal(replicaFile{Shard: s.shard, Replica: rid})
+	s.shard = shard
+	b, _ := json.Marshal(replicaFile{Shard: shard, Replica: rid})
 	if err := os.MkdirAll(s.cfg.Dir, 0o700); err != nil {
 		return fmt.Errorf("central log: %w", err)
 	}
@@ -542,7 +600,7 @@ func (s *Service) startReplica(rid uint64, initial map[uint64]string, join bool)
 	dir := s.storeDir(rid)
 	create := func(uint64, uint64) sm.IOnDiskStateMachine { return newLogSM(dir) }
 	cfg := config.Config{
-		ReplicaID: rid, ShardID: s.shard,
+		ReplicaID: rid, ShardID: shard,
 		ElectionRTT: s.cfg.ElectionRTT, HeartbeatRTT: s.cfg.HeartbeatRTT,
 		CheckQuorum: true, PreVote: true,
 		EntryCompressionType: config.Snappy, // entries are JSON: several times smaller
@@ -575,10 +633,10 @@ func (s *Service) serveReplica(_ context.Context, r *transport.Request) ([]byte,
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}
 	var req replicaReq
-	if err := json.Unmarshal(r.Body, &req); err != nil || req.Shard != s.shard || req.Replica == 0 {
+	if err := json.Unmarshal(r.Body, &req); err != nil || !s.knownShard(req.Shard) || req.Replica == 0 {
 		return nil, transport.Errorf("bad_request", "%s: not a replica of cluster %s's log shard", r.Method, s.cfg.Cluster)
 	}
-	if err := s.startReplica(req.Replica, req.Initial, req.Join); err != nil {
+	if err := s.startReplica(req.Shard, req.Replica, req.Initial, req.Join); err != nil {
 		return nil, err
 	}
 	return []byte("{}"), nil
@@ -600,7 +658,7 @@ func (s *Service) serveMember(ctx context.Context, r *transport.Request) ([]byte
 		return nil, transport.Errorf(transport.CodeForbidden, "%s: %s is not a live node of cluster %s", r.Method, r.Peer, s.cfg.Cluster)
 	}
 	var req memberReq
-	if err := json.Unmarshal(r.Body, &req); err != nil || req.Shard != s.shard || req.Replica == 0 || req.Addr == "" {
+	if err := json.Unmarshal(r.Body, &req); err != nil || req.Shard != s.shardID() || req.Replica == 0 || req.Addr == "" {
 		return nil, transport.Errorf("bad_request", "%s: not a member of cluster %s's log shard", r.Method, s.cfg.Cluster)
 	}
 	nh := s.mesh.NodeHost()
@@ -609,7 +667,8 @@ func (s *Service) serveMember(ctx context.Context, r *transport.Request) ([]byte
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 	defer cancel()
-	m, err := nh.SyncGetShardMembership(ctx, s.shard)
+	shard := s.shardID()
+	m, err := nh.SyncGetShardMembership(ctx, shard)
 	if err != nil {
 		return nil, fmt.Errorf("central log: log shard membership: %w", err)
 	}
@@ -620,13 +679,13 @@ func (s *Service) serveMember(ctx context.Context, r *transport.Request) ([]byte
 	// never started) goes first, so it never counts towards quorum.
 	for rid, addr := range m.Nodes {
 		if addr == req.Addr {
-			if err := nh.SyncRequestDeleteReplica(ctx, s.shard, rid, m.ConfigChangeID); err != nil {
+			if err := nh.SyncRequestDeleteReplica(ctx, shard, rid, m.ConfigChangeID); err != nil {
 				return nil, fmt.Errorf("central log: remove the earlier log shard replica at %s: %w", addr, err)
 			}
 			return nil, transport.Errorf(codeNotActive, "removed an earlier log shard replica at %s; ask again", addr)
 		}
 	}
-	if err := nh.SyncRequestAddReplica(ctx, s.shard, req.Replica, req.Addr, m.ConfigChangeID); err != nil {
+	if err := nh.SyncRequestAddReplica(ctx, shard, req.Replica, req.Addr, m.ConfigChangeID); err != nil {
 		return nil, fmt.Errorf("central log: add log shard replica: %w", err)
 	}
 	return []byte("{}"), nil

@@ -385,8 +385,9 @@ func (s *logSM) SaveSnapshot(ctx interface{}, w io.Writer, done <-chan struct{})
 	return bw.Flush()
 }
 
-// maxSnapshotItem bounds one key or value read from a snapshot.
-const maxSnapshotItem = 1 << 20
+// maxSnapshotItem bounds one key or value read from a snapshot: a chunk
+// holds up to maxBatchBytes of entries, one more entry and the framing.
+const maxSnapshotItem = 4 << 20
 
 func (s *logSM) RecoverFromSnapshot(r io.Reader, done <-chan struct{}) error {
 	if err := s.db.DeleteRange([]byte{0}, []byte{0xff}, pebble.NoSync); err != nil {

@@ -322,8 +322,9 @@ func (s *spool) Read(max int, maxBytes int) ([]record, pos, error) {
 }
 
 // readSeg reads records of one segment from off, not past stop (-1: the
-// file's end).
-func readSeg(path string, at pos, stop int64, max, maxBytes int) ([]record, int64, error) {
+// file's end). The range is read with one pread into one buffer the
+// records alias: the shipper reads thousands of records a second.
+func readSeg(path string, at pos, stop int64, maxRecs, maxBytes int) ([]record, int64, error) {
 	off := at.Off
 	f, err := os.Open(path)
 	if errors.Is(err, os.ErrNotExist) {
@@ -341,27 +342,36 @@ func readSeg(path string, at pos, stop int64, max, maxBytes int) ([]record, int6
 	if stop >= 0 {
 		limit = min(limit, stop)
 	}
+	// Enough for maxBytes of payloads and their headers, and always for
+	// one whole record.
+	want := int64(maxBytes) + int64(min(maxRecs, maxBatchRecords))*recHeader
+	want = max(want, recHeader+MaxEntryBytes)
+	n := min(limit-off, want)
+	if n < recHeader {
+		return nil, off, nil
+	}
+	buf := make([]byte, n)
+	if _, err := f.ReadAt(buf, off); err != nil && !(errors.Is(err, io.EOF) && n > 0) {
+		return nil, off, fmt.Errorf("central log spool: read: %w", err)
+	}
 	var out []record
 	size := 0
-	hdr := make([]byte, recHeader)
-	for off+recHeader <= limit && len(out) < max && size < maxBytes {
-		if _, err := f.ReadAt(hdr, off); err != nil {
-			return nil, off, fmt.Errorf("central log spool: read: %w", err)
-		}
-		n := int64(binary.BigEndian.Uint32(hdr))
-		if n == 0 || n > MaxEntryBytes || off+recHeader+n > limit {
+	for i := 0; i+recHeader <= len(buf) && len(out) < maxRecs && size < maxBytes; {
+		l := int(binary.BigEndian.Uint32(buf[i:]))
+		if l == 0 || l > MaxEntryBytes || i+recHeader+l > len(buf) {
 			break
 		}
-		buf := make([]byte, n)
-		if _, err := f.ReadAt(buf, off+recHeader); err != nil {
-			return nil, off, fmt.Errorf("central log spool: read: %w", err)
+		data := buf[i+recHeader : i+recHeader+l : i+recHeader+l]
+		if crc32.Checksum(data, crcTable) != binary.BigEndian.Uint32(buf[i+4:]) {
+			return nil, off, fmt.Errorf("central log spool: %s: bad checksum at offset %d", path, off+int64(i))
 		}
-		if crc32.Checksum(buf, crcTable) != binary.BigEndian.Uint32(hdr[4:]) {
-			return nil, off, fmt.Errorf("central log spool: %s: bad checksum at offset %d", path, off)
-		}
-		out = append(out, record{Pos: pos{Seg: at.Seg, Off: off}.key(), Data: buf})
-		size += int(n)
-		off += recHeader + n
+		out = append(out, record{Pos: pos{Seg: at.Seg, Off: off + int64(i)}.key(), Data: data})
+		size += l
+		i += recHeader + l
+	}
+	if len(out) > 0 {
+		last := out[len(out)-1]
+		off = int64(uint32(last.Pos)) + recHeader + int64(len(last.Data))
 	}
 	return out, off, nil
 }

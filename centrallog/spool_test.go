@@ -297,3 +297,45 @@ func TestStateMachineRestartKeepsAConsistentPrefix(t *testing.T) {
 		t.Fatalf("after the replay: %s", got)
 	}
 }
+
+// Reads bounded by count and bytes resume exactly where the last one
+// stopped: every record once, in order, whatever the sizes.
+func TestSpoolBoundedReadsResumeExactly(t *testing.T) {
+	s, err := openSpool(t.TempDir(), 64<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var want []string
+	for i := range 3000 {
+		p := fmt.Sprintf(`{"id":"%d","pad":"%s"}`, i, strings.Repeat("x", (i*7919)%(MaxEntryBytes-64)))
+		want = append(want, p)
+		if err := s.Append([]byte(p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for round := 0; len(got) < len(want); round++ {
+		if round > len(want) {
+			t.Fatalf("no progress after %d of %d records", len(got), len(want))
+		}
+		recs, next, err := s.Read(1+round%13, MaxEntryBytes+round%3*MaxEntryBytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			got = append(got, string(r.Data))
+		}
+		if err := s.Ack(next); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("record %d: got %.40q, want %.40q", i, got[i], want[i])
+		}
+	}
+	if recs, _, _ := s.Read(10, 1<<20); len(recs) != 0 {
+		t.Fatalf("%d records after all were read", len(recs))
+	}
+}

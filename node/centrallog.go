@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshgw/meshgw/centrallog"
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/gossip"
 	"github.com/meshgw/meshgw/roles"
@@ -28,7 +29,13 @@ func (a *Agent) newCentralLog() error {
 	cfg.SpoolBytes = a.cfg.LogSpoolBytes
 	cfg.Retention = centrallog.Retention{MaxAge: a.cfg.LogRetentionAge,
 		MaxCount: uint64(a.cfg.LogRetentionCount), MaxBytes: uint64(a.cfg.LogRetentionBytes)}
-	cfg.ElectionRTT, cfg.HeartbeatRTT = a.cons.RaftTimings()
+	// The log shard's leader heartbeats its followers 4 times less often
+	// than the state group's: under load those messages cost the proxy
+	// CPU, and a log shard election that takes 4 times longer only
+	// delays storing (the entries wait in the spools), never a request.
+	election, heartbeat := a.cons.RaftTimings()
+	cfg.ElectionRTT, cfg.HeartbeatRTT = logTimingFactor*election, logTimingFactor*heartbeat
+	cfg.StateShard = consensus.ShardID(a.cfg.Cluster)
 	cfg.Syslog = a.cfg.Syslog
 	s, err := centrallog.New(cfg, logMesh{a}, a.rpc, a.log)
 	if err != nil {
@@ -39,6 +46,10 @@ func (a *Agent) newCentralLog() error {
 	a.clog = s
 	return nil
 }
+
+// logTimingFactor is how much slower the log shard's Raft timings are
+// than the state group's.
+const logTimingFactor = 4
 
 // centralLoggerRole is the central-logger role, when the log is on.
 func (a *Agent) centralLoggerRole() []roles.Role {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/meshgw/meshgw/centrallog"
+	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/node/config"
 )
 
@@ -65,5 +66,28 @@ func TestCentralLogInProcess(t *testing.T) {
 	}
 	if st := a4.clog.Stats(); st.Replica || st.Active {
 		t.Fatalf("the gateway-only node holds a log replica or is active: %+v", st)
+	}
+}
+
+// The log shard never lands in the state group's dragonboat partition
+// (its step, commit and apply worker and its log DB shard: the ID modulo
+// 16), where every state write would wait behind the log's batches. The
+// legacy derivation always did: the test shows why the ID moved.
+func TestLogShardIsPlacedApartFromTheStateGroup(t *testing.T) {
+	for _, cluster := range []string{"default", "dc1", "eu-west", "a", "prod.42", "Z_9"} {
+		state := consensus.ShardID(cluster)
+		if legacy := centrallog.LegacyShardID(cluster); legacy%16 != state%16 {
+			t.Errorf("%s: the legacy log shard ID is in partition %d, the state group in %d: "+
+				"the collision the ID change is for is gone, revisit ShardID", cluster, legacy%16, state%16)
+		}
+		id := centrallog.ShardID(cluster, state)
+		for _, n := range []uint64{2, 4, 8, 16} {
+			if id%n == state%n {
+				t.Errorf("%s: log shard %d and state group %d share partition %d of %d", cluster, id, state, id%n, n)
+			}
+		}
+		if id == 0 || id == state {
+			t.Errorf("%s: log shard ID %d", cluster, id)
+		}
 	}
 }

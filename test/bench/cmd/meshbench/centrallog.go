@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -11,13 +12,25 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
+// beforeBin is an earlier meshgw binary, measured with the log on in the
+// same alternated rounds (before/after a change, same conditions).
+var beforeBin = flag.String("before", "", "centrallog: an earlier meshgw binary, measured with the log on in the same rounds")
+
+// paceRate, when set, replaces wrk by a client sending that many requests
+// a second: CPU per request at a fixed offered load is the work the mesh
+// did, while under wrk it also divides the mesh's fixed costs by however
+// many requests a shared machine let through.
+var paceRate = flag.Int("rate", 0, "centrallog: fixed offered load in req/s instead of wrk's closed loop")
+
 // benchCentralLog: /svc/ throughput through a runner node's data plane
 // (-proxy) with the central log on (every request spooled, shipped and
-// stored in the log shard) vs off (-central-log=false), two 3-node meshes
-// side by side in front of the same upstream, wrk rounds alternated. It
+// stored in the log shard) vs off (-central-log=false), 3-node meshes
+// side by side in front of the same upstream (with -before, a third one
+// running the earlier binary with the log on), wrk rounds alternated. It
 // then checks that the log kept up: the entries stored match wrk's count
 // of requests within what was still in flight.
 func benchCentralLog(bin string) {
@@ -30,7 +43,15 @@ func benchCentralLog(bin string) {
 	})}
 	go srv.Serve(l)
 	up := l.Addr().String()
-	mesh := func(prefix string, extra ...string) ([]meshNode, []string, []*exec.Cmd) {
+	type arm struct {
+		name  string
+		nodes []meshNode
+		dps   []string
+		cmds  []*exec.Cmd
+		// per round
+		rate, lat, cpu, put50, put99 series
+	}
+	mesh := func(name, bin, prefix string, extra ...string) *arm {
 		dps := []string{}
 		for i := 0; i < 3; i++ {
 			dps = append(dps, fmt.Sprintf("127.0.0.1:%d", freePort()))
@@ -44,46 +65,137 @@ func benchCentralLog(bin string) {
 		for _, dp := range dps {
 			waitFor(10*time.Second, "meshgw data plane", func() error { return get("http://" + dp + "/svc/web/") })
 		}
-		return nodes, dps, cmds
+		return &arm{name: name, nodes: nodes, dps: dps, cmds: cmds}
 	}
-	on, onDP, onCmds := mesh("l")
-	off, offDP, offCmds := mesh("o", "-central-log=false")
-	waitFor(30*time.Second, "central log", func() error { return get("http://" + on[0].http + "/v1/logs?limit=1") })
+	on := mesh("log on", bin, "l")
+	off := mesh("log off", bin, "o", "-central-log=false")
+	arms := []*arm{on, off}
+	var before *arm
+	if *beforeBin != "" {
+		before = mesh("log on, before", *beforeBin, "b")
+		arms = append(arms, before)
+	}
+	for _, a := range arms {
+		if a != off {
+			waitFor(30*time.Second, "central log", func() error { return get("http://" + a.nodes[0].http + "/v1/logs?limit=1") })
+		}
+	}
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
-	var onRate, offRate, onLat, offLat, onCPU, offCPU, onPut, offPut, onPut99, offPut99 series
+	fmt.Printf("load average at the start: %s", loadavg())
 	for r := 0; r < *rounds; r++ {
-		c0 := cpuOf(onCmds)
-		stop := writeLoad(on[(r+1)%3].http)
-		a, al := wrk("http://"+onDP[r%3]+"/svc/web/", d)
-		p50, p99 := stop()
-		onPut, onPut99 = append(onPut, p50), append(onPut99, p99)
-		onCPU = append(onCPU, (cpuOf(onCmds)-c0)/(a*dur.Seconds())*1e6)
-		c0 = cpuOf(offCmds)
-		stop = writeLoad(off[(r+1)%3].http)
-		b, bl := wrk("http://"+offDP[r%3]+"/svc/web/", d)
-		p50, p99 = stop()
-		offPut, offPut99 = append(offPut, p50), append(offPut99, p99)
-		offCPU = append(offCPU, (cpuOf(offCmds)-c0)/(b*dur.Seconds())*1e6)
-		onRate, onLat, offRate, offLat = append(onRate, a), append(onLat, al), append(offRate, b), append(offLat, bl)
+		for k := range arms {
+			a := arms[(r+k)%len(arms)] // who goes first alternates too
+			c0 := cpuOf(a.cmds)
+			stop := writeLoad(a.nodes[(r+1)%3].http)
+			var rate, lat float64
+			if *paceRate > 0 {
+				rate, lat = paced("http://"+a.dps[r%3]+"/svc/web/", *paceRate, *dur)
+			} else {
+				rate, lat = wrk("http://"+a.dps[r%3]+"/svc/web/", d)
+			}
+			p50, p99 := stop()
+			a.put50, a.put99 = append(a.put50, p50), append(a.put99, p99)
+			a.cpu = append(a.cpu, (cpuOf(a.cmds)-c0)/(rate*dur.Seconds())*1e6)
+			a.rate, a.lat = append(a.rate, rate), append(a.lat, lat)
+		}
+		fmt.Printf("round %d done, load average %s", r+1, loadavg())
 	}
-	fmt.Printf("\nwrk -t2 -c64 -d%s, a runner node's -proxy listener: | measurement | log on median [range] | log off median [range] | on/off |\n|---|---|---|---|\n", d)
-	row("req/s", "", onRate, offRate, true)
-	row("p50", "ms", onLat, offLat, false)
-	row("CPU of the 3 agents per request", "µs", onCPU, offCPU, false)
-	row("state group write (service PUT) p50 under the same load", "ms", onPut, offPut, false)
-	row("state group write (service PUT) p99 under the same load", "ms", onPut99, offPut99, false)
+	load := "wrk -t2 -c64 -d" + d
+	if *paceRate > 0 {
+		load = fmt.Sprintf("%d req/s offered for %s", *paceRate, d)
+	}
+	table := func(x, y *arm) {
+		fmt.Printf("\n%s, a runner node's -proxy listener: | measurement | %s median [range] | %s median [range] | ratio of medians | ratio per round [range] |\n|---|---|---|---|---|\n", load, x.name, y.name)
+		row2 := func(name, unit string, a, b series) {
+			lo1, hi1 := a.span()
+			lo2, hi2 := b.span()
+			var per series
+			for i := range a {
+				per = append(per, a[i]/b[i])
+			}
+			plo, phi := per.span()
+			fmt.Printf("| %s | %.4g %s [%.4g–%.4g] | %.4g %s [%.4g–%.4g] | %.2f× | %.2f× [%.2f–%.2f] |\n",
+				name, a.median(), unit, lo1, hi1, b.median(), unit, lo2, hi2, a.median()/b.median(), per.median(), plo, phi)
+		}
+		row2("req/s", "", x.rate, y.rate)
+		row2("p50", "ms", x.lat, y.lat)
+		row2("CPU of the 3 agents per request", "µs", x.cpu, y.cpu)
+		row2("state group write (service PUT) p50 under the same load", "ms", x.put50, y.put50)
+		row2("state group write (service PUT) p99 under the same load", "ms", x.put99, y.put99)
+	}
+	table(on, off)
+	if before != nil {
+		table(before, off)
+		table(on, before)
+	}
 	// The entries the log holds for the run: every request wrk made,
 	// shipped within seconds.
-	var last, stored int
-	for i := 0; i < 30; i++ {
-		stored = kpiCount(on[0].http)
-		if stored == last && stored > 0 {
-			break
+	for _, a := range arms {
+		if a == off {
+			continue
 		}
-		last = stored
-		time.Sleep(time.Second)
+		var last, stored int
+		for i := 0; i < 30; i++ {
+			stored = kpiCount(a.nodes[0].http)
+			if stored == last && stored > 0 {
+				break
+			}
+			last = stored
+			time.Sleep(time.Second)
+		}
+		total := 0.0
+		for _, r := range a.rate {
+			total += r * dur.Seconds()
+		}
+		fmt.Printf("\ncentral log (%s): %d entries stored; wrk completed about %.0f requests (plus warm-up)\n", a.name, stored, total)
 	}
-	fmt.Printf("\ncentral log: %d entries stored for the log-on rounds (every request wrk completed, plus warm-up)\n", stored)
+	fmt.Printf("load average at the end: %s", loadavg())
+}
+
+// paced sends rate requests a second to url for d (64 connections, each
+// request on its own schedule) and returns the completed rate and the
+// median latency in ms.
+func paced(url string, rate int, d time.Duration) (float64, float64) {
+	hc := httpClient()
+	const workers = 64
+	every := time.Duration(workers) * time.Second / time.Duration(rate)
+	var mu sync.Mutex
+	var lat []time.Duration
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func(w int) {
+			defer wg.Done()
+			next := t0.Add(every * time.Duration(w) / workers)
+			for next.Sub(t0) < d {
+				time.Sleep(time.Until(next))
+				s := time.Now()
+				resp, err := hc.Get(url)
+				if err == nil {
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				if err == nil && resp.StatusCode == http.StatusOK {
+					mu.Lock()
+					lat = append(lat, time.Since(s))
+					mu.Unlock()
+				}
+				next = next.Add(every)
+			}
+		}(w)
+	}
+	wg.Wait()
+	if len(lat) == 0 {
+		return 0, 0
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	return float64(len(lat)) / d.Seconds(), ms(lat[len(lat)/2])
+}
+
+func loadavg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	return string(b)
 }
 
 // kpiCount sums the KPI counts of service web over the last hour.
