@@ -206,6 +206,9 @@ type Dispatcher struct {
 	exec    *runner.Executor
 	local   string
 	log     zerolog.Logger
+	// jsonWire: runners (name → time.Time) that answered a binary
+	// MethodHTTP header frame as malformed, i.e. run an earlier build.
+	jsonWire sync.Map
 
 	mu        sync.Mutex
 	rr        map[string]uint64          // cluster/service → round-robin counter

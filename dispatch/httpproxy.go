@@ -84,20 +84,28 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	// The header frame is built once, when a remote runner first needs it
 	// (again if the upstream changes), in a pooled buffer.
 	var hb *[]byte
-	hbFor, hbReport := "", false
+	hbFor, hbReport, hbJSON := "", false, false
 	defer func() {
 		if hb != nil {
 			putWireBuf(hb)
 		}
 	}()
-	header := func() ([]byte, error) {
+	header := func(jsonWire bool) ([]byte, error) {
 		if hb == nil {
 			hb = getWireBuf()
-		} else if hbFor == hdr.Upstream && hbReport == hdr.Report {
+		} else if hbFor == hdr.Upstream && hbReport == hdr.Report && hbJSON == jsonWire {
 			return *hb, nil
 		}
-		hbFor, hbReport = hdr.Upstream, hdr.Report
-		*hb = appendReq((*hb)[:0], &hdr)
+		hbFor, hbReport, hbJSON = hdr.Upstream, hdr.Report, jsonWire
+		if jsonWire {
+			b, err := json.Marshal(&hdr)
+			if err != nil {
+				return nil, fmt.Errorf("encoding the request header: %w", err)
+			}
+			*hb = append((*hb)[:0], b...)
+		} else {
+			*hb = appendReq((*hb)[:0], &hdr)
+		}
 		if len(*hb) > d.cfg.MaxHTTPHeaderBytes {
 			return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
 		}
@@ -168,6 +176,12 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 		case "busy":
 			avoid[rn.Name] = true
 			lastErr = fmt.Errorf("%w: %v", ErrBusy, ae.err)
+			if !retryable() {
+				return lastErr
+			}
+		case "oldwire":
+			// The runner runs an earlier build: resend in JSON, to it.
+			lastErr = ae.err
 			if !retryable() {
 				return lastErr
 			}
@@ -258,7 +272,7 @@ func (b *replayBody) Close() error { return b.r.Close() }
 
 // proxyOnce proxies through one runner. started reports whether anything
 // was written to w.
-func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, header func() ([]byte, error), body io.Reader) (started bool, err error) {
+func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner, hdr *httpReqWire, header func(jsonWire bool) ([]byte, error), body io.Reader) (started bool, err error) {
 	hasBody := hdr.ContentLength != 0
 	upgrade := runner.IsUpgrade(r.Header) // the send side stays open (upgrade.go)
 	d.acquireRunner(rn.Name)
@@ -289,7 +303,8 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 	if d.rpc == nil {
 		return false, &attemptError{"unreachable", fmt.Errorf("no transport to reach runner %s", rn.Name)}
 	}
-	hb, err := header()
+	jsonWire := d.speaksJSON(rn.Name)
+	hb, err := header(jsonWire)
 	if err != nil {
 		return false, err
 	}
@@ -342,6 +357,12 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		}
 		if ae := upstreamFailed(err); ae != nil {
 			return false, ae
+		}
+		if !jsonWire && oldWire(err) {
+			d.jsonWire.Store(rn.Name, time.Now().Add(jsonWireFor))
+			d.log.Info().Str("runner", rn.Name).
+				Msg("runner reads only JSON proxy headers (an earlier build): sending it JSON")
+			return false, &attemptError{"oldwire", fmt.Errorf("runner %s: %w", rn.Name, err)}
 		}
 		return false, d.classify(ctx, rn, err)
 	}
@@ -693,4 +714,29 @@ func putWireBuf(b *[]byte) {
 	}
 	*b = (*b)[:0]
 	wireBufs.Put(b)
+}
+
+// jsonWireFor is how long a runner that refused a binary header frame is
+// sent JSON before binary is tried again (it may have been upgraded).
+const jsonWireFor = 10 * time.Minute
+
+// speaksJSON reports whether runner name must be sent JSON header frames.
+func (d *Dispatcher) speaksJSON(name string) bool {
+	v, ok := d.jsonWire.Load(name)
+	if !ok {
+		return false
+	}
+	if time.Now().After(v.(time.Time)) {
+		d.jsonWire.Delete(name)
+		return false
+	}
+	return true
+}
+
+// oldWire reports whether err is how a runner of an earlier build (JSON
+// header frames only) refuses a binary header frame.
+func oldWire(err error) bool {
+	var re *transport.RemoteError
+	return errors.As(err, &re) && re.Code == codeInvalid &&
+		strings.HasPrefix(re.Message, "malformed request header")
 }

@@ -1,0 +1,69 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+
+	"github.com/meshgw/meshgw/transport"
+)
+
+// An earlier build's runner reads JSON header frames only and refuses a
+// binary one as malformed: a gateway of this build must resend in JSON, so
+// a rolling upgrade that starts with the gateways serves every request.
+func TestProxyThroughRunnerOfAnEarlierBuild(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello "+r.URL.Path)
+	}))
+	defer up.Close()
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	old := c.transport("old")
+	var binary, legacy atomic.Int32
+	old.HandleStream(MethodHTTP, func(ctx context.Context, s *transport.Stream) error {
+		f, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		var hdr httpReqWire
+		if err := json.Unmarshal(f, &hdr); err != nil { // as the earlier build did
+			binary.Add(1)
+			return transport.Errorf(codeInvalid, "malformed request header: %v", err)
+		}
+		legacy.Add(1)
+		resp, err := http.Get(hdr.Upstream + hdr.Path)
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		h, _ := json.Marshal(httpRespWire{Status: resp.StatusCode, Header: http.Header{}})
+		if err := s.Send(h); err != nil {
+			return err
+		}
+		return s.Send(b)
+	})
+	if err := old.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = old.Close() })
+	c.runners.set(testCluster, Runner{Name: "old", RPCAddr: old.Addr().String(), Roles: []string{RoleRunner}})
+
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	for i := 0; i < 3; i++ {
+		rec := httptest.NewRecorder()
+		if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/p"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if rec.Code != 200 || rec.Body.String() != "hello /p" {
+			t.Fatalf("request %d: %d %q", i, rec.Code, rec.Body.String())
+		}
+	}
+	if binary.Load() != 1 || legacy.Load() != 3 {
+		t.Fatalf("the old runner got %d binary and %d JSON frames, want 1 and 3", binary.Load(), legacy.Load())
+	}
+}
