@@ -149,6 +149,13 @@ type Runtime struct {
 	LogRetentionCount int
 	LogRetentionBytes int64
 	Syslog            string
+	// StaleServeFor: how long after this node last knew its replica of a
+	// cluster's state current it may still serve that cluster's data plane
+	// (service definitions, the ACL flag, tokens) from it while the group
+	// has no quorum it can reach; 0: refuse (503) as soon as a read needs
+	// the quorum. ACLDownPolicy: deny or extend-cache (stale.go).
+	StaleServeFor time.Duration
+	ACLDownPolicy string
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -201,6 +208,9 @@ func Default() Runtime {
 		LogRetentionAge:    7 * 24 * time.Hour, // the central log's retention
 		LogRetentionCount:  1_000_000,
 		LogRetentionBytes:  1 << 30,
+
+		StaleServeFor: DefaultStaleServeFor, // stale.go
+		ACLDownPolicy: ACLDownExtendCache,
 	}
 }
 
@@ -389,6 +399,9 @@ func (r *Runtime) Validate() error {
 		return err
 	}
 	if err := r.validateCentralLog(); err != nil { // centrallog.go
+		return err
+	}
+	if err := r.validateStale(); err != nil { // stale.go
 		return err
 	}
 	return nil
