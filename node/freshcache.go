@@ -205,9 +205,17 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 		return zero, false, nil
 	}
 	// While the group is known down, go to the last known state at once
-	// rather than wait out a linearizable read per key; the probe finds
-	// out when the group is back.
-	skipLinear := stale != nil && c.maxStale > 0 && c.down.is(cluster)
+	// rather than wait out a linearizable read per key, or, when nothing
+	// may serve without quorum (maxStale 0), refuse at once; the probe
+	// finds out when the group is back.
+	down := c.down.is(cluster)
+	if down && c.maxStale == 0 {
+		c.probeLocked(cluster, k, now, load)
+		c.mu.Unlock()
+		var zero V
+		return zero, false, &closedDown{cluster: cluster}
+	}
+	skipLinear := down && stale != nil
 	if skipLinear {
 		c.probeLocked(cluster, k, now, load)
 	}

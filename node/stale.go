@@ -61,10 +61,16 @@ type staleServing struct {
 }
 
 // staleAnswer registers an answer read from cluster's last known state at
-// now, of a state known current at asOf; it is an error (no quorum, too old)
-// when bound has passed since asOf. The first one of a cut, and the first
-// refused as too old, are logged.
+// now, of a state known current at asOf (zero: never); it is an error (no
+// quorum, too old) when bound has passed since asOf. The first one of a
+// cut, and the first refused as too old, are logged.
 func (d *groupsDown) staleAnswer(cluster string, now, asOf time.Time, bound time.Duration) error {
+	if asOf.IsZero() {
+		// Not known current since this node started (a restart during
+		// the cut, a group still electing its first leader): nothing
+		// to serve, and nothing new to log (the quorum watch does).
+		return &staleTooOld{cluster: cluster, bound: bound, never: true}
+	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	st := d.serving[cluster]
@@ -74,27 +80,22 @@ func (d *groupsDown) staleAnswer(cluster string, now, asOf time.Time, bound time
 		}
 		st = &staleServing{since: now}
 		d.serving[cluster] = st
-		ev := d.log.Warn().Str("cluster", cluster).Dur("stale_serve_for", bound)
-		if asOf.IsZero() {
-			ev.Msgf("no quorum for cluster %s reachable from here, and this node has not known its state "+
-				"current since it started: /svc/ calls are refused (503) until the quorum is back", cluster)
-		} else {
-			ev.Time("as_of", asOf).Msgf("no quorum for cluster %s reachable from here: serving /svc/ from this "+
-				"node's last known state (current %s ago) for at most %s after that; writes and runs are refused "+
-				"until the quorum is back", cluster, now.Sub(asOf).Round(time.Millisecond), bound)
-		}
+		d.log.Warn().Str("cluster", cluster).Dur("stale_serve_for", bound).Time("as_of", asOf).
+			Msgf("no quorum for cluster %s reachable from here: serving /svc/ from this node's last known "+
+				"state (current %s ago) for at most %s after that; writes and runs are refused until the "+
+				"quorum is back", cluster, now.Sub(asOf).Round(time.Millisecond), bound)
 	}
 	if asOf.After(st.asOf) {
 		st.asOf = asOf
 	}
-	if asOf.IsZero() || now.Sub(asOf) >= bound {
-		if !st.expired && !asOf.IsZero() {
+	if now.Sub(asOf) >= bound {
+		if !st.expired {
 			d.log.Warn().Str("cluster", cluster).Time("as_of", asOf).Dur("stale_serve_for", bound).
 				Msgf("cluster %s: this node's last known state is now older than -stale-serve-for (%s): "+
 					"/svc/ calls are refused (503) until the quorum is back", cluster, bound)
 		}
 		st.expired = true
-		return &staleTooOld{cluster: cluster, age: now.Sub(asOf), bound: bound, never: asOf.IsZero()}
+		return &staleTooOld{cluster: cluster, age: now.Sub(asOf), bound: bound}
 	}
 	st.expired = false
 	return nil
@@ -120,11 +121,7 @@ func (d *groupsDown) status() []httpapi.StaleStatus {
 	defer d.mu.Unlock()
 	out := make([]httpapi.StaleStatus, 0, len(d.serving))
 	for c, st := range d.serving {
-		s := httpapi.StaleStatus{Cluster: c, Since: st.since.UTC(), Serving: !st.expired}
-		if !st.asOf.IsZero() {
-			s.AsOf = st.asOf.UTC()
-		}
-		out = append(out, s)
+		out = append(out, httpapi.StaleStatus{Cluster: c, Since: st.since.UTC(), AsOf: st.asOf.UTC(), Serving: !st.expired})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Cluster < out[j].Cluster })
 	return out
@@ -150,6 +147,18 @@ func (e *staleTooOld) Error() string {
 }
 
 func (e *staleTooOld) Unwrap() error { return consensus.ErrNoQuorum }
+
+// closedDown is the answer, at once, of a cache that may not serve from
+// the last known state while the group is known to be down.
+type closedDown struct{ cluster string }
+
+func (e *closedDown) Error() string {
+	return fmt.Sprintf("no quorum for cluster %s reachable from here, and this node does not serve it from its "+
+		"last known state (-stale-serve-for 0, or -acl-down-policy deny for tokens); retry later, or check "+
+		"that a majority of its voters is up and they can reach each other", e.cluster)
+}
+
+func (e *closedDown) Unwrap() error { return consensus.ErrNoQuorum }
 
 // staleCollector exports which clusters this node serves from their last
 // known state, and how old that state is.
@@ -177,9 +186,7 @@ func (c *staleCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(c.serving, prometheus.GaugeValue, v, s.Cluster)
-		if !s.AsOf.IsZero() {
-			ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, now.Sub(s.AsOf).Seconds(), s.Cluster)
-		}
+		ch <- prometheus.MustNewConstMetric(c.age, prometheus.GaugeValue, now.Sub(s.AsOf).Seconds(), s.Cluster)
 	}
 }
 

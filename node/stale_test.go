@@ -245,6 +245,17 @@ func TestStaleServeForZeroFailsClosed(t *testing.T) {
 	if n := kv.staleReads(); n != 0 {
 		t.Fatalf("%d stale reads with bound 0", n)
 	}
+	// Known down: refused at once, not after a linearizable read each.
+	gets := kv.secretReads()
+	for i := 0; i < 20; i++ {
+		if code, _ := apiStatus(lookup(s, "blue", secret)); code != 503 {
+			t.Fatalf("call %d: %d, want 503", i, code)
+		}
+	}
+	// At most one background read per cache (tokens, services, flag).
+	if n := kv.secretReads() - gets; n > 3 {
+		t.Fatalf("20 refusals cost %d reads, want at most 3 background ones", n)
+	}
 }
 
 // TestACLDownPolicyDeny: with deny, tokens are never checked against the

@@ -9,9 +9,8 @@ type StaleStatus struct {
 	Cluster string `json:"cluster"`
 	// Since: the first answer served from the last known state in this cut.
 	Since time.Time `json:"since"`
-	// AsOf: when that state was last known current (absent: never since
-	// the node started).
-	AsOf time.Time `json:"as_of,omitzero"`
+	// AsOf: when that state was last known current.
+	AsOf time.Time `json:"as_of"`
 	// Serving: false once AsOf is older than the bound (/svc/ then
 	// answers 503 no_quorum).
 	Serving bool `json:"serving"`
