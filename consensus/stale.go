@@ -127,6 +127,11 @@ func (m *Manager) serveStaleRead(h hosted, q fsm.Query) (staleReadResp, error) {
 	return staleReadResp{QueryResult: r, AgeMs: &age}, nil
 }
 
+// ProposalTimeout is how long one proposal or read index is given before
+// it is tried again (Config.ProposalTimeout): a caller with a stale answer
+// to fall back on need not wait out more than a couple of them.
+func (m *Manager) ProposalTimeout() time.Duration { return m.cfg.ProposalTimeout }
+
 // SyncedAt returns when this node's replica of cluster's group was last
 // known to be up to date (see StaleGet), and false when it hosts none.
 func (m *Manager) SyncedAt(cluster string) (time.Time, bool) {

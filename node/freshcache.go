@@ -75,6 +75,10 @@ type freshCache[V any] struct {
 	gen                  uint64               // bumped by invalidate: older reads store nothing
 	closed               bool
 	onProbeDone          func() // tests: called after a background read
+
+	// linearWait bounds the linearizable read of a key that has a stale
+	// fallback (0: cacheReadTimeout): past it the group is taken as down.
+	linearWait time.Duration
 }
 
 type cached[V any] struct {
@@ -262,7 +266,13 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 		err   error = errSkipped
 	)
 	if !skipLinear {
-		v, size, found, err = load(rctx)
+		lctx := rctx
+		if stale != nil && c.maxStale > 0 && c.linearWait > 0 {
+			var lcancel context.CancelFunc
+			lctx, lcancel = context.WithTimeout(rctx, c.linearWait)
+			defer lcancel()
+		}
+		v, size, found, err = load(lctx)
 	}
 	asOf, wasStale := started, false
 	if unavailable(err) && stale != nil && c.maxStale > 0 {

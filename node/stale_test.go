@@ -312,3 +312,42 @@ func TestRunsSayWhyTheyNeedQuorum(t *testing.T) {
 		t.Fatalf("%d %s", code, msg)
 	}
 }
+
+// hangingKV is a cut where linearizable reads hang until their deadline
+// (a read index asked of a leader that cannot reach its followers).
+type hangingKV struct{ *minorityKV }
+
+func (k hangingKV) Get(ctx context.Context, cluster, key string) (fsm.Item, bool, error) {
+	k.groupsKV.mu.Lock()
+	down := k.down[cluster]
+	k.groupsKV.mu.Unlock()
+	if !down {
+		return k.minorityKV.Get(ctx, cluster, key)
+	}
+	<-ctx.Done()
+	return fsm.Item{}, false, consensus.ErrNoQuorum
+}
+
+// TestLinearWaitBoundsTheFirstCall: with a stale answer to fall back on,
+// the first call after a cut waits linearWait for the group, not the whole
+// read timeout.
+func TestLinearWaitBoundsTheFirstCall(t *testing.T) {
+	m := newMinorityKV(time.Now)
+	kv := hangingKV{m}
+	s := newTokenStore(kv)
+	s.stale = kv
+	s.secrets.linearWait = 200 * time.Millisecond
+	t.Cleanup(s.close)
+	_, secret, err := s.CreateToken(context.Background(), "blue", httpapi.Token{Policies: []string{"run"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.cut("blue")
+	start := time.Now()
+	if code, msg := apiStatus(lookup(s, "blue", secret)); code != 200 {
+		t.Fatalf("first call after the cut: %d %s", code, msg)
+	}
+	if d := time.Since(start); d < 200*time.Millisecond || d > 2*time.Second {
+		t.Fatalf("first call after the cut took %s, want about linearWait (200ms)", d)
+	}
+}
