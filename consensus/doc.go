@@ -11,6 +11,11 @@
 // consensus imports transport, never gossip or dispatch: membership reaches
 // it through the Membership interface it declares.
 //
+// Reads are linearizable (ReadIndex) except StaleGet, which answers from a
+// replica as it is, dated by the last moment that replica was known to be
+// current (stale.go): callers serve from it only what may lag, within a
+// bound of their own, while the group has no quorum they can reach.
+//
 // # Bootstrap: a cluster's group is created once, ever
 //
 // State per node, persisted in DataDir/raft/bootstrap.json (fsync, rename):

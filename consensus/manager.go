@@ -104,6 +104,9 @@ type Config struct {
 	// learns within this time that the outcome is unknown (ErrTimeout) and
 	// may retry while a new leader is elected.
 	ProposalTimeout time.Duration
+	// SyncInterval: a hosted replica no linearizable read went through for
+	// this long gets one (stale.go), so StaleGet can tell how current it is.
+	SyncInterval time.Duration
 }
 
 // DefaultConfig returns a complete config except names, dirs and addresses.
@@ -122,6 +125,7 @@ func DefaultConfig() Config {
 		CompactionOverhead: 2000,
 		OpTimeout:          5 * time.Second,
 		ProposalTimeout:    time.Second,
+		SyncInterval:       time.Second,
 	}
 }
 
@@ -160,6 +164,8 @@ func (c Config) Validate() error {
 		return errors.New("consensus: need RTTMillisecond >= 1, HeartbeatRTT >= 1 and ElectionRTT > 2*HeartbeatRTT")
 	case c.ReconcileInterval <= 0 || c.OpTimeout <= 0 || c.ProposalTimeout <= 0:
 		return errors.New("consensus: ReconcileInterval and OpTimeout must be positive")
+	case c.SyncInterval <= 0:
+		return errors.New("consensus: SyncInterval must be positive")
 	case c.MutualTLS && (c.CAFile == "" || c.CertFile == "" || c.KeyFile == ""):
 		return errors.New("consensus: MutualTLS needs CAFile, CertFile and KeyFile")
 	}
@@ -248,6 +254,9 @@ type Manager struct {
 
 	stats stats // for Counters
 
+	// synced: per hosted shard, when it was last known up to date (stale.go).
+	synced syncTimes
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 }
@@ -323,8 +332,9 @@ func (m *Manager) Start(ctx context.Context) error {
 		m.log.Info().Str("cluster", h.Cluster).Uint64("replica", h.Replica).Msg("rejoined group from the data dir")
 	}
 	m.started.Store(true)
-	m.wg.Add(1)
+	m.wg.Add(2)
 	go m.loop()
+	go m.keepSynced()
 	return nil
 }
 

@@ -276,10 +276,12 @@ func (m *Manager) readLocal(ctx context.Context, h hosted, q fsm.Query) (fsm.Que
 	for {
 		rctx, cancel := boundedCtx(ctx, try)
 		stop := context.AfterFunc(m.leaderEpoch(h.Shard), cancel) // as in proposeEntry
+		start := time.Now()
 		v, err := m.nh.SyncRead(rctx, h.Shard, q)
 		stop()
 		cancel()
 		if err == nil {
+			m.synced.mark(h.Shard, start) // stale.go
 			return v.(fsm.QueryResult), nil
 		}
 		canceledHere := errors.Is(err, dragonboat.ErrCanceled) && ctx.Err() == nil
@@ -345,6 +347,8 @@ type applyReq struct {
 type readReq struct {
 	Cluster string    `json:"cluster"`
 	Query   fsm.Query `json:"query"`
+	// Stale: answer from the serving replica as it is (StaleGet).
+	Stale bool `json:"stale,omitempty"`
 }
 
 // forward sends a request to a node of cluster that hosts its group,
@@ -546,6 +550,13 @@ func (m *Manager) serveRead(ctx context.Context, r *transport.Request) ([]byte, 
 	h, ok := m.hostedShard(req.Cluster)
 	if !ok {
 		return nil, transport.Errorf(codeNotHosting, "%s hosts no replica of cluster %s", m.cfg.NodeName, req.Cluster)
+	}
+	if req.Stale {
+		res, err := m.serveStaleRead(h, req.Query)
+		if err != nil {
+			return nil, remoteErr(err)
+		}
+		return json.Marshal(res)
 	}
 	res, err := m.readLocal(ctx, h, req.Query)
 	if err != nil {

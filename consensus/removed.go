@@ -157,6 +157,7 @@ func (m *Manager) dropReplica(h hosted) error {
 	}
 	delete(m.shards, h.Cluster)
 	delete(m.leaderless, h.Shard)
+	m.synced.forget(h.Shard)
 	err := m.saveShards()
 	m.mu.Unlock()
 	if h.Cluster == m.cfg.LocalCluster && m.cfg.OnHosting != nil {

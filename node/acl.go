@@ -30,7 +30,8 @@ const (
 )
 
 // aclOffTTL is how long a cluster's "ACLs are off" answer is reused, so an
-// open mesh pays one Raft read per cluster and second, not one per request.
+// open mesh pays one Raft read per cluster and second, not one per request
+// (while the group has no quorum: one read of the last known state).
 // It bounds how long after a cluster turns ACLs on a node of another cluster
 // may still let an unchecked request in. "On" is never forgotten: ACLs
 // cannot be turned off but by restoring a snapshot without the key.
@@ -47,58 +48,94 @@ const (
 // tokenStore keeps API tokens in Raft, each cluster's in its own group.
 // Lookups go through a freshCache: a secret costs one linearizable read
 // per node and cacheFresh, so a revocation is seen by every node within
-// cacheFresh (at once by the node that made it), and while a group has no
-// quorum a token seen valid in the last cacheMaxStale still is.
+// cacheFresh (at once by the node that made it). While a group has no
+// quorum, with the extend-cache down policy, a token is checked against
+// this node's last known state (stale.go) known current less than
+// -stale-serve-for ago, or a token seen valid that recently still is; with
+// deny, it is refused.
 type tokenStore struct {
 	kv      kvStore
 	now     func() time.Time
 	secrets *freshCache[httpapi.Token]
+	// flags caches each cluster's "ACLs are on" as read (key aclFlagKey).
+	flags *freshCache[bool]
+	// stale reads the last known state; nil: never (wireStale sets it).
+	stale staleStore
+	// staleTokens: tokens may be checked against the last known state
+	// (-acl-down-policy extend-cache); the ACL flag always may.
+	staleTokens bool
 
-	mu  sync.Mutex
-	acl map[string]aclState // cluster → what its state last said
+	mu sync.Mutex
+	on map[string]bool // clusters whose state said ACLs are on: for good
 }
 
-type aclState struct {
-	on      bool
-	checked time.Time
-}
+// aclFlagKey is the flag cache's key (not a key of the state).
+const aclFlagKey = "acl"
 
 func newTokenStore(kv kvStore) *tokenStore {
-	return &tokenStore{kv: kv, now: time.Now, acl: map[string]aclState{},
-		secrets: newFreshCache[httpapi.Token](tokenCacheEntries, tokenCacheBytes, tokenCacheNegative)}
+	s := &tokenStore{kv: kv, now: time.Now, on: map[string]bool{}, staleTokens: true,
+		secrets: newFreshCache[httpapi.Token](tokenCacheEntries, tokenCacheBytes, tokenCacheNegative),
+		flags:   newFreshCache[bool](maxClusters, maxClusters*64, maxClusters)}
+	s.flags.fresh = aclOffTTL
+	s.flags.down = s.secrets.down
+	s.flags.now = func() time.Time { return s.now() }
+	return s
 }
 
 func (s *tokenStore) ACLEnabled(ctx context.Context, cluster string) (bool, error) {
 	s.mu.Lock()
-	st, ok := s.acl[cluster]
+	on := s.on[cluster]
 	s.mu.Unlock()
-	if ok && (st.on || s.now().Sub(st.checked) < aclOffTTL) {
-		return st.on, nil
+	if on {
+		return true, nil
 	}
-	on := false
-	for _, k := range []string{aclEnabledKey, aclBootstrapKey} {
-		_, found, err := s.kv.Get(ctx, cluster, k)
-		if errors.Is(err, consensus.ErrNotBootstrapped) {
-			// No group of the cluster exists as far as this node can
-			// tell (a node that has seen its group says no quorum
-			// instead): no state can say its ACLs are on. Not cached:
-			// the next request asks again. A node run with -acl checks
-			// every request whatever this says.
-			return false, nil
+	read := func(get func(key string) (bool, error)) (bool, error) {
+		for _, k := range []string{aclEnabledKey, aclBootstrapKey} {
+			found, err := get(k)
+			if err != nil || found {
+				return found, err
+			}
 		}
-		if err != nil {
-			return false, apiError("read the ACL state of cluster "+cluster, err)
-		}
-		if on = found; on {
-			break
+		return false, nil
+	}
+	load := func(ctx context.Context) (bool, int, bool, error) {
+		on, err := read(func(k string) (bool, error) {
+			_, found, err := s.kv.Get(ctx, cluster, k)
+			return found, err
+		})
+		return on, 64, true, err
+	}
+	var stale staleFunc[bool]
+	if s.stale != nil {
+		stale = func(ctx context.Context) (bool, int, bool, time.Time, error) {
+			var asOf time.Time
+			on, err := read(func(k string) (bool, error) {
+				_, found, at, err := s.stale.StaleGet(ctx, cluster, k)
+				asOf = at
+				return found, err
+			})
+			return on, 64, true, asOf, err
 		}
 	}
-	s.mu.Lock()
-	if len(s.acl) > 4096 { // ?cluster= is the caller's; keep the map bounded
-		clear(s.acl)
+	on, _, err := s.flags.get(ctx, cluster, aclFlagKey, load, stale)
+	if errors.Is(err, consensus.ErrNotBootstrapped) {
+		// No group of the cluster exists as far as this node can
+		// tell (a node that has seen its group says no quorum
+		// instead): no state can say its ACLs are on. A node run with
+		// -acl checks every request whatever this says.
+		return false, nil
 	}
-	s.acl[cluster] = aclState{on: on, checked: s.now()}
-	s.mu.Unlock()
+	if err != nil {
+		return false, apiError("read the ACL state of cluster "+cluster, err)
+	}
+	if on {
+		s.mu.Lock()
+		if len(s.on) >= maxClusters { // ?cluster= is the caller's; keep the map bounded
+			clear(s.on)
+		}
+		s.on[cluster] = true
+		s.mu.Unlock()
+	}
 	return on, nil
 }
 
@@ -123,9 +160,21 @@ func randomID() (string, error) {
 }
 
 func (s *tokenStore) LookupSecret(ctx context.Context, cluster, hash string) (httpapi.Token, error) {
+	var stale staleFunc[httpapi.Token]
+	if s.stale != nil && s.staleTokens {
+		stale = func(ctx context.Context) (httpapi.Token, int, bool, time.Time, error) {
+			var t httpapi.Token
+			it, ok, asOf, err := s.stale.StaleGet(ctx, cluster, aclSecretPrefix+hash)
+			if err != nil || !ok {
+				return t, 0, false, asOf, err
+			}
+			t, size, err := decodeToken(it)
+			return t, size, err == nil, asOf, err
+		}
+	}
 	t, ok, err := s.secrets.get(ctx, cluster, hash, func(ctx context.Context) (httpapi.Token, int, bool, error) {
 		return s.readSecret(ctx, cluster, hash)
-	})
+	}, stale)
 	if err != nil {
 		return t, readError("token lookup", err)
 	}
@@ -142,14 +191,24 @@ func (s *tokenStore) readSecret(ctx context.Context, cluster, hash string) (http
 	if err != nil || !ok {
 		return t, 0, false, err
 	}
-	if err := json.Unmarshal(it.Value, &t); err != nil {
-		return t, 0, false, fmt.Errorf("decode token: %w: %v", errUndecodable, err)
-	}
-	return t, 2*len(it.Value) + 128, true, nil
+	t, size, err := decodeToken(it)
+	return t, size, err == nil, err
 }
 
-// close stops the token cache's background reads.
-func (s *tokenStore) close() { s.secrets.close() }
+// decodeToken decodes a token record and estimates the memory it holds.
+func decodeToken(it fsm.Item) (httpapi.Token, int, error) {
+	var t httpapi.Token
+	if err := json.Unmarshal(it.Value, &t); err != nil {
+		return t, 0, fmt.Errorf("decode token: %w: %v", errUndecodable, err)
+	}
+	return t, 2*len(it.Value) + 128, nil
+}
+
+// close stops the token caches' background reads.
+func (s *tokenStore) close() {
+	s.secrets.close()
+	s.flags.close()
+}
 
 func (s *tokenStore) create(ctx context.Context, cluster string, t httpapi.Token, extra ...fsm.Op) (httpapi.Token, string, error) {
 	acc, err := randomID()

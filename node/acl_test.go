@@ -106,7 +106,7 @@ func TestACLEnabledIsTheClusterState(t *testing.T) {
 	if _, err := s.ACLEnabled(ctx, "grey"); !errors.As(err, &he) || he.Status != 503 {
 		t.Fatalf("unreadable state: %v, want a 503", err)
 	}
-	if _, ok := s.acl["grey"]; ok {
+	if s.on["grey"] {
 		t.Fatal("an unreadable state was remembered")
 	}
 }

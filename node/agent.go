@@ -197,6 +197,8 @@ func New(cfg config.Runtime, version string, log zerolog.Logger) (*Agent, error)
 	}
 	a.execB = newExecBackend(a.state, a.disp, a.tokens.secrets.down)
 	a.execB.met = a.met
+	// Serving without quorum (stale.go).
+	a.wireStale()
 	if err := a.wireCache(); err != nil { // the response cache (cache.go)
 		return nil, err
 	}
@@ -717,6 +719,9 @@ func (b *backend) Status(ctx context.Context) (httpapi.Status, error) {
 			gs.Replicas = append(gs.Replicas, httpapi.Replica{ID: r.ID, Node: r.Node, Addr: r.Addr})
 		}
 		st.Groups = append(st.Groups, gs)
+	}
+	if st.Stale = b.tokens.secrets.down.status(); len(st.Stale) == 0 { // stale.go
+		st.Stale = nil
 	}
 	return st, nil
 }

@@ -33,7 +33,9 @@
 //	                            nor a key under acl/ (a token of C is minted
 //	                            or revoked only through a node of C)
 //	consensus.read              any member (the forwarding API checks C's
-//	                            ACLs; token records hold hashes, not secrets)
+//	                            ACLs; token records hold hashes, not secrets),
+//	                            linearizable or, with stale, the replica as
+//	                            it is and its age (stale.go)
 //	consensus.info              any member; a bootstrap proposal only from
 //	                            its initiator (From must be the caller), a
 //	                            node of C

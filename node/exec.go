@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/meshgw/meshgw/cache"
+	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/node/httpapi"
 	"github.com/meshgw/meshgw/transport"
@@ -21,10 +22,13 @@ type execBackend struct {
 	// services keeps http service definitions for the proxy hot path and
 	// for authentication (public, pass_authorization), so a /svc/ call
 	// costs no Raft read: a changed definition is seen within cacheFresh,
-	// and while the group has no quorum a known one serves for up to
-	// cacheMaxStale. Runs still read their service linearizably.
+	// and while the group has no quorum one comes from this node's last
+	// known state for up to -stale-serve-for (stale.go). Runs still read
+	// their service linearizably: they need the quorum for their record.
 	services *freshCache[dispatch.Service]
 	met      *metrics // nil in tests that need none
+	// stale reads the last known state; nil: never (wireStale sets it).
+	stale staleStore
 	// cache is the response cache around the proxy, for cacheCluster's
 	// services (cache.go); nil: none.
 	cache        *cache.Cache
@@ -52,17 +56,32 @@ func newExecBackend(state *stateBackend, d *dispatch.Dispatcher, down *groupsDow
 // cachedService returns cluster's service name from the cache (found
 // false for none).
 func (b *execBackend) cachedService(ctx context.Context, cluster, name string) (dispatch.Service, bool, error) {
+	decode := func(it fsm.Item) (dispatch.Service, int, error) {
+		svc, err := decodeService(it)
+		if err != nil {
+			return svc, 0, fmt.Errorf("%w: %v", errUndecodable, err)
+		}
+		return svc, 2*len(it.Value) + 256, nil
+	}
+	var stale staleFunc[dispatch.Service]
+	if b.stale != nil {
+		stale = func(ctx context.Context) (dispatch.Service, int, bool, time.Time, error) {
+			it, ok, asOf, err := b.stale.StaleGet(ctx, cluster, dispatch.ServiceKey(name))
+			if err != nil || !ok {
+				return dispatch.Service{}, 0, false, asOf, err
+			}
+			svc, size, err := decode(it)
+			return svc, size, err == nil, asOf, err
+		}
+	}
 	svc, ok, err := b.services.get(ctx, cluster, name, func(ctx context.Context) (dispatch.Service, int, bool, error) {
 		it, ok, err := b.state.kv.Get(ctx, cluster, dispatch.ServiceKey(name))
 		if err != nil || !ok {
 			return dispatch.Service{}, 0, false, err
 		}
-		svc, err := decodeService(it)
-		if err != nil {
-			return svc, 0, false, fmt.Errorf("%w: %v", errUndecodable, err)
-		}
-		return svc, 2*len(it.Value) + 256, true, nil
-	})
+		svc, size, err := decode(it)
+		return svc, size, err == nil, err
+	}, stale)
 	return svc, ok, readError("get service", err)
 }
 
@@ -124,13 +143,13 @@ func dispatchError(op string, err error) error {
 func (b *execBackend) Run(ctx context.Context, cluster, service string, input []byte, opts httpapi.RunOptions) (dispatch.Execution, error) {
 	svc, err := b.state.GetService(ctx, cluster, service)
 	if err != nil {
-		return dispatch.Execution{}, err
+		return dispatch.Execution{}, staleNoQuorum(err) // stale.go
 	}
 	e, err := b.d.Run(ctx, cluster, svc, input, dispatch.RunOptions{Async: opts.Async, IdempotencyKey: opts.IdempotencyKey, OnOutput: opts.OnOutput})
 	if errors.Is(err, dispatch.ErrBusy) && b.met != nil {
 		b.met.execRefused.WithLabelValues(cluster, svc.Name).Inc()
 	}
-	return e, dispatchError("run", err)
+	return e, staleNoQuorum(dispatchError("run", err))
 }
 
 func (b *execBackend) GetExecution(ctx context.Context, cluster, id string) (dispatch.Execution, error) {

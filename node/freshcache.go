@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"github.com/meshgw/meshgw/node/httpapi"
 )
 
@@ -18,10 +20,11 @@ const (
 	// revoked at t is refused by every node that can reach its group by
 	// t+cacheFresh: this is the revocation bound the README states.
 	cacheFresh = time.Second
-	// cacheMaxStale is how long a positive answer may still be used while
-	// its group cannot answer (no quorum, no leader reachable), counted
-	// from its last successful read. A revocation made in the moments
-	// before quorum was lost is not seen within it: no node can read it.
+	// cacheMaxStale is the default of how long an answer may still be used
+	// while its group cannot answer (no quorum, no leader reachable),
+	// counted from when it was last known current (-stale-serve-for sets
+	// it). A revocation made in the moments before quorum was lost, or on
+	// the other side of a partition, is not seen within it.
 	cacheMaxStale = 5 * time.Minute
 	// cacheReadTimeout bounds one read made on the cache's behalf, whoever
 	// asked for it: waiters share it, so no caller's cancellation ends it.
@@ -35,6 +38,11 @@ const (
 // memory it holds, found=false when the key does not exist.
 type loadFunc[V any] func(ctx context.Context) (v V, size int, found bool, err error)
 
+// staleFunc reads one key of one cluster from this node's last known state
+// (consensus StaleGet): asOf is when that state was last known current,
+// zero for never.
+type staleFunc[V any] func(ctx context.Context) (v V, size int, found bool, asOf time.Time, err error)
+
 // freshCache keeps positive and negative answers of reads of clusters'
 // replicated state for cacheFresh, so a hot path (every request's token,
 // every /svc/ call's service) costs one read per key and second, not one
@@ -43,10 +51,12 @@ type loadFunc[V any] func(ctx context.Context) (v V, size int, found bool, err e
 // a known one. Concurrent misses of one key share one read.
 //
 // While a cluster's group cannot answer (the last read of it failed as
-// unavailable), a positive answer is used for up to cacheMaxStale after its
-// last successful read, and one background read per cluster and cacheFresh
-// finds out when the group is back; a key never read successfully is an
-// error (503: it cannot be checked).
+// unavailable), answers come from this node's last known state (the
+// caller's staleFunc: the local replica, or one on this side of the cut)
+// as long as it was known current less than maxStale ago, else from a
+// positive answer read less than maxStale ago; one background read per
+// cluster and cacheFresh finds out when the group is back. Past maxStale
+// (0: at once) the read is an error (503: it cannot be checked).
 type freshCache[V any] struct {
 	now                  func() time.Time
 	fresh, maxStale      time.Duration
@@ -58,19 +68,33 @@ type freshCache[V any] struct {
 	mu                   sync.Mutex
 	pos                  map[string]*cached[V]
 	bytes                int
-	neg                  map[string]time.Time
+	neg                  map[string]negative
 	flights              map[string]*flight[V]
 	down                 *groupsDown          // clusters whose last read failed; may be shared
 	lastProbe            map[string]time.Time // cluster → when a background read last started
 	gen                  uint64               // bumped by invalidate: older reads store nothing
 	closed               bool
 	onProbeDone          func() // tests: called after a background read
+
+	// linearWait bounds the linearizable read of a key that has a stale
+	// fallback (0: cacheReadTimeout): past it the group is taken as down.
+	linearWait time.Duration
 }
 
 type cached[V any] struct {
 	v       V
 	size    int
 	checked time.Time // when the read that produced it started
+	asOf    time.Time // when its state was known current: checked, unless read stale
+}
+
+// negative is a "no such key" answer, dated as cached is.
+type negative struct{ checked, asOf time.Time }
+
+// usable reports whether an answer read at checked, of a state known
+// current at asOf, may be reused at now without asking the group.
+func (c *freshCache[V]) usable(now, checked, asOf time.Time) bool {
+	return now.Sub(checked) < c.fresh && (asOf.Equal(checked) || now.Sub(asOf) < c.maxStale)
 }
 
 type flight[V any] struct {
@@ -86,7 +110,7 @@ func newFreshCache[V any](maxEntries, maxBytes, maxNegative int) *freshCache[V] 
 		now: time.Now, fresh: cacheFresh, maxStale: cacheMaxStale,
 		maxEntries: maxEntries, maxBytes: maxBytes, maxNegative: maxNegative,
 		ctx: ctx, cancel: cancel,
-		pos: map[string]*cached[V]{}, neg: map[string]time.Time{}, flights: map[string]*flight[V]{},
+		pos: map[string]*cached[V]{}, neg: map[string]negative{}, flights: map[string]*flight[V]{},
 		down: newGroupsDown(), lastProbe: map[string]time.Time{},
 	}
 }
@@ -120,13 +144,20 @@ func readError(op string, err error) error {
 // groupsDown is the set of clusters whose group gave no answer to the last
 // read of it. Caches of one node share it: once one read (a service's) has
 // waited out a lost quorum, the others (tokens) answer from what they know
-// at once instead of each waiting out a read of its own.
+// at once instead of each waiting out a read of its own. It also keeps,
+// per cluster, whether this node is serving it from its last known state
+// (stale.go): logged when that starts and ends, shown in /v1/status and
+// the metrics.
 type groupsDown struct {
-	mu sync.Mutex
-	m  map[string]bool
+	mu      sync.Mutex
+	m       map[string]bool
+	serving map[string]*staleServing
+	log     zerolog.Logger
 }
 
-func newGroupsDown() *groupsDown { return &groupsDown{m: map[string]bool{}} }
+func newGroupsDown() *groupsDown {
+	return &groupsDown{m: map[string]bool{}, serving: map[string]*staleServing{}, log: zerolog.Nop()}
+}
 
 func (d *groupsDown) is(cluster string) bool {
 	d.mu.Lock()
@@ -139,6 +170,7 @@ func (d *groupsDown) set(cluster string, down bool) {
 	defer d.mu.Unlock()
 	if !down {
 		delete(d.m, cluster)
+		d.freshLocked(cluster)
 		return
 	}
 	if len(d.m) >= maxClusters && !d.m[cluster] {
@@ -150,18 +182,19 @@ func (d *groupsDown) set(cluster string, down bool) {
 func cacheKey(cluster, key string) string { return cluster + "\x00" + key }
 
 // get returns key's value in cluster, found=false for a key that does not
-// exist; load reads it when no usable answer is kept.
-func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadFunc[V]) (V, bool, error) {
+// exist; load reads it linearizably when no usable answer is kept, stale
+// (nil: none) from this node's last known state when the group cannot
+// answer.
+func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadFunc[V], stale staleFunc[V]) (V, bool, error) {
 	k := cacheKey(cluster, key)
 	now := c.now()
 	c.mu.Lock()
 	if e, ok := c.pos[k]; ok {
-		age := now.Sub(e.checked)
-		if age < c.fresh {
+		if c.usable(now, e.checked, e.asOf) {
 			c.mu.Unlock()
 			return e.v, true, nil
 		}
-		if age < c.maxStale && c.down.is(cluster) {
+		if now.Sub(e.asOf) < c.maxStale && c.down.is(cluster) {
 			// The group was unreachable at the last try: answer from the
 			// cache at once, and let one background read per cluster
 			// and second find out whether it is back.
@@ -170,10 +203,25 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 			return e.v, true, nil
 		}
 	}
-	if t, ok := c.neg[k]; ok && now.Sub(t) < c.fresh {
+	if n, ok := c.neg[k]; ok && c.usable(now, n.checked, n.asOf) {
 		c.mu.Unlock()
 		var zero V
 		return zero, false, nil
+	}
+	// While the group is known down, go to the last known state at once
+	// rather than wait out a linearizable read per key, or, when nothing
+	// may serve without quorum (maxStale 0), refuse at once; the probe
+	// finds out when the group is back.
+	down := c.down.is(cluster)
+	if down && c.maxStale == 0 {
+		c.probeLocked(cluster, k, now, load)
+		c.mu.Unlock()
+		var zero V
+		return zero, false, &closedDown{cluster: cluster}
+	}
+	skipLinear := down && stale != nil
+	if skipLinear {
+		c.probeLocked(cluster, k, now, load)
 	}
 	f, joined := c.flights[k]
 	if !joined {
@@ -183,7 +231,7 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 	gen := c.gen
 	c.mu.Unlock()
 	if !joined {
-		c.run(ctx, cluster, k, gen, load, f)
+		c.run(ctx, cluster, k, gen, load, stale, skipLinear, f)
 	}
 	select {
 	case <-f.done:
@@ -194,7 +242,7 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 	if f.err != nil && unavailable(f.err) {
 		c.mu.Lock()
 		e, ok := c.pos[k]
-		if ok && c.now().Sub(e.checked) < c.maxStale {
+		if ok && c.now().Sub(e.asOf) < c.maxStale {
 			c.mu.Unlock()
 			return e.v, true, nil
 		}
@@ -203,19 +251,63 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 	return f.v, f.found, f.err
 }
 
-// run reads k for every caller waiting on f, then records the answer.
-func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, load loadFunc[V], f *flight[V]) {
+// run reads k for every caller waiting on f, then records the answer:
+// linearizably unless skipLinear, then from the last known state when the
+// group gave no answer.
+func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, load loadFunc[V], stale staleFunc[V],
+	skipLinear bool, f *flight[V]) {
 	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cacheReadTimeout)
 	defer cancel()
 	started := c.now()
-	v, size, found, err := load(rctx)
+	var (
+		v     V
+		size  int
+		found bool
+		err   error = errSkipped
+	)
+	if !skipLinear {
+		lctx := rctx
+		if stale != nil && c.maxStale > 0 && c.linearWait > 0 {
+			var lcancel context.CancelFunc
+			lctx, lcancel = context.WithTimeout(rctx, c.linearWait)
+			defer lcancel()
+		}
+		v, size, found, err = load(lctx)
+	}
+	asOf, wasStale := started, false
+	if unavailable(err) && stale != nil && c.maxStale > 0 {
+		if !skipLinear {
+			c.mu.Lock()
+			c.recordLocked(cluster, k, gen, started, started, false, v, size, found, err) // the group is down
+			c.mu.Unlock()
+		}
+		var serr error
+		v, size, found, asOf, serr = stale(rctx)
+		switch {
+		case serr != nil && skipLinear:
+			err = serr
+		case serr != nil:
+			// Keep the linearizable read's error: it says why the
+			// group gave no answer; the stale read adds nothing.
+		default:
+			err = c.down.staleAnswer(cluster, c.now(), asOf, c.maxStale)
+			wasStale = true
+		}
+	}
 	c.mu.Lock()
 	delete(c.flights, k)
-	c.recordLocked(cluster, k, gen, started, v, size, found, err)
+	c.recordLocked(cluster, k, gen, started, asOf, wasStale, v, size, found, err)
 	c.mu.Unlock()
+	if err != nil {
+		var zero V
+		v, found = zero, false
+	}
 	f.v, f.found, f.err = v, found, err
 	close(f.done)
 }
+
+// errSkipped stands for the linearizable read a down group is not asked.
+var errSkipped = errors.New("no quorum: linearizable read skipped while the group is down")
 
 // probeLocked starts one background read of k when none of cluster's is
 // under way and the last started more than fresh ago.
@@ -237,7 +329,7 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 		v, size, found, err := load(ctx)
 		c.mu.Lock()
 		if c.ctx.Err() == nil {
-			c.recordLocked(cluster, k, gen, started, v, size, found, err)
+			c.recordLocked(cluster, k, gen, started, started, false, v, size, found, err)
 		}
 		done := c.onProbeDone
 		c.mu.Unlock()
@@ -247,15 +339,19 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 	}()
 }
 
-// recordLocked keeps what a read that started at started answered.
-func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started time.Time, v V, size int, found bool, err error) {
+// recordLocked keeps what a read that started at started answered, of a
+// state known current at asOf (started unless wasStale).
+func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started, asOf time.Time, wasStale bool,
+	v V, size int, found bool, err error) {
 	if err != nil {
 		if unavailable(err) {
 			c.down.set(cluster, true)
 		}
 		return
 	}
-	c.down.set(cluster, false)
+	if !wasStale {
+		c.down.set(cluster, false)
+	}
 	if gen != c.gen {
 		return // invalidated while the read was under way: it may predate the change
 	}
@@ -264,7 +360,7 @@ func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started time
 		if len(c.neg) >= c.maxNegative {
 			c.sweepNegativeLocked()
 		}
-		c.neg[k] = started
+		c.neg[k] = negative{checked: started, asOf: asOf}
 		return
 	}
 	delete(c.neg, k)
@@ -274,7 +370,7 @@ func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started time
 	for len(c.pos) >= c.maxEntries || c.bytes+size > c.maxBytes {
 		c.evictLocked()
 	}
-	c.pos[k] = &cached[V]{v: v, size: size, checked: started}
+	c.pos[k] = &cached[V]{v: v, size: size, checked: started, asOf: asOf}
 	c.bytes += size
 }
 
@@ -303,8 +399,8 @@ func (c *freshCache[V]) evictLocked() {
 // unknown keys pays for a scan once per maxNegative/8 of them.
 func (c *freshCache[V]) sweepNegativeLocked() {
 	now := c.now()
-	for k, t := range c.neg {
-		if now.Sub(t) >= c.fresh {
+	for k, n := range c.neg {
+		if now.Sub(n.checked) >= c.fresh {
 			delete(c.neg, k)
 		}
 	}

@@ -83,12 +83,12 @@ func TestThrottlePartition(t *testing.T) {
 		}
 	}
 	t.Logf("while cut (%d whole windows): small side admitted %d, large side %d; other answers %v", to-from+1, sides[true], sides[false], res.other)
-	// The small side serves no /svc/ request while cut whatever the
-	// throttle does: its node reads the cluster's ACL state first, which
-	// needs a quorum (503 no_quorum). Its fallback shares are the unit
-	// tests' (throttle: TestFallbackShareUnderPartition,
-	// TestRealTimeFallbackAfterCut); here the large side must go on
-	// admitting within what the small side's shares leave.
+	// The small side serves /svc/ from its last known state once a read
+	// has given up on the quorum (about 2 s into the cut,
+	// docs/PARTITIONS.md), spending its fallback shares (throttle:
+	// TestFallbackShareUnderPartition, TestRealTimeFallbackAfterCut); the
+	// windows above hold both sides together, and the large side must go
+	// on admitting within what the small side's shares leave.
 	if sides[false] == 0 {
 		t.Errorf("while cut, the large side admitted nothing")
 	}

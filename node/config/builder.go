@@ -140,6 +140,9 @@ var options = []option{
 	{name: "log-retention-age", usage: "age after which central log entries are deleted (0: no age bound)", set: duration(func(r *Runtime) *time.Duration { return &r.LogRetentionAge })},
 	{name: "log-retention-count", usage: "central log entries kept per cluster", set: integer(func(r *Runtime) *int { return &r.LogRetentionCount })},
 	{name: "log-retention-bytes", usage: "total size of the central log entries kept per cluster (at least 1048576)", set: int64Opt(func(r *Runtime) *int64 { return &r.LogRetentionBytes })},
+	// Serving without quorum (stale.go).
+	{name: "stale-serve-for", usage: "how long after this node last knew a cluster's state current it may serve /svc/ from it while the cluster's Raft group has no reachable quorum (0: refuse at once; at most 24h); a token revoked meanwhile stays valid here that long", set: duration(func(r *Runtime) *time.Duration { return &r.StaleServeFor })},
+	{name: "acl-down-policy", usage: "tokens while the cluster has no reachable quorum: extend-cache (check them against this node's last known state, within -stale-serve-for) or deny (refuse every request that needs one)", set: str(func(r *Runtime) *string { return &r.ACLDownPolicy })},
 	{name: "syslog", usage: "tcp://host:port: the active central logger forwards every entry there as RFC 5424 syslog (octet counting); off when empty", set: str(func(r *Runtime) *string { return &r.Syslog })},
 	{name: "throttle-lease", usage: throttleLeaseUsage, set: duration(func(r *Runtime) *time.Duration { return &r.ThrottleLease })}, // throttle.go
 }
@@ -426,5 +429,7 @@ func defaultValues() map[string]string {
 		"log-retention-count":  strconv.Itoa(r.LogRetentionCount),
 		"log-retention-bytes":  strconv.FormatInt(r.LogRetentionBytes, 10),
 		"throttle-lease":       r.ThrottleLease.String(),
+		"stale-serve-for":      r.StaleServeFor.String(),
+		"acl-down-policy":      r.ACLDownPolicy,
 	}
 }

@@ -154,6 +154,13 @@ type Runtime struct {
 	// how long the manager keeps the share of a node it does not hear from
 	// before the others spend it (throttle.go in this package).
 	ThrottleLease time.Duration
+	// StaleServeFor: how long after this node last knew its replica of a
+	// cluster's state current it may still serve that cluster's data plane
+	// (service definitions, the ACL flag, tokens) from it while the group
+	// has no quorum it can reach; 0: refuse (503) as soon as a read needs
+	// the quorum. ACLDownPolicy: deny or extend-cache (stale.go).
+	StaleServeFor time.Duration
+	ACLDownPolicy string
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -207,6 +214,9 @@ func Default() Runtime {
 		LogRetentionCount:  1_000_000,
 		LogRetentionBytes:  1 << 30,
 		ThrottleLease:      DefaultThrottleLease,
+
+		StaleServeFor: DefaultStaleServeFor, // stale.go
+		ACLDownPolicy: ACLDownExtendCache,
 	}
 }
 
@@ -398,6 +408,9 @@ func (r *Runtime) Validate() error {
 		return err
 	}
 	if err := r.validateThrottle(); err != nil { // throttle.go
+		return err
+	}
+	if err := r.validateStale(); err != nil { // stale.go
 		return err
 	}
 	return nil

@@ -182,3 +182,34 @@ func TestIdentityKeptAcrossRestarts(t *testing.T) {
 		t.Fatalf("node name should come from the data dir: %q %v", r.NodeName, err)
 	}
 }
+
+// TestStaleServeOptions: the defaults serve a minority's data plane for
+// 5m with extend-cache; 0 is accepted (fail closed); a bad value names
+// its field.
+func TestStaleServeOptions(t *testing.T) {
+	r, err := build(t, []string{"-dev"}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.StaleServeFor != 5*time.Minute || r.ACLDownPolicy != ACLDownExtendCache {
+		t.Fatalf("defaults: %s %q", r.StaleServeFor, r.ACLDownPolicy)
+	}
+	r, err = build(t, []string{"-dev", "-stale-serve-for", "0", "-acl-down-policy", "deny"}, nil, nil)
+	if err != nil || r.StaleServeFor != 0 || r.ACLDownPolicy != ACLDownDeny {
+		t.Fatalf("0/deny: %v %s %q", err, r.StaleServeFor, r.ACLDownPolicy)
+	}
+	for _, tc := range []struct {
+		args  []string
+		field string
+	}{
+		{[]string{"-stale-serve-for", "-1s"}, "stale-serve-for"},
+		{[]string{"-stale-serve-for", "25h"}, "stale-serve-for"},
+		{[]string{"-acl-down-policy", "allow"}, "acl-down-policy"},
+	} {
+		_, err := build(t, append([]string{"-dev"}, tc.args...), nil, nil)
+		var fe *FieldError
+		if !errors.As(err, &fe) || fe.Field != tc.field {
+			t.Errorf("%v: %v, want an error naming %s", tc.args, err, tc.field)
+		}
+	}
+}

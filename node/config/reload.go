@@ -18,6 +18,7 @@ var fieldOption = map[string]string{
 	"RaftVoters": "raft-voters", "CAFile": "ca-file", "HTTPCertFile": "http-cert-file",
 	"HTTPKeyFile": "http-key-file", "RaftRTT": "raft-rtt", "RequireTLSCA": "require-tls-ca",
 	"ACL": "acl", "DNSAddr": "dns",
+	"ACLDownPolicy": "acl-down-policy",
 }
 
 // Reloadable compares the running configuration with a freshly built one

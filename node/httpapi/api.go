@@ -47,6 +47,8 @@ type Status struct {
 	Version string         `json:"version"`
 	Members map[string]int `json:"members"`
 	Groups  []GroupStatus  `json:"groups"`
+	// Stale: clusters served from this node's last known state (stale.go).
+	Stale []StaleStatus `json:"stale,omitempty"`
 }
 
 // GroupStatus describes one Raft group as seen from this node.
