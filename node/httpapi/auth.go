@@ -149,14 +149,6 @@ func grantFrom(ctx context.Context) *grant {
 	return g
 }
 
-// policyFrom returns the ProxyPolicy access found for a checked /svc/ call.
-func policyFrom(ctx context.Context) ProxyPolicy {
-	if g := grantFrom(ctx); g != nil {
-		return g.policy
-	}
-	return ProxyPolicy{}
-}
-
 // tokenOf is TokenFrom's token, nil when none was read.
 func tokenOf(ctx context.Context) *Token {
 	if g := grantFrom(ctx); g != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -48,7 +49,7 @@ func (d *DataPlane) native(ctx *fasthttp.RequestCtx) (*fastRequest, string, stri
 	}
 	host := string(ctx.Host())
 	name, rest, ok := svcCall(p)
-	if !ok && d.router != nil && p != "/v1/health" && !hasPrefix(p, "/svc/") {
+	if !ok && d.router != nil && p != "/v1/health" && !strings.HasPrefix(p, "/svc/") {
 		var svc string
 		if svc, rest, ok = d.router(host, p); ok {
 			p, name = "/svc/"+svc+rest, svc
@@ -59,8 +60,6 @@ func (d *DataPlane) native(ctx *fasthttp.RequestCtx) (*fastRequest, string, stri
 	}
 	return &fastRequest{ctx: ctx, method: string(h.Method()), host: host, path: p, query: q}, name, rest, true
 }
-
-func hasPrefix(s, prefix string) bool { return len(s) >= len(prefix) && s[:len(prefix)] == prefix }
 
 // serveNative serves a call native accepted, with the rules the API port
 // applies (access, the credential strip, proxyCall's checks and limits,
