@@ -59,6 +59,10 @@ func TestImportExportAndHistory(t *testing.T) {
 	if err := a.GetJSON("/v1/services", &svcs); err != nil || len(svcs) != 0 {
 		t.Fatalf("after the dry run: %v %v", svcs, err)
 	}
+	var scheds []map[string]any
+	if err := a.GetJSON("/v1/schedules", &scheds); err != nil || len(scheds) != 0 {
+		t.Fatalf("schedules after the dry run: %v %v", scheds, err)
+	}
 	if out = cli(a, "import", "-f", file); !strings.Contains(out, "applied 3 change(s)") {
 		t.Fatalf("import: %s", out)
 	}

@@ -181,7 +181,22 @@ func TestServicesFromGit(t *testing.T) {
 		}
 		putService(t, n1, map[string]any{"name": "pyapp", "type": "python", "repository": "ops",
 			"path": "py/app.py", "timeout": "60s"})
-		r := run(t, n2, "pyapp", map[string]any{"env": "prod", "dry_run": true, "hosts": []string{"a", "b"}})
+		// Async: making the venv (python3 -m venv, pip) takes longer than
+		// a sync call's client timeout on a loaded machine (20 s seen).
+		var r gitRun
+		if _, err := n2.Do("POST", "/v1/services/pyapp/run?async=true",
+			map[string]any{"env": "prod", "dry_run": true, "hosts": []string{"a", "b"}}, &r); err != nil || r.ID == "" {
+			t.Fatalf("async run pyapp: %+v %v", r, err)
+		}
+		Eventually(t, 90*time.Second, func() error {
+			if err := n1.GetJSON("/v1/executions/"+r.ID, &r); err != nil {
+				return err
+			}
+			if r.Status == "queued" || r.Status == "running" {
+				return fmt.Errorf("pyapp run %s still %s", r.ID, r.Status)
+			}
+			return nil
+		})
 		if r.Status != "succeeded" || r.Stdout != "--dry_run --env prod --hosts a --hosts b\nvenv\n" || r.Commit == "" {
 			t.Fatalf("python run: %+v", r)
 		}

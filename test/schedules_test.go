@@ -2,6 +2,7 @@ package test
 
 import (
 	"fmt"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -102,10 +103,26 @@ func TestScheduleFiresOncePerTickAcrossLeaderKill(t *testing.T) {
 		return nil
 	})
 	out, stderr, code := CLI(t, "schedules", "list", "-http-addr", rest[0].HTTP)
-	if code != 0 || !strings.Contains(out, "every-second") || !strings.Contains(out, "no-overlap") || !strings.Contains(out, "NEXT") {
+	if code != 0 || !strings.Contains(out, "every-second") || !strings.Contains(out, "no-overlap") ||
+		!strings.Contains(out, "NEXT") || !strings.Contains(out, "LAST") {
 		t.Fatalf("schedules list: %d %s %s", code, out, stderr)
 	}
 	t.Logf("schedules list:\n%s", out)
+	// every-second's row: its next firing after its last, the last recent.
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "every-second ") {
+			continue
+		}
+		ts := regexp.MustCompile(`\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ`).FindAllString(line, -1)
+		if len(ts) < 2 {
+			t.Fatalf("every-second lists %d times, want next and last: %q", len(ts), line)
+		}
+		next, _ := time.Parse(time.RFC3339, ts[0])
+		lastFired, _ := time.Parse(time.RFC3339, ts[1])
+		if !next.After(lastFired) || time.Since(lastFired) > 10*time.Second {
+			t.Errorf("every-second: next %v, last %v (now %v)", next, lastFired, time.Now().UTC())
+		}
+	}
 	for _, name := range []string{"every-second", "no-overlap"} {
 		if _, stderr, code := CLI(t, "schedules", "delete", name, "-http-addr", rest[0].HTTP); code != 0 {
 			t.Fatalf("delete %s: %s", name, stderr)

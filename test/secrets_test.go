@@ -93,7 +93,7 @@ func (ac *automationCluster) must(t *testing.T, n *Node, token, method, path, bo
 // A secret reaches the environment of a run on another node than the one
 // that took the run, and appears nowhere else: not in the service, the
 // execution record, the streamed run, the secrets API, a snapshot or any
-// agent's log; in the output it is redacted. read, write and run tokens
+// agent's log, nor the export; in the output it is redacted. read, write and run tokens
 // get 403 on every secrets route. The same cluster then serves the shared
 // decorators subtest.
 func TestSecretsAndSharedDecorators(t *testing.T) {
@@ -183,6 +183,10 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 		leaks["secrets get"] = ac.must(t, n3, ac.tokens["secrets"], "GET", "/v1/secrets/db-pass", "", 200)
 		leaks["secrets list"] = ac.must(t, n3, ac.tokens["secrets"], "GET", "/v1/secrets", "", 200)
 		leaks["snapshot"] = ac.must(t, n1, ac.manage, "GET", "/v1/snapshot", "", 200)
+		leaks["export"] = ac.must(t, n2, ac.tokens["read"], "GET", "/v1/export", "", 200)
+		if !bytes.Contains(leaks["export"], []byte(`"db-pass"`)) {
+			t.Errorf("the export does not name the service's secret: the check would prove nothing\n%s", leaks["export"])
+		}
 		for what, b := range leaks {
 			if bytes.Contains(b, []byte(value)) {
 				t.Errorf("the secret's value appears in %s", what)
@@ -213,6 +217,44 @@ func TestSecretsAndSharedDecorators(t *testing.T) {
 		b = ac.must(t, n2, ac.tokens["run"], "POST", "/v1/services/needs-missing/run", "{}", 200)
 		if err := json.Unmarshal(b, &failed); err != nil || failed.Status != "failed" || !strings.Contains(failed.Error, `secret "nope"`) {
 			t.Fatalf("run with a missing secret: %s", b)
+		}
+
+		// docs/SECRETS.md's commands, as written there, one by one (the
+		// first reads the value on stdin): each works, none shows a value.
+		root, err := moduleRoot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		doc, err := os.ReadFile(filepath.Join(root, "docs", "SECRETS.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, block, _ := strings.Cut(string(doc), "\n```sh\nmeshgw secrets put")
+		block, _, _ = strings.Cut("meshgw secrets put"+block, "\n```")
+		var ran []string
+		for _, line := range strings.Split(block, "\n") {
+			line, _, _ = strings.Cut(line, "#")
+			f := strings.Fields(line)
+			if len(f) < 3 || f[0] != "meshgw" || f[1] != "secrets" {
+				t.Fatalf("docs/SECRETS.md: not a secrets command: %q", line)
+			}
+			cmd := exec.Command(bin, append(f[1:], "-http-addr", n3.HTTP)...)
+			cmd.Env = append(os.Environ(), "MESHGW_TOKEN="+ac.tokens["secrets"])
+			cmd.Stdin = strings.NewReader(value + "\n")
+			out, err := cmd.CombinedOutput()
+			if err != nil || bytes.Contains(out, []byte(value)) {
+				t.Fatalf("%s: %v (the value shown: %v)\n%s", strings.Join(f, " "), err, bytes.Contains(out, []byte(value)), out)
+			}
+			if f[2] == "list" && (!strings.Contains(string(out), "db-pass") || !strings.Contains(string(out), "show")) {
+				t.Errorf("secrets list names neither the secret nor its service:\n%s", out)
+			}
+			ran = append(ran, f[2])
+		}
+		if strings.Join(ran, " ") != "put put list get delete" {
+			t.Errorf("docs/SECRETS.md's commands: ran %v", ran)
+		}
+		if code, _ := ac.call(t, n1, ac.tokens["secrets"], "GET", "/v1/secrets/db-pass", ""); code != 404 {
+			t.Errorf("after docs/SECRETS.md's delete: GET %d, want 404", code)
 		}
 	})
 

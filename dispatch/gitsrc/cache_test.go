@@ -294,9 +294,14 @@ func TestVenvInstallsRequirementsOnceFromALocalWheel(t *testing.T) {
 	}
 	c := newCache(t, nil)
 	env := []string{"PATH=/usr/local/bin:/usr/bin:/bin", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=" + wheels}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	v, err := c.Venv(ctx, "commit-a:scripts", py, reqs, env)
+	// Each build gets its own bound: making a venv took 20-40 s on this
+	// machine under load, and three builds shared one 2-minute bound.
+	venv := func(key string) (*Venv, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return c.Venv(ctx, key, py, reqs, env)
+	}
+	v, err := venv("commit-a:scripts")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +316,7 @@ func TestVenvInstallsRequirementsOnceFromALocalWheel(t *testing.T) {
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	v2, err := c.Venv(ctx, "commit-a:scripts", py, reqs, env)
+	v2, err := venv("commit-a:scripts")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +328,7 @@ func TestVenvInstallsRequirementsOnceFromALocalWheel(t *testing.T) {
 	if err := os.WriteFile(reqs, []byte("nosuchpkg==9\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.Venv(ctx, "commit-b:scripts", py, reqs, env); err == nil || !strings.Contains(err.Error(), "nosuchpkg") {
+	if _, err := venv("commit-b:scripts"); err == nil || !strings.Contains(err.Error(), "nosuchpkg") {
 		t.Errorf("unmet requirement: %v", err)
 	}
 	if got := c.venvs.keys(); len(got) != 1 {
