@@ -32,6 +32,10 @@ type Request interface {
 // netRequest is an *http.Request as a Request.
 type netRequest struct{ r *http.Request }
 
+// NetRequest is r as a Request, for callers of a Throttler outside this
+// package's handlers.
+func NetRequest(r *http.Request) Request { return netRequest{r} }
+
 func (n netRequest) Method() string                    { return n.r.Method }
 func (n netRequest) Host() string                      { return n.r.Host }
 func (n netRequest) Path() string                      { return n.r.URL.Path }
