@@ -44,15 +44,23 @@ type proxyOnly struct {
 	e        *runner.Executor
 	upstream string
 	native   *atomic.Int64
+	// decline: ProxyFast declines every call, as for a gateway hop, so
+	// the data plane converts after deciding natively.
+	decline bool
 }
 
 func (p proxyOnly) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error {
+	if p.decline {
+		// As over the gateway hop: only r is sent on, the server's own
+		// request (FastRequest) is out of reach.
+		w = struct{ http.ResponseWriter }{w}
+	}
 	return p.e.ServeProxy(w, r, p.upstream, path)
 }
 
 func (p proxyOnly) ProxyFast(ctx context.Context, w http.ResponseWriter, rc *fasthttp.RequestCtx, r Request,
 	cluster, service, path string) (bool, error) {
-	if p.e == nil {
+	if p.e == nil || p.decline {
 		return false, nil
 	}
 	served, _, err := p.e.ServeInPlace(ctx, rc, p.upstream, path)
@@ -195,7 +203,12 @@ func policyAPI(t *testing.T, upstream string) map[string]string {
 	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
 		WithState(ms), WithProxyPolicies(statePolicies{ms}),
 		WithExec(proxyOnly{e: executor(t, nil), upstream: upstream}))
-	return fronts(t, api)
+	hop := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
+		WithState(ms), WithProxyPolicies(statePolicies{ms}),
+		WithExec(proxyOnly{e: executor(t, nil), upstream: upstream, decline: true}))
+	f := fronts(t, api)
+	f["dataplane-declined"] = startDataPlane(t, hop, 4<<20)
+	return f
 }
 
 // TestPublicServiceUnderACL: a public http service answers /svc/ without

@@ -89,7 +89,8 @@ func (a *API) serveNative(ctx context.Context, w *fastWriter, r *fastRequest, na
 		return
 	}
 	h := &w.ctx.Request.Header
-	if stripCredential(g, r.Header("Authorization")) {
+	dropAuth := stripCredential(g, r.Header("Authorization"))
+	if dropAuth {
 		h.Del("Authorization")
 	}
 	h.Del(TokenHeader)
@@ -107,6 +108,11 @@ func (a *API) serveNative(ctx context.Context, w *fastWriter, r *fastRequest, na
 		if a.cfg.MaxBodyBytes > 0 && req.Body != nil && req.Body != http.NoBody {
 			req.Body = http.MaxBytesReader(w, req.Body, a.cfg.MaxBodyBytes)
 		}
+		// The conversion reads the header as received: strip again.
+		if dropAuth {
+			req.Header.Del("Authorization")
+		}
+		req.Header.Del(TokenHeader)
 		req.URL.Path, req.URL.RawPath = r.path, ""
 		req = req.WithContext(context.WithValue(req.Context(), grantKey{}, g))
 		return a.exec.ProxyHTTP(w, req, g.cluster, name, rest)
