@@ -71,7 +71,7 @@ func TestClusterCancelSyncRunThroughAnotherNode(t *testing.T) {
 	other := c.add("other", false, nil)
 	svc := execSvc("sh", "-c", "echo $$; exec sleep 30")
 	svc.Timeout = Duration(60 * time.Second)
-	id, pid, done := pidRun(t, gw, svc)
+	id, pid, done := pidRun(t, gw, c.define(svc))
 
 	start := time.Now()
 	ex, err := other.d.Cancel(context.Background(), testCluster, id)
@@ -115,7 +115,7 @@ func TestClusterCancelQueuedAsyncNeverRuns(t *testing.T) {
 	c.add("r1", true, nil)
 	lead := c.add("lead", false, nil)
 	marker := filepath.Join(t.TempDir(), "ran")
-	svc := execSvc("touch", marker)
+	svc := c.define(execSvc("touch", marker))
 
 	// The create lands, the claim does not: the record stays queued.
 	c.store.mu.Lock()
@@ -153,7 +153,7 @@ func TestClusterCancelFinishedRun(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("true")), nil, RunOptions{})
 	if err != nil || ex.Status != StatusSucceeded {
 		t.Fatalf("%v %+v", err, ex)
 	}
@@ -177,7 +177,7 @@ func TestClusterCancelRecordedDriverKilledIsNotRerun(t *testing.T) {
 	svc := execSvc("sh", "-c", "echo x >> "+marker+"; exec sleep 30")
 	svc.Timeout = Duration(60 * time.Second)
 	svc.Retries = 2
-	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +233,7 @@ func TestClusterCancelRecordedSyncDriverKilledEndsCancelled(t *testing.T) {
 	lead := c.add("lead", false, nil)
 	svc := execSvc("sleep", "30")
 	svc.Timeout = Duration(60 * time.Second)
-	go func() { _, _ = gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{}) }()
+	go func() { _, _ = gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{}) }()
 	var id string
 	waitFor(t, 5*time.Second, "the run to start", func() bool {
 		es, err := lead.d.List(context.Background(), testCluster, ListFilter{Status: StatusRunning})

@@ -193,6 +193,27 @@ func (c *tcluster) kill(name string) {
 	c.runners.setStatus(name, MemberFailed)
 }
 
+// define writes svc into the cluster's state as a client's PUT does and
+// returns it as a run reads it, with its version: a remote runner runs
+// only what the state defines (verify.go).
+func (c *tcluster) define(svc Service) Service {
+	c.t.Helper()
+	return defineIn(c.t, c.store, svc)
+}
+
+func defineIn(t testing.TB, s *memStore, svc Service) Service {
+	t.Helper()
+	svc.Version = 0
+	b, err := json.Marshal(svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if svc.Version, err = s.Put(context.Background(), testCluster, ServiceKey(svc.Name), b, nil); err != nil {
+		t.Fatal(err)
+	}
+	return svc
+}
+
 func (c *tcluster) record(id string) Execution {
 	c.t.Helper()
 	v, ver, found, err := c.store.Get(context.Background(), testCluster, ExecKey(id))
@@ -220,7 +241,7 @@ func TestClusterRoundRobinTouchesEveryRunner(t *testing.T) {
 	gw := c.nodes["gw"]
 	seen := map[string]int{}
 	for i := 0; i < 6; i++ {
-		ex, err := gw.d.Run(context.Background(), testCluster, execSvc("cat"), []byte(`"hi"`), RunOptions{})
+		ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("cat")), []byte(`"hi"`), RunOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -255,7 +276,7 @@ func runAndKillLog(t *testing.T, c *tcluster, retries int) (Execution, string, *
 	done := make(chan result, 1)
 	var l watchLog
 	go func() {
-		ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{
+		ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{
 			OnOutput: func(s string, c []byte) {
 				l.fn(s, c)
 				if strings.Contains(string(c), "started") {
@@ -301,7 +322,7 @@ func TestClusterRunnerKilledMidRunIsRetried(t *testing.T) {
 	}
 	// The victim is in the penalty box: the next runs avoid it.
 	for i := 0; i < 3; i++ {
-		ex, err := c.nodes["gw"].d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+		ex, err := c.nodes["gw"].d.Run(context.Background(), testCluster, c.define(execSvc("true")), nil, RunOptions{})
 		if err != nil || ex.Runner == victim || ex.Attempts != 1 {
 			t.Fatalf("after kill: %v %+v", err, ex)
 		}
@@ -330,7 +351,7 @@ func TestClusterHungRunnerHitsAttemptDeadline(t *testing.T) {
 	svc.Retries = 1
 	// Round robin starts at a-hung (sorted by name).
 	start := time.Now()
-	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,7 +374,7 @@ func TestClusterHungRunnerGivenUpAtAckTimeout(t *testing.T) {
 	svc.Timeout = Duration(time.Minute)
 	svc.Retries = 1
 	start := time.Now()
-	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +386,7 @@ func TestClusterHungRunnerGivenUpAtAckTimeout(t *testing.T) {
 		t.Fatalf("took %v: the hung runner was not given up on at the ack timeout", el)
 	}
 	// A slow but live runner acknowledges at once and keeps its run.
-	ex, err = gw.d.Run(context.Background(), testCluster, execSvc("sleep", "1"), nil, RunOptions{})
+	ex, err = gw.d.Run(context.Background(), testCluster, c.define(execSvc("sleep", "1")), nil, RunOptions{})
 	if err != nil || ex.Status != StatusSucceeded || ex.Attempts != 1 {
 		t.Fatalf("slow run: %v %+v", err, ex)
 	}
@@ -375,7 +396,8 @@ func TestClusterAsyncWatchFromDispatcher(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "echo one; sleep 0.3; echo two"), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "echo one; sleep 0.3; echo two"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -404,7 +426,7 @@ func TestClusterRecoveryRedispatchesWhenAcceptingNodeFails(t *testing.T) {
 	leader := c.add("lead", false, nil)
 	svc := execSvc("sh", "-c", "sleep 1; echo done")
 	svc.Retries = 1
-	ex, err := acc.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	ex, err := acc.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -518,7 +540,7 @@ func BenchmarkDispatchExec(b *testing.B) {
 			if mode == "remote" {
 				c.add("r1", true, nil)
 			}
-			svc := execSvc("true")
+			svc := c.define(execSvc("true"))
 			lat := make([]time.Duration, 0, b.N)
 			var mu sync.Mutex
 			b.ResetTimer()
@@ -555,7 +577,8 @@ func TestClusterWatchFromAnotherNodeStreamsLive(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	r1 := c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "echo out; echo err >&2; sleep 1; echo more"), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "echo out; echo err >&2; sleep 1; echo more"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -589,7 +612,8 @@ func TestClusterWatchFallsBackToRecord(t *testing.T) {
 	c := newTCluster(t)
 	gw := c.add("gw", false, nil)
 	r1 := c.add("r1", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("sh", "-c", "sleep 0.3; echo out"), nil, RunOptions{Async: true})
+	svc := c.define(execSvc("sh", "-c", "sleep 0.3; echo out"))
+	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,7 +645,7 @@ func TestClusterRunnerThatRefusesTheCallerIsSkipped(t *testing.T) {
 	c.runners.set(testCluster, Runner{Name: "a-refusing", RPCAddr: tr.Addr().String(), Roles: []string{RoleRunner}})
 	c.add("b-ok", true, nil)
 	for i := 0; i < 3; i++ {
-		got, err := gw.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+		got, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("true")), nil, RunOptions{})
 		if err != nil || got.Status != StatusSucceeded || got.Runner != "b-ok" {
 			t.Fatalf("run %d: %v %+v", i, err, got)
 		}
@@ -634,7 +658,7 @@ func TestClusterRunnerWithoutExecutorIsSkipped(t *testing.T) {
 	bad := c.add("a-noexec", false, nil)
 	c.runners.set(testCluster, Runner{Name: bad.name, RPCAddr: bad.tr.Addr().String()}) // claims the runner role
 	c.add("b-ok", true, nil)
-	ex, err := gw.d.Run(context.Background(), testCluster, execSvc("true"), nil, RunOptions{})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(execSvc("true")), nil, RunOptions{})
 	if err != nil || ex.Status != StatusSucceeded || ex.Runner != "b-ok" {
 		t.Fatalf("%v %+v", err, ex)
 	}
@@ -839,7 +863,7 @@ func TestClusterWatchMarksAttempts(t *testing.T) {
 	flag := t.TempDir() + "/first"
 	svc := execSvc("sh", "-c", `if [ ! -e "$1" ]; then : > "$1"; echo first-partial; sleep 30; fi; echo retry-output`, "sh", flag)
 	svc.Retries = 1
-	ex, err := gw.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	ex, err := gw.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -894,7 +918,7 @@ func TestClusterWatchAcrossRecovery(t *testing.T) {
 	flag := t.TempDir() + "/first"
 	svc := execSvc("sh", "-c", `if [ ! -e "$1" ]; then : > "$1"; echo a-long-first-partial-line; sleep 30; fi; echo two`, "sh", flag)
 	svc.Retries = 1
-	ex, err := acc.d.Run(context.Background(), testCluster, svc, nil, RunOptions{Async: true})
+	ex, err := acc.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{Async: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -946,8 +970,9 @@ func TestCallerThatStopsReadingIsCut(t *testing.T) {
 	defer s.Close()
 	// 2 MiB of output, beyond a stream's unread receive window, then a
 	// sleep far past the test: only the cut ends it in time.
-	req, _ := json.Marshal(execWire{ID: "x", Attempt: 1, Service: "flood", TimeoutMs: 60_000,
+	flood := c.define(Service{Name: "flood", Type: TypeExec, Timeout: Duration(time.Minute),
 		Command: []string{"sh", "-c", "head -c 1048576 /dev/zero; head -c 1048576 /dev/zero >&2; sleep 60"}})
+	req, _ := json.Marshal(wireFor(flood, ""))
 	if err := s.Send(req); err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,7 @@ type localEnv struct {
 func testConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Clusters = []string{testCluster}
+	cfg.Cluster = testCluster
 	cfg.AttemptGrace = time.Second
 	cfg.PenaltyBox = 10 * time.Second
 	cfg.RecoveryInterval = 50 * time.Millisecond

@@ -106,6 +106,11 @@ type Config struct {
 	// listBytes and scanBytes bound List pages in bytes (0: the defaults,
 	// defaultListBytes and defaultScanBytes); tests shrink them.
 	listBytes, scanBytes int
+	// Cluster is the cluster this node belongs to. A runner runs, for
+	// remote callers, only services of this cluster as its replicated
+	// state defines them (verify.go). Required on a runner that serves
+	// the transport (New with both rpc and exec).
+	Cluster string
 	// SourceDir is where a runner caches repository checkouts and Python
 	// environments (gitsrc); empty: services from a repository fail here.
 	SourceDir string
@@ -219,6 +224,7 @@ type Dispatcher struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	src      sourceState         // services from Git: secrets, checkout cache (source.go)
+	defs     defCache            // runner: its cluster's definitions, to check requests (verify.go)
 	secrets  SecretSource        // optional: secret values for runs (SetSecrets)
 	upsOnce  sync.Once           // creates ups (Upstreams)
 	ups      *upstreams.Registry // http upstream balancing and health (balance.go)
@@ -238,6 +244,9 @@ func New(cfg Config, runners Runners, store Store, rpc *transport.Transport, exe
 	}
 	if localName == "" {
 		return nil, errors.New("dispatch: local node name is required")
+	}
+	if rpc != nil && exec != nil && cfg.Cluster == "" {
+		return nil, errors.New("dispatch: a runner needs Config.Cluster, the cluster whose services it runs")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Dispatcher{

@@ -101,7 +101,20 @@
 // A runner serves MethodExec (request frame, acknowledgement, output frames
 // while the process runs, result frame) and MethodHTTP (request header frame
 // and body frames one way; response header frame and body frames the
-// other). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
+// other). Any member of the mesh may call MethodExec, so a runner runs
+// only services of its own cluster (Config.Cluster) as that cluster's
+// replicated state defines them: it resolves the service by name (a copy
+// read linearizably, reused while the request's ServiceVersion is not
+// newer, for at most a second) and refuses a request whose command, env,
+// dir, user, timeout, source (repository URL and ref included) or secrets
+// list differs, or whose input the decorator rejects (verify.go). A
+// refusal ("refused", or "service_changed" when the definition was
+// rewritten after the execution was accepted) fails the execution, never
+// retried on another runner: every runner reads the same state. A runner
+// that cannot read the state ("unverified") is skipped like a busy one.
+// The caller still chooses the input, the secret values and repository
+// credentials it read for the attempt. MethodHTTP's upstream is still the
+// caller's (not checked yet). Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and
 // from the record, at the end, when no driving node can stream).

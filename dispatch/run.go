@@ -532,6 +532,7 @@ func (d *Dispatcher) drive(ctx context.Context, rec *Execution, ver uint64, inpu
 		}
 		res, err := d.callExec(attemptCtx, r, execWire{
 			ID: rec.ID, Attempt: rec.Attempts, Service: rec.Service,
+			Cluster: rec.Cluster, ServiceVersion: svc.Version,
 			Command: svc.Command, Env: svc.Env, Dir: svc.Dir, User: svc.User,
 			TimeoutMs: svc.EffectiveTimeout().Milliseconds(), Input: input, Source: src,
 			Secrets: secrets,

@@ -73,7 +73,7 @@ func TestRunWithSecretsRemoteRunner(t *testing.T) {
 	svc := execSvc("sh", "-c", `echo "pw=$DB_PASSWORD"; printf '%s' "$DB_PASSWORD" >&2`)
 	svc.Secrets = []SecretRef{{Name: "db-pass", Env: "DB_PASSWORD"}}
 	var streamed strings.Builder
-	ex, err := g.d.Run(context.Background(), testCluster, svc, nil, RunOptions{
+	ex, err := g.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{
 		OnOutput: func(_ string, b []byte) { streamed.Write(b) },
 	})
 	if err != nil {
@@ -93,7 +93,7 @@ func TestRunWithSecretsRemoteRunner(t *testing.T) {
 
 	// A secret that does not exist fails the run, naming it.
 	svc.Secrets = []SecretRef{{Name: "nope", Env: "X"}}
-	ex, err = g.d.Run(context.Background(), testCluster, svc, nil, RunOptions{})
+	ex, err = g.d.Run(context.Background(), testCluster, c.define(svc), nil, RunOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -53,50 +53,69 @@ type sourceWire struct {
 }
 
 // sourceFor builds the source part of an execution request for svc (nil
-// for a plain exec service).
+// for a plain exec service), with the repository's credentials.
 func (d *Dispatcher) sourceFor(ctx context.Context, cluster string, svc *Service) (*sourceWire, error) {
+	ctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
+	defer cancel()
+	sw, repo, err := d.sourceSpec(ctx, cluster, svc)
+	if err != nil || repo == nil || repo.Credentials == nil {
+		return sw, err
+	}
+	name := repo.Credentials.Secret
+	if d.secrets == nil { // SetSecrets (secrets.go) is called before Start
+		return nil, fmt.Errorf("%w: repository %q takes its credentials from secret %q, but this node has no secret store",
+			ErrSecretUnavailable, repo.Name, name)
+	}
+	vals, err := d.secrets.SecretValues(ctx, cluster, []string{name})
+	if err != nil {
+		return nil, fmt.Errorf("repository %q: credentials: %w", repo.Name, err)
+	}
+	v, ok := vals[name]
+	if !ok {
+		return nil, fmt.Errorf("%w: repository %q: credentials: secret %q not found in cluster %s: put it with `meshgw secrets put %s`",
+			ErrSecretUnavailable, repo.Name, name, cluster, name)
+	}
+	sw.Username, sw.Password = splitCredential(string(v))
+	return sw, nil
+}
+
+// sourceSpec is sourceFor without the credentials: what the cluster's
+// state says the runner is to check out and run (a runner compares a
+// request's source with it, verify.go). repo is nil without a repository.
+func (d *Dispatcher) sourceSpec(ctx context.Context, cluster string, svc *Service) (*sourceWire, *Repository, error) {
 	if svc.Type == TypeExec && svc.Repository == "" {
-		return nil, nil
+		return nil, nil, nil
 	}
 	sw := &sourceWire{Kind: svc.Type, Path: svc.Path}
 	if svc.Type == TypeExec {
 		sw.Prefix = svc.Command
 	}
 	if svc.Repository == "" {
-		return sw, nil
+		return sw, nil, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
 	defer cancel()
 	b, _, found, err := d.store.Get(ctx, cluster, RepositoryKey(svc.Repository))
 	if err != nil {
-		return nil, fmt.Errorf("reading repository %q: %w", svc.Repository, err)
+		return nil, nil, fmt.Errorf("reading repository %q: %w", svc.Repository, err)
 	}
 	if !found {
-		return nil, fmt.Errorf("repository %q not found in cluster %s: define it with meshgw repositories put", svc.Repository, cluster)
+		return nil, nil, &missingRepoError{name: svc.Repository, cluster: cluster}
 	}
 	var repo Repository
 	if err := json.Unmarshal(b, &repo); err != nil {
-		return nil, fmt.Errorf("repository %q: stored definition unreadable: %v", svc.Repository, err)
+		return nil, nil, fmt.Errorf("repository %q: stored definition unreadable: %v", svc.Repository, err)
 	}
 	sw.Repository, sw.URL, sw.Ref, sw.PollMs = repo.Name, repo.URL, repo.Ref, repo.EffectivePoll().Milliseconds()
-	if repo.Credentials != nil {
-		name := repo.Credentials.Secret
-		if d.secrets == nil { // SetSecrets (secrets.go) is called before Start
-			return nil, fmt.Errorf("%w: repository %q takes its credentials from secret %q, but this node has no secret store",
-				ErrSecretUnavailable, repo.Name, name)
-		}
-		vals, err := d.secrets.SecretValues(ctx, cluster, []string{name})
-		if err != nil {
-			return nil, fmt.Errorf("repository %q: credentials: %w", repo.Name, err)
-		}
-		v, ok := vals[name]
-		if !ok {
-			return nil, fmt.Errorf("%w: repository %q: credentials: secret %q not found in cluster %s: put it with `meshgw secrets put %s`",
-				ErrSecretUnavailable, repo.Name, name, cluster, name)
-		}
-		sw.Username, sw.Password = splitCredential(string(v))
-	}
-	return sw, nil
+	return sw, &repo, nil
+}
+
+// missingRepoError: a service names a repository its cluster does not
+// define.
+type missingRepoError struct{ name, cluster string }
+
+func (e *missingRepoError) Error() string {
+	return fmt.Sprintf("repository %q not found in cluster %s: define it with meshgw repositories put", e.name, e.cluster)
 }
 
 // splitCredential reads "user:password", or a bare token (the password of

@@ -21,7 +21,9 @@ import (
 // (tagOut/tagErr + raw bytes, capped like the capture) while the process
 // runs, then one result frame (tagResult + JSON resultWire) and ends the
 // stream. A busy runner fails the call with RemoteError code "busy" before
-// sending anything.
+// sending anything. After the acknowledgement a runner checks the request
+// against its own cluster's state (verify.go) and fails the call with
+// code "refused", "service_changed" or "unverified" instead of running it.
 //
 // MethodWatch streams tagOut/tagErr frames too, and before the output of
 // every attempt but the first a tagAttempt frame (tagAttempt + the attempt
@@ -40,17 +42,23 @@ const (
 )
 
 type execWire struct {
-	ID        string            `json:"id"`
-	Attempt   int               `json:"attempt"`
-	Service   string            `json:"service"`
-	Command   []string          `json:"command"`
-	Env       map[string]string `json:"env,omitempty"`
-	Dir       string            `json:"dir,omitempty"`
-	User      string            `json:"user,omitempty"`
-	TimeoutMs int64             `json:"timeout_ms"`
-	Input     []byte            `json:"input,omitempty"`
-	Source    *sourceWire       `json:"source,omitempty"`  // repository, path, kind (source.go)
-	Secrets   []secretWire      `json:"secrets,omitempty"` // values for this attempt only
+	ID      string `json:"id"`
+	Attempt int    `json:"attempt"`
+	Service string `json:"service"`
+	// Cluster and ServiceVersion name the definition the fields below come
+	// from: the runner checks them against its own cluster's state
+	// (verify.go). Empty and 0 (older callers): the runner's cluster, and
+	// a fresh read.
+	Cluster        string            `json:"cluster,omitempty"`
+	ServiceVersion uint64            `json:"service_version,omitempty"`
+	Command        []string          `json:"command"`
+	Env            map[string]string `json:"env,omitempty"`
+	Dir            string            `json:"dir,omitempty"`
+	User           string            `json:"user,omitempty"`
+	TimeoutMs      int64             `json:"timeout_ms"`
+	Input          []byte            `json:"input,omitempty"`
+	Source         *sourceWire       `json:"source,omitempty"`  // repository, path, kind (source.go)
+	Secrets        []secretWire      `json:"secrets,omitempty"` // values for this attempt only
 }
 
 type resultWire struct {
@@ -98,7 +106,11 @@ func (d *Dispatcher) serveExec(ctx context.Context, s *transport.Stream) error {
 		}
 	}
 	send(tagAck, nil)
-	res, err := d.execWithSource(ctx, req.Source, runner.ExecRequest{
+	src, err := d.verifyExec(ctx, s.Peer(), &req)
+	if err != nil {
+		return err
+	}
+	res, err := d.execWithSource(ctx, src, runner.ExecRequest{
 		Command:  req.Command,
 		Env:      req.Env,
 		Dir:      req.Dir,
@@ -322,6 +334,10 @@ func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
 	var re *transport.RemoteError
 	switch {
 	case errors.As(err, &re) && re.Code == codeBusy:
+		return &attemptError{"busy", err}
+	case errors.As(err, &re) && re.Code == codeUnverified:
+		// The runner could not read its cluster's state to check the
+		// request (verify.go): another one may.
 		return &attemptError{"busy", err}
 	case errors.As(err, &re) && re.Code == transport.CodeNoHandler:
 		// A member that advertises the runner role but serves no executor:

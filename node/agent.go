@@ -432,13 +432,18 @@ func (a *Agent) watchKeyring() {
 	ask := time.NewTicker(issuerFetchInterval)
 	defer ask.Stop()
 	next := map[string]time.Time{} // peer → when to ask it again
+	var reverifyUntil time.Time
 	for {
 		select {
 		case <-a.done:
 			return
-		case <-tick.C:
+		case now := <-tick.C:
 			if a.refreshKeyTLS() {
 				clear(next) // what a peer holds changes with the same rotation
+				reverifyUntil = now.Add(reverifyFor)
+			}
+			if now.Before(reverifyUntil) {
+				a.dropUntrusted()
 			}
 		case <-ask.C:
 			a.fetchIssuers(next)
@@ -449,7 +454,23 @@ func (a *Agent) watchKeyring() {
 const (
 	methodTLSIssuers    = "node.tls-issuers"
 	issuerFetchInterval = 2 * time.Second
+	// reverifyFor: after the trust set changed, connections are checked
+	// again at every keyring poll for this long, since a handshake that
+	// verified against the old set may register its connection after the
+	// first pass (the transport's handshake timeout bounds it).
+	reverifyFor = 5 * time.Second
 )
+
+// dropUntrusted closes the RPC connections whose peer's certificate the
+// derived trust set no longer accepts (a removed key's CA): new handshakes
+// follow the keyring at once, and this ends what was connected before.
+func (a *Agent) dropUntrusted() {
+	if peers := a.rpc.Reverify(a.keyTLS.VerifyPeer); len(peers) > 0 {
+		a.log.Warn().Strs("peers", peers).
+			Msg("closed RPC connections of peers whose certificate the gossip keyring no longer trusts " +
+				"(a member of the mesh reconnects at once with its current certificate)")
+	}
+}
 
 // fetchIssuers asks the cluster's live peers whose issuer copies do not
 // yet cover every installed key for them, with a backoff per peer.

@@ -44,15 +44,21 @@
 //	                            and the new one added (else refused; the
 //	                            removed replica then finds out by itself)
 //	consensus.membership        a node of C (read-only; only they ask)
-//	dispatch.exec, .http        any member: a run of C may be dispatched by
-//	                            any node serving C's API. Not checked yet:
-//	                            the command and upstream come from the
-//	                            caller, so a member can run any command on a
-//	                            runner (see README "Securing a mesh")
+//	dispatch.exec               any member: a run of C may be dispatched by
+//	                            any node serving C's API. The runner serves
+//	                            only services of its own cluster and runs
+//	                            only what its cluster's state defines: the
+//	                            command, env, dir, user, timeout, source and
+//	                            secrets list must match its own read of the
+//	                            definition, the input its decorator (else
+//	                            refused, nothing runs; dispatch/verify.go).
 //	                            The request carries the values of the
 //	                            service's secrets (secrets.go): only the
 //	                            attempt's runner gets them, over this
 //	                            mutual-TLS link, from the driving node
+//	dispatch.http               any member. Not checked yet: the upstream
+//	                            comes from the caller, so a member can make
+//	                            a runner send requests where it chooses
 //	dispatch.watch              any member (output of a run it names by ID)
 //	node.tls-issuers            any member (public certificates)
 //	cache.*                     a node of this node's cluster, alive or

@@ -24,7 +24,9 @@ import (
 // trusts exactly the CAs of the keys installed now: a key installed with
 // `meshgw keyring -install` is trusted within keyPollInterval, a key
 // removed with `-remove` stops being trusted as fast, so the removed key
-// can no longer mint a certificate this node accepts.
+// can no longer mint a certificate this node accepts. The RPC connections
+// already up are checked again then (VerifyPeer, Agent.dropUntrusted): those
+// the removed key's CA authenticated are closed.
 //
 // The node's own certificate is signed by a per-node intermediate key,
 // and that key is cross-signed by the CA of every key the node has held
@@ -259,6 +261,30 @@ func (k *keyTLS) signedByInstalled(certs []*x509.Certificate) []*x509.Certificat
 		}
 	}
 	return out
+}
+
+// VerifyPeer checks again, against the keys installed now, the chain a
+// peer sent when its connection was made (transport.Reverify). A member's
+// chain of that time may carry only the issuer copy of a key removed since,
+// while its issuer is certified by an installed key too: a copy learned
+// from it (Learn) then completes the chain. A certificate minted from a
+// removed key's CA, or by an issuer no installed key certified, fails.
+func (k *keyTLS) VerifyPeer(chain []*x509.Certificate) error {
+	err := k.dyn.Verify(chain)
+	if err == nil || len(chain) == 0 {
+		return err
+	}
+	k.mu.Lock()
+	copies := k.learned[chain[0].Subject.CommonName]
+	k.mu.Unlock()
+	if len(copies) == 0 {
+		return err
+	}
+	alt := append([]*x509.Certificate{chain[0]}, copies...)
+	if len(alt) > maxCrosses+1 {
+		alt = alt[:maxCrosses+1]
+	}
+	return k.dyn.Verify(alt)
 }
 
 // Issuers is what this node answers to methodTLSIssuers: its cross-signed

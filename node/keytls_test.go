@@ -191,3 +191,53 @@ func TestKeyTLSLearnsPeerIssuers(t *testing.T) {
 		t.Fatalf("the Raft CA file kept copies certified by a removed key:\n%s", b)
 	}
 }
+
+// A connection made before a rotation is checked again with VerifyPeer:
+// a member whose chain of that time names only the removed key's CA passes
+// once its issuer copy certified by an installed key is learned; a
+// certificate minted from the removed key's CA does not.
+func TestKeyTLSVerifyPeerAfterRemoval(t *testing.T) {
+	k1, k2 := keyOf(1), keyOf(2)
+	self, err := newKeyTLS(t.TempDir(), "n1", nil, [][]byte{k1, k2}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, err := newKeyTLS(t.TempDir(), "n2", nil, [][]byte{k1}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := chainOf(t, peer.files.certFile) // sent on a connection made with K1 only
+	intruder := minted(t, k1)
+	for name, chain := range map[string][]*x509.Certificate{"member": before, "intruder": intruder} {
+		if err := self.VerifyPeer(chain); err != nil {
+			t.Fatalf("control: the %s's chain must pass while K1 is installed: %v", name, err)
+		}
+	}
+	if _, err := self.Refresh([][]byte{k2}); err != nil { // -remove K1
+		t.Fatal(err)
+	}
+	if err := self.VerifyPeer(intruder); err == nil {
+		t.Fatal("a certificate minted from the removed key's CA passes")
+	}
+	if err := self.VerifyPeer(before); err == nil {
+		t.Fatal("the member's K1-only chain passes with no K2 copy of its issuer known")
+	}
+	if _, err := peer.Refresh([][]byte{k1, k2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := self.Learn("n2", peer.Issuers()); err != nil {
+		t.Fatal(err)
+	}
+	if err := self.VerifyPeer(before); err != nil {
+		t.Fatalf("the member's older chain with its learned K2 copy: %v", err)
+	}
+	// An intruder naming n2 is not certified by n2's copies.
+	ca1, ca1Key, _ := tlsutil.DeriveCA(k1)
+	asN2, _, err := tlsutil.GenerateCert(ca1, ca1Key, "n2", nil, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := self.VerifyPeer([]*x509.Certificate{parsePEMCert(asN2)}); err == nil {
+		t.Fatal("an intruder naming n2 passes with n2's learned copies")
+	}
+}

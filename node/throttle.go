@@ -41,6 +41,12 @@ type throttler struct {
 	manager string // name of the node believed active, "" unknown
 	at      time.Time
 
+	// left: members of this cluster gossip shows left, as of leftAt
+	// (the manager asks for each roster node at every sweep).
+	lmu    sync.Mutex
+	left   map[string]bool
+	leftAt time.Time
+
 	// prepared: per service, its limits as the throttle takes them and
 	// their counters, for the definition's version (the hot path).
 	pmu      sync.RWMutex
@@ -59,14 +65,36 @@ const throttleLocate = 2 * time.Second
 
 func (a *Agent) newThrottler() *throttler {
 	t := &throttler{a: a, prepared: map[string]*preparedSvc{},
-		mgr: throttle.NewManager(throttle.ManagerConfig{Node: a.cfg.NodeName}, a.log),
 		admitted: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgw_throttle_admitted_total",
 			Help: "Requests a service's limit (index, or max_in_flight) let through on this node."}, []string{"cluster", "service", "limit"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meshgw_throttle_refused_total",
 			Help: "Requests refused with 429 on this node, by the service's limit that refused them."}, []string{"cluster", "service", "limit"}),
 	}
-	t.lim = throttle.NewLimiter(throttle.LimiterConfig{Node: a.cfg.NodeName, Call: t.call}, a.log)
-	a.reg.MustRegister(t.admitted, t.refused)
+	t.mgr = throttle.NewManager(throttle.ManagerConfig{Node: a.cfg.NodeName, Lease: a.cfg.ThrottleLease,
+		Departed: t.departed}, a.log)
+	t.lim = throttle.NewLimiter(throttle.LimiterConfig{Node: a.cfg.NodeName, Call: t.call,
+		Lease: a.cfg.ThrottleLease}, a.log)
+	cl := prometheus.Labels{"cluster": a.cfg.Cluster}
+	shares := func(state string) prometheus.GaugeOpts {
+		return prometheus.GaugeOpts{Name: "meshgw_throttle_shares",
+			ConstLabels: prometheus.Labels{"cluster": a.cfg.Cluster, "state": state},
+			Help: "On the active throttle manager: roster nodes whose fallback share is reserved " +
+				"(their lease may run) or reclaimed (lease over, or left)."}
+	}
+	a.reg.MustRegister(t.admitted, t.refused,
+		prometheus.NewGaugeFunc(shares(throttle.ShareReserved), func() float64 {
+			r, _, _ := t.mgr.ShareCounts()
+			return float64(r)
+		}),
+		prometheus.NewGaugeFunc(shares(throttle.ShareReclaimed), func() float64 {
+			_, r, _ := t.mgr.ShareCounts()
+			return float64(r)
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "meshgw_throttle_lease_seconds", ConstLabels: cl,
+			Help: "How long this node may still spend fallback shares without reaching the throttle " +
+				"manager (0: it fails closed until it does)."}, func() float64 {
+			return t.lim.Status().LeaseLeft.Seconds()
+		}))
 	a.rpc.Handle(throttle.Method, func(ctx context.Context, req *transport.Request) ([]byte, error) {
 		if err := t.sameCluster(req.Peer, throttle.Method); err != nil {
 			return nil, err
@@ -108,6 +136,27 @@ func (a *Agent) startThrottle() {
 		defer a.wg.Done()
 		a.thr.lim.Run(a.stopCtx)
 	}()
+}
+
+// departedEvery is how long departed's view of the members is reused.
+const departedEvery = 200 * time.Millisecond
+
+// departed implements throttle.ManagerConfig.Departed: gossip shows node,
+// a member of this cluster, left (a graceful leave: it stopped serving
+// first). A failed member is not departed: it may be cut off and alive,
+// and its lease says when its share comes back; serf reaps it, or a left
+// one, only long after.
+func (t *throttler) departed(node string) bool {
+	t.lmu.Lock()
+	defer t.lmu.Unlock()
+	if time.Since(t.leftAt) > departedEvery {
+		t.left = map[string]bool{}
+		for _, m := range t.a.gossip.Members(gossip.Filter{Cluster: t.a.cfg.Cluster, Status: gossip.StatusLeft}) {
+			t.left[m.Name] = true
+		}
+		t.leftAt = time.Now()
+	}
+	return t.left[node]
 }
 
 func (t *throttler) sameCluster(peer, method string) error {
@@ -298,6 +347,12 @@ func (t *throttler) Admit(ctx context.Context, h http.Header, r httpapi.Request,
 	h.Set("RateLimit-Limit", strconv.FormatInt(l.Rate+l.Burst, 10))
 	h.Set("RateLimit-Remaining", strconv.FormatInt(d.Remaining, 10))
 	h.Set("RateLimit-Reset", strconv.Itoa(secs))
+	if d.NoManager {
+		return nil, httpapi.Errorf(http.StatusTooManyRequests, "no_throttle_manager",
+			"service %s: this node cannot reach the cluster's throttle manager (`meshgw roles`) and may not "+
+				"spend more of limits[%d] (%d per %s) on its own; retry in %ds, or send the request to another node",
+			service, d.Limit.Index, l.Rate, l.Per, secs).WithRetryAfter(secs)
+	}
 	return nil, httpapi.Errorf(http.StatusTooManyRequests, "rate_limited",
 		"service %s: limits[%d] (%d per %s) is spent for this window; retry in %ds", service, d.Limit.Index, l.Rate, l.Per, secs).
 		WithRetryAfter(secs)

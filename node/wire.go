@@ -79,6 +79,7 @@ func (a *Agent) wireState() error {
 	// Recovery and retention run as the retention role (a.roles), not
 	// on the dispatcher's own leader check.
 	dcfg.Clusters = nil
+	dcfg.Cluster = cfg.Cluster // a runner runs only its own cluster's services
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge

@@ -86,6 +86,15 @@ func mintedTLS(t *testing.T, name string, caPEM, caKeyPEM []byte, roots ...[]byt
 // unknown method, which proves the handshake was accepted.
 func rpcRefused(t *testing.T, conf *tls.Config, addr string) (bool, error) {
 	t.Helper()
+	tr := rpcClient(t, conf)
+	defer tr.Close()
+	return callRefused(tr, addr)
+}
+
+// rpcClient is a started transport with conf, closed at the test's end;
+// its connections are pooled, so calls reuse the first handshake.
+func rpcClient(t *testing.T, conf *tls.Config) *transport.Transport {
+	t.Helper()
 	tc := transport.DefaultConfig()
 	tc.BindAddr = "127.0.0.1:0"
 	tc.TLS = conf
@@ -96,10 +105,15 @@ func rpcRefused(t *testing.T, conf *tls.Config, addr string) (bool, error) {
 	if err := tr.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer tr.Close()
+	t.Cleanup(func() { _ = tr.Close() })
+	return tr
+}
+
+// callRefused is rpcRefused's call on tr's (pooled) connection to addr.
+func callRefused(tr *transport.Transport, addr string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_, err = tr.Call(ctx, addr, "meshgw.test/no-such-method", nil)
+	_, err := tr.Call(ctx, addr, "meshgw.test/no-such-method", nil)
 	if err == nil {
 		return false, errors.New("an unknown method answered")
 	}
@@ -152,8 +166,8 @@ func keyringStep(t *testing.T, addr string, nodes int, step ...string) {
 // derived from the gossip key. A node that only knows the new key joins,
 // is trusted and runs services; the removed key is useless: gossip refuses
 // a node holding it, and a certificate minted from its derived CA is
-// refused by the RPC layer at once and by Raft after the rolling restart
-// the README asks for.
+// refused by the RPC layer at once (a connection it made before is
+// closed) and by Raft after the rolling restart the README asks for.
 func TestKeyRotationRotatesNodeTLS(t *testing.T) {
 	k1, k2 := keygen(t), keygen(t)
 	c := StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-encrypt", k1} }})
@@ -166,11 +180,31 @@ func TestKeyRotationRotatesNodeTLS(t *testing.T) {
 	if refused, err := rpcRefused(t, intruder, c.Nodes[0].RPC); refused {
 		t.Fatalf("before the rotation a K1 certificate must be accepted (control): %v", err)
 	}
+	// A connection made while K1 is trusted, kept open across the rotation.
+	held := rpcClient(t, intruder)
+	if refused, err := callRefused(held, c.Nodes[1].RPC); refused {
+		t.Fatalf("before the rotation a K1 certificate must be accepted (control): %v", err)
+	}
 
 	addr := c.Nodes[0].HTTP
 	keyringStep(t, addr, 3, "-install", k2)
 	keyringStep(t, addr, 3, "-use", k2)
 	keyringStep(t, addr, 3, "-remove", k1)
+
+	// The node closes that connection within a keyring poll or so, without
+	// a restart: the next call has to handshake again, and is refused.
+	removed := time.Now()
+	for {
+		refused, err := callRefused(held, c.Nodes[1].RPC)
+		if refused {
+			t.Logf("the connection made under K1 was refused %s after -remove", time.Since(removed).Round(time.Millisecond))
+			break
+		}
+		if time.Since(removed) > 5*time.Second {
+			t.Fatalf("a connection made under the removed key is still served 5s after -remove: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 
 	// A fresh node with only the new key, the only node runs may go to.
 	fresh := NewNode(t, "fresh", "-gossip-profile", "local", "-encrypt", k2, "-join", c.Nodes[0].Gossip,

@@ -131,17 +131,33 @@ type loadResult struct {
 // load sends /svc/{svc}/ requests from workers[i] goroutines on node i,
 // each pausing pause between requests, for d.
 func (r *throttleRig) load(t *testing.T, svc string, workers []int, pause, d time.Duration) loadResult {
+	stop := make(chan struct{})
+	tm := time.AfterFunc(d, func() { close(stop) })
+	defer tm.Stop()
+	return r.loadUntil(t, svc, workers, pause, stop)
+}
+
+// loadUntil is load until stop is closed.
+func (r *throttleRig) loadUntil(t *testing.T, svc string, workers []int, pause time.Duration,
+	stop <-chan struct{}) loadResult {
 	res := loadResult{sent: map[string]time.Time{}, node: map[string]string{}, other: map[int]int{}}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	var seq atomic.Int64
-	end := time.Now().Add(d)
+	stopped := func() bool {
+		select {
+		case <-stop:
+			return true
+		default:
+			return false
+		}
+	}
 	for i, w := range workers {
 		for j := 0; j < w; j++ {
 			wg.Add(1)
 			go func(n *Node) {
 				defer wg.Done()
-				for time.Now().Before(end) {
+				for !stopped() {
 					id := strconv.FormatInt(seq.Add(1), 10)
 					at := time.Now()
 					resp, err := r.send(n, r.tokA, "GET", "/svc/"+svc+"/x", id, "")
@@ -346,7 +362,8 @@ func TestThrottle(t *testing.T) {
 		}
 		r.send(r.c.Nodes[2], r.tokA, "GET", "/svc/rate/x", "", "")
 		out, stderr, code := CLI(t, "throttles", "-http-addr", r.c.Nodes[2].HTTP, "-token", r.tokA, "-service", "rate")
-		if code != 0 || !strings.Contains(out, "rate") || !strings.Contains(out, "manager ") {
+		if code != 0 || !strings.Contains(out, "rate") || !strings.Contains(out, "manager ") ||
+			!strings.Contains(out, "RECLAIMED") || !strings.Contains(out, "fallback shares (lease 30s)") {
 			t.Errorf("meshgw throttles: %d %s %s", code, out, stderr)
 		}
 		req, _ := http.NewRequest("GET", "http://"+r.c.Nodes[0].HTTP+"/metrics", nil)
@@ -365,6 +382,15 @@ func TestThrottle(t *testing.T) {
 		} {
 			if v := seriesValue(string(body), series); v <= 0 {
 				t.Errorf("%s is %v, want > 0:\n%s", series, v, grepLines(string(body), "meshgw_throttle"))
+			}
+		}
+		// Present on every node (0 where there is nothing to show).
+		for _, series := range []string{
+			`meshgw_throttle_shares{cluster="default",state="reclaimed"}`,
+			`meshgw_throttle_lease_seconds{cluster="default"}`,
+		} {
+			if v := seriesValue(string(body), series); v < 0 {
+				t.Errorf("metrics lack %s:\n%s", series, grepLines(string(body), "meshgw_throttle"))
 			}
 		}
 	})
@@ -504,4 +530,177 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestThrottleDeadNodeShareComesBack: 3 agents with a 3s throttle lease, a
+// limit of 50/s; a node that is not the manager is killed -9 under load.
+// Its share is held back only until its lease is provably over: within
+// the lease plus a few seconds (of the kill, or of a later activation of
+// the manager) the manager shows it reclaimed and the survivors admit
+// 50/s from the window after the next; no window ever admits more than 50.
+func TestThrottleDeadNodeShareComesBack(t *testing.T) {
+	const lease = 3 * time.Second
+	r := &throttleRig{}
+	r.newUpstream(t, "")
+	r.c = StartCluster(t, 3, Options{Extra: func(int) []string { return []string{"-throttle-lease", lease.String()} }})
+	WaitHealthy(t, 30*time.Second, r.c.Nodes...)
+	Eventually(t, 20*time.Second, func() error {
+		_, err := r.c.Nodes[0].Do("PUT", "/v1/services/drate", map[string]any{"name": "drate", "type": "http",
+			"upstream": r.upstream.URL, "limits": []map[string]any{{"rate": 50, "per": "1s"}}}, nil)
+		return err
+	})
+	// Every node in the roster with its share (1/3).
+	var manager string
+	Eventually(t, 30*time.Second, func() error {
+		for _, n := range r.c.Nodes {
+			resp, err := r.send(n, "", "GET", "/svc/drate/warm", "", "")
+			if err != nil || resp.StatusCode != 200 {
+				return fmt.Errorf("warm-up on %s: %v %v", n.Name, resp, err)
+			}
+		}
+		var u struct {
+			Manager string `json:"manager"`
+			Nodes   []struct {
+				Node  string `json:"node"`
+				N     int    `json:"n"`
+				State string `json:"state"`
+			} `json:"nodes"`
+		}
+		if _, err := r.c.Nodes[0].Do("GET", "/v1/throttles?service=drate", nil, &u); err != nil {
+			return err
+		}
+		if len(u.Nodes) != 3 {
+			return fmt.Errorf("roster %+v", u.Nodes)
+		}
+		for _, ns := range u.Nodes {
+			if ns.N != 3 || ns.State != "reserved" {
+				return fmt.Errorf("roster %+v", u.Nodes)
+			}
+		}
+		manager = u.Manager
+		return nil
+	})
+	var victim *Node
+	var idx []int
+	for i, n := range r.c.Nodes {
+		if n.Name != manager && victim == nil {
+			victim = n
+		} else {
+			idx = append(idx, i)
+		}
+	}
+	survivor := r.c.Nodes[idx[0]]
+	// usage is the active manager's fence and the victim's share state.
+	usage := func() (uint64, string, error) {
+		var u struct {
+			Fence uint64 `json:"fence"`
+			Nodes []struct {
+				Node  string `json:"node"`
+				State string `json:"state"`
+			} `json:"nodes"`
+		}
+		if _, err := survivor.Do("GET", "/v1/throttles?service=drate", nil, &u); err != nil {
+			return 0, "", err
+		}
+		for _, ns := range u.Nodes {
+			if ns.Node == victim.Name {
+				return u.Fence, ns.State, nil
+			}
+		}
+		return u.Fence, "", fmt.Errorf("%s not in the roster", victim.Name)
+	}
+	var res loadResult
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(done)
+		res = r.loadUntil(t, "drate", []int{2, 2, 2}, 8*time.Millisecond, stop)
+	}()
+	defer func() { // on a failure too
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-done
+	}()
+	time.Sleep(2 * time.Second)
+	victim.Kill()
+	killed := time.Now()
+	// The manager waits lease·1.02 + 1s after its last answer to the
+	// victim; a new activation (a busy machine moves the Raft leader)
+	// waits that long from its start.
+	var fence uint64
+	Eventually(t, 30*time.Second, func() error {
+		f, state, err := usage()
+		if err != nil || state != "reclaimed" {
+			return fmt.Errorf("victim's share %q: %v", state, err)
+		}
+		fence = f
+		return nil
+	})
+	reclaimed := time.Now()
+	from := killed
+	if e, err := throttleRole(survivor); err == nil && e.Since != nil && e.Since.After(from) {
+		t.Logf("the throttle manager moved to %s %s after the kill", e.Active, e.Since.Sub(killed).Round(10*time.Millisecond))
+		from = *e.Since
+	}
+	took := reclaimed.Sub(from)
+	if took > lease+3*time.Second {
+		t.Errorf("the dead node's share reclaimed %s after the kill (or the activation), want within %s",
+			took.Round(10*time.Millisecond), lease+3*time.Second)
+	}
+	// From the window after the next, the survivors spend all of it.
+	time.Sleep(time.Until(time.Unix(reclaimed.Unix()+5, 0)))
+	close(stop)
+	<-done
+	certain, amb := r.windows(res)
+	t.Logf("%s (not the manager) killed -9 %s into the load, share reclaimed %s later; per window %s "+
+		"(+%d straddling), refused %d", victim.Name, killed.Sub(start).Round(10*time.Millisecond),
+		took.Round(10*time.Millisecond), sortedWindows(certain), amb, res.refused)
+	for w, n := range certain {
+		if n > 50 {
+			t.Errorf("window %d admitted %d, over 50", w, n)
+		}
+	}
+	if f, _, err := usage(); err != nil || f != fence {
+		t.Logf("the throttle manager moved again (fence %d, was %d; %v): not counting the windows after", f, fence, err)
+		return
+	}
+	arrived := r.arrivals(res) // by arrival: certain and straddling ones
+	for w := reclaimed.Unix() + 2; w <= reclaimed.Unix()+4; w++ {
+		if arrived[w] < 48 {
+			t.Errorf("window %d (%ds after the reclaim): the survivors admitted %d, want 50 (48 at least)",
+				w, w-reclaimed.Unix(), arrived[w])
+		}
+	}
+}
+
+// arrivals counts the admitted requests of res by the 1-s window they
+// reached the upstream in.
+func (r *throttleRig) arrivals(res loadResult) map[int64]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[int64]int{}
+	for id := range res.sent {
+		if at, ok := r.arrived[id]; ok {
+			out[at.Unix()]++
+		}
+	}
+	return out
+}
+
+// throttleRole is the throttle-manager role as n shows it.
+func throttleRole(n *Node) (roleEntry, error) {
+	var rs []roleEntry
+	if _, err := n.Do("GET", "/v1/roles", nil, &rs); err != nil {
+		return roleEntry{}, err
+	}
+	for _, e := range rs {
+		if e.Role == "throttle-manager" {
+			return e, nil
+		}
+	}
+	return roleEntry{}, fmt.Errorf("no throttle-manager role in %+v", rs)
 }

@@ -51,13 +51,14 @@
 // (including the fallback a node reported when it committed), and it
 // grants only while
 //
-//	base + Σ granted + Σ_{roster nodes not committed} floor(Cap / N_n) ≤ Cap
+//	base + Σ granted + Σ_{roster nodes not committed, share held} floor(Cap / N_n) ≤ Cap
 //
 // where base is what a former activation allocated (durable windows,
-// below) and floor(Cap/N_n) is the fallback share of node n (next
-// section). A node that never committed spends at most its share, which
-// is reserved; a committed node spends at most what is granted; so the
-// total spent is at most the left-hand side, at most Cap.
+// below), floor(Cap/N_n) is the fallback share of node n (next section)
+// and a share is held in every window the node's lease lets it spend in
+// (Leases, below). A node that never committed spends at most its share,
+// and only where it is held; a committed node spends at most what is
+// granted; so the total spent is at most the left-hand side, at most Cap.
 //
 // # Losing the manager: shares
 //
@@ -68,8 +69,9 @@
 // "on_manager_loss": "share" (the default), a node cut from the manager
 // (a partition, the manager's death) admits up to its share per window and
 // the manager, on the other side, reserves the share of every node that
-// did not commit; with "deny" there are no shares and a cut node admits
-// only what it was granted.
+// did not commit, for as long as that node's lease may run (next
+// section); with "deny" there are no shares and a cut node admits only
+// what it was granted.
 //
 // A share must hold without the manager, so the shares of all nodes must
 // add up to at most one budget whatever the manager does next. The
@@ -81,6 +83,46 @@
 // (their next ask), so a join never adds a burst. A node spends a share
 // only in windows that began after its first reply in this process, so a
 // restarted node cannot spend the share of a window twice.
+//
+// # Leases: the share of a node that is gone comes back
+//
+// The manager cannot tell a dead node from a cut-off one, so a share is
+// a lease. Every reply carries the lease T (-throttle-lease, 30s by
+// default): a node may spend fallback shares only until T after it sent
+// the ask of its last reply, counted on its own monotonic clock. Past
+// that, a node that still has not reached a manager fails closed on
+// every limit, whatever on_manager_loss says: 429 with Retry-After (at
+// most 1s: the manager may be back any moment) for what it was not
+// granted, until a manager answers it again. "deny" fails closed from
+// the start, as before.
+//
+// The manager reads the node's lease as over once it has not answered
+// the node for wait(T) = T·(1+ρ)/(1−ρ) + 1s on its own monotonic clock,
+// with ρ the bound on how far any clock's rate is off (MaxDrift, 1%): the
+// node counted from before the manager's answer, on a clock at most that
+// much slower, the manager on one at most that much faster. It then
+// writes the node down as lapsed (the roster record, fenced) and only
+// then stops reserving its share, in the windows after Window(t+MaxSkew),
+// t being when it saw the lease over: the node may have spent in the
+// windows up to then, on its clock. So a cluster that lost a node admits
+// the whole limit again about wait(T) plus a window after the node's last
+// answer. A member that left (a graceful leave, whose node stops serving
+// before it leaves, or an operator's force-leave, which says the node is
+// gone: never use it on a node that may be alive) is written down at
+// once, the same way, unless the manager heard from it after it first
+// saw it gone.
+//
+// A lapsed node that asks again is written back in before it is
+// answered, and the reply carries ShareFrom (the manager's time then): its
+// share was given away in windows at most one ahead of that, so the node
+// falls back only from Window(ShareFrom)+2 on, where the manager reserves
+// it again. A new activation takes lapsed nodes from the group as they
+// are; every other node is waited out from the activation's start (every
+// former reply was sent before it) with the longest lease any activation
+// told (recorded in the roster record, lowered once that wait is over), as
+// a reply of this activation may have been lost. A restart or a join
+// takes a share as before (a share only in windows that began after the
+// first reply of the process, once Σ 1/N_n ≤ 1): no burst.
 //
 // # A change of manager
 //
@@ -125,7 +167,8 @@
 //
 // # Assumptions, stated
 //
-// Clocks agree within MaxSkew (250ms by default; NTP). As for every role,
+// Clocks agree within MaxSkew (250ms by default; NTP), and their rates
+// within MaxDrift of real time (1%; NTP slews at most 0.05%). As for every role,
 // the former manager is not paused (SIGSTOP, a long GC) past the roles
 // lease's margin: one that wakes up after the new one started could still
 // answer asks for short windows until its node sees it no longer leads

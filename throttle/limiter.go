@@ -24,7 +24,10 @@ type LimiterConfig struct {
 	MaxWait time.Duration
 	// SlotLease must equal the manager's. Default 3s.
 	SlotLease time.Duration
-	Clock     func() time.Time
+	// Lease is the fallback lease used when a reply names none (a manager
+	// that predates leases). Default DefaultLease.
+	Lease time.Duration
+	Clock func() time.Time
 }
 
 // Limiter is a node's side: the hot path (Admit) spends what the manager
@@ -40,14 +43,20 @@ type Limiter struct {
 	skew    time.Duration
 	n       int       // largest roster size told: the share is Cap/n
 	contact time.Time // first reply of this process
-	healthy bool
-	lastTry time.Time
-	used    time.Time // the last Admit: an idle node asks nothing
-	lims    map[lkey]*nlim
-	known   map[string]knownSpec // limits this node served lately
-	slots   map[string]*nslot
-	wake    chan struct{} // closed and replaced at every reply or failure
-	kick    chan struct{}
+	// leaseEnd: the node may spend fallback shares until then (monotonic:
+	// the send time of its last reply's ask plus the lease it carried).
+	leaseEnd time.Time
+	// shareFrom: it falls back only in windows from Window(shareFrom)+2
+	// (Reply.ShareFrom, the latest told).
+	shareFrom time.Time
+	healthy   bool
+	lastTry   time.Time
+	used      time.Time // the last Admit: an idle node asks nothing
+	lims      map[lkey]*nlim
+	known     map[string]knownSpec // limits this node served lately
+	slots     map[string]*nslot
+	wake      chan struct{} // closed and replaced at every reply or failure
+	kick      chan struct{}
 }
 
 type nlim struct {
@@ -97,6 +106,9 @@ func NewLimiter(cfg LimiterConfig, log zerolog.Logger) *Limiter {
 	if cfg.SlotLease <= 0 {
 		cfg.SlotLease = 3 * time.Second
 	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = DefaultLease
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
@@ -125,6 +137,10 @@ type Decision struct {
 	Reset time.Duration
 	// Remaining is the budget known left on the refusing limit's key.
 	Remaining int64
+	// NoManager: refused because the node has lost the manager and may not
+	// spend a share of this window (its lease is over, the limit says
+	// "deny", or it has none yet), not because the cluster spent the budget.
+	NoManager bool
 	release   func()
 }
 
@@ -175,18 +191,20 @@ func (m *Limiter) mayCommit(s Spec, win int64) bool {
 }
 
 // mayFallBack: the node spends its share of win of s without the manager
-// (it has not committed to it, and win began after its first reply, so a
-// restart cannot spend a share twice).
-func (m *Limiter) mayFallBack(l *nlim) bool {
+// (it has not committed to it; win began after its first reply, so a
+// restart cannot spend a share twice; its lease runs; and its share was
+// not given away in win while its lease had lapsed).
+func (m *Limiter) mayFallBack(l *nlim, now time.Time) bool {
 	return l.spec.Share && m.n > 0 && !l.committed && !m.contact.IsZero() &&
-		!WindowStart(l.win, l.spec.Per).Before(m.contact)
+		!WindowStart(l.win, l.spec.Per).Before(m.contact) && now.Before(m.leaseEnd) &&
+		(m.shareFrom.IsZero() || l.win >= Window(m.shareFrom, l.spec.Per)+2)
 }
 
-func (m *Limiter) avail(l *nlim, k *nkey) int64 {
+func (m *Limiter) avail(l *nlim, k *nkey, now time.Time) int64 {
 	switch {
 	case l.committed:
 		return k.granted + k.fallback - k.used
-	case m.mayFallBack(l):
+	case m.mayFallBack(l, now):
 		return l.spec.Cap()/int64(m.n) - k.used
 	}
 	return 0
@@ -221,7 +239,7 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 			l := m.lim(s, Window(now, s.Per))
 			k := l.key(r.Keys[i])
 			lims[i], keys[i] = l, k
-			if bl == nil && m.avail(l, k) <= 0 {
+			if bl == nil && m.avail(l, k, now) <= 0 {
 				bl, bk = l, k
 			}
 		}
@@ -272,6 +290,10 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 			d := Decision{}
 			if bl != nil {
 				d.Limit, d.Reset, d.Remaining = bl.spec, WindowStart(bl.win+1, bl.spec.Per).Sub(now), 0
+				if !bl.committed && (!m.healthy || m.fence == 0) {
+					// Cut off: the manager may be back any moment.
+					d.NoManager, d.Reset = true, min(d.Reset, time.Second)
+				}
 			} else {
 				d.InFlight, d.Reset = true, time.Second
 				bs.missed++
@@ -316,6 +338,7 @@ func (m *Limiter) Run(ctx context.Context) {
 		case <-ctx.Done():
 			m.mu.Lock()
 			m.healthy = false
+			m.leaseEnd = time.Time{} // stopped: no more shares
 			m.broadcast()
 			m.mu.Unlock()
 			return
@@ -523,6 +546,16 @@ func (m *Limiter) apply(ask *Ask, commits []*nlim, sent time.Time, body []byte, 
 	if m.contact.IsZero() {
 		m.contact = now
 	}
+	// The manager heard this ask after it was sent: its wait for the lease
+	// starts later than the node's count.
+	lease := min(rep.Lease, MaxLease)
+	if lease <= 0 {
+		lease = m.cfg.Lease
+	}
+	m.leaseEnd = sent.Add(lease)
+	if rep.ShareFrom.After(m.shareFrom) {
+		m.shareFrom = rep.ShareFrom
+	}
 	if !m.healthy {
 		m.log.Info().Uint64("fence", m.fence).Int("roster", m.n).Bool("probe", ask.Probe).Str("refused", rep.Refused).
 			Msg("throttle manager reached")
@@ -577,11 +610,15 @@ type Status struct {
 	Fence   uint64 `json:"fence"`
 	Healthy bool   `json:"healthy"`
 	Share   int    `json:"roster"`
+	// LeaseLeft is how long the node may still spend fallback shares
+	// without hearing from a manager (0: its lease is over).
+	LeaseLeft time.Duration `json:"lease_left"`
 }
 
 // Status reports the limiter's view of the manager.
 func (m *Limiter) Status() Status {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return Status{Fence: m.fence, Healthy: m.healthy, Share: m.n}
+	return Status{Fence: m.fence, Healthy: m.healthy, Share: m.n,
+		LeaseLeft: max(0, m.leaseEnd.Sub(m.cfg.Clock()))}
 }

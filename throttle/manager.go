@@ -52,8 +52,36 @@ type ManagerConfig struct {
 	Reclaim time.Duration
 	// StoreTimeout bounds one store call. Default 5s.
 	StoreTimeout time.Duration
-	Clock        func() time.Time
+	// Lease is how long a node cut from the manager may spend its fallback
+	// shares, from the moment it sent the ask of its last reply (replies
+	// carry it). Default DefaultLease.
+	Lease time.Duration
+	// MaxDrift bounds how much faster or slower than real time any node's
+	// monotonic clock runs, as a fraction: the manager waits a lease
+	// stretched by it before it reclaims a share. Default 0.01.
+	MaxDrift float64
+	// Departed reports whether node has left the cluster (a graceful leave,
+	// or an operator's force-leave): it admits nothing any more, so its
+	// share comes back without waiting out its lease. It is called with the
+	// manager's lock held and must not block; nil: never.
+	Departed func(node string) bool
+	Clock    func() time.Time
 }
+
+// Lease bounds, and the default (see the package doc, "Leases").
+const (
+	DefaultLease = 30 * time.Second
+	MinLease     = 2 * time.Second
+	MaxLease     = 24 * time.Hour
+)
+
+// leaseMargin is added to the drift-stretched lease before a share is
+// reclaimed: room for what the drift bound does not model (scheduling).
+const leaseMargin = time.Second
+
+// sweepEvery is how often, at most, the manager looks for leases that are
+// over (it looks while it answers asks).
+const sweepEvery = 200 * time.Millisecond
 
 func (c *ManagerConfig) defaults() {
 	if c.MaxSkew <= 0 {
@@ -68,9 +96,24 @@ func (c *ManagerConfig) defaults() {
 	if c.StoreTimeout <= 0 {
 		c.StoreTimeout = 5 * time.Second
 	}
+	if c.Lease <= 0 {
+		c.Lease = DefaultLease
+	}
+	if c.MaxDrift <= 0 || c.MaxDrift >= 0.5 {
+		c.MaxDrift = 0.01
+	}
 	if c.Clock == nil {
 		c.Clock = time.Now
 	}
+}
+
+// wait is how long, on the manager's clock, a lease of d told to a node
+// may still run after the manager answered it: the node counts d on its
+// own clock from before that answer, and either clock may be off in rate
+// by MaxDrift.
+func (c *ManagerConfig) wait(d time.Duration) time.Duration {
+	r := c.MaxDrift
+	return time.Duration(float64(d)*(1+r)/(1-r)) + leaseMargin
 }
 
 // FirstWindow is the first window of length per an activation that
@@ -94,6 +137,11 @@ type Manager struct {
 type activation struct {
 	term  uint64
 	since time.Time
+	// start is the activation's first clock reading (monotonic): every
+	// reply of a former activation was sent before it.
+	start time.Time
+	hwm   time.Time // the latest wall reading seen (grants never go past Window(hwm)+1)
+	skew  time.Duration
 	store Store
 	// roster: every node that ever asked, with the roster size its
 	// fallback share is at most Cap/N of (0: no fallback yet).
@@ -102,6 +150,29 @@ type activation struct {
 	slots  map[string]*mslots
 	seen   map[string]time.Time // node → last ask
 	demand map[string]demandOf  // limit → when a node last asked tokens of it
+	shares map[string]*share    // roster node → its lease as the manager sees it
+	// recLease is the longest lease a former activation may have told
+	// (rosterRec.Lease), at least this one's: the leases of nodes not heard
+	// in this activation are waited out with it.
+	recLease  time.Duration
+	lastSweep time.Time
+}
+
+// share is what the manager knows of a roster node's lease.
+type share struct {
+	// lapsed: its lease is over (or it left), written to the group: none
+	// of its share is reserved in windows after lapsedAt.
+	lapsed bool
+	// lapsedAt is when this activation saw the lease over (zero: a former
+	// activation did): the node may have spent its share in windows up to
+	// Window(lapsedAt + skew).
+	lapsedAt time.Time
+	// from: the node came back after a lapse at from; it falls back only in
+	// windows from Window(from)+2 on (the manager granted its share away at
+	// most one window ahead of from).
+	from time.Time
+	// leftSeen is the first sweep that saw it departed (zero: not departed).
+	leftSeen time.Time
 }
 
 type demandOf struct {
@@ -159,6 +230,11 @@ func (m *Manager) Skew() time.Duration { return m.cfg.MaxSkew }
 
 type rosterRec struct {
 	Nodes map[string]int `json:"nodes"`
+	// Lapsed are the nodes whose lease is over: their shares are not
+	// reserved (a node is taken out before it is answered again).
+	Lapsed []string `json:"lapsed,omitempty"`
+	// Lease is the longest lease an activation told the nodes.
+	Lease time.Duration `json:"lease,omitempty"`
 }
 
 type slotRec struct {
@@ -175,8 +251,10 @@ type allocRec struct {
 // and answers asks. It returns ctx's error, or a store error before it
 // started answering.
 func (m *Manager) Activate(ctx context.Context, term uint64, since time.Time, store Store) error {
-	a := &activation{term: term, since: since, store: store, roster: map[string]int{},
-		limits: map[lkey]*mlimit{}, slots: map[string]*mslots{}, seen: map[string]time.Time{}, demand: map[string]demandOf{}}
+	now := m.cfg.Clock()
+	a := &activation{term: term, since: since, start: now, hwm: now, skew: m.cfg.MaxSkew,
+		store: store, roster: map[string]int{}, limits: map[lkey]*mlimit{}, slots: map[string]*mslots{},
+		seen: map[string]time.Time{}, demand: map[string]demandOf{}, shares: map[string]*share{}}
 	sctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	err := m.load(sctx, a)
 	cancel()
@@ -206,6 +284,19 @@ func (m *Manager) load(ctx context.Context, a *activation) error {
 		}
 		for n, c := range r.Nodes {
 			a.roster[n] = c
+		}
+		for _, n := range r.Lapsed {
+			if _, ok := a.roster[n]; ok {
+				a.share(n).lapsed = true
+			}
+		}
+		a.recLease = r.Lease
+	}
+	if a.recLease < m.cfg.Lease {
+		// Told from now on: a later activation must wait it out too.
+		a.recLease = m.cfg.Lease
+		if err := a.saveRoster(ctx); err != nil {
+			return err
 		}
 	}
 	keys, err := a.store.Keys(ctx, keyPrefix)
@@ -300,14 +391,23 @@ func (m *Manager) Handle(ctx context.Context, peer string, body []byte) ([]byte,
 
 func (m *Manager) answer(ctx context.Context, a *activation, ask Ask) (Reply, error) {
 	now := m.cfg.Clock()
+	if now.After(a.hwm) {
+		a.hwm = now
+	}
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.StoreTimeout)
 	defer cancel()
+	// Heard before the reply: the node counts its lease from before it sent
+	// the ask, so the manager's reading is the later one.
 	a.seen[ask.Node] = now
 	n, err := m.admitToRoster(ctx, a, ask.Node, ask.N)
 	if err != nil {
 		return Reply{}, err
 	}
-	rep := Reply{Fence: a.term, Since: a.since, Skew: m.cfg.MaxSkew, N: n}
+	m.sweep(ctx, a, now)
+	rep := Reply{Fence: a.term, Since: a.since, Skew: m.cfg.MaxSkew, N: n, Lease: m.cfg.Lease}
+	if sh := a.shares[ask.Node]; sh != nil {
+		rep.ShareFrom = sh.from
+	}
 	if ask.Fence != a.term {
 		rep.Refused = "stale fence: the active throttle manager changed"
 		return rep, nil
@@ -504,22 +604,141 @@ func (m *Manager) keyOf(ctx context.Context, a *activation, l *mlimit, key strin
 }
 
 // reserved is what the nodes of the roster that have not committed to the
-// limit's window may spend on their fallback share.
-func (a *activation) reserved(l *mlimit) int64 {
+// limit's window may spend on their fallback share; reclaimed is the
+// shares of the others that did not commit, whose lease rules it out.
+func (a *activation) reserved(l *mlimit) (reserved, reclaimed int64) {
 	if !l.spec.Share {
-		return 0
+		return 0, 0
 	}
-	var r int64
 	for n, c := range a.roster {
-		if c > 0 && !l.committed[n] {
-			r += l.spec.Cap() / int64(c)
+		if c <= 0 || l.committed[n] {
+			continue
+		}
+		if a.mayFallBack(n, l.spec.Per, l.win) {
+			reserved += l.spec.Cap() / int64(c)
+		} else {
+			reclaimed += l.spec.Cap() / int64(c)
 		}
 	}
-	return r
+	return reserved, reclaimed
+}
+
+// mayFallBack reports whether node may spend its share in window win of
+// windows of length per, as far as its lease goes (the package doc,
+// "Leases").
+func (a *activation) mayFallBack(node string, per time.Duration, win int64) bool {
+	sh := a.shares[node]
+	if sh == nil {
+		return true
+	}
+	if !sh.lapsedAt.IsZero() && win <= Window(sh.lapsedAt.Add(a.skew), per) {
+		return true // it may have spent there before its lease ended
+	}
+	if sh.lapsed {
+		return false
+	}
+	return sh.from.IsZero() || win >= Window(sh.from, per)+2
 }
 
 func (a *activation) headroom(l *mlimit, k *mkey) int64 {
-	return l.spec.Cap() - k.base - k.total - a.reserved(l)
+	r, _ := a.reserved(l)
+	return l.spec.Cap() - k.base - k.total - r
+}
+
+func (a *activation) share(node string) *share {
+	sh := a.shares[node]
+	if sh == nil {
+		if a.shares == nil {
+			a.shares = map[string]*share{}
+		}
+		sh = &share{}
+		a.shares[node] = sh
+	}
+	return sh
+}
+
+// saveRoster writes the roster, the lapsed nodes and the lease told.
+func (a *activation) saveRoster(ctx context.Context) error {
+	rec := rosterRec{Nodes: a.roster, Lease: a.recLease}
+	for n, sh := range a.shares {
+		if sh.lapsed {
+			rec.Lapsed = append(rec.Lapsed, n)
+		}
+	}
+	sort.Strings(rec.Lapsed)
+	v, _ := json.Marshal(rec)
+	return a.store.Save(ctx, map[string][]byte{rosterKey: v}, nil)
+}
+
+// leaseOver reports whether node's lease is provably over at now: the
+// manager's last answer to it, or (not heard in this activation) any
+// former activation's, is more than the drift-stretched lease ago.
+func (m *Manager) leaseOver(a *activation, node string, now time.Time) bool {
+	if now.Sub(a.start) < m.cfg.wait(a.recLease) {
+		// A reply of this activation may have been lost, and a former
+		// one's lease run on.
+		return false
+	}
+	last, ok := a.seen[node]
+	return !ok || now.Sub(last) >= m.cfg.wait(m.cfg.Lease)
+}
+
+// sweep reclaims the shares of nodes whose lease is over or that left,
+// writing them down as lapsed before any grant spends their share, and
+// lowers the recorded lease once the longer ones told are over.
+func (m *Manager) sweep(ctx context.Context, a *activation, now time.Time) {
+	if now.Sub(a.lastSweep) < sweepEvery {
+		return
+	}
+	a.lastSweep = now
+	var lapse []string
+	for n := range a.roster {
+		sh := a.share(n)
+		if sh.lapsed {
+			continue
+		}
+		left := m.cfg.Departed != nil && m.cfg.Departed(n)
+		switch {
+		case !left:
+			sh.leftSeen = time.Time{}
+		case sh.leftSeen.IsZero():
+			sh.leftSeen = now
+		}
+		// Departed counts only for a node not heard from since it was seen
+		// gone: a node that came back may still be shown as left for a while.
+		last, heard := a.seen[n]
+		if left && (!heard || last.Before(sh.leftSeen)) || m.leaseOver(a, n, now) {
+			lapse = append(lapse, n)
+		}
+	}
+	old := a.recLease
+	lower := old > m.cfg.Lease && now.Sub(a.start) >= m.cfg.wait(old)
+	if len(lapse) == 0 && !lower {
+		return
+	}
+	for _, n := range lapse {
+		a.shares[n].lapsed = true
+	}
+	if lower {
+		a.recLease = m.cfg.Lease
+	}
+	if err := a.saveRoster(ctx); err != nil {
+		for _, n := range lapse {
+			a.shares[n].lapsed = false
+		}
+		a.recLease = old
+		m.log.Warn().Err(err).Strs("nodes", lapse).
+			Msg("throttle: lapsed leases not written; their shares stay reserved")
+		return
+	}
+	for _, n := range lapse {
+		a.shares[n].lapsedAt = now
+	}
+	if len(lapse) > 0 {
+		sort.Strings(lapse)
+		m.log.Info().Strs("nodes", lapse).Dur("lease", m.cfg.Lease).
+			Msg("throttle: nodes silent for their lease, or gone: their fallback shares go to the others")
+	}
 }
 
 // admitToRoster records node (and the roster size it acknowledged) and
@@ -529,6 +748,9 @@ func (a *activation) headroom(l *mlimit, k *mkey) int64 {
 func (m *Manager) admitToRoster(ctx context.Context, a *activation, node string, ack int) (int, error) {
 	cur, known := a.roster[node]
 	changed := !known
+	sh := a.share(node)
+	back := sh.lapsed // its lease was over: it is written back in before it is answered
+	sh.lapsed = false
 	if cur > 0 && ack > cur {
 		a.roster[node], changed = ack, true // lower bound of what it uses: monotone
 	}
@@ -548,14 +770,22 @@ func (m *Manager) admitToRoster(ctx context.Context, a *activation, node string,
 			a.roster[node], changed = size, true
 		}
 	}
-	if changed {
-		v, _ := json.Marshal(rosterRec{Nodes: a.roster})
-		if err := a.store.Save(ctx, map[string][]byte{rosterKey: v}, nil); err != nil {
+	if changed || back {
+		if err := a.saveRoster(ctx); err != nil {
 			if !known {
 				delete(a.roster, node)
+			} else {
+				a.roster[node] = cur
 			}
+			sh.lapsed = back
 			return 0, fmt.Errorf("throttle manager: write roster: %w", err)
 		}
+	}
+	if back {
+		// Its share went to the others in windows up to one ahead of now.
+		sh.from, sh.leftSeen = a.hwm, time.Time{}
+		m.log.Info().Str("peer", node).
+			Msg("throttle: a node whose lease was over is back; it takes its share two windows on")
 	}
 	if a.roster[node] == 0 {
 		return 0, nil
@@ -621,7 +851,7 @@ func (m *Manager) Usage(service string) (UsageReport, error) {
 		if (service != "" && s.Service != service) || l.win != Window(now, s.Per) {
 			continue
 		}
-		res := a.reserved(l)
+		res, recl := a.reserved(l)
 		for key, k := range l.keys {
 			var used int64
 			for _, u := range k.used {
@@ -629,7 +859,7 @@ func (m *Manager) Usage(service string) (UsageReport, error) {
 			}
 			rep.Limits = append(rep.Limits, Usage{Service: s.Service, Limit: s.Index, Rate: s.Rate, Per: perName(s.Per),
 				By: s.By, Burst: s.Burst, Key: key, Window: WindowStart(l.win, s.Per), Granted: k.base + k.total,
-				Used: used, Reserved: res, Remaining: max(0, a.headroom(l, k))})
+				Used: used, Reserved: res, Reclaimed: recl, Remaining: max(0, a.headroom(l, k))})
 		}
 	}
 	sort.Slice(rep.Limits, func(i, j int) bool {
@@ -656,8 +886,52 @@ func (m *Manager) Usage(service string) (UsageReport, error) {
 		rep.Slots = append(rep.Slots, su)
 	}
 	sort.Slice(rep.Slots, func(i, j int) bool { return rep.Slots[i].Service < rep.Slots[j].Service })
+	rep.Lease = m.cfg.Lease.String()
+	for n, c := range a.roster {
+		ns := NodeShare{Node: n, N: c, State: ShareReserved}
+		if sh := a.shares[n]; sh != nil && sh.lapsed {
+			ns.State, ns.Left = ShareReclaimed, !sh.leftSeen.IsZero()
+		} else {
+			last, ok := a.seen[n]
+			if ok {
+				ns.Heard = wall(last)
+			} else {
+				last = a.start
+			}
+			at := last.Add(m.cfg.wait(m.cfg.Lease))
+			if s := a.start.Add(m.cfg.wait(a.recLease)); s.After(at) {
+				at = s
+			}
+			ns.ReclaimAt = wall(at)
+		}
+		rep.Nodes = append(rep.Nodes, ns)
+	}
+	sort.Slice(rep.Nodes, func(i, j int) bool { return rep.Nodes[i].Node < rep.Nodes[j].Node })
 	return rep, nil
 }
+
+// ShareCounts reports how many roster nodes have their fallback share
+// reserved (their lease may run) and how many reclaimed; ok is false when
+// this node is not the active manager.
+func (m *Manager) ShareCounts() (reserved, reclaimed int, ok bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	a := m.act
+	if a == nil {
+		return 0, 0, false
+	}
+	for n := range a.roster {
+		if sh := a.shares[n]; sh != nil && sh.lapsed {
+			reclaimed++
+		} else {
+			reserved++
+		}
+	}
+	return reserved, reclaimed, true
+}
+
+// wall drops t's monotonic reading, for reports.
+func wall(t time.Time) time.Time { return t.Round(0).UTC() }
 
 func perName(d time.Duration) string {
 	for n, p := range Pers {

@@ -13,14 +13,9 @@ import (
 // With the real clock and the loop running: a node cut from the manager
 // spends its share in the windows after those it committed to.
 func TestRealTimeFallbackAfterCut(t *testing.T) {
-	store := &memStore{data: map[string][]byte{}, fence: 1}
-	m := NewManager(ManagerConfig{Node: "m", MaxSkew: time.Millisecond}, zerolog.Nop())
+	m := liveManager(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go m.Activate(ctx, 1, time.Now().Add(-10*time.Second), fenced{store, 1})
-	for m.Active() == 0 {
-		time.Sleep(time.Millisecond)
-	}
 	var cut atomic.Bool
 	l := NewLimiter(LimiterConfig{Node: "a", CallTimeout: 200 * time.Millisecond, Call: func(ctx context.Context, body []byte) ([]byte, error) {
 		if cut.Load() {
@@ -53,4 +48,22 @@ func TestRealTimeFallbackAfterCut(t *testing.T) {
 		t.Fatalf("%d admitted in one window on the share of a node alone", ok)
 	}
 	t.Logf("admitted %d on the share", ok)
+}
+
+// liveManager is an active manager on the real clock whose activation
+// began long enough ago to grant at once; it stops when tb ends.
+func liveManager(tb testing.TB) *Manager {
+	store := &memStore{data: map[string][]byte{}, fence: 1}
+	m := NewManager(ManagerConfig{Node: "m", MaxSkew: time.Millisecond}, zerolog.Nop())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = m.Activate(ctx, 1, time.Now().Add(-10*time.Second), fenced{store, 1})
+	}()
+	tb.Cleanup(func() { cancel(); <-done })
+	for m.Active() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	return m
 }

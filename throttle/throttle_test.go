@@ -86,27 +86,53 @@ type rig struct {
 	nodes map[string]*Limiter
 	cut   map[string]bool
 	mu    sync.Mutex
+	// mcfg and clocks, when set, shape the manager's config and give nodes
+	// (and "mgr") clocks of their own (newRigWith).
+	mcfg   func(*ManagerConfig)
+	clocks map[string]func() time.Time
 }
 
-func newRig(t *testing.T, names ...string) *rig {
+func newRig(t *testing.T, names ...string) *rig { return newRigWith(t, nil, nil, names...) }
+
+// newRigWith is newRig with the manager's config shaped by mcfg and
+// clocks of their own for the nodes named in clocks ("mgr": the manager).
+func newRigWith(t *testing.T, mcfg func(*ManagerConfig), clocks func(*clock) map[string]func() time.Time,
+	names ...string) *rig {
 	r := &rig{t: t, clk: &clock{t: time.Unix(1_700_000_000, 0)}, store: &memStore{data: map[string][]byte{}},
-		nodes: map[string]*Limiter{}, cut: map[string]bool{}}
+		nodes: map[string]*Limiter{}, cut: map[string]bool{}, mcfg: mcfg,
+		clocks: map[string]func() time.Time{}}
+	if clocks != nil {
+		r.clocks = clocks(r.clk)
+	}
 	for _, n := range names {
-		n := n
-		defer func() { r.nodes[n].used = r.clk.now() }() // asks as a node in use
-		r.nodes[n] = NewLimiter(LimiterConfig{Node: n, Clock: r.clk.now, MaxWait: time.Millisecond,
-			Call: func(ctx context.Context, body []byte) ([]byte, error) {
-				r.mu.Lock()
-				m, cut := r.mgr, r.cut[n]
-				r.mu.Unlock()
-				if cut || m == nil {
-					return nil, errors.New("unreachable")
-				}
-				return m.Handle(ctx, n, body)
-			}}, zerolog.Nop())
+		r.restart(n)
 	}
 	t.Cleanup(r.deactivate)
 	return r
+}
+
+// restart gives node n a fresh limiter, as a new process would have.
+func (r *rig) restart(n string) {
+	now := r.clockOf(n)
+	l := NewLimiter(LimiterConfig{Node: n, Clock: now, MaxWait: time.Millisecond,
+		Call: func(ctx context.Context, body []byte) ([]byte, error) {
+			r.mu.Lock()
+			m, cut := r.mgr, r.cut[n]
+			r.mu.Unlock()
+			if cut || m == nil {
+				return nil, errors.New("unreachable")
+			}
+			return m.Handle(ctx, n, body)
+		}}, zerolog.Nop())
+	l.used = now() // asks as a node in use
+	r.nodes[n] = l
+}
+
+func (r *rig) clockOf(name string) func() time.Time {
+	if c := r.clocks[name]; c != nil {
+		return c
+	}
+	return r.clk.now
 }
 
 // activate starts a manager activation under term at the clock's now.
@@ -115,12 +141,16 @@ func (r *rig) activate(term uint64) {
 	r.store.mu.Lock()
 	r.store.fence = term
 	r.store.mu.Unlock()
-	m := NewManager(ManagerConfig{Node: "mgr", Clock: r.clk.now}, zerolog.Nop())
+	cfg := ManagerConfig{Node: "mgr", Clock: r.clockOf("mgr")}
+	if r.mcfg != nil {
+		r.mcfg(&cfg)
+	}
+	m := NewManager(cfg, zerolog.Nop())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = m.Activate(ctx, term, r.clk.now(), fenced{r.store, term})
+		_ = m.Activate(ctx, term, cfg.Clock(), fenced{r.store, term})
 	}()
 	for m.Active() != term {
 		time.Sleep(time.Millisecond)

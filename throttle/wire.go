@@ -89,6 +89,12 @@ type Reply struct {
 	// commits to their windows, traffic or not, so that no share of a
 	// node the manager hears from is held back.
 	Active []Spec `json:"active,omitempty"`
+	// Lease is how long after it sent this ask the node may spend its
+	// fallback shares without hearing from a manager again.
+	Lease time.Duration `json:"lease,omitempty"`
+	// ShareFrom: the node's lease had lapsed and its share went to the
+	// others; it falls back only in windows from Window(ShareFrom)+2 on.
+	ShareFrom time.Time `json:"share_from,omitzero"`
 }
 
 // Grant is what the manager gives a node on one key of a limit in a window.
@@ -126,9 +132,34 @@ type Usage struct {
 	// asks: it lags by up to one ask).
 	Used int64 `json:"used"`
 	// Reserved is held back for the fallback shares of nodes that have not
-	// committed to the window.
-	Reserved  int64 `json:"reserved"`
+	// committed to the window and whose lease may still run.
+	Reserved int64 `json:"reserved"`
+	// Reclaimed is the shares of nodes that have not committed either but
+	// whose lease is over (or that left): they are in Remaining.
+	Reclaimed int64 `json:"reclaimed"`
 	Remaining int64 `json:"remaining"`
+}
+
+// States of a node's fallback share (NodeShare.State).
+const (
+	ShareReserved  = "reserved"  // its lease may run: held back where it has not committed
+	ShareReclaimed = "reclaimed" // its lease is over, or it left: the others spend it
+)
+
+// NodeShare is one node of the roster and its fallback share, as the
+// manager knows it.
+type NodeShare struct {
+	Node string `json:"node"`
+	// N: its share is the budget divided by N (0: no share yet).
+	N     int    `json:"n"`
+	State string `json:"state"`
+	// Left: reclaimed because the member left the cluster.
+	Left bool `json:"left,omitempty"`
+	// Heard is the manager's last answer to it in this activation.
+	Heard time.Time `json:"heard,omitzero"`
+	// ReclaimAt is when its share is reclaimed unless it asks again
+	// (reserved only).
+	ReclaimAt time.Time `json:"reclaim_at,omitzero"`
 }
 
 // SlotUsage is one service's max_in_flight as the manager knows it.
@@ -146,6 +177,9 @@ type UsageReport struct {
 	Fence   uint64      `json:"fence"`
 	Limits  []Usage     `json:"limits"`
 	Slots   []SlotUsage `json:"slots,omitempty"`
+	// Lease is the lease the manager tells the nodes; Nodes its roster.
+	Lease string      `json:"lease"`
+	Nodes []NodeShare `json:"nodes,omitempty"`
 }
 
 // DecodeAsk decodes and bounds an ask from a peer.

@@ -16,8 +16,9 @@ func init() {
 			desc: "Show, from the cluster's active throttle manager (any node asks it), the current " +
 				"window of every limit of every service (or of -service): per key, what was granted " +
 				"to the nodes, what they reported admitted, what is held back for the fallback shares " +
-				"of nodes not committed to the window, and what remains; then each max_in_flight " +
-				"with the slots the nodes hold."})
+				"of nodes not committed to the window (RESERVED: their lease may run; RECLAIMED: their " +
+				"lease is over, or they left, so the others spend it), and what remains; then each " +
+				"max_in_flight with the slots the nodes hold; then each node's share and lease."})
 }
 
 type throttleUsage struct {
@@ -35,6 +36,7 @@ type throttleUsage struct {
 		Granted   int64     `json:"granted"`
 		Used      int64     `json:"used"`
 		Reserved  int64     `json:"reserved"`
+		Reclaimed int64     `json:"reclaimed"`
 		Remaining int64     `json:"remaining"`
 	} `json:"limits"`
 	Slots []struct {
@@ -44,6 +46,15 @@ type throttleUsage struct {
 		InFlight int            `json:"in_flight"`
 		Nodes    map[string]int `json:"nodes"`
 	} `json:"slots"`
+	Lease string `json:"lease"`
+	Nodes []struct {
+		Node      string    `json:"node"`
+		N         int       `json:"n"`
+		State     string    `json:"state"`
+		Left      bool      `json:"left"`
+		Heard     time.Time `json:"heard"`
+		ReclaimAt time.Time `json:"reclaim_at"`
+	} `json:"nodes"`
 }
 
 func cmdThrottles(args []string, stdout, stderr io.Writer) error {
@@ -71,9 +82,14 @@ func cmdThrottles(args []string, stdout, stderr io.Writer) error {
 			key = "-"
 		}
 		rows = append(rows, []string{l.Service, fmt.Sprint(l.Limit), fmt.Sprintf("%d/%s+%d", l.Rate, l.Per, l.Burst), l.By, key,
-			l.Window.UTC().Format(time.RFC3339), fmt.Sprint(l.Granted), fmt.Sprint(l.Used), fmt.Sprint(l.Reserved), fmt.Sprint(l.Remaining)})
+			l.Window.UTC().Format(time.RFC3339), fmt.Sprint(l.Granted), fmt.Sprint(l.Used), fmt.Sprint(l.Reserved),
+			fmt.Sprint(l.Reclaimed), fmt.Sprint(l.Remaining)})
 	}
-	if err := table(stdout, []string{"SERVICE", "LIMIT", "RATE", "BY", "KEY", "WINDOW", "GRANTED", "USED", "RESERVED", "REMAINING"}, rows); err != nil {
+	if err := table(stdout, []string{"SERVICE", "LIMIT", "RATE", "BY", "KEY", "WINDOW", "GRANTED", "USED", "RESERVED",
+		"RECLAIMED", "REMAINING"}, rows); err != nil {
+		return err
+	}
+	if err := printShares(stdout, u); err != nil {
 		return err
 	}
 	if len(u.Slots) == 0 {
@@ -90,4 +106,30 @@ func cmdThrottles(args []string, stdout, stderr io.Writer) error {
 	}
 	fmt.Fprintln(stdout)
 	return table(stdout, []string{"SERVICE", "MAX_IN_FLIGHT", "HELD", "IN_FLIGHT", "NODES"}, rows)
+}
+
+// printShares prints each roster node's fallback share and lease.
+func printShares(w io.Writer, u throttleUsage) error {
+	if len(u.Nodes) == 0 {
+		return nil
+	}
+	rows := make([][]string, 0, len(u.Nodes))
+	stamp := func(t time.Time) string {
+		if t.IsZero() {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	for _, n := range u.Nodes {
+		share, state := "-", n.State
+		if n.N > 0 {
+			share = fmt.Sprintf("1/%d", n.N)
+		}
+		if n.Left {
+			state += " (left)"
+		}
+		rows = append(rows, []string{n.Node, share, state, stamp(n.Heard), stamp(n.ReclaimAt)})
+	}
+	fmt.Fprintf(w, "\nfallback shares (lease %s)\n", u.Lease)
+	return table(w, []string{"NODE", "SHARE", "STATE", "HEARD", "RECLAIM_AT"}, rows)
 }

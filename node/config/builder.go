@@ -141,6 +141,7 @@ var options = []option{
 	{name: "log-retention-count", usage: "central log entries kept per cluster", set: integer(func(r *Runtime) *int { return &r.LogRetentionCount })},
 	{name: "log-retention-bytes", usage: "total size of the central log entries kept per cluster (at least 1048576)", set: int64Opt(func(r *Runtime) *int64 { return &r.LogRetentionBytes })},
 	{name: "syslog", usage: "tcp://host:port: the active central logger forwards every entry there as RFC 5424 syslog (octet counting); off when empty", set: str(func(r *Runtime) *string { return &r.Syslog })},
+	{name: "throttle-lease", usage: throttleLeaseUsage, set: duration(func(r *Runtime) *time.Duration { return &r.ThrottleLease })}, // throttle.go
 }
 
 // EnvName is the environment variable of option name.
@@ -424,5 +425,6 @@ func defaultValues() map[string]string {
 		"log-retention-age":    r.LogRetentionAge.String(),
 		"log-retention-count":  strconv.Itoa(r.LogRetentionCount),
 		"log-retention-bytes":  strconv.FormatInt(r.LogRetentionBytes, 10),
+		"throttle-lease":       r.ThrottleLease.String(),
 	}
 }

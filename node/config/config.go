@@ -149,6 +149,11 @@ type Runtime struct {
 	LogRetentionCount int
 	LogRetentionBytes int64
 	Syslog            string
+	// ThrottleLease is how long a node cut off from the cluster's throttle
+	// manager may spend its fallback shares of the services' limits, and
+	// how long the manager keeps the share of a node it does not hear from
+	// before the others spend it (throttle.go in this package).
+	ThrottleLease time.Duration
 
 	// set records which options were given explicitly (file, env or flag).
 	set map[string]bool
@@ -201,6 +206,7 @@ func Default() Runtime {
 		LogRetentionAge:    7 * 24 * time.Hour, // the central log's retention
 		LogRetentionCount:  1_000_000,
 		LogRetentionBytes:  1 << 30,
+		ThrottleLease:      DefaultThrottleLease,
 	}
 }
 
@@ -389,6 +395,9 @@ func (r *Runtime) Validate() error {
 		return err
 	}
 	if err := r.validateCentralLog(); err != nil { // centrallog.go
+		return err
+	}
+	if err := r.validateThrottle(); err != nil { // throttle.go
 		return err
 	}
 	return nil

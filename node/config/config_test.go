@@ -100,6 +100,8 @@ func TestValidationNamesTheField(t *testing.T) {
 		{[]string{"-dns", "127.0.0.1:7947"}, "dns"}, // the RPC's UDP port
 		{[]string{"-dns", "0.0.0.0:7480"}, "dns"},   // the API's TCP port
 		{[]string{"-cache-size", "1024"}, "cache-size"},
+		{[]string{"-throttle-lease", "1s"}, "throttle-lease"},
+		{[]string{"-throttle-lease", "25h"}, "throttle-lease"},
 	}
 	for _, c := range cases {
 		_, err := build(t, append(c.args, "-data-dir", dir, "-node", "ok"), nil, nil)

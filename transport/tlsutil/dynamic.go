@@ -121,7 +121,7 @@ const maxPeerChain = 16
 // Dynamic is a mutual-TLS configuration whose trusted CAs and own
 // certificate can be replaced while connections are made (key rotation).
 // Handshakes read the current state atomically; connections already up
-// are not re-checked.
+// are not re-checked by it: pass Verify to transport's Reverify for that.
 type Dynamic struct {
 	cur atomic.Pointer[dynState]
 }
