@@ -302,7 +302,13 @@ func viewDigest(members []Member) uint64 {
 // the path below the service. Requests the policy does not cache go
 // straight to proxy. proxy's error is returned as is.
 func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path string, proxy func(http.ResponseWriter, *http.Request) error) error {
-	if !requestCacheable(t, r) {
+	// A copy held here answers first, owner or not (a node keeps what it
+	// held when the view changed until the cleanup pass moves it), and
+	// without joining the key's local flight: hits do not queue.
+	if c.ServeHit(w, NetRequest{r}, t, path) {
+		return nil
+	}
+	if !requestCacheable(t, NetRequest{r}) {
 		return proxy(w, r)
 	}
 	now := c.cfg.Now()
@@ -315,18 +321,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 		return proxy(w, r)
 	}
 	k := KeyOf(t, r, path)
-	valid := func(e *Entry) bool {
-		return e != nil && e.Key == k.Text && e.SvcVersion == t.Version && rec.Valid(e.Epoch, e.Path)
-	}
-
-	// A copy held here answers first, owner or not (a node keeps what it
-	// held when the view changed until the cleanup pass moves it), and
-	// without joining the key's local flight: hits do not queue.
-	if e := c.store.get(k.ID, now); valid(e) && e.fresh(now) {
-		c.store.count(t.Service, true)
-		c.writeEntry(w, r, e, "HIT")
-		return nil
-	}
+	valid := func(e *Entry) bool { return entryValid(e, k, t, rec) }
 
 	c.mu.Lock()
 	lf, follower := c.local[k.ID]
@@ -343,7 +338,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 		}
 		if e := lf.entry; valid(e) && e.fresh(c.cfg.Now()) {
 			c.store.count(t.Service, true)
-			c.writeEntry(w, r, e, "HIT")
+			c.writeEntry(w, r.Method, e, "HIT")
 			return nil
 		}
 		c.store.count(t.Service, false)
@@ -376,7 +371,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 			}
 			result = e
 			c.store.count(t.Service, true)
-			c.writeEntry(w, r, e, "HIT")
+			c.writeEntry(w, r.Method, e, "HIT")
 			return nil
 		}
 		if valid(e) && stale == nil {
@@ -391,7 +386,7 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 	err := proxy(rw, r)
 	if useStale && (rw.held || (err != nil && !rw.wrote)) {
 		if c.cfg.Now().Before(stale.StaleUntil) {
-			c.writeEntry(w, r, stale, "STALE")
+			c.writeEntry(w, r.Method, stale, "STALE")
 			c.release(leaseFrom, k.ID)
 			return nil
 		}
@@ -409,6 +404,36 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 	result = e
 	c.storeAt(owners, e)
 	return err
+}
+
+// ServeHit answers r from a fresh copy held on this node, as Serve would,
+// and reports true; otherwise it writes and counts nothing, and the caller
+// goes through Serve (peers' copies, the fill, the miss). It reads r
+// through Request only, so a server other than net/http's answers its
+// hits without building an *http.Request.
+func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string) bool {
+	if !requestCacheable(t, r) {
+		return false
+	}
+	now := c.cfg.Now()
+	rec, ok := c.epochs.current(t.Service, now, c.cfg.Confirm)
+	if !ok {
+		return false
+	}
+	k := keyOf(t, r, path)
+	e := c.store.get(k.ID, now)
+	if !entryValid(e, k, t, rec) || !e.fresh(now) {
+		return false
+	}
+	c.store.count(t.Service, true)
+	c.writeEntry(w, r.Method(), e, "HIT")
+	return true
+}
+
+// entryValid: e is k's entry, filled under t's definition and not purged
+// since (rec).
+func entryValid(e *Entry, k Key, t Target, rec EpochRecord) bool {
+	return e != nil && e.Key == k.Text && e.SvcVersion == t.Version && rec.Valid(e.Epoch, e.Path)
 }
 
 // askState is what an owner said besides the entry.
@@ -599,7 +624,7 @@ func (c *Cache) entryFrom(t Target, k Key, rec EpochRecord, rw *recorder, proxyE
 }
 
 // writeEntry answers from e; how is the X-Cache value.
-func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, how string) {
+func (c *Cache) writeEntry(w http.ResponseWriter, method string, e *Entry, how string) {
 	h := w.Header()
 	for k, vs := range e.Header {
 		h[k] = vs
@@ -607,11 +632,11 @@ func (c *Cache) writeEntry(w http.ResponseWriter, r *http.Request, e *Entry, how
 	age := max(0, int(c.cfg.Now().Sub(e.Stored)/time.Second))
 	h.Set("Age", strconv.Itoa(age))
 	h.Set("X-Cache", how)
-	if r.Method != http.MethodHead {
+	if method != http.MethodHead {
 		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
 	}
 	w.WriteHeader(e.Status)
-	if r.Method != http.MethodHead && len(e.Body) > 0 {
+	if method != http.MethodHead && len(e.Body) > 0 {
 		_, _ = w.Write(e.Body)
 	}
 }

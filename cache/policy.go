@@ -65,21 +65,46 @@ type Key struct {
 	Path string
 }
 
+// Request is what the cache reads of a request, so that a server other
+// than net/http's (the data plane's fasthttp) can ask for a hit without
+// building an *http.Request. Header names are case-insensitive.
+type Request interface {
+	Method() string
+	RawQuery() string
+	// ContentLength is the declared body length; -1 unknown, 0 none.
+	ContentLength() int64
+	// Header is the first value of the named header ("" when absent);
+	// HeaderValues every value, in order.
+	Header(name string) string
+	HeaderValues(name string) []string
+}
+
+// NetRequest is an *http.Request as a Request.
+type NetRequest struct{ R *http.Request }
+
+func (n NetRequest) Method() string                    { return n.R.Method }
+func (n NetRequest) RawQuery() string                  { return n.R.URL.RawQuery }
+func (n NetRequest) ContentLength() int64              { return n.R.ContentLength }
+func (n NetRequest) Header(name string) string         { return n.R.Header.Get(name) }
+func (n NetRequest) HeaderValues(name string) []string { return n.R.Header.Values(name) }
+
 // KeyOf builds r's key for t; path is the path below the service.
-func KeyOf(t Target, r *http.Request, path string) Key {
+func KeyOf(t Target, r *http.Request, path string) Key { return keyOf(t, NetRequest{r}, path) }
+
+func keyOf(t Target, r Request, path string) Key {
 	var b strings.Builder
 	b.WriteString(t.Service)
 	b.WriteByte(0)
-	b.WriteString(r.Method)
+	b.WriteString(r.Method())
 	b.WriteByte(0)
 	b.WriteString(path)
 	b.WriteByte('?')
-	b.WriteString(r.URL.RawQuery)
+	b.WriteString(r.RawQuery())
 	for _, h := range t.Policy.Vary {
 		b.WriteByte(0)
 		b.WriteString(strings.ToLower(h))
 		b.WriteByte('=')
-		b.WriteString(strings.Join(r.Header.Values(h), ","))
+		b.WriteString(strings.Join(r.HeaderValues(h), ","))
 	}
 	text := b.String()
 	sum := sha256.Sum256([]byte(text))
@@ -89,14 +114,14 @@ func KeyOf(t Target, r *http.Request, path string) Key {
 // requestCacheable reports whether r may be answered from the cache or
 // fill it: a cached method, no body, no Range, and no Authorization the
 // upstream would see.
-func requestCacheable(t Target, r *http.Request) bool {
-	if !t.Policy.methodOK(r.Method) || t.Policy.TTL <= 0 {
+func requestCacheable(t Target, r Request) bool {
+	if !t.Policy.methodOK(r.Method()) || t.Policy.TTL <= 0 {
 		return false
 	}
-	if r.ContentLength > 0 || r.Header.Get("Range") != "" {
+	if r.ContentLength() > 0 || r.Header("Range") != "" {
 		return false
 	}
-	if t.PassAuthorization && r.Header.Get("Authorization") != "" {
+	if t.PassAuthorization && r.Header("Authorization") != "" {
 		return false
 	}
 	return true

@@ -86,13 +86,22 @@ func (a *Agent) cacheCleanupRole() roles.Role {
 // this node follows); otherwise straight through the dispatcher.
 func (b *execBackend) proxyCached(w http.ResponseWriter, r *http.Request, cluster string, svc dispatch.Service, path string) error {
 	proxy := func(w http.ResponseWriter, r *http.Request) error { return b.d.ProxyHTTP(w, r, cluster, svc, path) }
-	if b.cache == nil || svc.Cache == nil || cluster != b.cacheCluster {
+	t, ok := b.cacheTarget(cluster, svc)
+	if !ok {
 		return proxy(w, r)
 	}
-	t := cache.Target{Service: svc.Name, Version: svc.Version, PassAuthorization: svc.PassAuthorization,
-		Policy: cache.Policy{TTL: svc.Cache.TTL.Std(), Methods: svc.Cache.Methods, Vary: svc.Cache.Vary,
-			MaxEntryBytes: svc.Cache.MaxEntryBytes, StaleIfError: svc.Cache.StaleIfError.Std()}}
 	return b.cache.Serve(w, r, t, path, proxy)
+}
+
+// cacheTarget is svc as the response cache sees it; false when its
+// responses are not cached here (no policy, or another cluster's).
+func (b *execBackend) cacheTarget(cluster string, svc dispatch.Service) (cache.Target, bool) {
+	if b.cache == nil || svc.Cache == nil || cluster != b.cacheCluster {
+		return cache.Target{}, false
+	}
+	return cache.Target{Service: svc.Name, Version: svc.Version, PassAuthorization: svc.PassAuthorization,
+		Policy: cache.Policy{TTL: svc.Cache.TTL.Std(), Methods: svc.Cache.Methods, Vary: svc.Cache.Vary,
+			MaxEntryBytes: svc.Cache.MaxEntryBytes, StaleIfError: svc.Cache.StaleIfError.Std()}}, true
 }
 
 // cacheEpochs keeps the purge records in the cluster's group.

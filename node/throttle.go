@@ -292,11 +292,11 @@ func specs(svc dispatch.Service) []throttle.Spec {
 }
 
 // Admit implements httpapi.Throttler.
-func (t *throttler) Admit(w http.ResponseWriter, r *http.Request, cluster, service string) (func(), error) {
+func (t *throttler) Admit(ctx context.Context, h http.Header, r httpapi.Request, tok *httpapi.Token, cluster, service string) (func(), error) {
 	if dispatch.ValidateName(service) != nil {
 		return func() {}, nil
 	}
-	svc, ok, err := t.a.execB.cachedService(r.Context(), cluster, service)
+	svc, ok, err := t.a.execB.cachedService(ctx, cluster, service)
 	if err != nil || !ok || !svc.Throttled() {
 		return func() {}, nil // the handler answers for a missing service or a failed read
 	}
@@ -311,18 +311,19 @@ func (t *throttler) Admit(w http.ResponseWriter, r *http.Request, cluster, servi
 	for i, s := range req.Limits {
 		switch s.By {
 		case throttle.ByToken:
-			if tok, ok := httpapi.TokenFrom(r.Context()); ok {
+			if tok != nil {
 				req.Keys[i] = tok.AccessorID
 			}
 		case throttle.ByIP:
-			if h, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-				req.Keys[i] = h
+			remote := r.RemoteAddr()
+			if host, _, err := net.SplitHostPort(remote); err == nil {
+				req.Keys[i] = host
 			} else {
-				req.Keys[i] = r.RemoteAddr
+				req.Keys[i] = remote
 			}
 		}
 	}
-	d := t.lim.Admit(r.Context(), req)
+	d := t.lim.Admit(ctx, req)
 	if d.OK {
 		for i := range req.Limits {
 			p.admitted[i].Inc()
@@ -333,7 +334,6 @@ func (t *throttler) Admit(w http.ResponseWriter, r *http.Request, cluster, servi
 		return d.Release, nil
 	}
 	secs := max(1, int((d.Reset+time.Second-1)/time.Second))
-	h := w.Header()
 	if d.InFlight {
 		p.refused[len(p.specs)].Inc()
 		h.Set("RateLimit-Limit", strconv.Itoa(svc.MaxInFlight))

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -36,21 +37,41 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 	}
 	// The server's request still holds what the gateway took out of r's
 	// header (the meshgw credential it consumed): r's header decides.
-	req.Header.Del(TokenHeader)
 	if _, ok := r.Header["Authorization"]; !ok {
 		req.Header.Del("Authorization")
 	}
+	xff, host, proto := forwarded(r)
+	return e.exchangeFast(ctx, fastCall{fr: fr, r: r, cctx: r.Context(), xff: xff, host: host, proto: proto,
+		query: r.URL.RawQuery, length: r.ContentLength}, target, path, release, report)
+}
+
+// fastCall is what exchangeFast needs of the request besides the server's
+// own: the X-Forwarded-* values, the client's query and declared length,
+// and, to report a failure (report), the request and its writer.
+type fastCall struct {
+	fr               FastRequest   // nil in place (ServeInPlace): no report
+	r                *http.Request // nil in place
+	cctx             context.Context
+	xff, host, proto string
+	query            string
+	length           int64
+}
+
+// exchangeFast sends the server's request ctx (hop-by-hop headers gone)
+// to target with path, and makes the upstream's answer ctx's response.
+func (e *Executor) exchangeFast(ctx *fasthttp.RequestCtx, c fastCall, target *url.URL, path string, release func(), report bool) (int, error) {
+	req := &ctx.Request
+	req.Header.Del(TokenHeader)
 	req.Header.Del("Expect")          // the server has taken the whole body already
 	req.Header.ResetConnectionClose() // the client's wish, not the upstream's
-	xff, host, proto := forwarded(r)
-	if xff != "" {
-		req.Header.Set("X-Forwarded-For", xff)
+	if c.xff != "" {
+		req.Header.Set("X-Forwarded-For", c.xff)
 	} else {
 		req.Header.Del("X-Forwarded-For")
 	}
-	req.Header.Set("X-Forwarded-Host", host)
-	req.Header.Set("X-Forwarded-Proto", proto)
-	uri := (&url.URL{Path: joinPath(target.Path, path), RawQuery: joinQuery(target.RawQuery, r.URL.RawQuery)}).RequestURI()
+	req.Header.Set("X-Forwarded-Host", c.host)
+	req.Header.Set("X-Forwarded-Proto", c.proto)
+	uri := (&url.URL{Path: joinPath(target.Path, path), RawQuery: joinQuery(target.RawQuery, c.query)}).RequestURI()
 	req.SetRequestURI(uri)
 	req.SetHost(target.Host)
 	req.UseHostHeader = false
@@ -65,15 +86,15 @@ func (e *Executor) proxyFast(fr FastRequest, r *http.Request, target *url.URL, p
 	if err != nil {
 		fasthttp.ReleaseResponse(up)
 		release()
-		if report {
-			ue := e.reportFailure(r, target, err).(*UpstreamError)
-			ue.BodyTaken = ue.Sent && r.ContentLength != 0
-			if u, ok := fr.(Untaker); ok {
+		if report && c.r != nil {
+			ue := e.reportFailure(c.r, target, err).(*UpstreamError)
+			ue.BodyTaken = ue.Sent && c.length != 0
+			if u, ok := c.fr.(Untaker); ok {
 				u.UntakeRequestCtx()
 			}
 			return 0, ue
 		}
-		status, body := e.upstreamFailure(r, target, err)
+		status, body := e.upstreamFailure(c.cctx, target, err)
 		resp.SetStatusCode(status)
 		resp.Header.SetContentType("application/json")
 		resp.SetBody(body)

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -267,17 +268,27 @@ func forwardHeader(r *http.Request) http.Header {
 // the For chain with r's client appended ("" when r.RemoteAddr has no
 // IP: the chain is then dropped), Host and Proto.
 func forwarded(r *http.Request) (xff, host, proto string) {
-	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		xff = ip
-		if prior := r.Header["X-Forwarded-For"]; len(prior) > 0 {
-			xff = strings.Join(prior, ", ") + ", " + ip
-		}
+	return forwardedFor(r.RemoteAddr, r.Header["X-Forwarded-For"]), r.Host, forwardedProto(r.TLS != nil)
+}
+
+// forwardedFor is the X-Forwarded-For chain prior with the client at
+// remote appended, or "" when remote has no IP (the chain is dropped).
+func forwardedFor(remote string, prior []string) string {
+	ip, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		return ""
 	}
-	proto = "http"
-	if r.TLS != nil {
-		proto = "https"
+	if len(prior) > 0 {
+		return strings.Join(prior, ", ") + ", " + ip
 	}
-	return xff, r.Host, proto
+	return ip
+}
+
+func forwardedProto(tls bool) string {
+	if tls {
+		return "https"
+	}
+	return "http"
 }
 
 // TokenHeader is meshgw's own credential header: no upstream ever gets it.
@@ -357,7 +368,7 @@ func joinQuery(a, b string) string {
 
 // upstreamError answers an upstream failure: 504 on a timeout, else 502.
 func (e *Executor) upstreamError(w http.ResponseWriter, r *http.Request, target *url.URL, err error) {
-	status, body := e.upstreamFailure(r, target, err)
+	status, body := e.upstreamFailure(r.Context(), target, err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
@@ -365,12 +376,13 @@ func (e *Executor) upstreamError(w http.ResponseWriter, r *http.Request, target 
 
 // upstreamFailure is the status and JSON body that answer an upstream
 // failure: 504 on a timeout, else 502.
-func (e *Executor) upstreamFailure(r *http.Request, target *url.URL, err error) (int, []byte) {
+// ctx is the client request's.
+func (e *Executor) upstreamFailure(ctx context.Context, target *url.URL, err error) (int, []byte) {
 	status, code := http.StatusBadGateway, "upstream_unreachable"
-	if isTimeout(err) && r.Context().Err() == nil {
+	if isTimeout(err) && ctx.Err() == nil {
 		status, code = http.StatusGatewayTimeout, "upstream_timeout"
 	}
-	if r.Context().Err() != nil {
+	if ctx.Err() != nil {
 		// The caller is gone; nobody reads this answer.
 		e.log.Debug().Err(err).Str("upstream", target.Host).Msg("proxy canceled")
 	} else {

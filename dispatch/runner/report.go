@@ -45,7 +45,7 @@ type Untaker interface {
 }
 
 func (e *Executor) reportFailure(r *http.Request, target *url.URL, err error) error {
-	status, body := e.upstreamFailure(r, target, err)
+	status, body := e.upstreamFailure(r.Context(), target, err)
 	return &UpstreamError{Upstream: target.Host, Status: status, Body: body, Sent: !dialFailed(err),
 		Refused: errors.Is(err, syscall.ECONNREFUSED), Msg: fmt.Sprintf("upstream %s: %v", target.Host, err)}
 }

@@ -118,6 +118,7 @@ type API struct {
 	aclFlag       bool          // this node runs -acl: every request is checked
 	policies      ProxyPolicies // optional: public and pass_authorization services
 	exec          ExecBackend   // optional: runs, executions, proxy
+	fast          FastProxy     // exec, when it serves data-plane calls natively (native.go)
 	keyring       KeyringBackend
 	ready         Readiness       // optional: /v1/ready and the leave guard
 	roles         RolesBackend    // optional: /v1/roles
@@ -271,8 +272,10 @@ func (a *API) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if strings.HasPrefix(r.URL.Path, "/svc/") {
-		_, checked := r.Context().Value(checkedKey{}).(bool)
-		stripCredential(r, checked)
+		if stripCredential(grantFrom(r.Context()), r.Header.Get("Authorization")) {
+			r.Header.Del("Authorization")
+		}
+		r.Header.Del(TokenHeader)
 	}
 	if a.central != nil && a.serveLogged(w, r) {
 		return // routed, and its central log entry recorded (logs.go)

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
+	"net/url"
 	"path"
 	"strings"
 	"time"
@@ -129,66 +130,80 @@ type ProxyPolicies interface {
 // (without it every checked /svc/ call needs a token, from either header).
 func WithProxyPolicies(p ProxyPolicies) Option { return func(a *API) { a.policies = p } }
 
-type tokenKey struct{}
+// grantKey holds, in a request's context, the *grant access decided.
+type grantKey struct{}
 
-type policyKey struct{}
+// grant is what access decided for a request: the cluster it is for and,
+// when it was checked, its service's ProxyPolicy and its token.
+type grant struct {
+	cluster string
+	// checked: ACLs are on for cluster (the request needed a token, or
+	// was to a public service), whether or not a token was then read.
+	checked bool
+	policy  ProxyPolicy
+	token   *Token // nil: no token read
+}
 
-// checkedKey marks a request access checked (ACLs on for its cluster),
-// whether or not it then needed a token.
-type checkedKey struct{}
+func grantFrom(ctx context.Context) *grant {
+	g, _ := ctx.Value(grantKey{}).(*grant)
+	return g
+}
 
-// policyFrom returns the ProxyPolicy access found for a checked /svc/ call.
-func policyFrom(ctx context.Context) ProxyPolicy {
-	p, _ := ctx.Value(policyKey{}).(ProxyPolicy)
-	return p
+// tokenOf is TokenFrom's token, nil when none was read.
+func tokenOf(ctx context.Context) *Token {
+	if g := grantFrom(ctx); g != nil {
+		return g.token
+	}
+	return nil
 }
 
 // TokenFrom returns the request's token when ACLs are on.
 func TokenFrom(ctx context.Context) (*Token, bool) {
-	t, ok := ctx.Value(tokenKey{}).(*Token)
-	return t, ok
+	if g := grantFrom(ctx); g != nil && g.token != nil {
+		return g.token, true
+	}
+	return nil, false
 }
 
 // bearer extracts the secret from Authorization: Bearer or X-Meshgw-Token;
 // from X-Meshgw-Token only when the Authorization is the upstream's
 // (pass_authorization).
-func bearer(r *http.Request, passAuthorization bool) string {
+func bearer(r Request, passAuthorization bool) string {
 	if passAuthorization {
-		return r.Header.Get("X-Meshgw-Token")
+		return r.Header("X-Meshgw-Token")
 	}
-	if h := r.Header.Get("Authorization"); h != "" {
+	if h := r.Header("Authorization"); h != "" {
 		if s, ok := strings.CutPrefix(h, "Bearer "); ok {
 			return strings.TrimSpace(s)
 		}
 		return ""
 	}
-	return r.Header.Get("X-Meshgw-Token")
+	return r.Header("X-Meshgw-Token")
 }
 
-// stripCredential removes from a /svc/ request what meshgw's authentication
-// reads, so an upstream never sees a caller's meshgw token: X-Meshgw-Token
-// always (it is meshgw's own header), and Authorization when ACLs are on and
-// it was the Bearer credential bearer reads, unless the service passes
-// Authorization (then it is the upstream's, and meshgw did not read it).
-// On a public service the Bearer is stripped too: a client that sends its
-// token everywhere must not hand it to a public upstream. Any other
-// Authorization (a scheme meshgw does not read, or ACLs off) is the
-// upstream's business.
-func stripCredential(r *http.Request, aclOn bool) {
-	if aclOn && !policyFrom(r.Context()).PassAuthorization {
-		if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
-			r.Header.Del("Authorization")
-		}
-	}
-	r.Header.Del("X-Meshgw-Token")
+// stripCredential says what a /svc/ request must lose of what meshgw's
+// authentication reads, so an upstream never sees a caller's meshgw
+// token: X-Meshgw-Token always (TokenHeader: meshgw's own header), and
+// Authorization (dropAuthorization) when ACLs are on and it is the Bearer
+// credential bearer reads, unless the service passes Authorization (then
+// it is the upstream's, and meshgw did not read it). On a public service
+// the Bearer goes too: a client that sends its token everywhere must not
+// hand it to a public upstream. Any other Authorization (a scheme meshgw
+// does not read, or ACLs off) is the upstream's business. Each listener
+// deletes from its own request what this one rule says.
+func stripCredential(g *grant, authorization string) (dropAuthorization bool) {
+	return g != nil && g.checked && !g.policy.PassAuthorization && strings.HasPrefix(authorization, "Bearer ")
 }
 
-type clusterKey struct{}
+// TokenHeader is meshgw's own credential header (never sent upstream).
+const TokenHeader = "X-Meshgw-Token"
 
 // clusterFrom returns the cluster access resolved the request to be for.
 func clusterFrom(ctx context.Context) (string, bool) {
-	c, ok := ctx.Value(clusterKey{}).(string)
-	return c, ok
+	if g := grantFrom(ctx); g != nil {
+		return g.cluster, true
+	}
+	return "", false
 }
 
 // scoped reports whether a route acts on one cluster's state and so is
@@ -207,12 +222,17 @@ func scoped(p string) bool {
 // route, else the node's own. Handlers read it back with clusterFrom, so
 // the cluster that authorized a request is the one it acts on; a second
 // ?cluster= is refused rather than guessed at.
-func (a *API) targetCluster(r *http.Request) (string, error) {
+func (a *API) targetCluster(r Request) (string, error) {
 	local := a.b.LocalCluster()
-	if !scoped(r.URL.Path) {
+	if !scoped(r.Path()) {
 		return local, nil
 	}
-	vs := r.URL.Query()["cluster"]
+	raw := r.RawQuery()
+	if !strings.Contains(raw, "cluster") && !strings.Contains(raw, "%") {
+		return local, nil // no cluster key, not even an encoded one
+	}
+	q, _ := url.ParseQuery(raw) // as URL.Query: what parses counts
+	vs := q["cluster"]
 	switch {
 	case len(vs) > 1:
 		return "", Errorf(http.StatusBadRequest, "bad_query", "cluster: given %d times", len(vs))
@@ -224,11 +244,11 @@ func (a *API) targetCluster(r *http.Request) (string, error) {
 
 // nodeRead reports whether r only reads this node's own views (members,
 // runners, status, clusters, metrics).
-func nodeRead(r *http.Request) bool {
-	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+func nodeRead(r Request) bool {
+	if m := r.Method(); m != http.MethodGet && m != http.MethodHead {
 		return false
 	}
-	switch r.URL.Path {
+	switch r.Path() {
 	case "/v1/members", "/v1/runners", "/v1/status", "/v1/clusters", "/metrics":
 		return true
 	}
@@ -247,57 +267,63 @@ func (a *API) aclOn(ctx context.Context, c string) (bool, error) {
 // access resolves the cluster the request is for and, when it must be
 // checked (this node runs -acl, or that cluster's ACLs are on), the
 // request's token in that cluster's group and the permission the route
-// needs. /v1/health is open; /v1/acl/bootstrap checks for itself.
+// needs (decide), and records the decision in the request's context.
 func (a *API) access(r *http.Request) (*http.Request, error) {
+	g, err := a.decide(r.Context(), netRequest{r})
+	return r.WithContext(context.WithValue(r.Context(), grantKey{}, g)), err
+}
+
+// decide is access for either listener: r is read through Request only.
+// /v1/health is open; /v1/acl/bootstrap checks for itself. The grant is
+// never nil; with an error it holds what was decided before it.
+func (a *API) decide(ctx context.Context, r Request) (*grant, error) {
 	c, err := a.targetCluster(r)
+	g := &grant{cluster: c}
 	if err != nil {
-		return r, err
+		return g, err
 	}
-	r = r.WithContext(context.WithValue(r.Context(), clusterKey{}, c))
-	if a.acl == nil || r.URL.Path == "/v1/health" || r.URL.Path == "/v1/ready" || r.URL.Path == "/v1/acl/bootstrap" ||
-		(a.publicMetrics && r.URL.Path == "/metrics") {
-		return r, nil
+	p := r.Path()
+	if a.acl == nil || p == "/v1/health" || p == "/v1/ready" || p == "/v1/acl/bootstrap" ||
+		(a.publicMetrics && p == "/metrics") {
+		return g, nil
 	}
 	if a.consoleAsset(r) { // the web console's static files: no data, no token
-		return r, nil
+		return g, nil
 	}
 	if !a.aclFlag {
-		on, err := a.aclOn(r.Context(), c)
+		on, err := a.aclOn(ctx, c)
 		if err != nil && nodeRead(r) {
 			// The cluster's state cannot be read (no quorum, no group
 			// yet): what it says is unknown. The node's own read-only
 			// views stay open so an operator can see why; everything
 			// else is refused until the state answers.
-			return r, nil
+			return g, nil
 		}
 		if err != nil {
-			return r, err
+			return g, err
 		}
 		if !on {
-			return r, nil
+			return g, nil
 		}
 	}
-	r = r.WithContext(context.WithValue(r.Context(), checkedKey{}, true))
-	var pol ProxyPolicy
-	if name, ok := svcName(r.URL.Path); ok && a.policies != nil {
-		if pol, err = a.policies.ProxyPolicy(r.Context(), c, name); err != nil {
+	g.checked = true
+	if name, ok := svcName(p); ok && a.policies != nil {
+		if g.policy, err = a.policies.ProxyPolicy(ctx, c, name); err != nil {
 			// The definition cannot be read (no group, no quorum, nothing
 			// cached): fail closed, as a service that is neither public
 			// nor passes Authorization. The proxy cannot serve it without
 			// its definition anyway; a caller without a token gets 401.
-			pol = ProxyPolicy{}
+			g.policy = ProxyPolicy{}
 		}
-		r = r.WithContext(context.WithValue(r.Context(), policyKey{}, pol))
-		if pol.Public {
-			return r, nil // checked, and open: no token is read or needed
+		if g.policy.Public {
+			return g, nil // checked, and open: no token is read or needed
 		}
 	}
-	r, err = a.authenticate(r, c, pol.PassAuthorization)
-	if err != nil {
-		return r, err
+	if g.token, err = a.authenticate(ctx, r, c, g.policy.PassAuthorization); err != nil {
+		return g, err
 	}
-	perm, svc := permFor(r)
-	return r, require(r, perm, svc)
+	perm, svc := permFor(r.Method(), p)
+	return g, requireToken(g.token, perm, svc)
 }
 
 // svcName is the service a /svc/ path calls.
@@ -311,28 +337,33 @@ func svcName(p string) (string, bool) {
 }
 
 // authenticate resolves the request's token in cluster c or returns a 401.
-func (a *API) authenticate(r *http.Request, c string, passAuthorization bool) (*http.Request, error) {
+func (a *API) authenticate(ctx context.Context, r Request, c string, passAuthorization bool) (*Token, error) {
 	secret := bearer(r, passAuthorization)
 	if secret == "" {
 		if passAuthorization {
-			return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: this service passes Authorization to its upstream, so send X-Meshgw-Token: SECRET", c)
+			return nil, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: this service passes Authorization to its upstream, so send X-Meshgw-Token: SECRET", c)
 		}
-		return r, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: Authorization: Bearer SECRET", c)
+		return nil, Errorf(http.StatusUnauthorized, "unauthorized", "a token of cluster %s is required: Authorization: Bearer SECRET", c)
 	}
 	if len(secret) > 256 {
-		return r, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
+		return nil, Errorf(http.StatusUnauthorized, "unauthorized", "token not found")
 	}
-	t, err := a.acl.LookupSecret(r.Context(), c, HashSecret(secret))
+	t, err := a.acl.LookupSecret(ctx, c, HashSecret(secret))
 	if err != nil {
-		return r, err
+		return nil, err
 	}
-	return r.WithContext(context.WithValue(r.Context(), tokenKey{}, &t)), nil
+	return &t, nil
 }
 
 // require checks that the request's token grants perm (no-op with ACLs off).
 func require(r *http.Request, perm, service string) error {
-	t, ok := TokenFrom(r.Context())
-	if !ok || perm == "" {
+	t, _ := TokenFrom(r.Context())
+	return requireToken(t, perm, service)
+}
+
+// requireToken checks that t grants perm (no-op with ACLs off: t nil).
+func requireToken(t *Token, perm, service string) error {
+	if t == nil || perm == "" {
 		return nil
 	}
 	if !t.Allows(perm, service) {
@@ -346,8 +377,7 @@ func require(r *http.Request, perm, service string) error {
 }
 
 // permFor names the permission a route needs, from method and path.
-func permFor(r *http.Request) (perm, service string) {
-	p := r.URL.Path
+func permFor(method, p string) (perm, service string) {
 	switch {
 	case p == "/v1/acl/whoami":
 		return "", "" // any valid token may ask who it is
@@ -358,20 +388,20 @@ func permFor(r *http.Request) (perm, service string) {
 	case strings.HasPrefix(p, "/svc/"):
 		name, _, _ := strings.Cut(strings.TrimPrefix(p, "/svc/"), "/")
 		return PermRun, name
-	case strings.HasPrefix(p, "/v1/services/") && strings.HasSuffix(p, "/run") && r.Method == http.MethodPost:
+	case strings.HasPrefix(p, "/v1/services/") && strings.HasSuffix(p, "/run") && method == http.MethodPost:
 		return PermRun, strings.TrimSuffix(strings.TrimPrefix(p, "/v1/services/"), "/run")
 	case p == "/v1/logs":
 		// The central log holds client IPs and token accessors of every
 		// caller: manage only. /v1/kpis (counts and latencies per
 		// service, no caller) needs read, as any GET.
 		return PermManage, ""
-	case strings.HasPrefix(p, "/v1/executions/") && strings.HasSuffix(p, "/cancel") && r.Method == http.MethodPost:
+	case strings.HasPrefix(p, "/v1/executions/") && strings.HasSuffix(p, "/cancel") && method == http.MethodPost:
 		// run for the execution's service, or write: the handler checks
 		// once the record names the service (mayCancel).
 		return "", ""
 	case p == "/v1/secrets" || strings.HasPrefix(p, "/v1/secrets/"):
 		return PermSecrets, ""
-	case r.Method == http.MethodGet || r.Method == http.MethodHead:
+	case method == http.MethodGet || method == http.MethodHead:
 		return PermRead, ""
 	default:
 		return PermWrite, ""

@@ -19,11 +19,11 @@ func (a *API) consoleRoutes() {
 
 // consoleAsset reports whether r only fetches the console's static assets
 // (or the redirect to them): open, as they carry no data.
-func (a *API) consoleAsset(r *http.Request) bool {
-	if a.console == nil || (r.Method != http.MethodGet && r.Method != http.MethodHead) {
+func (a *API) consoleAsset(r Request) bool {
+	if a.console == nil || (r.Method() != http.MethodGet && r.Method() != http.MethodHead) {
 		return false
 	}
-	p := r.URL.Path
+	p := r.Path()
 	// A path with dot segments is the mux's to clean and redirect: never
 	// open, so no "/ui/../v1/..." reaches a data route unchecked.
 	if strings.Contains(p, "..") || strings.Contains(p, "//") {

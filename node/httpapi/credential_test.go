@@ -11,9 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/rs/zerolog"
+	"github.com/valyala/fasthttp"
+
 	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/dispatch/runner"
-	"github.com/rs/zerolog"
 )
 
 // oneToken is a TokenStore that knows one secret, granting run.
@@ -34,18 +36,55 @@ func (oneToken) ListTokens(context.Context, string) ([]Token, error) { return ni
 func (oneToken) RevokeToken(context.Context, string, string) error   { return nil }
 
 // proxyOnly is an ExecBackend that proxies every /svc/ call through e to
-// upstream, as a runner of the service would.
+// upstream, as a runner of the service would: on the data plane in place
+// (ProxyFast: runner.ServeInPlace, counted in native when set), else
+// through ProxyHTTP.
 type proxyOnly struct {
 	ExecBackend
 	e        *runner.Executor
 	upstream string
+	native   *atomic.Int64
+	// decline: ProxyFast declines every call, as for a gateway hop, so
+	// the data plane converts after deciding natively.
+	decline bool
 }
 
 func (p proxyOnly) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster, service, path string) error {
+	if p.decline {
+		// As over the gateway hop: only r is sent on, the server's own
+		// request (FastRequest) is out of reach.
+		w = struct{ http.ResponseWriter }{w}
+	}
 	return p.e.ServeProxy(w, r, p.upstream, path)
 }
 
-var _ ExecBackend = proxyOnly{}
+func (p proxyOnly) ProxyFast(ctx context.Context, w http.ResponseWriter, rc *fasthttp.RequestCtx, r Request,
+	cluster, service, path string) (bool, error) {
+	if p.e == nil || p.decline {
+		return false, nil
+	}
+	served, _, err := p.e.ServeInPlace(ctx, rc, p.upstream, path)
+	if served && p.native != nil {
+		p.native.Add(1)
+	}
+	return served, err
+}
+
+var (
+	_ ExecBackend = proxyOnly{}
+	_ FastProxy   = proxyOnly{}
+)
+
+// fronts serves api on its three ways in: the API port (net/http), the
+// data plane natively (fasthttp's request, read through Request) and the
+// data plane converting every request to net/http's types first (h is then
+// not the API, as for any handler). Trust rules are checked on all three.
+func fronts(t *testing.T, api *API) map[string]string {
+	srv := httptest.NewServer(api)
+	t.Cleanup(srv.Close)
+	return map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20),
+		"dataplane-converted": startDataPlane(t, http.HandlerFunc(api.ServeHTTP), 4<<20)}
+}
 
 // TestUpstreamNeverSeesTheMeshgwToken: with ACLs on, the credential meshgw
 // authenticated the call with is not forwarded, on either listener, while
@@ -57,11 +96,10 @@ func TestUpstreamNeverSeesTheMeshgwToken(t *testing.T) {
 			r.Header.Get("X-Meshgw-Token"), r.Header.Get("X-Custom")))
 	}))
 	defer up.Close()
+	var native atomic.Int64
 	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
-		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL}))
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	listeners := map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20)}
+		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL, native: &native}))
+	listeners := fronts(t, api)
 	for name, base := range listeners {
 		for _, tc := range []struct{ header, value, want string }{
 			{"Authorization", "Bearer s3cret", `auth="" token="" custom="kept"`},
@@ -81,17 +119,23 @@ func TestUpstreamNeverSeesTheMeshgwToken(t *testing.T) {
 		}
 	}
 	// Without ACLs meshgw reads no Authorization: it is the upstream's.
+	var openNative atomic.Int64
 	open := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(),
-		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL}))
-	base := startDataPlane(t, open, 4<<20)
-	req := newReq(t, "GET", base+"/svc/web/x", nil)
-	req.Header.Set("Authorization", "Bearer upstream-own")
-	req.Header.Set("X-Meshgw-Token", "x")
-	if resp, body := send(t, req); resp.StatusCode != http.StatusOK {
-		t.Fatalf("no ACL: %d %s", resp.StatusCode, body)
+		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL, native: &openNative}))
+	for name, base := range fronts(t, open) {
+		got.Store("")
+		req := newReq(t, "GET", base+"/svc/web/x", nil)
+		req.Header.Set("Authorization", "Bearer upstream-own")
+		req.Header.Set("X-Meshgw-Token", "x")
+		if resp, body := send(t, req); resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s, no ACL: %d %s", name, resp.StatusCode, body)
+		}
+		if want := `auth="Bearer upstream-own" token="" custom=""`; got.Load() != want {
+			t.Errorf("%s, no ACL: upstream saw %v, want %s", name, got.Load(), want)
+		}
 	}
-	if want := `auth="Bearer upstream-own" token="" custom=""`; got.Load() != want {
-		t.Errorf("no ACL: upstream saw %v, want %s", got.Load(), want)
+	if native.Load() != 2 || openNative.Load() != 1 {
+		t.Errorf("served in place on the data plane: %d and %d calls, want 2 and 1 (its own)", native.Load(), openNative.Load())
 	}
 }
 
@@ -106,9 +150,7 @@ func TestProxyPathStaysUnderTheBase(t *testing.T) {
 	defer up.Close()
 	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(),
 		WithExec(proxyOnly{e: executor(t, nil), upstream: up.URL + "/public"}))
-	srv := httptest.NewServer(api)
-	defer srv.Close()
-	listeners := map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20)}
+	listeners := fronts(t, api)
 	for name, base := range listeners {
 		for _, p := range []string{"%2e%2e/private/secret", "%2E%2e/x", "a/%2e%2e/%2e%2e/x",
 			"..%2fprivate", "..%5cprivate", "%252e%252e/private", "a%00b", "%2e/x"} {
@@ -161,9 +203,12 @@ func policyAPI(t *testing.T, upstream string) map[string]string {
 	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
 		WithState(ms), WithProxyPolicies(statePolicies{ms}),
 		WithExec(proxyOnly{e: executor(t, nil), upstream: upstream}))
-	srv := httptest.NewServer(api)
-	t.Cleanup(srv.Close)
-	return map[string]string{"api": srv.URL, "dataplane": startDataPlane(t, api, 4<<20)}
+	hop := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithACL(oneToken{"s3cret"}),
+		WithState(ms), WithProxyPolicies(statePolicies{ms}),
+		WithExec(proxyOnly{e: executor(t, nil), upstream: upstream, decline: true}))
+	f := fronts(t, api)
+	f["dataplane-declined"] = startDataPlane(t, hop, 4<<20)
+	return f
 }
 
 // TestPublicServiceUnderACL: a public http service answers /svc/ without

@@ -22,7 +22,9 @@ import (
 // on a leaner HTTP/1.1 server: net/http's makes about three reads and
 // several goroutine wake-ups per keep-alive request (its background read
 // watches for the client going away), fasthttp's one read, which is most
-// of a proxy's cost on a small machine (BENCHMARKS.md).
+// of a proxy's cost on a small machine (BENCHMARKS.md). A plain /svc/
+// call is not even converted to net/http's types: the API's rules read
+// fasthttp's request in place (native.go).
 //
 // What the data plane gives up, and why it is a listener of its own rather
 // than the API's: a client that goes away is noticed when its response is
@@ -33,6 +35,7 @@ import (
 type DataPlane struct {
 	srv    *fasthttp.Server
 	h      http.Handler
+	api    *API // h, when it is the API: /svc/ calls are then served natively (native.go)
 	log    zerolog.Logger
 	ctx    context.Context // every request's context: canceled at Shutdown
 	cancel context.CancelFunc
@@ -49,6 +52,7 @@ type DataPlane struct {
 func NewDataPlane(h http.Handler, maxBody int64, log zerolog.Logger) *DataPlane {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &DataPlane{h: h, log: log, ctx: ctx, cancel: cancel, maxBody: maxBody}
+	d.api, _ = h.(*API)
 	d.srv = &fasthttp.Server{
 		Handler:               d.serve,
 		ErrorHandler:          d.badRequest,
@@ -125,6 +129,16 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody))
 		return
 	}
+	if v, name, rest, ok := d.native(ctx); ok {
+		var body *streamBody // only if the exchange needs the request converted
+		defer d.finish(ctx, &body, v.path)
+		d.api.serveNative(d.ctx, w, v, name, rest, func() (*http.Request, error) {
+			r, b, err := d.request(ctx, w)
+			body = b
+			return r, err
+		})
+		return
+	}
 	r, body, err := d.request(ctx, w)
 	if err != nil {
 		WriteError(w, err)
@@ -141,24 +155,29 @@ func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	defer func() {
-		if body != nil && !body.end(ctx.Conn()) {
-			ctx.SetConnectionClose() // a read was cut short: where the body ends is unknown
-		}
-		if v := recover(); v != nil {
-			if v != http.ErrAbortHandler {
-				d.log.Error().Interface("panic", v).Str("path", r.URL.Path).Msg("data-plane handler panic")
-			}
-			// The response may have started: cut the connection so the
-			// client cannot take a truncated answer for a whole one.
-			ctx.Response.Reset()
-			ctx.HijackSetNoResponse(true)
-			ctx.Hijack(func(c net.Conn) { _ = c.Close() })
-		}
-	}()
+	defer d.finish(ctx, &body, r.URL.Path)
 	d.h.ServeHTTP(w, r)
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
+	}
+}
+
+// finish ends a request's handling: it stops the readers of its body
+// (*body, when one was given to a handler), and turns a panic (an abort,
+// ErrAbortHandler, or a bug) into a cut connection. Deferred by serve.
+func (d *DataPlane) finish(ctx *fasthttp.RequestCtx, body **streamBody, path string) {
+	if b := *body; b != nil && !b.end(ctx.Conn()) {
+		ctx.SetConnectionClose() // a read was cut short: where the body ends is unknown
+	}
+	if v := recover(); v != nil {
+		if v != http.ErrAbortHandler {
+			d.log.Error().Interface("panic", v).Str("path", path).Msg("data-plane handler panic")
+		}
+		// The response may have started: cut the connection so the
+		// client cannot take a truncated answer for a whole one.
+		ctx.Response.Reset()
+		ctx.HijackSetNoResponse(true)
+		ctx.Hijack(func(c net.Conn) { _ = c.Close() })
 	}
 }
 

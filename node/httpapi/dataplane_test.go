@@ -56,6 +56,15 @@ func proxyFront(t *testing.T, e *runner.Executor, upstream string) string {
 	}), 4<<20)
 }
 
+// proxyFronts are the data plane's two ways to the exchange in place:
+// "converted", the request as net/http's type through ServeProxy
+// (proxyFront), and "native", the API's /svc/x/ served on fasthttp's own
+// request (FastProxy, runner.ServeInPlace), counted in native.
+func proxyFronts(t *testing.T, e *runner.Executor, upstream string, native *atomic.Int64) map[string]string {
+	api := New(DefaultConfig(), &fakeBackend{}, zerolog.Nop(), WithExec(proxyOnly{e: e, upstream: upstream, native: native}))
+	return map[string]string{"converted": proxyFront(t, e, upstream), "native": startDataPlane(t, api, 4<<20)}
+}
+
 func executor(t *testing.T, tune func(*runner.Config)) *runner.Executor {
 	t.Helper()
 	cfg := runner.DefaultConfig()
@@ -256,26 +265,35 @@ func TestFastProxyRewritesLikeTheAPIProxy(t *testing.T) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer up.Close()
-	base := proxyFront(t, executor(t, nil), up.URL+"/base?k=v")
-
-	req, _ := http.NewRequest("GET", base+"/svc/x/a%20b//c?q=1", nil)
-	req.Host = "gw.example"
-	req.Header.Set("X-Forwarded-For", "10.0.0.1")
-	req.Header.Set("Connection", "X-Hop, close")
-	req.Header.Set("X-Hop", "1")
-	req.Header.Set("Keep-Alive", "timeout=5")
-	req.Header.Set("Te", "trailers")
-	req.Header.Set("X-Custom", "kept")
-	req.Header.Set("User-Agent", "")
-	resp, body := send(t, req)
-	if resp.StatusCode != http.StatusAccepted || body != "ok" || resp.Header.Get("X-Kept") != "yes" ||
-		resp.Header.Get("X-Resp-Hop") != "" {
-		t.Errorf("response: %d %q %v", resp.StatusCode, body, resp.Header)
-	}
+	var native atomic.Int64
 	upHost := strings.TrimPrefix(up.URL, "http://")
-	want := fmt.Sprintf(`GET /base/a%%20b//c?k=v&q=1 host=%s xff=10.0.0.1, 127.0.0.1 xfh=gw.example xfp=http hop="" keep="" te="" custom=kept ua="" length=0 chunked=false`, upHost)
-	if got.Load() != want {
-		t.Errorf("upstream saw\n %v\nwant\n %s", got.Load(), want)
+	for mode, base := range proxyFronts(t, executor(t, nil), up.URL+"/base?k=v", &native) {
+		// The first target is converted on either front (an escape),
+		// the second native on the native one.
+		for _, target := range []string{"/a%20b/c", "/a/b.c"} {
+			req, _ := http.NewRequest("GET", base+"/svc/x"+target+"?q=1", nil)
+			req.Host = "gw.example"
+			req.Header.Set("X-Forwarded-For", "10.0.0.1")
+			req.Header.Add("X-Forwarded-For", "10.0.0.2")
+			req.Header.Set("Connection", "X-Hop, close")
+			req.Header.Set("X-Hop", "1")
+			req.Header.Set("Keep-Alive", "timeout=5")
+			req.Header.Set("Te", "trailers")
+			req.Header.Set("X-Custom", "kept")
+			req.Header.Set("User-Agent", "")
+			resp, body := send(t, req)
+			if resp.StatusCode != http.StatusAccepted || body != "ok" || resp.Header.Get("X-Kept") != "yes" ||
+				resp.Header.Get("X-Resp-Hop") != "" {
+				t.Errorf("%s %s: response: %d %q %v", mode, target, resp.StatusCode, body, resp.Header)
+			}
+			want := fmt.Sprintf(`GET /base%s?k=v&q=1 host=%s xff=10.0.0.1, 10.0.0.2, 127.0.0.1 xfh=gw.example xfp=http hop="" keep="" te="" custom=kept ua="" length=0 chunked=false`, target, upHost)
+			if got.Load() != want {
+				t.Errorf("%s %s: upstream saw\n %v\nwant\n %s", mode, target, got.Load(), want)
+			}
+		}
+	}
+	if native.Load() != 1 {
+		t.Errorf("%d requests served in place natively, want 1", native.Load())
 	}
 }
 
@@ -300,55 +318,58 @@ func TestFastProxyBodiesBothWays(t *testing.T) {
 	}))
 	defer up.Close()
 	defer close(release)
-	base := proxyFront(t, executor(t, nil), up.URL)
+	for mode, base := range proxyFronts(t, executor(t, nil), up.URL, nil) {
+		t.Run(mode, func(t *testing.T) {
 
-	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
-	sum := sha256.Sum256(body)
-	resp, got := send(t, newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(body)))
-	if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
-		t.Errorf("1 MiB upload: %d %q, want %q", resp.StatusCode, got, want)
-	}
+			body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB
+			sum := sha256.Sum256(body)
+			resp, got := send(t, newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(body)))
+			if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
+				t.Errorf("1 MiB upload: %d %q, want %q", resp.StatusCode, got, want)
+			}
 
-	// A multipart form and a chunked upload pass through as sent.
-	var form bytes.Buffer
-	mw := multipart.NewWriter(&form)
-	fw, _ := mw.CreateFormFile("file", "a.bin")
-	_, _ = fw.Write(body[:100<<10])
-	_ = mw.Close()
-	fsum := sha256.Sum256(form.Bytes())
-	mreq := newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(form.Bytes()))
-	mreq.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, got = send(t, mreq)
-	if want := fmt.Sprintf("%d %s", form.Len(), hex.EncodeToString(fsum[:])); resp.StatusCode != 200 || got != want {
-		t.Errorf("multipart upload: %d %q, want %q", resp.StatusCode, got, want)
-	}
-	resp, got = send(t, newReq(t, "POST", base+"/svc/x/upload", io.MultiReader(bytes.NewReader(body[:1<<19]), bytes.NewReader(body[1<<19:]))))
-	if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
-		t.Errorf("1 MiB chunked upload: %d %q, want %q", resp.StatusCode, got, want)
-	}
+			// A multipart form and a chunked upload pass through as sent.
+			var form bytes.Buffer
+			mw := multipart.NewWriter(&form)
+			fw, _ := mw.CreateFormFile("file", "a.bin")
+			_, _ = fw.Write(body[:100<<10])
+			_ = mw.Close()
+			fsum := sha256.Sum256(form.Bytes())
+			mreq := newReq(t, "POST", base+"/svc/x/upload", bytes.NewReader(form.Bytes()))
+			mreq.Header.Set("Content-Type", mw.FormDataContentType())
+			resp, got = send(t, mreq)
+			if want := fmt.Sprintf("%d %s", form.Len(), hex.EncodeToString(fsum[:])); resp.StatusCode != 200 || got != want {
+				t.Errorf("multipart upload: %d %q, want %q", resp.StatusCode, got, want)
+			}
+			resp, got = send(t, newReq(t, "POST", base+"/svc/x/upload", io.MultiReader(bytes.NewReader(body[:1<<19]), bytes.NewReader(body[1<<19:]))))
+			if want := fmt.Sprintf("%d %s", len(body), hex.EncodeToString(sum[:])); resp.StatusCode != 200 || got != want {
+				t.Errorf("1 MiB chunked upload: %d %q, want %q", resp.StatusCode, got, want)
+			}
 
-	sresp, err := http.Get(base + "/svc/x/stream")
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := make([]byte, 5)
-	if _, err := io.ReadFull(sresp.Body, first); err != nil || string(first) != "first" {
-		t.Fatalf("first piece of the stream: %q %v", first, err)
-	}
-	release <- struct{}{}
-	rest, err := io.ReadAll(sresp.Body)
-	sresp.Body.Close()
-	if err != nil || string(rest) != "-second" {
-		t.Errorf("rest of the stream: %q %v", rest, err)
-	}
+			sresp, err := http.Get(base + "/svc/x/stream")
+			if err != nil {
+				t.Fatal(err)
+			}
+			first := make([]byte, 5)
+			if _, err := io.ReadFull(sresp.Body, first); err != nil || string(first) != "first" {
+				t.Fatalf("first piece of the stream: %q %v", first, err)
+			}
+			release <- struct{}{}
+			rest, err := io.ReadAll(sresp.Body)
+			sresp.Body.Close()
+			if err != nil || string(rest) != "-second" {
+				t.Errorf("rest of the stream: %q %v", rest, err)
+			}
 
-	hresp, hbody := send(t, newReq(t, "HEAD", base+"/svc/x/head", nil))
-	if hresp.StatusCode != 200 || hresp.ContentLength != 1234 || hbody != "" {
-		t.Errorf("HEAD: %d length %d body %q", hresp.StatusCode, hresp.ContentLength, hbody)
-	}
-	eresp, ebody := send(t, newReq(t, "GET", base+"/svc/x/empty", nil))
-	if eresp.StatusCode != http.StatusNoContent || ebody != "" {
-		t.Errorf("204: %d %q", eresp.StatusCode, ebody)
+			hresp, hbody := send(t, newReq(t, "HEAD", base+"/svc/x/head", nil))
+			if hresp.StatusCode != 200 || hresp.ContentLength != 1234 || hbody != "" {
+				t.Errorf("HEAD: %d length %d body %q", hresp.StatusCode, hresp.ContentLength, hbody)
+			}
+			eresp, ebody := send(t, newReq(t, "GET", base+"/svc/x/empty", nil))
+			if eresp.StatusCode != http.StatusNoContent || ebody != "" {
+				t.Errorf("204: %d %q", eresp.StatusCode, ebody)
+			}
+		})
 	}
 }
 
@@ -381,36 +402,39 @@ func TestFastProxyUpstreamFailures(t *testing.T) {
 	}))
 	defer up.Close()
 	defer close(hang) // before up.Close, which waits for the handler
-	base := proxyFront(t, executor(t, func(c *runner.Config) { c.UpstreamHeaderTimeout = 300 * time.Millisecond }), up.URL)
+	for mode, base := range proxyFronts(t, executor(t, func(c *runner.Config) { c.UpstreamHeaderTimeout = 300 * time.Millisecond }), up.URL, nil) {
+		t.Run(mode, func(t *testing.T) {
 
-	resp, body := send(t, newReq(t, "GET", base+"/svc/x/hang", nil))
-	if resp.StatusCode != http.StatusGatewayTimeout || errorCode(t, body) != "upstream_timeout" {
-		t.Errorf("hung upstream: %d %s, want 504 upstream_timeout", resp.StatusCode, body)
-	}
-	resp, body = send(t, newReq(t, "GET", base+"/svc/x/slowbody", nil))
-	if resp.StatusCode != 200 || body != "part0;part1;part2;part3;" {
-		t.Errorf("a body slower than the header timeout: %d %q", resp.StatusCode, body)
-	}
-	resp, body = send(t, newReq(t, "GET", base+"/svc/x/upgrade", nil))
-	if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "upgrades are not proxied") {
-		t.Errorf("101 from the upstream: %d %s", resp.StatusCode, body)
-	}
-	// The client must not take it for a whole response: it gets an error,
-	// before the header or in the body.
-	tresp, err := http.Get(base + "/svc/x/truncated")
-	if err == nil {
-		var b []byte
-		b, err = io.ReadAll(tresp.Body)
-		tresp.Body.Close()
-		if err == nil {
-			t.Errorf("a truncated upstream body reached the client as a whole one: %d %q", tresp.StatusCode, b)
-		}
-	}
+			resp, body := send(t, newReq(t, "GET", base+"/svc/x/hang", nil))
+			if resp.StatusCode != http.StatusGatewayTimeout || errorCode(t, body) != "upstream_timeout" {
+				t.Errorf("hung upstream: %d %s, want 504 upstream_timeout", resp.StatusCode, body)
+			}
+			resp, body = send(t, newReq(t, "GET", base+"/svc/x/slowbody", nil))
+			if resp.StatusCode != 200 || body != "part0;part1;part2;part3;" {
+				t.Errorf("a body slower than the header timeout: %d %q", resp.StatusCode, body)
+			}
+			resp, body = send(t, newReq(t, "GET", base+"/svc/x/upgrade", nil))
+			if resp.StatusCode != http.StatusBadGateway || !strings.Contains(body, "upgrades are not proxied") {
+				t.Errorf("101 from the upstream: %d %s", resp.StatusCode, body)
+			}
+			// The client must not take it for a whole response: it gets an error,
+			// before the header or in the body.
+			tresp, err := http.Get(base + "/svc/x/truncated")
+			if err == nil {
+				var b []byte
+				b, err = io.ReadAll(tresp.Body)
+				tresp.Body.Close()
+				if err == nil {
+					t.Errorf("a truncated upstream body reached the client as a whole one: %d %q", tresp.StatusCode, b)
+				}
+			}
 
-	dead := proxyFront(t, executor(t, nil), "http://127.0.0.1:1")
-	resp, body = send(t, newReq(t, "GET", dead+"/svc/x/", nil))
-	if resp.StatusCode != http.StatusBadGateway || errorCode(t, body) != "upstream_unreachable" {
-		t.Errorf("unreachable upstream: %d %s", resp.StatusCode, body)
+			dead := proxyFront(t, executor(t, nil), "http://127.0.0.1:1")
+			resp, body = send(t, newReq(t, "GET", dead+"/svc/x/", nil))
+			if resp.StatusCode != http.StatusBadGateway || errorCode(t, body) != "upstream_unreachable" {
+				t.Errorf("unreachable upstream: %d %s", resp.StatusCode, body)
+			}
+		})
 	}
 }
 
@@ -429,20 +453,23 @@ func TestFastProxyReusesAndReleases(t *testing.T) {
 	}
 	up.Start()
 	defer up.Close()
-	base := proxyFront(t, executor(t, func(c *runner.Config) { c.MaxConcurrentHTTP = 1 }), up.URL)
-	for i := 0; i < 50; i++ {
-		resp, body := send(t, newReq(t, "GET", base+"/svc/x/", nil))
-		if resp.StatusCode != 200 || body != "x" {
-			t.Fatalf("request %d: %d %q (a slot not given back answers busy)", i, resp.StatusCode, body)
-		}
-	}
-	if n := conns.Load(); n > 2 {
-		t.Errorf("50 sequential requests opened %d upstream connections", n)
-	}
-	up.CloseClientConnections() // as an upstream dropping idle keep-alives does
-	resp, body := send(t, newReq(t, "GET", base+"/svc/x/", nil))
-	if resp.StatusCode != 200 || body != "x" {
-		t.Errorf("after the upstream closed the idle connection: %d %q", resp.StatusCode, body)
+	for mode, base := range proxyFronts(t, executor(t, func(c *runner.Config) { c.MaxConcurrentHTTP = 1 }), up.URL, nil) {
+		t.Run(mode, func(t *testing.T) {
+			for i := 0; i < 50; i++ {
+				resp, body := send(t, newReq(t, "GET", base+"/svc/x/", nil))
+				if resp.StatusCode != 200 || body != "x" {
+					t.Fatalf("request %d: %d %q (a slot not given back answers busy)", i, resp.StatusCode, body)
+				}
+			}
+			if n := conns.Load(); n > 2 {
+				t.Errorf("50 sequential requests opened %d upstream connections", n)
+			}
+			up.CloseClientConnections() // as an upstream dropping idle keep-alives does
+			resp, body := send(t, newReq(t, "GET", base+"/svc/x/", nil))
+			if resp.StatusCode != 200 || body != "x" {
+				t.Errorf("after the upstream closed the idle connection: %d %q", resp.StatusCode, body)
+			}
+		})
 	}
 }
 
@@ -456,30 +483,33 @@ func TestFastProxyUpstreamAnswersDuringSlowUpload(t *testing.T) {
 		http.Error(w, "too big for me", http.StatusRequestEntityTooLarge)
 	}))
 	defer up.Close()
-	base := proxyFront(t, executor(t, nil), up.URL)
-	pr, pw := io.Pipe()
-	defer pw.Close()
-	go func() { _, _ = pw.Write([]byte("first part of a slow upload")) }()
-	done := make(chan *http.Response, 1)
-	go func() {
-		resp, err := http.DefaultClient.Do(newReq(t, "POST", base+"/svc/x/up", pr))
-		if err != nil {
-			done <- nil
-			return
-		}
-		done <- resp
-	}()
-	select {
-	case resp := <-done:
-		if resp == nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
-			t.Fatalf("want the upstream's 413, got %+v", resp)
-		}
-		resp.Body.Close()
-	case <-time.After(10 * time.Second):
-		t.Fatal("the answer waited for the client's upload")
-	}
-	// The listener still serves.
-	if resp, _ := send(t, newReq(t, "GET", base+"/svc/x/again", nil)); resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Errorf("after the cut upload: %d", resp.StatusCode)
+	for mode, base := range proxyFronts(t, executor(t, nil), up.URL, nil) {
+		t.Run(mode, func(t *testing.T) {
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go func() { _, _ = pw.Write([]byte("first part of a slow upload")) }()
+			done := make(chan *http.Response, 1)
+			go func() {
+				resp, err := http.DefaultClient.Do(newReq(t, "POST", base+"/svc/x/up", pr))
+				if err != nil {
+					done <- nil
+					return
+				}
+				done <- resp
+			}()
+			select {
+			case resp := <-done:
+				if resp == nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+					t.Fatalf("want the upstream's 413, got %+v", resp)
+				}
+				resp.Body.Close()
+			case <-time.After(10 * time.Second):
+				t.Fatal("the answer waited for the client's upload")
+			}
+			// The listener still serves.
+			if resp, _ := send(t, newReq(t, "GET", base+"/svc/x/again", nil)); resp.StatusCode != http.StatusRequestEntityTooLarge {
+				t.Errorf("after the cut upload: %d", resp.StatusCode)
+			}
+		})
 	}
 }

@@ -2,6 +2,16 @@
 // package declares, so it can be tested without a mesh; and, for a listener
 // of its own, the same handler's /svc/ routes on fasthttp (DataPlane).
 //
+// Both listeners decide with one implementation of every rule: routing,
+// the cluster and token checks, the credential strip, the path check,
+// limits and the central log entry read a request through Request, which
+// net/http's request (netRequest) and fasthttp's (fastRequest) both are.
+// The data plane so serves a plain /svc/ call without building an
+// *http.Request, and an ExecBackend that is a FastProxy answers it in
+// place or from the cache on fasthttp's request; what only net/http's
+// types can carry (an upgrade, a chunked upload, an escaped or uncleaned
+// path, a gateway hop) is converted and served by the same handler.
+//
 // It owns request parsing and bounds (body size, query validation), the
 // error shape {"error","code"} with fitting status codes, and the mapping of
 // routes to Backend calls. It knows nothing of gossip, Raft or QUIC. Only

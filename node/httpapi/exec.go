@@ -46,7 +46,13 @@ type ExecFilter struct {
 }
 
 // WithExec serves runs, executions and the /svc/ proxy.
-func WithExec(e ExecBackend) Option { return func(a *API) { a.exec = e } }
+// An e that is also a FastProxy serves data-plane calls natively.
+func WithExec(e ExecBackend) Option {
+	return func(a *API) {
+		a.exec = e
+		a.fast, _ = e.(FastProxy)
+	}
+}
 
 func (a *API) execRoutes() {
 	a.handle("POST /v1/services/{name}/run", a.run)
@@ -115,7 +121,7 @@ func (a *API) run(w http.ResponseWriter, r *http.Request) error {
 	if len(key) > 128 {
 		return Errorf(http.StatusBadRequest, "bad_request", "Idempotency-Key longer than 128 bytes")
 	}
-	release, err := a.admit(w, r, c, name)
+	release, err := a.admit(r.Context(), w.Header(), netRequest{r}, tokenOf(r.Context()), c, name)
 	if err != nil {
 		return err
 	}
@@ -273,33 +279,41 @@ func mayCancel(r *http.Request, service string) error {
 
 func (a *API) proxy(w http.ResponseWriter, r *http.Request) error {
 	name := r.PathValue("name")
-	if err := dispatch.ValidateName(name); err != nil {
-		return Errorf(http.StatusNotFound, "not_found", "service %q: %v", name, err)
-	}
 	c, ok := clusterFrom(r.Context())
 	if !ok {
 		c = a.b.LocalCluster()
 	}
-	p := "/" + r.PathValue("path")
-	if err := checkProxyPath(r, p); err != nil {
+	return a.proxyCall(r.Context(), w, netRequest{r}, tokenOf(r.Context()), c, name, "/"+r.PathValue("path"), func() error {
+		return a.exec.ProxyHTTP(w, r, c, name, "/"+r.PathValue("path"))
+	})
+}
+
+// proxyCall is a /svc/ call of service name (path p below it) once access
+// allowed it, on either listener: the name and path checks, the limits,
+// then proxy (the exchange, or the cache).
+func (a *API) proxyCall(ctx context.Context, w http.ResponseWriter, r Request, tok *Token, cluster, name, p string, proxy func() error) error {
+	if err := dispatch.ValidateName(name); err != nil {
+		return Errorf(http.StatusNotFound, "not_found", "service %q: %v", name, err)
+	}
+	if err := checkProxyPath(r.EscapedPath(), p); err != nil {
 		return err
 	}
-	release, err := a.admit(w, r, c, name)
+	release, err := a.admit(ctx, w.Header(), r, tok, cluster, name)
 	if err != nil {
 		return err
 	}
 	defer release()
-	return a.exec.ProxyHTTP(w, r, c, name, p)
+	return proxy()
 }
 
 // checkProxyPath refuses (400) a /svc/ path that could leave its upstream's
 // base path: an encoded '/' or '\' in the request (the mux decoded it into
-// a segment), or what runner.JoinPath refuses in the decoded path. The
+// a segment), or what runner.JoinPath refuses in the decoded path p. The
 // runner checks again; this makes the answer a 400 on both listeners.
-func checkProxyPath(r *http.Request, p string) error {
-	raw := strings.ToLower(r.URL.EscapedPath())
+func checkProxyPath(escaped, p string) error {
+	raw := strings.ToLower(escaped)
 	if strings.Contains(raw, "%2f") || strings.Contains(raw, "%5c") {
-		return Errorf(http.StatusBadRequest, "bad_path", "path %q: encoded '/' or '\\' is refused", r.URL.EscapedPath())
+		return Errorf(http.StatusBadRequest, "bad_path", "path %q: encoded '/' or '\\' is refused", escaped)
 	}
 	if _, err := runner.JoinPath("/", p); err != nil {
 		return Errorf(http.StatusBadRequest, "bad_path", "%v", err)

@@ -135,36 +135,47 @@ func (a *API) serveLogged(w http.ResponseWriter, r *http.Request) bool {
 		w = cw
 	}
 	a.mux.ServeHTTP(w, r)
-	e := centrallog.Entry{Time: start.UTC(), Kind: kind, Method: r.Method, Path: r.URL.Path,
-		DurationMS: float64(time.Since(start).Microseconds()) / 1000, ExecutionID: note.executionID}
+	var status int
+	var out, in int64
 	if fast {
-		e.Status, e.BytesOut = pr.ProxyResult()
+		status, out = pr.ProxyResult()
 	} else {
-		e.Status, e.BytesOut = cw.code, cw.n
-		if e.Status == 0 {
-			e.Status = http.StatusOK
+		status, out = cw.code, cw.n
+		if status == 0 {
+			status = http.StatusOK
 		}
 	}
 	switch {
 	case body != nil:
-		e.BytesIn = body.n
+		in = body.n
 	case r.ContentLength > 0:
-		e.BytesIn = r.ContentLength
+		in = r.ContentLength
 	}
-	if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+	a.record(kind, netRequest{r}, grantFrom(r.Context()), start, status, in, out, note.executionID)
+	return true
+}
+
+// record spools the central log entry of a request r (of kind, started at
+// start) that access decided g for, on either listener.
+func (a *API) record(kind string, r Request, g *grant, start time.Time, status int, in, out int64, executionID string) {
+	p := r.Path()
+	e := centrallog.Entry{Time: start.UTC(), Kind: kind, Method: r.Method(), Path: p,
+		DurationMS: float64(time.Since(start).Microseconds()) / 1000, ExecutionID: executionID,
+		Status: status, BytesIn: in, BytesOut: out}
+	remote := r.RemoteAddr()
+	if host, _, err := net.SplitHostPort(remote); err == nil {
 		e.ClientIP = host
 	} else {
-		e.ClientIP = r.RemoteAddr
+		e.ClientIP = remote
 	}
-	if t, ok := TokenFrom(r.Context()); ok {
-		e.TokenAccessor = t.AccessorID
+	if g != nil {
+		e.Cluster = g.cluster
+		if g.token != nil {
+			e.TokenAccessor = g.token.AccessorID
+		}
 	}
-	if c, ok := clusterFrom(r.Context()); ok {
-		e.Cluster = c
-	}
-	e.Service = logService(r.URL.Path)
+	e.Service = logService(p)
 	a.central.Record(e)
-	return true
 }
 
 // logService is the service a logged path is about ("" for none).

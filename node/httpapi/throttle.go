@@ -8,11 +8,12 @@ import (
 // Throttler checks requests against their service's limits and
 // max_in_flight (package throttle, wired by node) and reports usage.
 type Throttler interface {
-	// Admit checks one run or /svc/ request of cluster's service before
-	// anything runs or is proxied. Admitted: release ends the request (it
-	// frees its max_in_flight slot). Refused: an *Error (429), with the
-	// RateLimit-* headers already set on w.
-	Admit(w http.ResponseWriter, r *http.Request, cluster, service string) (release func(), err error)
+	// Admit checks one run or /svc/ request r of cluster's service, sent
+	// with token tok (nil: none read), before anything runs or is
+	// proxied. Admitted: release ends the request (it frees its
+	// max_in_flight slot). Refused: an *Error (429), with the RateLimit-*
+	// headers already set on h, the response's.
+	Admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (release func(), err error)
 	// Throttles is the usage per limit and key of service ("" all) of
 	// cluster ("" the local one), from the active manager.
 	Throttles(ctx context.Context, cluster, service string) (any, error)
@@ -22,11 +23,11 @@ type Throttler interface {
 // GET /v1/throttles (policy read, like every GET).
 func WithThrottle(t Throttler) Option { return func(a *API) { a.throttle = t } }
 
-func (a *API) admit(w http.ResponseWriter, r *http.Request, cluster, service string) (func(), error) {
+func (a *API) admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (func(), error) {
 	if a.throttle == nil {
 		return func() {}, nil
 	}
-	release, err := a.throttle.Admit(w, r, cluster, service)
+	release, err := a.throttle.Admit(ctx, h, r, tok, cluster, service)
 	if err != nil {
 		return nil, err
 	}

@@ -16,11 +16,11 @@ import (
 // releases.
 type fakeThrottler struct{ admitted, released atomic.Int64 }
 
-func (f *fakeThrottler) Admit(w http.ResponseWriter, r *http.Request, cluster, service string) (func(), error) {
+func (f *fakeThrottler) Admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (func(), error) {
 	if service == "hot" {
-		w.Header().Set("RateLimit-Limit", "5")
-		w.Header().Set("RateLimit-Remaining", "0")
-		w.Header().Set("RateLimit-Reset", "1")
+		h.Set("RateLimit-Limit", "5")
+		h.Set("RateLimit-Remaining", "0")
+		h.Set("RateLimit-Reset", "1")
 		return nil, Errorf(http.StatusTooManyRequests, "rate_limited", "hot: spent").WithRetryAfter(1)
 	}
 	f.admitted.Add(1)

@@ -129,6 +129,10 @@ backend b
 	waitFor(10*time.Second, "static fasthttp server", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/c", sport)) })
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
+	if *baseline != "" {
+		benchCacheBaseline(hc, up, "http://"+dps[own]+"/svc/web/c", hport, sport, d, &upCalls)
+		return
+	}
 	var sRate, sLat series
 	var oRate, oLat, nRate, nLat, aRate, aLat, hRate, hLat series
 	for r := 0; r < *rounds; r++ {
@@ -151,6 +155,63 @@ backend b
 	row("req/s, bare fasthttp server, body from memory (reference)", "", sRate, hRate, true)
 	row("p50, bare fasthttp server, body from memory (reference)", "ms", sLat, hLat, false)
 	fmt.Printf("\nmeshgw hits via an owner's -proxy listener reach %.0f%% of the bare fasthttp server's req/s\n", 100*oRate.median()/sRate.median())
+	fmt.Printf("\nupstream calls during the measurement: %d\n", upCalls.Load()-before)
+}
+
+// benchCacheBaseline (-baseline): hits through an owner's -proxy
+// listener, this build (url) and the baseline build (a mesh of 3 of its
+// own, same upstream), beside HAProxy's cache and the bare fasthttp
+// server, in the same alternated rounds.
+func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d string, upCalls *atomic.Int64) {
+	var bps []string
+	for i := 0; i < 3; i++ {
+		bps = append(bps, fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
+	old, _ := startNodes(*baseline, []string{"o1", "o2", "o3"}, func(i int) []string { return []string{"-proxy", bps[i]} })
+	if err := put(hc, "http://"+old[0].http+"/v1/services/web",
+		`{"name":"web","type":"http","upstream":"http://`+up+`","cache":{"ttl":"1h"}}`); err != nil {
+		fatal("baseline service: %v", err)
+	}
+	oldURL := ""
+	waitFor(20*time.Second, "baseline cache hits", func() error {
+		for _, dp := range bps {
+			if xc, err := xcache("http://" + dp + "/svc/web/c"); err != nil || xc != "HIT" {
+				return fmt.Errorf("%s: X-Cache %q %v", dp, xc, err)
+			}
+		}
+		for i, n := range old {
+			if holds(n.http) {
+				oldURL = "http://" + bps[i] + "/svc/web/c"
+				return nil
+			}
+		}
+		return fmt.Errorf("no owner known")
+	})
+	before := upCalls.Load()
+	var nRate, oRate, hRate, sRate, nLat, oLat, hLat, sLat series
+	var loads []string
+	for r := 0; r < *rounds; r++ {
+		loads = append(loads, loadavg())
+		n, nl := wrk(url, d)
+		h, hl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", hport), d)
+		o, ol := wrk(oldURL, d)
+		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", sport), d)
+		nRate, oRate, hRate, sRate = append(nRate, n), append(oRate, o), append(hRate, h), append(sRate, x)
+		nLat, oLat, hLat, sLat = append(nLat, nl), append(oLat, ol), append(hLat, hl), append(sLat, xl)
+	}
+	fmt.Printf("\nwrk -t2 -c64 -d%s, one cached URL (1 KiB), load average at each round's start: %s\n", d, strings.Join(loads, " "))
+	fmt.Printf("| measurement | median [range] | HAProxy cache median [range] | vs HAProxy |\n|---|---|---|---|\n")
+	row("req/s, bare fasthttp server, body from memory", "", sRate, hRate, true)
+	row("hits/s, meshgw owner's -proxy listener, this build", "", nRate, hRate, true)
+	row("hits/s, meshgw owner's -proxy listener, baseline build", "", oRate, hRate, true)
+	row("p50, bare fasthttp server", "ms", sLat, hLat, false)
+	row("p50, meshgw owner, this build", "ms", nLat, hLat, false)
+	row("p50, meshgw owner, baseline build", "ms", oLat, hLat, false)
+	fmt.Printf("\n| per-round ratio | median [range] |\n|---|---|\n")
+	ratioRow("this build / bare fasthttp server", nRate, sRate)
+	ratioRow("baseline build / bare fasthttp server", oRate, sRate)
+	ratioRow("this build / HAProxy cache", nRate, hRate)
+	ratioRow("this build / baseline build", nRate, oRate)
 	fmt.Printf("\nupstream calls during the measurement: %d\n", upCalls.Load()-before)
 }
 

@@ -81,7 +81,7 @@ func benchCentralLog(bin string) {
 		}
 	}
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
-	fmt.Printf("load average at the start: %s", loadavg())
+	fmt.Printf("load average at the start: %s\n", loadavg())
 	for r := 0; r < *rounds; r++ {
 		for k := range arms {
 			a := arms[(r+k)%len(arms)] // who goes first alternates too
@@ -98,7 +98,7 @@ func benchCentralLog(bin string) {
 			a.cpu = append(a.cpu, (cpuOf(a.cmds)-c0)/(rate*dur.Seconds())*1e6)
 			a.rate, a.lat = append(a.rate, rate), append(a.lat, lat)
 		}
-		fmt.Printf("round %d done, load average %s", r+1, loadavg())
+		fmt.Printf("round %d done, load average %s\n", r+1, loadavg())
 	}
 	load := "wrk -t2 -c64 -d" + d
 	if *paceRate > 0 {
@@ -149,7 +149,7 @@ func benchCentralLog(bin string) {
 		}
 		fmt.Printf("\ncentral log (%s): %d entries stored; wrk completed about %.0f requests (plus warm-up)\n", a.name, stored, total)
 	}
-	fmt.Printf("load average at the end: %s", loadavg())
+	fmt.Printf("load average at the end: %s\n", loadavg())
 }
 
 // paced sends rate requests a second to url for d (64 connections, each
@@ -191,11 +191,6 @@ func paced(url string, rate int, d time.Duration) (float64, float64) {
 	}
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
 	return float64(len(lat)) / d.Seconds(), ms(lat[len(lat)/2])
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	return string(b)
 }
 
 // kpiCount sums the KPI counts of service web over the last hour.

@@ -35,6 +35,8 @@ var (
 	meshgwBin = flag.String("meshgw", "", "meshgw binary (default: build it)")
 	rounds    = flag.Int("rounds", 3, "alternated rounds per measurement")
 	dur       = flag.Duration("d", 5*time.Second, "duration of one round")
+	baseline  = flag.String("baseline", "", "proxy, cache: an earlier meshgw build, measured beside -meshgw in the same "+
+		"alternated rounds (only the in-place / hit rows and their peers are then measured)")
 )
 
 var procs []*exec.Cmd
@@ -168,6 +170,29 @@ func row(name, unit string, ours, peer series, higherBetter bool) {
 	ratio := ours.median() / peer.median()
 	fmt.Printf("| %s | %.4g %s [%.4g–%.4g] | %.4g %s [%.4g–%.4g] | %.2f× |\n", name, ours.median(), unit, lo1, hi1, peer.median(), unit, lo2, hi2, ratio)
 	_ = higherBetter
+}
+
+// ratioRow prints the per-round ratios ours/peer: median [min–max].
+func ratioRow(name string, ours, peer series) {
+	var r series
+	for i := range ours {
+		r = append(r, ours[i]/peer[i])
+	}
+	lo, hi := r.span()
+	fmt.Printf("| %s | %.2f [%.2f–%.2f] |\n", name, r.median(), lo, hi)
+}
+
+// loadavg is the 1-minute load average ("?" when unknown).
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -87,6 +87,10 @@ backend b
 	waitFor(10*time.Second, "bare proxy loop", func() error { return get(fmt.Sprintf("http://127.0.0.1:%d/", bport)) })
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
+	if *baseline != "" {
+		benchInPlace(httpClient(), ups[0], dps, hport, fport, d)
+		return
+	}
 	local := func(p int) func(r int) string {
 		return func(r int) string { return fmt.Sprintf("http://127.0.0.1:%d/", p) }
 	}
@@ -213,6 +217,47 @@ func loadAvg() float64 {
 	var l float64
 	fmt.Sscanf(string(b), "%f", &l)
 	return l
+}
+
+// benchInPlace (-baseline): proxying in place on a runner's -proxy
+// listener, this build and the baseline build (a mesh of 3 runners of its
+// own, same upstream), beside HAProxy and the bare fasthttp proxy, all in
+// the same alternated rounds.
+func benchInPlace(hc *http.Client, up string, dps []string, hport, fport int, d string) {
+	var bps []string
+	for i := 0; i < 3; i++ {
+		bps = append(bps, fmt.Sprintf("127.0.0.1:%d", freePort()))
+	}
+	old, _ := startNodes(*baseline, []string{"o1", "o2", "o3"}, func(i int) []string { return []string{"-proxy", bps[i]} })
+	if err := put(hc, "http://"+old[0].http+"/v1/services/web", `{"name":"web","type":"http","upstream":"http://`+up+`"}`); err != nil {
+		fatal("baseline service: %v", err)
+	}
+	for _, dp := range append(append([]string{}, dps[:3]...), bps...) {
+		waitFor(10*time.Second, "data plane "+dp, func() error { return get("http://" + dp + "/svc/web/") })
+	}
+	var nRate, oRate, hRate, fRate, nLat, oLat, hLat, fLat series
+	var loads []string
+	for r := 0; r < *rounds; r++ {
+		loads = append(loads, loadavg())
+		n, nl := wrk("http://"+dps[r%3]+"/svc/web/", d)
+		h, hl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", hport), d)
+		o, ol := wrk("http://"+bps[r%3]+"/svc/web/", d)
+		f, fl := wrk(fmt.Sprintf("http://127.0.0.1:%d/", fport), d)
+		nRate, oRate, hRate, fRate = append(nRate, n), append(oRate, o), append(hRate, h), append(fRate, f)
+		nLat, oLat, hLat, fLat = append(nLat, nl), append(oLat, ol), append(hLat, hl), append(fLat, fl)
+	}
+	fmt.Printf("\nwrk -t2 -c64 -d%s, load average at each round's start: %s\n", d, strings.Join(loads, " "))
+	fmt.Printf("| measurement | median [range] | HAProxy median [range] | vs HAProxy |\n|---|---|---|---|\n")
+	row("req/s, fasthttp server + HostClient", "", fRate, hRate, true)
+	row("req/s, meshgw in place, this build", "", nRate, hRate, true)
+	row("req/s, meshgw in place, baseline build", "", oRate, hRate, true)
+	row("p50, fasthttp server + HostClient", "ms", fLat, hLat, false)
+	row("p50, meshgw in place, this build", "ms", nLat, hLat, false)
+	row("p50, meshgw in place, baseline build", "ms", oLat, hLat, false)
+	fmt.Printf("\n| per-round ratio | median [range] |\n|---|---|\n")
+	ratioRow("this build / bare fasthttp proxy", nRate, fRate)
+	ratioRow("baseline build / bare fasthttp proxy", oRate, fRate)
+	ratioRow("this build / baseline build", nRate, oRate)
 }
 
 var (
