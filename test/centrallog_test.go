@@ -127,17 +127,7 @@ func TestCentralLog(t *testing.T) {
 	}})
 	WaitHealthy(t, 30*time.Second, c.Nodes...)
 	api := func(n *Node) string { return "http://" + n.HTTP }
-	var boot struct {
-		Secret string `json:"secret_id"`
-	}
-	Eventually(t, 60*time.Second, func() error {
-		code, b, err := authDo(api(c.Nodes[0]), "POST", "/v1/acl/bootstrap", "", nil)
-		if err != nil || code != 200 {
-			return fmt.Errorf("bootstrap: %d %s %v", code, b, err)
-		}
-		return json.Unmarshal(b, &boot)
-	})
-	mgmt := boot.Secret
+	mgmt := bootstrapACL(t, c.Nodes[0])
 	var who struct {
 		Accessor string `json:"accessor_id"`
 	}

@@ -53,17 +53,7 @@ func TestMinorityServesStale(t *testing.T) {
 	defer up.Close()
 
 	api := func(n *Node) string { return "http://" + n.HTTP }
-	var boot struct {
-		Secret string `json:"secret_id"`
-	}
-	Eventually(t, 60*time.Second, func() error {
-		code, b, err := authDo(api(c.Nodes[0]), "POST", "/v1/acl/bootstrap", "", nil)
-		if err != nil || code != 200 {
-			return fmt.Errorf("bootstrap: %d %s %v", code, b, err)
-		}
-		return json.Unmarshal(b, &boot)
-	})
-	mgmt := boot.Secret
+	mgmt := bootstrapACL(t, c.Nodes[0])
 	type status struct {
 		Groups []statusGroup `json:"groups"`
 		Stale  []struct {
