@@ -65,6 +65,7 @@ type Limiter struct {
 	// holdBack: the spend file could not be read, so the node commits to no
 	// durable window that began before start (it cannot say what it spent).
 	holdBack bool
+	spendErr bool // the last write of the spend file failed (logged once)
 }
 
 type nlim struct {
@@ -177,6 +178,7 @@ func (m *Limiter) recordSpend(l *nlim, k *nkey, now time.Time) error {
 		k.recorded = prev
 		return err
 	}
+	m.spendErr = false
 	return nil
 }
 
@@ -330,7 +332,11 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 				}
 				if err := m.recordSpend(l, keys[i], now); err != nil {
 					// Unrecorded spend could be lost with a restart: refuse.
-					m.log.Warn().Err(err).Msg("throttle: fallback not recorded, request refused")
+					if !m.spendErr {
+						m.log.Error().Err(err).Str("file", m.cfg.SpendFile).Msg("throttle: cannot " +
+							"record fallback spent; refusing it until the data dir is writable again")
+					}
+					m.spendErr = true
 					d := Decision{Limit: l.spec, NoManager: true, Reset: time.Second}
 					m.mu.Unlock()
 					return d

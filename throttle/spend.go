@@ -85,6 +85,11 @@ func writeSpend(path string, recs []spendRec, now time.Time) error {
 	if err != nil {
 		return fmt.Errorf("throttle: encode spend record: %w", err)
 	}
+	if len(b) > maxSpendFile {
+		// It could not be read back: refuse the spend instead.
+		return fmt.Errorf("throttle: spend record of %d entries is over %d bytes",
+			len(d.Spent), maxSpendFile)
+	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, SpendFileName+".tmp*")
 	if err != nil {

@@ -74,7 +74,8 @@ func TestSpendFile(t *testing.T) {
 		t.Fatalf("missing file: %v %v, want nothing", recs, err)
 	}
 	w, wh := Window(now, s.Per), Window(now, h.Per)
-	in := []spendRec{{Spec: s, Window: w, Key: "", Upto: 4}, {Spec: s, Window: w - 1, Key: "x", Upto: 2},
+	in := []spendRec{{Spec: s, Window: w, Key: "", Upto: 4},
+		{Spec: s, Window: w - 1, Key: "x", Upto: 2},
 		{Spec: h, Window: wh, Key: "tok", Upto: 9}}
 	if err := writeSpend(path, in, now); err != nil {
 		t.Fatal(err)
@@ -85,12 +86,14 @@ func TestSpendFile(t *testing.T) {
 	}
 	for i, r := range recs {
 		want := []spendRec{in[0], in[2]}[i]
-		if r.Spec.id() != want.Spec.id() || r.Window != want.Window || r.Key != want.Key || r.Upto != want.Upto {
+		if r.Spec.id() != want.Spec.id() || r.Window != want.Window || r.Key != want.Key ||
+			r.Upto != want.Upto {
 			t.Fatalf("entry %d: %+v, want %+v", i, r, want)
 		}
 	}
 	// A minute on, the minute's entry is pruned, the hour's kept.
-	if recs, err := readSpend(path, now.Add(time.Minute)); err != nil || len(recs) != 1 || recs[0].Key != "tok" {
+	recs, err = readSpend(path, now.Add(time.Minute))
+	if err != nil || len(recs) != 1 || recs[0].Key != "tok" {
 		t.Fatalf("a minute on: %+v %v, want the hour's entry only", recs, err)
 	}
 	b, err := os.ReadFile(path)
@@ -99,9 +102,10 @@ func TestSpendFile(t *testing.T) {
 	}
 	for name, bad := range map[string][]byte{
 		"truncated": b[:len(b)/2], "garbage": []byte("\x00\xffnot json"), "empty": nil,
-		"bad entry": []byte(`{"version":1,"spent":[{"spec":{"service":"","rate":1,"per":60000000000},"upto":1}]}`),
-		"version":   []byte(`{"version":7,"spent":[]}`),
-		"huge":      make([]byte, maxSpendFile+1),
+		"bad entry": []byte(`{"version":1,"spent":[{"spec":{"service":"","rate":1,` +
+			`"per":60000000000},"upto":1}]}`),
+		"version": []byte(`{"version":7,"spent":[]}`),
+		"huge":    make([]byte, maxSpendFile+1),
 	} {
 		if err := os.WriteFile(path, bad, 0o600); err != nil {
 			t.Fatal(err)
@@ -126,7 +130,8 @@ func TestCorruptSpendFileHoldsBack(t *testing.T) {
 	now = r.clk.now()
 	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now) + time.Second)
 	total := r.admitN("c", s, "", 20)
-	if err := os.WriteFile(filepath.Join(r.dir, "c-"+SpendFileName), []byte("{broken"), 0o600); err != nil {
+	bad := filepath.Join(r.dir, "c-"+SpendFileName)
+	if err := os.WriteFile(bad, []byte("{broken"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r.restart("c")
@@ -184,5 +189,26 @@ func TestRestartInsideAShortWindow(t *testing.T) {
 	}
 	if total > 60 || total < 55 {
 		t.Fatalf("%d admitted in one 1s window across c's restart, want 55..60", total)
+	}
+}
+
+// A fallback token that cannot be recorded is not spent.
+func TestUnrecordedFallbackIsRefused(t *testing.T) {
+	r := newRig(t, "a", "b", "c")
+	r.activate(1)
+	s := spec(time.Minute, 60, true)
+	now := r.clk.now()
+	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now) - 5*time.Second)
+	r.pump(8)
+	r.setCut("c", true)
+	r.pump(2)
+	now = r.clk.now()
+	r.clk.add(WindowStart(Window(now, s.Per)+1, s.Per).Sub(now) + time.Second)
+	// A directory where the file goes: the rename onto it fails.
+	if err := os.Mkdir(filepath.Join(r.dir, "c-"+SpendFileName), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.admitN("c", s, "", 5); got != 0 {
+		t.Fatalf("c admitted %d with its spend file unwritable, want 0", got)
 	}
 }
