@@ -54,7 +54,8 @@ func BenchmarkWriteSpend(b *testing.B) {
 	for _, n := range []int{1, 100} {
 		recs := make([]spendRec, n)
 		for i := range recs {
-			recs[i] = spendRec{Spec: s, Window: Window(now, s.Per), Key: fmt.Sprintf("10.0.0.%d", i), Upto: 250}
+			recs[i] = spendRec{Spec: s, Window: Window(now, s.Per), Key: fmt.Sprintf("10.0.0.%d", i),
+				Upto: 250}
 		}
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
 			path := filepath.Join(b.TempDir(), SpendFileName)
