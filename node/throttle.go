@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -72,8 +73,13 @@ func (a *Agent) newThrottler() *throttler {
 	}
 	t.mgr = throttle.NewManager(throttle.ManagerConfig{Node: a.cfg.NodeName, Lease: a.cfg.ThrottleLease,
 		Departed: t.departed}, a.log)
+	// The record of fallback spent survives a restart (throttle's doc, "Restarts").
+	spend := ""
+	if a.cfg.DataDir != "" {
+		spend = filepath.Join(a.cfg.DataDir, throttle.SpendFileName)
+	}
 	t.lim = throttle.NewLimiter(throttle.LimiterConfig{Node: a.cfg.NodeName, Call: t.call,
-		Lease: a.cfg.ThrottleLease}, a.log)
+		Lease: a.cfg.ThrottleLease, SpendFile: spend}, a.log)
 	cl := prometheus.Labels{"cluster": a.cfg.Cluster}
 	shares := func(state string) prometheus.GaugeOpts {
 		return prometheus.GaugeOpts{Name: "meshgw_throttle_shares",

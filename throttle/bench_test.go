@@ -2,6 +2,8 @@ package throttle
 
 import (
 	"context"
+	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -41,5 +43,27 @@ func BenchmarkAdmitGranted(b *testing.B) {
 	b.StopTimer()
 	if refused*100 > b.N {
 		b.Fatalf("%d of %d refused on a limit never reached", refused, b.N)
+	}
+}
+
+// BenchmarkWriteSpend is what the fallback path pays per chunk of a share:
+// one durable rewrite of the spend file, here with 1 and 100 keys recorded.
+func BenchmarkWriteSpend(b *testing.B) {
+	s := Spec{Service: "s", Rate: 6000, Per: time.Minute, By: ByIP, Share: true}.Prepare()
+	now := time.Now()
+	for _, n := range []int{1, 100} {
+		recs := make([]spendRec, n)
+		for i := range recs {
+			recs[i] = spendRec{Spec: s, Window: Window(now, s.Per), Key: fmt.Sprintf("10.0.0.%d", i),
+				Upto: 250}
+		}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			path := filepath.Join(b.TempDir(), SpendFileName)
+			for b.Loop() {
+				if err := writeSpend(path, recs, now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -124,6 +124,37 @@
 // takes a share as before (a share only in windows that began after the
 // first reply of the process, once Σ 1/N_n ≤ 1): no burst.
 //
+// # Restarts: the fallback a former process spent
+//
+// A node commits to a window with what it spent of its share there
+// (LimitAsk.Fallback), and the manager then stops reserving the share. A
+// process that restarts inside a window it fell back in, before its lease
+// lapsed, must not commit with 0: its memory is gone, and the share it
+// spent would be granted again. For durable windows (1m and longer, where
+// a restart fits in a window) the node therefore writes ahead what it may
+// spend: before it spends a fallback token beyond its record of a key in
+// a window, it raises the record by a chunk, max(1, share/8), capped at the
+// share, in a file of its data dir (SpendFileName: written to a temporary
+// file, fsync'd, renamed, the dir fsync'd). Grants cost nothing new; the
+// fallback path costs one write per chunk, and a request whose record
+// cannot be written is refused. A new process reads the file (bounded),
+// drops the windows that are over, and reports each entry as its fallback
+// when it commits to that window; it spends there only what it is granted.
+// A crash between the write and the spend over-reports (up to a chunk per
+// key: safe), never under-reports. The record keeps an entry until its
+// window ends, so a process that restarts again reports it again (a
+// manager that recorded the node's commit ignores it; a new activation
+// counts it once more: safe). A file that cannot be read or parsed names
+// nothing it can be trusted for: the node is logged and commits to no
+// durable window that began before its start, so the manager keeps its
+// share reserved there; such limits refuse on that node until their
+// window ends (a day for 1d: remove the file only with the node stopped
+// and the windows it may name over). Windows under a minute are not
+// recorded, as that would cost a write per chunk and second on every key:
+// a process commits to none that began before its start instead, so it
+// refuses on such limits for at most one window after it starts, and the
+// manager keeps its share there.
+//
 // # A change of manager
 //
 // A new activation knows neither what the former one granted nor who

@@ -27,7 +27,11 @@ type LimiterConfig struct {
 	// Lease is the fallback lease used when a reply names none (a manager
 	// that predates leases). Default DefaultLease.
 	Lease time.Duration
-	Clock func() time.Time
+	// SpendFile, when set, is where the node records the fallback it may
+	// have spent in durable windows, so that a restart reports it (package
+	// doc, "Restarts"). Empty: nothing recorded (tests only).
+	SpendFile string
+	Clock     func() time.Time
 }
 
 // Limiter is a node's side: the hot path (Admit) spends what the manager
@@ -57,6 +61,11 @@ type Limiter struct {
 	slots     map[string]*nslot
 	wake      chan struct{} // closed and replaced at every reply or failure
 	kick      chan struct{}
+	start     time.Time // this process's start
+	// holdBack: the spend file could not be read, so the node commits to no
+	// durable window that began before start (it cannot say what it spent).
+	holdBack bool
+	spendErr bool // the last write of the spend file failed (logged once)
 }
 
 type nlim struct {
@@ -76,6 +85,7 @@ type knownSpec struct {
 
 type nkey struct {
 	granted, used, fallback int64
+	recorded                int64 // the spend file says fallback may be up to this
 	asked                   int64 // in the ask in flight
 	waiters                 int
 	remaining               int64
@@ -112,8 +122,64 @@ func NewLimiter(cfg LimiterConfig, log zerolog.Logger) *Limiter {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	return &Limiter{cfg: cfg, log: log.With().Str("component", "throttle").Logger(),
-		lims: map[lkey]*nlim{}, known: map[string]knownSpec{}, slots: map[string]*nslot{}, wake: make(chan struct{}), kick: make(chan struct{}, 1)}
+	m := &Limiter{cfg: cfg, log: log.With().Str("component", "throttle").Logger(),
+		lims: map[lkey]*nlim{}, known: map[string]knownSpec{}, slots: map[string]*nslot{},
+		wake: make(chan struct{}), kick: make(chan struct{}, 1), start: cfg.Clock()}
+	m.loadSpend()
+	return m
+}
+
+// loadSpend takes what a former process recorded it may have spent: the
+// node reports it when it commits to those windows.
+func (m *Limiter) loadSpend() {
+	if m.cfg.SpendFile == "" {
+		return
+	}
+	recs, err := readSpend(m.cfg.SpendFile, m.start)
+	if err != nil {
+		m.holdBack = true
+		m.log.Error().Err(err).Str("file", m.cfg.SpendFile).Msg("throttle: the record of fallback " +
+			"spent before this start is unreadable; limits of 1m and longer refuse requests on this " +
+			"node until their current window ends, so the cluster's budget cannot be exceeded")
+		return
+	}
+	for _, r := range recs {
+		k := m.lim(r.Spec, r.Window).key(r.Key)
+		k.recorded = max(k.recorded, r.Upto)
+		k.fallback, k.used = k.recorded, k.recorded
+	}
+	if len(recs) > 0 {
+		m.log.Info().Int("entries", len(recs)).Msg("throttle: fallback spent before this start " +
+			"will be reported to the manager")
+	}
+}
+
+// recordSpend makes sure the spend file covers one more fallback token of
+// k in l before it is spent, writing ahead a chunk of the share at a time.
+func (m *Limiter) recordSpend(l *nlim, k *nkey, now time.Time) error {
+	if m.cfg.SpendFile == "" || !l.spec.Durable() || k.fallback < k.recorded {
+		return nil
+	}
+	share := l.spec.Cap() / int64(m.n)
+	prev := k.recorded
+	k.recorded = min(share, k.fallback+max(1, share/8))
+	var recs []spendRec
+	for _, ol := range m.lims {
+		if !ol.spec.Durable() {
+			continue
+		}
+		for key, ok := range ol.keys {
+			if ok.recorded > 0 {
+				recs = append(recs, spendRec{Spec: ol.spec, Window: ol.win, Key: key, Upto: ok.recorded})
+			}
+		}
+	}
+	if err := writeSpend(m.cfg.SpendFile, recs, now); err != nil {
+		k.recorded = prev
+		return err
+	}
+	m.spendErr = false
+	return nil
 }
 
 // Request is what one request is checked against: its service's limits,
@@ -187,6 +253,9 @@ func (l *nlim) key(k string) *nkey {
 // mayCommit reports whether the node may commit to win of s with the
 // manager it knows: that manager grants in it.
 func (m *Limiter) mayCommit(s Spec, win int64) bool {
+	if (m.holdBack || !s.Durable()) && WindowStart(win, s.Per).Before(m.start) {
+		return false // what a former process spent there is unknown (doc: "Restarts")
+	}
 	return m.fence != 0 && m.healthy && (s.Durable() || win >= FirstWindow(m.since, m.skew, s.Per))
 }
 
@@ -257,6 +326,22 @@ func (m *Limiter) Admit(ctx context.Context, r Request) Decision {
 			}
 		}
 		if bl == nil && bs == nil {
+			for i, l := range lims {
+				if l.committed {
+					continue
+				}
+				if err := m.recordSpend(l, keys[i], now); err != nil {
+					// Unrecorded spend could be lost with a restart: refuse.
+					if !m.spendErr {
+						m.log.Error().Err(err).Str("file", m.cfg.SpendFile).Msg("throttle: cannot " +
+							"record fallback spent; refusing it until the data dir is writable again")
+					}
+					m.spendErr = true
+					d := Decision{Limit: l.spec, NoManager: true, Reset: time.Second}
+					m.mu.Unlock()
+					return d
+				}
+			}
 			for i, l := range lims {
 				keys[i].used++
 				if !l.committed {

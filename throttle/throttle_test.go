@@ -3,6 +3,7 @@ package throttle
 import (
 	"context"
 	"errors"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -90,6 +91,7 @@ type rig struct {
 	// (and "mgr") clocks of their own (newRigWith).
 	mcfg   func(*ManagerConfig)
 	clocks map[string]func() time.Time
+	dir    string // the nodes' data dirs
 }
 
 func newRig(t *testing.T, names ...string) *rig { return newRigWith(t, nil, nil, names...) }
@@ -100,7 +102,7 @@ func newRigWith(t *testing.T, mcfg func(*ManagerConfig), clocks func(*clock) map
 	names ...string) *rig {
 	r := &rig{t: t, clk: &clock{t: time.Unix(1_700_000_000, 0)}, store: &memStore{data: map[string][]byte{}},
 		nodes: map[string]*Limiter{}, cut: map[string]bool{}, mcfg: mcfg,
-		clocks: map[string]func() time.Time{}}
+		clocks: map[string]func() time.Time{}, dir: t.TempDir()}
 	if clocks != nil {
 		r.clocks = clocks(r.clk)
 	}
@@ -115,6 +117,7 @@ func newRigWith(t *testing.T, mcfg func(*ManagerConfig), clocks func(*clock) map
 func (r *rig) restart(n string) {
 	now := r.clockOf(n)
 	l := NewLimiter(LimiterConfig{Node: n, Clock: now, MaxWait: time.Millisecond,
+		SpendFile: filepath.Join(r.dir, n+"-"+SpendFileName),
 		Call: func(ctx context.Context, body []byte) ([]byte, error) {
 			r.mu.Lock()
 			m, cut := r.mgr, r.cut[n]
