@@ -49,7 +49,11 @@ func (m *Manager) Apply(ctx context.Context, cluster string, cmd fsm.Command) (f
 		cmd.ID = fsm.NewProposalID()
 	}
 	if h, ok := m.hostedShard(cluster); ok {
-		return m.applyLocal(ctx, h, cmd)
+		res, err := m.applyLocal(ctx, h, cmd)
+		if !droppedUnder(m, cluster, err) {
+			return res, err
+		}
+		// Nothing was proposed here: the group lives on; forward.
 	}
 	var res fsm.Result
 	err := m.forward(ctx, cluster, methodApply, applyReq{Cluster: cluster, Cmd: cmd}, &res, !hasCAS(cmd), 2*m.cfg.ProposalTimeout)
@@ -251,7 +255,10 @@ func classifyErr(err error, cluster, node string, leader bool) error {
 // read runs a linearizable query on cluster's group.
 func (m *Manager) read(ctx context.Context, cluster string, q fsm.Query) (fsm.QueryResult, error) {
 	if h, ok := m.hostedShard(cluster); ok {
-		return m.readLocal(ctx, h, q)
+		res, err := m.readLocal(ctx, h, q)
+		if !droppedUnder(m, cluster, err) {
+			return res, err
+		}
 	}
 	var res fsm.QueryResult
 	try := 2 * m.cfg.ProposalTimeout
@@ -577,4 +584,16 @@ func hasCAS(cmd fsm.Command) bool {
 		}
 	}
 	return false
+}
+
+// droppedUnder reports whether err says the local replica of cluster is
+// gone (ErrNotBootstrapped: dragonboat accepted nothing) and it was
+// dropped meanwhile, as a replica removed while cut off is after the heal:
+// the operation may then go to the group through another node.
+func droppedUnder(m *Manager, cluster string, err error) bool {
+	if !errors.Is(err, ErrNotBootstrapped) {
+		return false
+	}
+	_, still := m.hostedShard(cluster)
+	return !still
 }

@@ -147,18 +147,22 @@ func (m *Manager) checkRemoved(ctx context.Context, h hosted, peers []Peer) {
 
 // dropReplica stops h, forgets it and removes its data.
 func (m *Manager) dropReplica(h hosted) error {
-	if err := m.nh.StopReplica(h.Shard, h.Replica); err != nil {
-		m.log.Debug().Err(err).Msg("stop removed replica")
+	// Forgotten before it stops, so an operation that finds the replica
+	// gone (ErrShardNotFound) sees it unhosted and forwards (droppedUnder).
+	m.mu.Lock()
+	delete(m.shards, h.Cluster)
+	delete(m.leaderless, h.Shard)
+	m.synced.forget(h.Shard)
+	err := m.saveShards()
+	m.mu.Unlock()
+	if serr := m.nh.StopReplica(h.Shard, h.Replica); serr != nil {
+		m.log.Debug().Err(serr).Msg("stop removed replica")
 	}
 	m.mu.Lock()
 	if b := m.batchers[h.Shard]; b != nil {
 		b.close()
 		delete(m.batchers, h.Shard)
 	}
-	delete(m.shards, h.Cluster)
-	delete(m.leaderless, h.Shard)
-	m.synced.forget(h.Shard)
-	err := m.saveShards()
 	m.mu.Unlock()
 	if h.Cluster == m.cfg.LocalCluster && m.cfg.OnHosting != nil {
 		m.cfg.OnHosting(false)
