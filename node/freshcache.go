@@ -276,20 +276,29 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 	}
 	asOf, wasStale := started, false
 	if unavailable(err) && stale != nil && c.maxStale > 0 {
-		if !skipLinear {
-			c.mu.Lock()
-			c.recordLocked(cluster, k, gen, started, started, false, v, size, found, err) // the group is down
-			c.mu.Unlock()
-		}
+		lv, lsize, lfound, lerr := v, size, found, err
 		var serr error
 		v, size, found, asOf, serr = stale(rctx)
 		switch {
+		case asOf.IsZero() && skipLinear:
+			// Nothing known to serve (a node that just started): wait
+			// for the quorum, as without stale serving.
+			v, size, found, err = load(rctx)
+			asOf = started
 		case serr != nil && skipLinear:
 			err = serr
-		case serr != nil:
+		case serr != nil || asOf.IsZero():
 			// Keep the linearizable read's error: it says why the
-			// group gave no answer; the stale read adds nothing.
+			// group gave no answer; the stale read adds nothing. The
+			// group is not marked down: with no last known state to
+			// serve (a node that just started), every call keeps
+			// waiting for the quorum, as without stale serving.
 		default:
+			if !skipLinear {
+				c.mu.Lock()
+				c.recordLocked(cluster, k, gen, started, started, false, lv, lsize, lfound, lerr) // down
+				c.mu.Unlock()
+			}
 			err = c.down.staleAnswer(cluster, c.now(), asOf, c.maxStale)
 			wasStale = true
 		}
