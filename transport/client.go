@@ -179,6 +179,24 @@ func remaining(ctx context.Context) time.Duration {
 	return 0
 }
 
+// Handlers get the caller's deadline less a margin (a tenth of what is
+// left, at most maxAnswerMargin) for the answer's way back: a handler that
+// runs out of time says why (no quorum, say) before the caller's own
+// deadline ends the call and only "deadline exceeded" is known.
+const maxAnswerMargin = 200 * time.Millisecond
+
+// handlerBudget is the time the handler is sent: 0 for no deadline.
+func handlerBudget(ctx context.Context) time.Duration {
+	r := remaining(ctx)
+	if r <= 0 {
+		if _, ok := ctx.Deadline(); ok {
+			return time.Nanosecond // passed: the handler fails at once
+		}
+		return 0
+	}
+	return r - min(r/10, maxAnswerMargin)
+}
+
 // openStream opens a stream on the pooled connection to addr.
 func (t *Transport) openStream(ctx context.Context, addr string) (*quic.Conn, *quic.Stream, error) {
 	c, err := t.conn(ctx, addr)
@@ -216,7 +234,7 @@ func (t *Transport) Call(ctx context.Context, addr, method string, body []byte) 
 	}
 	stop := watch(ctx, str)
 	defer stop()
-	resp, err := t.roundTrip(str, method, remaining(ctx), body)
+	resp, err := t.roundTrip(str, method, handlerBudget(ctx), body)
 	if err != nil {
 		t.metrics.callErrors.Inc()
 		var re *RemoteError
@@ -312,7 +330,7 @@ func (t *Transport) StreamFirst(ctx context.Context, addr, method string, first 
 	bp := getBuf()
 	var fh [frameHeaderLen]byte
 	putFrameHeader(fh[:], frameOpen, requestHeaderLen+len(method))
-	b := appendRequestHeader(append((*bp)[:0], fh[:]...), method, remaining(ctx))
+	b := appendRequestHeader(append((*bp)[:0], fh[:]...), method, handlerBudget(ctx))
 	if first != nil && len(first) <= 32<<10 {
 		b = appendFrame(b, frameData, first)
 		first = nil

@@ -64,6 +64,10 @@ func echoServer(t testing.TB, dir string) *Transport {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		})
+		tr.Handle("outoftime", func(ctx context.Context, r *Request) ([]byte, error) {
+			<-ctx.Done()
+			return nil, Errorf("no_quorum", "ran out of time waiting for a leader")
+		})
 		tr.HandleStream("upper", func(ctx context.Context, s *Stream) error {
 			for {
 				b, err := s.Recv()
@@ -140,6 +144,14 @@ func TestErrorsAndPanics(t *testing.T) {
 	_, err := cli.Call(dctx, addr, "sleep", nil)
 	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 3*time.Second {
 		t.Errorf("deadline: %v after %s", err, time.Since(start))
+	}
+	// A handler that runs out of the time it was sent says why before the
+	// caller's own deadline ends the call: handlers get a margin less.
+	dctx, cancel = context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err = cli.Call(dctx, addr, "outoftime", nil)
+	if re := (*RemoteError)(nil); !errors.As(err, &re) || re.Code != "no_quorum" {
+		t.Errorf("handler out of time: %v, want its own no_quorum answer", err)
 	}
 	big := make([]byte, cli.cfg.MaxFrameSize+1)
 	if _, err := cli.Call(ctx, addr, "echo", big); !errors.Is(err, ErrFrameTooLarge) {
