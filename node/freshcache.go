@@ -153,10 +153,15 @@ type groupsDown struct {
 	m       map[string]bool
 	serving map[string]*staleServing
 	log     zerolog.Logger
+	// latest is, per cluster, when the newest read whose outcome set m
+	// started: a slow read that failed before the group came back must
+	// not mark it down after a later one found it up.
+	latest map[string]time.Time
 }
 
 func newGroupsDown() *groupsDown {
-	return &groupsDown{m: map[string]bool{}, serving: map[string]*staleServing{}, log: zerolog.Nop()}
+	return &groupsDown{m: map[string]bool{}, serving: map[string]*staleServing{}, log: zerolog.Nop(),
+		latest: map[string]time.Time{}}
 }
 
 func (d *groupsDown) is(cluster string) bool {
@@ -165,9 +170,19 @@ func (d *groupsDown) is(cluster string) bool {
 	return d.m[cluster]
 }
 
-func (d *groupsDown) set(cluster string, down bool) {
+// set records what a read of cluster's group that started at started
+// found: down or up. An outcome older than one already recorded is
+// ignored.
+func (d *groupsDown) set(cluster string, down bool, started time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if started.Before(d.latest[cluster]) {
+		return
+	}
+	if len(d.latest) >= maxClusters {
+		clear(d.latest)
+	}
+	d.latest[cluster] = started
 	if !down {
 		delete(d.m, cluster)
 		d.freshLocked(cluster)
@@ -275,8 +290,10 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 		v, size, found, err = load(lctx)
 	}
 	asOf, wasStale := started, false
+	observed := !skipLinear // whether err or v is the group's own answer
 	if unavailable(err) && stale != nil && c.maxStale > 0 {
 		lv, lsize, lfound, lerr := v, size, found, err
+		observed = false // unless the linearizable read's answer stands
 		var serr error
 		v, size, found, asOf, serr = stale(rctx)
 		switch {
@@ -284,7 +301,7 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 			// Nothing known to serve (a node that just started): wait
 			// for the quorum, as without stale serving.
 			v, size, found, err = load(rctx)
-			asOf = started
+			asOf, observed = started, true
 		case serr != nil && skipLinear:
 			err = serr
 		case serr != nil || asOf.IsZero():
@@ -293,10 +310,11 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 			// group is not marked down: with no last known state to
 			// serve (a node that just started), every call keeps
 			// waiting for the quorum, as without stale serving.
+			observed = !skipLinear
 		default:
 			if !skipLinear {
 				c.mu.Lock()
-				c.recordLocked(cluster, k, gen, started, started, false, lv, lsize, lfound, lerr) // down
+				c.recordLocked(cluster, k, gen, started, started, false, true, lv, lsize, lfound, lerr) // down
 				c.mu.Unlock()
 			}
 			err = c.down.staleAnswer(cluster, c.now(), asOf, c.maxStale)
@@ -305,7 +323,7 @@ func (c *freshCache[V]) run(ctx context.Context, cluster, k string, gen uint64, 
 	}
 	c.mu.Lock()
 	delete(c.flights, k)
-	c.recordLocked(cluster, k, gen, started, asOf, wasStale, v, size, found, err)
+	c.recordLocked(cluster, k, gen, started, asOf, wasStale, observed, v, size, found, err)
 	c.mu.Unlock()
 	if err != nil {
 		var zero V
@@ -338,7 +356,7 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 		v, size, found, err := load(ctx)
 		c.mu.Lock()
 		if c.ctx.Err() == nil {
-			c.recordLocked(cluster, k, gen, started, started, false, v, size, found, err)
+			c.recordLocked(cluster, k, gen, started, started, false, true, v, size, found, err)
 		}
 		done := c.onProbeDone
 		c.mu.Unlock()
@@ -349,17 +367,19 @@ func (c *freshCache[V]) probeLocked(cluster, k string, now time.Time, load loadF
 }
 
 // recordLocked keeps what a read that started at started answered, of a
-// state known current at asOf (started unless wasStale).
-func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started, asOf time.Time, wasStale bool,
-	v V, size int, found bool, err error) {
+// state known current at asOf (started unless wasStale); observed says
+// whether the answer (or err) is the group's own, which alone may mark it
+// down or up.
+func (c *freshCache[V]) recordLocked(cluster, k string, gen uint64, started, asOf time.Time, wasStale,
+	observed bool, v V, size int, found bool, err error) {
 	if err != nil {
-		if unavailable(err) {
-			c.down.set(cluster, true)
+		if unavailable(err) && observed {
+			c.down.set(cluster, true, started)
 		}
 		return
 	}
-	if !wasStale {
-		c.down.set(cluster, false)
+	if observed {
+		c.down.set(cluster, false, started)
 	}
 	if gen != c.gen {
 		return // invalidated while the read was under way: it may predate the change

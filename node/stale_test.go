@@ -351,3 +351,22 @@ func TestLinearWaitBoundsTheFirstCall(t *testing.T) {
 		t.Fatalf("first call after the cut took %s, want about linearWait (200ms)", d)
 	}
 }
+
+// TestGroupsDownIgnoresOlderOutcomes: a slow read that failed while the
+// group was away, recorded after a later read found it back, leaves it up
+// (before, it marked the group down again and, with no newer read due, a
+// healed node went on serving stale answers).
+func TestGroupsDownIgnoresOlderOutcomes(t *testing.T) {
+	d := newGroupsDown()
+	t0 := time.Unix(1000, 0)
+	d.set("blue", true, t0)
+	d.set("blue", false, t0.Add(2*time.Second)) // the later read: up
+	d.set("blue", true, t0.Add(time.Second))    // the slow one, started before it
+	if d.is("blue") {
+		t.Fatal("an older failure marked the group down after a newer success")
+	}
+	d.set("blue", true, t0.Add(3*time.Second))
+	if !d.is("blue") {
+		t.Fatal("a newer failure did not mark the group down")
+	}
+}
