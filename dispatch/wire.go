@@ -331,8 +331,21 @@ var (
 // classify turns a call error into an attemptError and updates the
 // penalty box.
 func (d *Dispatcher) classify(ctx context.Context, r Runner, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		// The runner ran out of the deadline sent with the call, which
+		// the transport sends a margin early so that a handler's own
+		// answer comes back in time: wait the margin out, so that the
+		// cause below is this node's deadline, whichever it was.
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < time.Second {
+			<-ctx.Done() // a ctx with a deadline is done by then
+		}
+	}
 	var re *transport.RemoteError
 	switch {
+	case errors.Is(err, context.DeadlineExceeded) && ctx.Err() != nil &&
+		errors.Is(context.Cause(ctx), errAttemptDeadline):
+		d.penalize(r.Name)
+		return &attemptError{"deadline", fmt.Errorf("runner %s did not answer within the attempt deadline: %w", r.Name, err)}
 	case errors.As(err, &re) && re.Code == codeBusy:
 		return &attemptError{"busy", err}
 	case errors.As(err, &re) && re.Code == codeUnverified:

@@ -98,7 +98,8 @@ func (s *Stream) SetWriteDeadline(t time.Time) error { return s.str.SetWriteDead
 
 // Recv reads the next message; io.EOF once the other side half-closed.
 // The returned slice is owned by the caller. An error the handler returned
-// arrives as *RemoteError.
+// arrives as *RemoteError; one that ran out of the caller's deadline also
+// matches context.DeadlineExceeded.
 func (s *Stream) Recv() ([]byte, error) {
 	typ, p, err := readFrame(s.str, &s.hdr, s.t.cfg.MaxFrameSize, nil)
 	if err != nil {
@@ -118,6 +119,11 @@ func (s *Stream) Recv() ([]byte, error) {
 		re, derr := decodeError(p)
 		if derr != nil {
 			return nil, fmt.Errorf("recv %s: %w", s.method, derr)
+		}
+		if re.Code == CodeDeadline {
+			// The deadline travelled with the stream and ran out there:
+			// the caller's time is up, as if its own ctx had ended.
+			return nil, fmt.Errorf("recv %s %s: %w: %w", s.method, s.addr, context.DeadlineExceeded, re)
 		}
 		return nil, re
 	}
