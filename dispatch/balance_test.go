@@ -119,3 +119,25 @@ func TestProxySharedHealth(t *testing.T) {
 		t.Fatalf("fail open: %v %d", err, rec.Code)
 	}
 }
+
+// A service whose only upstream is the one entry of "upstreams" (nothing
+// to balance) is proxied to it, through a remote runner and in place.
+func TestProxySingleEntryOfUpstreams(t *testing.T) {
+	for _, mode := range []string{"remote", "local"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newTCluster(t)
+			gw := c.add("gw", mode == "local", nil)
+			if mode == "remote" {
+				c.add("r1", true, nil)
+			}
+			a := namedUpstream("a")
+			defer a.Close()
+			svc := (Service{Name: "web", Type: TypeHTTP, Upstreams: []Upstream{{URL: a.URL}}})
+			rec := httptest.NewRecorder()
+			if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/"); err != nil ||
+				rec.Body.String() != "a:" {
+				t.Fatalf("%v %d %q", err, rec.Code, rec.Body.String())
+			}
+		})
+	}
+}

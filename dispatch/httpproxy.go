@@ -78,6 +78,9 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 		Method: r.Method, Path: path, Query: r.URL.RawQuery, Header: r.Header,
 		Host: r.Host, RemoteAddr: r.RemoteAddr, ContentLength: r.ContentLength, Upstream: svc.Upstream,
 	}
+	if ts := svc.Upstreams; hdr.Upstream == "" && len(ts) == 1 {
+		hdr.Upstream = ts[0].URL // one of "upstreams": nothing to balance
+	}
 	if r.Body == nil || r.Body == http.NoBody {
 		hdr.ContentLength = 0
 	}
