@@ -82,28 +82,16 @@ const maxLegacyScan = 4096
 // proxy to: the definition's spelling of it. The error is a transport
 // error with one of verify.go's codes.
 func (d *Dispatcher) verifyHTTP(ctx context.Context, peer string, hdr *httpReqWire) (string, error) {
-	refuse := func(code, format string, args ...any) error {
-		msg := fmt.Sprintf(format, args...)
-		ev := d.log.Warn() // a caller named an upstream its cluster does not define
-		if code != codeRefused {
-			ev = d.log.Info() // a definition rewritten in flight, or the state out of reach
-		}
-		ev.Str("caller", peer).Str("service", hdr.Service).Str("cluster", hdr.Cluster).
-			Str("upstream", upstreamHost(hdr.Upstream)).Str("code", code).Str("why", msg).
-			Msg("refused to proxy to an upstream this runner's cluster does not define")
-		return transport.Errorf(code, "runner %s refused to proxy to %s for %q: %s",
-			d.local, upstreamHost(hdr.Upstream), hdr.Service, msg)
-	}
 	if hdr.Cluster != "" && hdr.Cluster != d.cfg.Cluster {
-		return "", refuse(codeRefused,
+		return "", d.refuseHTTP(peer, hdr, codeRefused,
 			"this runner belongs to cluster %q and proxies only its services, not cluster %q's",
 			d.cfg.Cluster, hdr.Cluster)
 	}
 	if hdr.Service == "" {
-		return d.verifyLegacyHTTP(ctx, hdr, refuse)
+		return d.verifyLegacyHTTP(ctx, peer, hdr)
 	}
 	if err := ValidateName(hdr.Service); err != nil {
-		return "", refuse(codeRefused, "not a service name")
+		return "", d.refuseHTTP(peer, hdr, codeRefused, "not a service name")
 	}
 	svc, found, stale, err := d.httpDefinition(ctx, hdr.Service, hdr.ServiceVersion)
 	if err != nil {
@@ -114,29 +102,45 @@ func (d *Dispatcher) verifyHTTP(ctx context.Context, peer string, hdr *httpReqWi
 	changed := hdr.ServiceVersion != 0 && svc.Version > hdr.ServiceVersion
 	if !found {
 		if hdr.ServiceVersion != 0 {
-			return "", refuse(codeChanged, "cluster %q no longer defines it (the request was routed with version %d)",
+			return "", d.refuseHTTP(peer, hdr, codeChanged,
+				"cluster %q no longer defines it (the request was routed with version %d)",
 				d.cfg.Cluster, hdr.ServiceVersion)
 		}
-		return "", refuse(codeRefused, "cluster %q defines no such service", d.cfg.Cluster)
+		return "", d.refuseHTTP(peer, hdr, codeRefused, "cluster %q defines no such service", d.cfg.Cluster)
 	}
 	if up, ok := definedUpstream(&svc, hdr.Upstream); ok && svc.Type == TypeHTTP {
 		return up, nil
 	}
 	switch {
 	case changed:
-		return "", refuse(codeChanged, "its definition changed (version %d, the request was routed with %d) and "+
-			"no longer names that upstream", svc.Version, hdr.ServiceVersion)
+		return "", d.refuseHTTP(peer, hdr, codeChanged,
+			"its definition changed (version %d, the request was routed with %d) and no longer names that upstream",
+			svc.Version, hdr.ServiceVersion)
 	case stale && svc.Version < hdr.ServiceVersion:
 		return "", transport.Errorf(codeUnverified,
 			"runner %s cannot read cluster %s's state, and its last copy of %q (version %d, older than the "+
 				"request's %d) does not name that upstream; another runner may", d.local, d.cfg.Cluster,
 			hdr.Service, svc.Version, hdr.ServiceVersion)
 	case svc.Type != TypeHTTP:
-		return "", refuse(codeRefused, "cluster %q defines it as a %s service, which has no upstream",
-			d.cfg.Cluster, svc.Type)
+		return "", d.refuseHTTP(peer, hdr, codeRefused,
+			"cluster %q defines it as a %s service, which has no upstream", d.cfg.Cluster, svc.Type)
 	}
-	return "", refuse(codeRefused, "cluster %q's definition (version %d) names no such upstream",
-		d.cfg.Cluster, svc.Version)
+	return "", d.refuseHTTP(peer, hdr, codeRefused,
+		"cluster %q's definition (version %d) names no such upstream", d.cfg.Cluster, svc.Version)
+}
+
+// refuseHTTP logs and returns a refusal of hdr from peer with code.
+func (d *Dispatcher) refuseHTTP(peer string, hdr *httpReqWire, code, format string, args ...any) error {
+	msg := fmt.Sprintf(format, args...)
+	ev := d.log.Warn() // a caller named an upstream its cluster does not define
+	if code != codeRefused {
+		ev = d.log.Info() // a definition rewritten in flight
+	}
+	ev.Str("caller", peer).Str("service", hdr.Service).Str("cluster", hdr.Cluster).
+		Str("upstream", upstreamHost(hdr.Upstream)).Str("code", code).Str("why", msg).
+		Msg("refused to proxy to an upstream this runner's cluster does not define")
+	return transport.Errorf(code, "runner %s refused to proxy to %s for %q: %s",
+		d.local, upstreamHost(hdr.Upstream), hdr.Service, msg)
 }
 
 // StaleDefinitions reads a definition from this node's last known state
@@ -157,13 +161,16 @@ type StaleDefinitions func(ctx context.Context, cluster, name string) (
 func (d *Dispatcher) httpDefinition(ctx context.Context, name string, want uint64) (
 	svc Service, found, stale bool, err error) {
 	now := time.Now()
+	if svc, ok := d.defs.get(name, now); ok && want != 0 && svc.Version >= want {
+		return svc, true, false, nil // definition's cache hit, without its heap copy
+	}
 	if until := d.stateDown.Load(); d.cfg.StaleServeFor <= 0 || now.UnixNano() >= until {
 		svc, found, err = d.definition(ctx, name, want)
 		if err == nil || d.cfg.StaleServeFor <= 0 {
 			return svc, found, false, err
 		}
 		d.stateDown.Store(now.Add(defCacheTTL).UnixNano())
-	} else if svc, ok := d.defs.get(name, now); ok && svc.Version >= want {
+	} else if svc, ok := d.defs.get(name, now); ok && want == 0 {
 		return svc, true, false, nil // read before the failure
 	} else {
 		err = fmt.Errorf("cluster %s's state could not be read in the last %s", d.cfg.Cluster, defCacheTTL)
@@ -197,8 +204,7 @@ func (c *defCache) last(name string) (Service, time.Time, bool) {
 // verifyLegacyHTTP checks a header frame that names no service (an earlier
 // build's gateway): the upstream must be one of an http service of this
 // runner's cluster.
-func (d *Dispatcher) verifyLegacyHTTP(ctx context.Context, hdr *httpReqWire,
-	refuse func(code, format string, args ...any) error) (string, error) {
+func (d *Dispatcher) verifyLegacyHTTP(ctx context.Context, peer string, hdr *httpReqWire) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
 	defer cancel()
 	const page = 256
@@ -221,12 +227,13 @@ func (d *Dispatcher) verifyLegacyHTTP(ctx context.Context, hdr *httpReqWire,
 			}
 		}
 		if !morePages(es, page, defaultListBytes) {
-			return "", refuse(codeRefused, "no http service of cluster %q names that upstream", d.cfg.Cluster)
+			return "", d.refuseHTTP(peer, hdr, codeRefused,
+				"no http service of cluster %q names that upstream", d.cfg.Cluster)
 		}
 		after, n = es[len(es)-1].Key, n+len(es)
 	}
-	return "", refuse(codeRefused, "the request names no service and cluster %q has too many to search; "+
-		"upgrade the gateway", d.cfg.Cluster)
+	return "", d.refuseHTTP(peer, hdr, codeRefused,
+		"the request names no service and cluster %q has too many to search; upgrade the gateway", d.cfg.Cluster)
 }
 
 // definedUpstream returns the upstream of svc that up names (see the top of

@@ -337,3 +337,24 @@ func TestHTTPWireServiceFields(t *testing.T) {
 		t.Fatalf("JSON: %+v %v", legacy, err)
 	}
 }
+
+// The check of a request whose definition the runner has cached (the
+// steady state) allocates nothing: it is on every remote proxied request.
+func TestVerifyHTTPCachedAllocatesNothing(t *testing.T) {
+	e := newLocal(t, nil)
+	svc := defineIn(t, e.store, Service{Name: "web", Type: TypeHTTP,
+		Upstreams: []Upstream{{URL: "http://127.0.0.1:9/a"}, {URL: "http://127.0.0.1:9/b"}}})
+	h := httpReqWire{Method: "GET", Path: "/", Upstream: svc.Upstreams[1].URL, Service: "web", Cluster: testCluster,
+		ServiceVersion: svc.Version}
+	ctx := context.Background()
+	if up, err := e.d.verifyHTTP(ctx, "gw", &h); err != nil || up != h.Upstream {
+		t.Fatalf("%q %v", up, err)
+	}
+	if n := testing.AllocsPerRun(1000, func() {
+		if _, err := e.d.verifyHTTP(ctx, "gw", &h); err != nil {
+			t.Fatal(err)
+		}
+	}); n != 0 {
+		t.Fatalf("%v allocations per check of a cached definition", n)
+	}
+}
