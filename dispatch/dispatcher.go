@@ -247,6 +247,7 @@ type Dispatcher struct {
 	// stateDown: until when (Unix ns) proxied requests are checked
 	// against old copies without a read first (verifyhttp.go)
 	stateDown atomic.Int64
+	legacy    legacyCache // upstreams checked for frames naming no service (verifyhttp.go)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/meshgw/meshgw/transport"
@@ -55,7 +56,8 @@ import (
 //
 // A header frame without a service (a gateway of an earlier build) is
 // checked against every http service of the cluster (one read of the
-// service list per request): the upstream must be one of theirs.
+// service list per upstream and defCacheTTL): the upstream must be one of
+// theirs.
 //
 // Local proxying (the gateway is the runner, ProxyInPlace and ProxyHTTP's
 // in-place branch) is not checked: the definition is this node's own read.
@@ -201,10 +203,44 @@ func (c *defCache) last(name string) (Service, time.Time, bool) {
 	return e.svc, e.at, ok
 }
 
+// legacyCache remembers, for defCacheTTL, the upstreams found defined for
+// header frames that name no service, so an earlier build's gateway costs
+// one read of the service list per upstream and second, not per request.
+// Only found upstreams go in, at most defCacheMax.
+type legacyCache struct {
+	mu sync.Mutex
+	m  map[string]legacyHit // the frame's upstream → the definition's spelling
+}
+
+type legacyHit struct {
+	up string
+	at time.Time
+}
+
+func (c *legacyCache) get(up string, now time.Time) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h, ok := c.m[up]
+	return h.up, ok && now.Sub(h.at) < defCacheTTL
+}
+
+func (c *legacyCache) put(up, def string, now time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil || len(c.m) >= defCacheMax {
+		c.m = map[string]legacyHit{}
+	}
+	c.m[up] = legacyHit{up: def, at: now}
+}
+
 // verifyLegacyHTTP checks a header frame that names no service (an earlier
 // build's gateway): the upstream must be one of an http service of this
 // runner's cluster.
 func (d *Dispatcher) verifyLegacyHTTP(ctx context.Context, peer string, hdr *httpReqWire) (string, error) {
+	now := time.Now()
+	if up, ok := d.legacy.get(hdr.Upstream, now); ok {
+		return up, nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, d.cfg.StoreTimeout)
 	defer cancel()
 	const page = 256
@@ -223,6 +259,7 @@ func (d *Dispatcher) verifyLegacyHTTP(ctx context.Context, peer string, hdr *htt
 				continue
 			}
 			if up, ok := definedUpstream(&svc, hdr.Upstream); ok {
+				d.legacy.put(hdr.Upstream, up, now)
 				return up, nil
 			}
 		}

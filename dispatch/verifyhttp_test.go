@@ -358,3 +358,36 @@ func TestVerifyHTTPCachedAllocatesNothing(t *testing.T) {
 		t.Fatalf("%v allocations per check of a cached definition", n)
 	}
 }
+
+// A frame that names no service (an earlier build's gateway) costs a read
+// of the service list per upstream and defCacheTTL, not per request.
+func TestClusterHTTPEarlierBuildFramesAreCached(t *testing.T) {
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	r1 := c.add("r1", true, nil)
+	up, _ := pathUpstream(t, "up")
+	inner, conns := innerService(t)
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
+	h := httpReqWire{Method: "GET", Path: "/", Upstream: strings.ToUpper(svc.Upstream[:4]) + svc.Upstream[4:]}
+	if st, body, err := forgeHTTP(t, gw.tr, r1.tr.Addr().String(), h, true); err != nil || st != 200 || body != "up:/" {
+		t.Fatalf("first: %d %q %v", st, body, err)
+	}
+	r1.d.legacy.mu.Lock()
+	hit := r1.d.legacy.m[h.Upstream]
+	r1.d.legacy.m[h.Upstream] = legacyHit{up: hit.up, at: time.Now()} // the next request is within the TTL
+	r1.d.legacy.mu.Unlock()
+	if hit.up != svc.Upstream {
+		t.Fatalf("cached %q for %q, want the definition's %q", hit.up, h.Upstream, svc.Upstream)
+	}
+	r1.store.dead.Store(true) // a second list would fail
+	if st, body, err := forgeHTTP(t, gw.tr, r1.tr.Addr().String(), h, true); err != nil || st != 200 || body != "up:/" {
+		t.Fatalf("cached: %d %q %v", st, body, err)
+	}
+	h.Upstream = inner
+	if _, _, err := forgeHTTP(t, gw.tr, r1.tr.Addr().String(), h, true); remoteCode(err) != codeUnverified {
+		t.Fatalf("an upstream not cached, list unreadable: %v", err)
+	}
+	if n := conns.Load(); n != 0 {
+		t.Fatalf("the runner connected %d times to an upstream the cluster never named", n)
+	}
+}
