@@ -44,7 +44,8 @@ func TestProxyWeightsAndRetriesDeadUpstream(t *testing.T) {
 			a, b := namedUpstream("a"), namedUpstream("b")
 			defer a.Close()
 			defer b.Close()
-			svc := Service{Name: "web", Type: TypeHTTP, Upstreams: []Upstream{{URL: a.URL, Weight: 9}, {URL: b.URL, Weight: 1}}}
+			svc := c.define(Service{Name: "web", Type: TypeHTTP,
+				Upstreams: []Upstream{{URL: a.URL, Weight: 9}, {URL: b.URL, Weight: 1}}})
 			n := map[string]int{}
 			for i := 0; i < 100; i++ {
 				rec := httptest.NewRecorder()
@@ -58,6 +59,7 @@ func TestProxyWeightsAndRetriesDeadUpstream(t *testing.T) {
 			}
 
 			svc.Upstreams = []Upstream{{URL: deadURL(t), Weight: 5}, {URL: a.URL, Weight: 1}}
+			svc = c.define(svc) // a remote runner proxies only to what the state names
 			for i := 0; i < 20; i++ {
 				rec := httptest.NewRecorder()
 				req := httptest.NewRequest(http.MethodPost, "/x", bytes.NewReader([]byte("hi")))
@@ -71,6 +73,7 @@ func TestProxyWeightsAndRetriesDeadUpstream(t *testing.T) {
 
 			// Every upstream dead: the upstream failure is the answer.
 			svc.Upstreams = []Upstream{{URL: deadURL(t)}, {URL: deadURL(t)}}
+			svc = c.define(svc)
 			rec := httptest.NewRecorder()
 			if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/"); err != nil {
 				t.Fatal(err)
@@ -117,5 +120,27 @@ func TestProxySharedHealth(t *testing.T) {
 	rec := httptest.NewRecorder()
 	if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/"); err != nil || rec.Code != 200 {
 		t.Fatalf("fail open: %v %d", err, rec.Code)
+	}
+}
+
+// A service whose only upstream is the one entry of "upstreams" (nothing
+// to balance) is proxied to it, through a remote runner and in place.
+func TestProxySingleEntryOfUpstreams(t *testing.T) {
+	for _, mode := range []string{"remote", "local"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newTCluster(t)
+			gw := c.add("gw", mode == "local", nil)
+			if mode == "remote" {
+				c.add("r1", true, nil)
+			}
+			a := namedUpstream("a")
+			defer a.Close()
+			svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstreams: []Upstream{{URL: a.URL}}})
+			rec := httptest.NewRecorder()
+			if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/"); err != nil ||
+				rec.Body.String() != "a:" {
+				t.Fatalf("%v %d %q", err, rec.Code, rec.Body.String())
+			}
+		})
 	}
 }

@@ -469,7 +469,7 @@ func TestClusterHTTPProxyThroughRunner(t *testing.T) {
 		_, _ = w.Write(b)
 	}))
 	defer up.Close()
-	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := gw.d.ProxyHTTP(w, r, testCluster, svc, strings.TrimPrefix(r.URL.Path, "/svc/web")); err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -518,7 +518,7 @@ func TestClusterHTTPProxyRetriesDeadRunner(t *testing.T) {
 		_, _ = w.Write([]byte("ok"))
 	}))
 	defer up.Close()
-	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest(http.MethodGet, "/svc/web/", nil)
 	if err := gw.d.ProxyHTTP(rec, req, testCluster, svc, "/"); err != nil {
@@ -674,7 +674,7 @@ func BenchmarkProxyHTTP(b *testing.B) {
 		_, _ = w.Write([]byte("hello"))
 	}))
 	defer up.Close()
-	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if err := gw.d.ProxyHTTP(w, r, testCluster, svc, "/"); err != nil {
 			http.Error(w, err.Error(), http.StatusBadGateway)
@@ -726,7 +726,7 @@ func TestClusterHTTPProxyRunnerDiesMidResponse(t *testing.T) {
 		<-r.Context().Done()
 	}))
 	defer up.Close()
-	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 	errs := make(chan error, 1)
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		errs <- gw.d.ProxyHTTP(w, r, testCluster, svc, "/")
@@ -782,7 +782,7 @@ func eatingCluster(t *testing.T) (gw *tnode, svc Service, hits *atomic.Int64) {
 		_, _ = w.Write(b)
 	}))
 	t.Cleanup(up.Close)
-	return gw, Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}, hits
+	return gw, c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}), hits
 }
 
 func TestClusterHTTPProxyReplaysIdempotentBody(t *testing.T) {
@@ -1026,7 +1026,8 @@ func TestProxyCallerThatStopsReadingIsCut(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	hdr, _ := json.Marshal(httpReqWire{Method: "GET", Path: "/", Upstream: up.URL})
+	c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
+	hdr, _ := json.Marshal(httpReqWire{Method: "GET", Path: "/", Upstream: up.URL}) // as an earlier build
 	if err := s.Send(hdr); err != nil {
 		t.Fatal(err)
 	}

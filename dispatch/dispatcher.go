@@ -111,6 +111,15 @@ type Config struct {
 	// state defines them (verify.go). Required on a runner that serves
 	// the transport (New with both rpc and exec).
 	Cluster string
+	// StaleServeFor is how long after a definition was last known current
+	// a runner may still check a proxied request's upstream against it
+	// while its cluster's state cannot be read (verifyhttp.go; the
+	// agent's -stale-serve-for). 0: never, the request is unverified.
+	// Default 5m.
+	StaleServeFor time.Duration
+	// StaleDefinitions, optional, reads definitions from this node's last
+	// known state for those checks, when the runner's own copy is older.
+	StaleDefinitions StaleDefinitions
 	// SourceDir is where a runner caches repository checkouts and Python
 	// environments (gitsrc); empty: services from a repository fail here.
 	SourceDir string
@@ -151,6 +160,7 @@ func DefaultConfig() Config {
 		MaxAsync:           1024,
 		WatchPoll:          250 * time.Millisecond,
 		MaxHTTPHeaderBytes: 64 << 10,
+		StaleServeFor:      5 * time.Minute,
 		Now:                time.Now,
 	}
 }
@@ -189,6 +199,8 @@ func (c Config) Validate() error {
 		return errors.New("dispatch: MaxAsync must be positive")
 	case c.MaxHTTPHeaderBytes < 1024:
 		return errors.New("dispatch: MaxHTTPHeaderBytes must be at least 1024")
+	case c.StaleServeFor < 0:
+		return errors.New("dispatch: StaleServeFor must not be negative")
 	case c.Now == nil:
 		return errors.New("dispatch: Now must be set")
 	}
@@ -231,6 +243,11 @@ type Dispatcher struct {
 	secrets  SecretSource        // optional: secret values for runs (SetSecrets)
 	upsOnce  sync.Once           // creates ups (Upstreams)
 	ups      *upstreams.Registry // http upstream balancing and health (balance.go)
+
+	// stateDown: until when (Unix ns) proxied requests are checked
+	// against old copies without a read first (verifyhttp.go)
+	stateDown atomic.Int64
+	legacy    legacyCache // upstreams checked for frames naming no service (verifyhttp.go)
 }
 
 // New wires a dispatcher. rpc may be nil (no forwarding: only local runs

@@ -115,8 +115,25 @@
 // retried on another runner: every runner reads the same state. A runner
 // that cannot read the state ("unverified") is skipped like a busy one.
 // The caller still chooses the input, the secret values and repository
-// credentials it read for the attempt. MethodHTTP's upstream is still the
-// caller's (not checked yet).
+// credentials it read for the attempt.
+//
+// MethodHTTP's header frame names the service, its cluster and the
+// definition version the gateway read, and the runner proxies only to an
+// upstream its own cluster's definition of that service names ("upstream"
+// or one of "upstreams", compared on scheme, userinfo, host, port and base
+// path after normalization), as the definition spells it, with its own
+// TLS, timeout and header rules: nothing else the caller sends decides
+// where the request goes (verifyhttp.go). The same codes answer a
+// mismatch: "refused" (ProxyHTTP: ErrProxyRefused, 502), "service_changed"
+// (ErrServiceChanged, 503; a request without a body is first retried once
+// with the definition read again), "unverified" (another runner is tried;
+// ErrUnverified, 503, when none could check). Without quorum the runner
+// checks against its last copy, or the node's last known state
+// (Config.StaleDefinitions), for Config.StaleServeFor, as gateways serve
+// /svc/. A frame without a service (an earlier build's gateway) must name
+// an upstream of some http service of the cluster. Proxying in place (the
+// gateway is the runner: ProxyInPlace, ProxyHTTP's local branch) uses this
+// node's own read of the definition and is not checked.
 // Every node serves MethodCancel (above) and MethodWatch: the live output of the executions
 // it drives, so Watch on any node streams output while the process runs
 // (from the next driving node when a recovery moves the execution, and

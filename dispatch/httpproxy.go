@@ -36,7 +36,13 @@ type httpReqWire struct {
 	// Report: answer an upstream failure before the response with code
 	// "upstream" (runner.UpstreamError), so the caller may try another.
 	Report bool `json:"report,omitempty"`
-	status int  // out: the upstream's status of the last attempt (0: none)
+	// The service whose Upstream this is, as the caller read it: the
+	// runner checks Upstream against its own cluster's definition of it
+	// (verifyhttp.go). Empty from a gateway of an earlier build.
+	Service        string `json:"service,omitempty"`
+	Cluster        string `json:"cluster,omitempty"`
+	ServiceVersion uint64 `json:"service_version,omitempty"`
+	status         int    // out: the upstream's status of the last attempt (0: none)
 }
 
 type httpRespWire struct {
@@ -55,10 +61,20 @@ const proxyChunk = 32 << 10
 // matching transport.ErrUnreachable (502). A runner lost before any response
 // byte is retried on another runner when the request can be resent: no
 // body, or an idempotent method whose consumed body part (≤ 64 KiB) was
-// kept, or nothing of the body consumed yet. An error matching ErrProxyAborted means
+// kept, or nothing of the body consumed yet. A remote runner's refusal of
+// the upstream (verifyhttp.go) is ErrProxyRefused, ErrServiceChanged (a
+// request without a body is first tried once more with the definition
+// read again) or ErrUnverified. An error matching ErrProxyAborted means
 // the response had started: the caller should abort the connection.
 func (d *Dispatcher) ProxyHTTP(w http.ResponseWriter, r *http.Request, cluster string, svc Service, path string) error {
-	err := d.proxyHTTP(w, r, cluster, svc, path)
+	err := proxyRefusal(cluster, svc.Name, d.proxyHTTP(w, r, cluster, svc, path))
+	if errors.Is(err, ErrServiceChanged) && (r.Body == nil || r.Body == http.NoBody) {
+		// Rewritten since this node read it (verifyhttp.go): once more
+		// with the definition as it is now, nothing having been sent.
+		if cur, ok := d.reread(r.Context(), cluster, svc.Name); ok && cur.Version > svc.Version {
+			err = proxyRefusal(cluster, cur.Name, d.proxyHTTP(w, r, cluster, cur, path))
+		}
+	}
 	if err != nil {
 		d.stats.proxyFailed.Add(1)
 	} else {
@@ -77,6 +93,10 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 	hdr := httpReqWire{
 		Method: r.Method, Path: path, Query: r.URL.RawQuery, Header: r.Header,
 		Host: r.Host, RemoteAddr: r.RemoteAddr, ContentLength: r.ContentLength, Upstream: svc.Upstream,
+		Service: svc.Name, Cluster: cluster, ServiceVersion: svc.Version,
+	}
+	if ts := svc.Upstreams; hdr.Upstream == "" && len(ts) == 1 {
+		hdr.Upstream = ts[0].URL // one of "upstreams": nothing to balance
 	}
 	if r.Body == nil || r.Body == http.NoBody {
 		hdr.ContentLength = 0
@@ -175,7 +195,7 @@ func (d *Dispatcher) proxyHTTP(w http.ResponseWriter, r *http.Request, cluster s
 		switch ae.kind {
 		case "busy":
 			avoid[rn.Name] = true
-			lastErr = fmt.Errorf("%w: %v", ErrBusy, ae.err)
+			lastErr = fmt.Errorf("%w: %w", ErrBusy, ae.err) // its code kept: unverified (verifyhttp.go)
 			if !retryable() {
 				return lastErr
 			}
@@ -447,6 +467,9 @@ func (d *Dispatcher) serveHTTP(ctx context.Context, s *transport.Stream) error {
 	}
 	if !validMethod(hdr.Method) || !strings.HasPrefix(hdr.Path, "/") {
 		return transport.Errorf(codeInvalid, "bad method or path")
+	}
+	if hdr.Upstream, err = d.verifyHTTP(ctx, s.Peer(), &hdr); err != nil {
+		return err // refused, service_changed or unverified: nothing was proxied
 	}
 	var body io.ReadCloser = http.NoBody
 	if hdr.ContentLength != 0 {
@@ -733,10 +756,13 @@ func (d *Dispatcher) speaksJSON(name string) bool {
 	return true
 }
 
-// oldWire reports whether err is how a runner of an earlier build (JSON
-// header frames only) refuses a binary header frame.
+// oldWire reports whether err is how a runner of an earlier build refuses
+// a binary header frame: one that reads JSON only, or one that reads
+// binary frames without the service fields (trailing bytes to it).
 func oldWire(err error) bool {
 	var re *transport.RemoteError
 	return errors.As(err, &re) && re.Code == codeInvalid &&
-		strings.HasPrefix(re.Message, "malformed request header")
+		(strings.HasPrefix(re.Message, "malformed request header") ||
+			strings.HasPrefix(re.Message, "request header frame: malformed header frame:") &&
+				strings.HasSuffix(re.Message, "trailing bytes"))
 }

@@ -13,12 +13,14 @@ import (
 // written with appends and read with bounds checks only.
 //
 //	request  = 0x01 flags:u8 content_length:varint method path query host
-//	           remote_addr upstream headers
+//	           remote_addr upstream headers [service cluster version:uvarint]
 //	response = 0x01 status:u16be headers
 //	headers  = count:uvarint (name nvalues:uvarint value*)*
 //	string   = len:uvarint bytes
 //
-// flags bit 0 is Report. content_length is -1 for a body of unknown
+// flags bit 0 is Report; bit 1 says the service fields follow the headers
+// (a runner of an earlier build refuses them as trailing bytes, and is
+// sent JSON: oldWire). content_length is -1 for a body of unknown
 // length. A frame whose first byte is '{' is the JSON of earlier builds
 // (httpReqWire, httpRespWire), still read so that a runner can serve a
 // gateway not yet upgraded; it is answered in kind.
@@ -32,12 +34,20 @@ func appendReq(dst []byte, hdr *httpReqWire) []byte {
 	if hdr.Report {
 		flags |= 1
 	}
+	if hdr.Service != "" {
+		flags |= 2
+	}
 	dst = append(dst, httpWireV1, flags)
 	dst = binary.AppendVarint(dst, hdr.ContentLength)
 	for _, s := range [...]string{hdr.Method, hdr.Path, hdr.Query, hdr.Host, hdr.RemoteAddr, hdr.Upstream} {
 		dst = appendStr(dst, s)
 	}
-	return appendHeader(dst, hdr.Header)
+	dst = appendHeader(dst, hdr.Header)
+	if hdr.Service != "" {
+		dst = appendStr(appendStr(dst, hdr.Service), hdr.Cluster)
+		dst = binary.AppendUvarint(dst, hdr.ServiceVersion)
+	}
+	return dst
 }
 
 // appendResp appends a response header frame to dst.
@@ -87,6 +97,14 @@ func decodeReq(p []byte) (httpReqWire, bool, error) {
 	hdr.RemoteAddr = d.str()
 	hdr.Upstream = d.str()
 	hdr.Header = d.header()
+	if flags&2 != 0 {
+		hdr.Service, hdr.Cluster = d.str(), d.str()
+		if v, ok := d.uvarint(); ok {
+			hdr.ServiceVersion = v
+		} else {
+			d.fail("version")
+		}
+	}
 	if d.err == nil && d.rest() != 0 {
 		d.err = fmt.Errorf("%w: %d trailing bytes", errWire, d.rest())
 	}

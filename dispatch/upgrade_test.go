@@ -41,7 +41,7 @@ func TestProxyWebSocket(t *testing.T) {
 			if mode == "remote" {
 				c.add("r1", true, nil)
 			}
-			svc := Service{Name: "ws", Type: TypeHTTP, Upstream: echo.URL}
+			svc := c.define(Service{Name: "ws", Type: TypeHTTP, Upstream: echo.URL})
 			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if err := gw.d.ProxyHTTP(w, r, testCluster, svc, "/"); err != nil {
 					http.Error(w, err.Error(), http.StatusBadGateway)

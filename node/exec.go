@@ -130,6 +130,14 @@ func dispatchError(op string, err error) error {
 		return httpapi.Errorf(http.StatusServiceUnavailable, "no_runner", "%v", err).WithRetryAfter(1)
 	case errors.Is(err, dispatch.ErrNoHealthyUpstream):
 		return httpapi.Errorf(http.StatusServiceUnavailable, "no_healthy_upstream", "%v", err).WithRetryAfter(1)
+	case errors.Is(err, dispatch.ErrProxyRefused):
+		// A runner would not proxy to the upstream this node sent: its
+		// cluster's state does not name it (dispatch/verifyhttp.go).
+		return httpapi.Errorf(http.StatusBadGateway, "refused", "%v", err)
+	case errors.Is(err, dispatch.ErrServiceChanged):
+		return httpapi.Errorf(http.StatusServiceUnavailable, "service_changed", "%v", err).WithRetryAfter(1)
+	case errors.Is(err, dispatch.ErrUnverified):
+		return httpapi.Errorf(http.StatusServiceUnavailable, "unverified", "%v", err).WithRetryAfter(1)
 	case errors.Is(err, dispatch.ErrBusy):
 		return httpapi.Errorf(http.StatusTooManyRequests, "busy", "%v", err).WithRetryAfter(1)
 	case errors.Is(err, transport.ErrUnreachable):

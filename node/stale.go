@@ -11,6 +11,7 @@ import (
 
 	"github.com/meshgw/meshgw/consensus"
 	"github.com/meshgw/meshgw/consensus/fsm"
+	"github.com/meshgw/meshgw/dispatch"
 	"github.com/meshgw/meshgw/node/config"
 	"github.com/meshgw/meshgw/node/httpapi"
 )
@@ -49,6 +50,20 @@ func (a *Agent) wireStale() {
 	wait := 2 * a.cons.ProposalTimeout()
 	a.tokens.flags.linearWait, a.tokens.secrets.linearWait, a.execB.services.linearWait = wait, wait, wait
 	a.reg.MustRegister(newStaleCollector(down))
+}
+
+// staleDefinitions lets a runner check a proxied request's upstream
+// against the same last known state, within the same bound
+// (dispatch/verifyhttp.go).
+func staleDefinitions(s staleStore) dispatch.StaleDefinitions {
+	return func(ctx context.Context, cluster, name string) (dispatch.Service, bool, time.Time, error) {
+		it, ok, asOf, err := s.StaleGet(ctx, cluster, dispatch.ServiceKey(name))
+		if err != nil || !ok {
+			return dispatch.Service{}, false, asOf, err
+		}
+		svc, err := decodeService(it)
+		return svc, err == nil, asOf, err
+	}
 }
 
 // staleStore is what serving without quorum needs of consensus.

@@ -80,6 +80,9 @@ func (a *Agent) wireState() error {
 	// on the dispatcher's own leader check.
 	dcfg.Clusters = nil
 	dcfg.Cluster = cfg.Cluster // a runner runs only its own cluster's services
+	// and proxies to their upstreams, checked without quorum for as long
+	// as a gateway serves /svc/ so (dispatch/verifyhttp.go)
+	dcfg.StaleServeFor, dcfg.StaleDefinitions = cfg.StaleServeFor, staleDefinitions(cons)
 	dcfg.RetentionCount = cfg.RetentionCount
 	dcfg.RetentionBytes = cfg.RetentionBytes
 	dcfg.RetentionAge = cfg.RetentionAge
