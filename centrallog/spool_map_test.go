@@ -3,11 +3,16 @@ package centrallog
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // mapped skips a test of the mapped spool where segments are written
@@ -216,4 +221,49 @@ func TestSpoolMappedRotation(t *testing.T) {
 		t.Fatalf("segments after the acknowledgement: %v", segs)
 	}
 	same(t, "after the acknowledgement", readAll(t, s2), want[2*per:])
+}
+
+// Record's IDs: 32 hex digits, unique, and the JSON the same as with a
+// given ID; the request path allocates nothing.
+func TestRecordIDsAndAllocations(t *testing.T) {
+	dir := t.TempDir()
+	cfg := DefaultConfig()
+	cfg.NodeName, cfg.Cluster, cfg.Dir = "n1", "c1", dir
+	s, err := New(cfg, nil, nil, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.spool, err = openSpool(filepath.Join(dir, "spool"), cfg.SpoolBytes); err != nil {
+		t.Fatal(err)
+	}
+	defer s.spool.Close()
+	e := Entry{Time: time.Date(2026, 12, 4, 1, 2, 3, 4, time.UTC), Kind: KindHTTP, Method: "GET",
+		Path: "/svc/echo/x", Service: "echo", Status: 200, ClientIP: "127.0.0.1"}
+	for range 3 {
+		s.Record(e)
+	}
+	allocs := testing.AllocsPerRun(200, func() { s.Record(e) }) // and one warm-up run
+	recs, _, err := s.spool.Read(1000, 1<<20)
+	if err != nil || len(recs) != 3+1+200 {
+		t.Fatalf("%d records: %v", len(recs), err)
+	}
+	seen := map[string]bool{}
+	for _, r := range recs {
+		var got Entry
+		if err := json.Unmarshal(r.Data, &got); err != nil {
+			t.Fatalf("%s: %v", r.Data, err)
+		}
+		if len(got.ID) != 32 || strings.Trim(got.ID, "0123456789abcdef") != "" || seen[got.ID] {
+			t.Fatalf("entry id %q (seen before: %v)", got.ID, seen[got.ID])
+		}
+		seen[got.ID] = true
+		want := e
+		want.ID, want.Node, want.Cluster = got.ID, "n1", "c1"
+		if std, _ := encode(want); !bytes.Equal(std, r.Data) {
+			t.Fatalf("recorded %s\nencoded  %s", r.Data, std)
+		}
+	}
+	if allocs != 0 {
+		t.Fatalf("Record allocates %.1f times per entry", allocs)
+	}
 }
