@@ -28,7 +28,9 @@
 // RPC (centrallog.ship) to the active logger, found through the role's
 // fence record. A batch that is not full waits until ShipDelay has passed
 // since the previous one (the first after a quiet spell goes at once):
-// a proposal costs every replica far more than the entries in it. The
+// a proposal costs every replica far more than the entries in it. It
+// waits on the spool's byte count, not on reads: one read (a copy out of
+// the mapping) per batch, at most one wake-up by appends. The
 // acknowledged position is advanced (and fully acknowledged segments
 // deleted) only after the logger answered that the log shard committed
 // the batch; any error means "send it again", to

@@ -267,3 +267,29 @@ func TestRecordIDsAndAllocations(t *testing.T) {
 		t.Fatalf("Record allocates %.1f times per entry", allocs)
 	}
 }
+
+// The shipper decides from the spool's byte count whether to read: a
+// batch that is not full waits for ShipDelay since the last one, the
+// first after a quiet spell, a full one and one behind a full one go at
+// once.
+func TestShipWait(t *testing.T) {
+	cfg := DefaultConfig()
+	now := time.Now()
+	for _, c := range []struct {
+		name    string
+		pending int64
+		more    bool
+		last    time.Time
+		want    time.Duration
+	}{
+		{"quiet spell", 100, false, time.Time{}, 0},
+		{"gathering", 100, false, now.Add(-50 * time.Millisecond), cfg.ShipDelay - 50*time.Millisecond},
+		{"delay passed", 100, false, now.Add(-cfg.ShipDelay), 0},
+		{"full by bytes", int64(cfg.BatchBytes), false, now, 0},
+		{"behind a full batch", 100, true, now, 0},
+	} {
+		if got := shipWait(cfg, c.pending, c.more, c.last, now); got != c.want {
+			t.Errorf("%s: wait %v, want %v", c.name, got, c.want)
+		}
+	}
+}
