@@ -187,6 +187,9 @@ func openSpool(dir string, maxBytes int64) (*spool, error) {
 	return s, nil
 }
 
+// mapSegments is false in tests of the pwrite path.
+var mapSegments = true
+
 // openSegment opens segment n, keeping its first keep bytes: whatever
 // follows (a torn record, zeros) is cut, and the file is preallocated to
 // segmentCap and mapped. Without a mapping (mapSegment failed: another
@@ -208,6 +211,9 @@ func openSegment(dir string, n uint64, keep int64, fresh bool) (*segment, error)
 		return nil, fmt.Errorf("central log spool: cut torn record: %w", err)
 	}
 	seg := &segment{n: n, f: f}
+	if !mapSegments {
+		return seg, nil
+	}
 	if data, err := mapSegment(f, segmentCap); err == nil {
 		seg.data = data
 	} else if err := f.Truncate(keep); err != nil { // undo a partial preallocation

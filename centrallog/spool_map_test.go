@@ -293,3 +293,40 @@ func TestShipWait(t *testing.T) {
 		}
 	}
 }
+
+// Where segments cannot be mapped they are written with pwrite: the
+// spool's tests hold for that path too, and it reopens a mapped spool's
+// directory (and the other way round).
+func TestSpoolPwriteFallback(t *testing.T) {
+	mapSegments = false
+	defer func() { mapSegments = true }()
+	t.Run("append read ack reopen", TestSpoolAppendReadAckReopen)
+	t.Run("rotates bounds deletes", TestSpoolRotatesBoundsAndDeletes)
+	t.Run("bounded reads", TestSpoolBoundedReadsResumeExactly)
+	t.Run("switching", func(t *testing.T) {
+		dir := t.TempDir()
+		s, err := openSpool(dir, 64<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := appendN(t, s, 0, 10, 50)
+		s.Close()
+		mapSegments = true
+		if s, err = openSpool(dir, 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		mapped(t, s)
+		want = append(want, appendN(t, s, 10, 20, 50)...)
+		s.Close()
+		mapSegments = false
+		if s, err = openSpool(dir, 64<<20); err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		if s.cur.data != nil {
+			t.Fatal("a segment was mapped with mapping off")
+		}
+		want = append(want, appendN(t, s, 20, 30, 50)...)
+		same(t, "across the switches", readAll(t, s), want)
+	})
+}
