@@ -10,11 +10,15 @@
 // # Design
 //
 // Spool (every node). Record encodes the entry and appends it to a local
-// spool: segment files of length+CRC-32C framed records, one write(2) per
-// record, fsynced every Config.SpoolSync. The request's handler records
-// before it returns, so by the time a client has its answer the entry is
-// in the kernel: a kill -9 of the serving node loses nothing (a power cut
-// loses at most SpoolSync). On open a torn record at the tail is cut off.
+// spool: segment files of length+CRC-32C framed records, preallocated and
+// mapped (MAP_SHARED), so an append is a copy into the page cache with no
+// system call (pwrite where a platform maps none), msynced and fsynced
+// every Config.SpoolSync. The request's handler records before it
+// returns, so by the time a client has its answer the entry is in the
+// kernel: a kill -9 of the serving node loses nothing (a power cut loses
+// at most SpoolSync). On open the log ends at the first record whose
+// header or CRC does not check (a torn record, a preallocated file's
+// zeros), and everything after it is cut.
 // The spool is bounded (Config.SpoolBytes of entries not yet
 // acknowledged): past it new entries are dropped and counted, never
 // blocking a request.
@@ -24,7 +28,9 @@
 // RPC (centrallog.ship) to the active logger, found through the role's
 // fence record. A batch that is not full waits until ShipDelay has passed
 // since the previous one (the first after a quiet spell goes at once):
-// a proposal costs every replica far more than the entries in it. The
+// a proposal costs every replica far more than the entries in it. It
+// waits on the spool's byte count, not on reads: one read (a copy out of
+// the mapping) per batch, at most one wake-up by appends. The
 // acknowledged position is advanced (and fully acknowledged segments
 // deleted) only after the logger answered that the log shard committed
 // the batch; any error means "send it again", to
@@ -71,7 +77,8 @@
 //     position is at or below the one stored for its spool, so the copy
 //     is dropped.
 //   - Killing the serving node after it answered: the entry is in its
-//     spool file (write(2) returned before the handler did); on restart
+//     spool file's pages in the kernel (the copy into the mapping ended
+//     before the handler did); on restart
 //     the spool is reopened at its acknowledged position and shipped.
 //   - A committed entry survives the loss of any minority of the log
 //     shard, like any Raft write; the shard's voters are the state

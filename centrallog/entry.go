@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -48,19 +49,52 @@ func NewID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// encode validates and encodes e for the spool: the JSON encoding/json
-// would produce for Entry (without its HTML escaping), written by hand
-// because it runs on every request.
+// An ID Record gives an entry is this process's random prefix and a
+// counter: 32 hex digits, as NewID's, without a random read per request.
+// Entries are deduplicated by spool position, not by ID (see logSM), so
+// an ID needs only be unique: the prefix is fresh for every process, and
+// the counter never repeats within one.
+var (
+	idPrefix = NewID()[:16]
+	idSeq    atomic.Uint64
+)
+
+// appendNewID appends the next ID.
+func appendNewID(b []byte) []byte {
+	b = append(b, idPrefix...)
+	n := idSeq.Add(1)
+	for shift := 60; shift >= 0; shift -= 4 {
+		b = append(b, hexDigits[n>>uint(shift)&0xf])
+	}
+	return b
+}
+
+// encode validates and encodes e for the spool.
 func encode(e Entry) ([]byte, error) {
 	if e.ID == "" {
 		return nil, fmt.Errorf("central log entry: id is required")
 	}
-	if len(e.Path) > maxPath {
-		e.Path = e.Path[:maxPath]
+	return appendEntry(make([]byte, 0, 320+min(len(e.Path), maxPath)), &e)
+}
+
+// appendEntry appends e's encoding for the spool to b: the JSON
+// encoding/json would produce for Entry (without its HTML escaping),
+// written by hand because it runs on every request. An entry without an
+// ID gets the next one (appendNewID). e is not changed.
+func appendEntry(b []byte, e *Entry) ([]byte, error) {
+	start := len(b)
+	path := e.Path
+	if len(path) > maxPath {
+		path = path[:maxPath]
 	}
-	b := make([]byte, 0, 320+len(e.Path))
 	b = append(b, `{"id":`...)
-	b = appendString(b, e.ID)
+	if e.ID == "" {
+		b = append(b, '"')
+		b = appendNewID(b)
+		b = append(b, '"')
+	} else {
+		b = appendString(b, e.ID)
+	}
 	b = append(b, `,"time":"`...)
 	b = e.Time.AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","node":`...)
@@ -74,7 +108,7 @@ func encode(e Entry) ([]byte, error) {
 	b = append(b, `,"method":`...)
 	b = appendString(b, e.Method)
 	b = append(b, `,"path":`...)
-	b = appendString(b, e.Path)
+	b = appendString(b, path)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(e.Status), 10)
 	b = append(b, `,"duration_ms":`...)
@@ -90,8 +124,12 @@ func encode(e Entry) ([]byte, error) {
 	b = append(b, `,"execution_id":`...)
 	b = appendString(b, e.ExecutionID)
 	b = append(b, '}')
-	if len(b) > MaxEntryBytes {
-		return nil, fmt.Errorf("central log entry %s: %d bytes encoded, more than %d", e.ID, len(b), MaxEntryBytes)
+	if n := len(b) - start; n > MaxEntryBytes {
+		id := e.ID
+		if id == "" {
+			id = string(b[start+len(`{"id":"`) : start+len(`{"id":"`)+32])
+		}
+		return b[:start], fmt.Errorf("central log entry %s: %d bytes encoded, more than %d", id, n, MaxEntryBytes)
 	}
 	return b, nil
 }

@@ -289,10 +289,10 @@ func (s *Service) Stop() error {
 // Record spools one entry (filling in ID, time, node and cluster when
 // unset). It never blocks on the network; an entry that cannot be
 // spooled (full, disk error) is counted and logged at most once a minute.
+//
+// It allocates nothing: the entry is encoded into a pooled buffer, which
+// the spool copies.
 func (s *Service) Record(e Entry) {
-	if e.ID == "" {
-		e.ID = NewID()
-	}
 	if e.Time.IsZero() {
 		e.Time = time.Now().UTC()
 	}
@@ -302,13 +302,18 @@ func (s *Service) Record(e Entry) {
 	if e.Cluster == "" {
 		e.Cluster = s.cfg.Cluster
 	}
-	b, err := encode(e)
+	bp := recordBufs.Get().(*[]byte)
+	b, err := appendEntry((*bp)[:0], &e) // an empty ID is given the next one
 	if err == nil {
 		if s.spool == nil {
 			err = errors.New("central log: not started")
 		} else {
 			err = s.spool.Append(b)
 		}
+	}
+	if cap(b) <= 4*recordBuf { // a rare long entry's buffer is not kept
+		*bp = b[:0]
+		recordBufs.Put(bp)
 	}
 	if err != nil {
 		s.dropped.Add(1)
@@ -318,6 +323,13 @@ func (s *Service) Record(e Entry) {
 		}
 	}
 }
+
+// recordBufs are Record's encoding buffers (*[]byte of recordBuf bytes,
+// a typical /svc/ entry being 300–400): a buffer is Record's from Get
+// until it Puts it back after the spool's Append, which copies it.
+const recordBuf = 1024
+
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, 0, recordBuf); return &b }}
 
 // Stats are this node's counters.
 type Stats struct {
@@ -374,31 +386,47 @@ func (s *Service) shipLoop() {
 	idle := time.NewTimer(time.Hour)
 	defer idle.Stop()
 	var last time.Time // when the last batch was sent
+	more := false      // the last batch was full: the next one goes at once
 	for ctx.Err() == nil {
-		recs, next, err := s.spool.Read(s.cfg.BatchEntries, s.cfg.BatchBytes)
-		if err != nil {
-			s.log.Error().Err(err).Msg("central log spool unreadable")
-			s.sleep(ctx, time.Second)
-			continue
-		}
-		if len(recs) == 0 {
+		// Wait for entries without reading them: the spool's byte count
+		// tells whether there are any and whether a batch is full, so a
+		// batch costs one read, whatever the rate of appends.
+		wake := func() {
+			more = false
 			idle.Reset(time.Second)
 			select {
 			case <-ctx.Done():
 			case <-s.spool.Notify():
 			case <-idle.C:
 			}
+		}
+		pending := s.spool.Pending()
+		if pending == 0 {
+			wake()
 			continue
 		}
-		// A batch that is not full waits until ShipDelay has passed since
-		// the last one, gathering more entries (read again after); the
-		// first after a quiet spell goes at once.
-		full := len(recs) >= s.cfg.BatchEntries || batchBytes(recs) >= s.cfg.BatchBytes
-		if wait := s.cfg.ShipDelay - time.Since(last); !full && wait > 0 {
+		if wait := shipWait(s.cfg, pending, more, last, time.Now()); wait > 0 {
 			s.sleep(ctx, wait)
 			last = time.Time{}
 			continue
 		}
+		// Appends from here on signal anew (the token left by the ones
+		// this read takes would only wake the loop for nothing).
+		select {
+		case <-s.spool.Notify():
+		default:
+		}
+		recs, next, err := s.spool.Read(s.cfg.BatchEntries, s.cfg.BatchBytes)
+		if err != nil {
+			s.log.Error().Err(err).Msg("central log spool unreadable")
+			s.sleep(ctx, time.Second)
+			continue
+		}
+		if len(recs) == 0 { // pending counts bytes no record could be read from
+			wake()
+			continue
+		}
+		more = len(recs) >= s.cfg.BatchEntries || batchBytes(recs) >= s.cfg.BatchBytes
 		if target.RPCAddr == "" {
 			tctx, tcancel := context.WithTimeout(ctx, s.cfg.OpTimeout)
 			target, err = s.mesh.Logger(tctx)
@@ -434,6 +462,20 @@ func (s *Service) shipLoop() {
 		}
 		s.shipped.Add(uint64(len(recs)))
 	}
+}
+
+// shipWait is how long the shipper waits before reading a batch, with
+// pending bytes in the spool, the last batch sent at last (zero: not
+// since a wait) and full or not (more): a batch that is not full waits
+// until ShipDelay has passed since the last one, gathering more entries;
+// the first after a quiet spell, and one behind a full batch, go at once.
+// Entries are counted only by the read, so a batch full by BatchEntries
+// alone waits too (once: the ones behind it go at once).
+func shipWait(cfg Config, pending int64, more bool, last, now time.Time) time.Duration {
+	if more || pending >= int64(cfg.BatchBytes) {
+		return 0
+	}
+	return max(cfg.ShipDelay-now.Sub(last), 0)
 }
 
 func (s *Service) sleep(ctx context.Context, d time.Duration) {

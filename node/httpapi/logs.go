@@ -162,11 +162,10 @@ func (a *API) record(kind string, r Request, g *grant, start time.Time, status i
 	e := centrallog.Entry{Time: start.UTC(), Kind: kind, Method: r.Method(), Path: p,
 		DurationMS: float64(time.Since(start).Microseconds()) / 1000, ExecutionID: executionID,
 		Status: status, BytesIn: in, BytesOut: out}
-	remote := r.RemoteAddr()
-	if host, _, err := net.SplitHostPort(remote); err == nil {
-		e.ClientIP = host
+	if f, ok := r.(*fastRequest); ok {
+		e.ClientIP = f.clientIP()
 	} else {
-		e.ClientIP = remote
+		e.ClientIP = hostOnly(r.RemoteAddr())
 	}
 	if g != nil {
 		e.Cluster = g.cluster
@@ -176,6 +175,14 @@ func (a *API) record(kind string, r Request, g *grant, start time.Time, status i
 	}
 	e.Service = logService(p)
 	a.central.Record(e)
+}
+
+// hostOnly is a remote address without its port (as it is without one).
+func hostOnly(remote string) string {
+	if host, _, err := net.SplitHostPort(remote); err == nil {
+		return host
+	}
+	return remote
 }
 
 // logService is the service a logged path is about ("" for none).

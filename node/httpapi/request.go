@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"net"
 	"net/http"
 	"strings"
 
@@ -96,6 +97,18 @@ func (f *fastRequest) RemoteAddr() string {
 		f.remote = f.ctx.RemoteAddr().String()
 	}
 	return f.remote
+}
+
+// clientIP is RemoteAddr without its port, for the central log's entry:
+// one string made per request, where RemoteAddr and net.SplitHostPort
+// make three.
+func (f *fastRequest) clientIP() string {
+	if f.remote == "" {
+		if a, ok := f.ctx.RemoteAddr().(*net.TCPAddr); ok && a.Zone == "" {
+			return a.IP.String()
+		}
+	}
+	return hostOnly(f.RemoteAddr())
 }
 
 // nativeTarget splits ctx's request target into path and query when the
