@@ -23,6 +23,10 @@ import (
 //  3. promote it to voter with the same replica ID and drop the record;
 //  4. only then remove the dead voter (the group is above its size).
 //
+// A dead voter that comes back between steps 3 and 4 leaves the group a
+// voter above its size with every voter alive: the voter with the largest
+// name other than the leader's is then removed (surplusVoter).
+//
 // A non-voter that has not caught up within JoinTimeout of its record is
 // removed; a record without a non-voter is dropped, and a non-voter
 // without a record (a leader died between the two writes, or a restore
@@ -86,9 +90,12 @@ type apView struct {
 	UnknownSince map[uint64]time.Time
 	// CaughtUp: non-voters that answered this tick that they have applied
 	// everything the leader had committed.
-	CaughtUp    map[uint64]bool
-	Now         time.Time
-	Target      int
+	CaughtUp map[uint64]bool
+	Now      time.Time
+	Target   int
+	// Created is the size the group was created with (bootstrap-expect):
+	// a live surplus is removed only above max(Target, Created).
+	Created     int
 	DeadAfter   time.Duration
 	JoinTimeout time.Duration
 	// CCID is the membership's config change ID (new replica IDs derive
@@ -209,6 +216,10 @@ func decide(v apView) apAction {
 	if len(v.NonVoters) > 0 {
 		return apAction{Kind: apNone, Why: "a join is pending"}
 	}
+	if surplus, ok := surplusVoter(v, byAddr); ok {
+		return apAction{Kind: apRemove, Replica: surplus, Addr: v.Voters[surplus], Peer: byAddr[v.Voters[surplus]],
+			Why: "the group is above its size with every voter alive"}
+	}
 	var candidate *Peer
 	for _, p := range v.Peers {
 		if p.Cluster == v.Cluster && p.Status == "alive" && p.RaftAddr != "" && !inGroup[p.Name] {
@@ -227,6 +238,31 @@ func decide(v apView) apAction {
 			Peer: *candidate, Why: why}
 	}
 	return apAction{Kind: apNone}
+}
+
+// surplusVoter picks the voter to remove when the group has more voters
+// than its target (or than it was created with, when larger) and every
+// one of them is alive: a dead voter that came
+// back after its replacement was promoted, before it was removed. The
+// largest name other than the leader's goes, so the group keeps the
+// smallest names, as a bootstrap picks them. A voter that is not alive is
+// left to the dead-voter rule: it may be restarting.
+func surplusVoter(v apView, byAddr map[string]Peer) (uint64, bool) {
+	if len(v.Voters) <= max(v.Target, v.Created) {
+		return 0, false
+	}
+	var pick uint64
+	var pickName string
+	for _, rid := range sortedIDs(v.Voters) {
+		p, known := byAddr[v.Voters[rid]]
+		if rid != v.Self && (!known || p.Status != "alive") {
+			return 0, false
+		}
+		if rid != v.Self && p.Name > pickName {
+			pick, pickName = rid, p.Name
+		}
+	}
+	return pick, pickName != ""
 }
 
 func sortedPending(m map[uint64]pendingJoin) []uint64 {
@@ -260,7 +296,7 @@ func (m *Manager) autopilot(ctx context.Context, h hosted, peers []Peer) {
 	v := apView{
 		Cluster: h.Cluster, Self: h.Replica, Voters: mem.Nodes, NonVoters: mem.NonVotings,
 		Pending: pending, Peers: peers, CaughtUp: map[uint64]bool{}, Now: now,
-		Target: m.cfg.Voters, DeadAfter: m.cfg.DeadVoterTimeout, JoinTimeout: m.joinTimeout(),
+		Target: m.cfg.Voters, Created: m.cfg.BootstrapExpect, DeadAfter: m.cfg.DeadVoterTimeout, JoinTimeout: m.joinTimeout(),
 		FailedSince: map[string]time.Time{}, UnknownSince: map[uint64]time.Time{},
 		CCID: mem.ConfigChangeID,
 	}

@@ -215,3 +215,33 @@ func TestReservedKeysAreHidden(t *testing.T) {
 		}
 	}
 }
+
+// A dead voter that comes back after its replacement was promoted, before
+// it was removed, leaves 4 live voters: one goes, the largest name but the
+// leader's, and only once every voter is alive.
+func TestAutopilotShrinksLiveSurplusToTarget(t *testing.T) {
+	f := newAPFixture()
+	v := f.view("n1", "n2", "n3", "n4")
+	wantAction(t, "4 live voters", decide(v), apRemove, replicaID("n4", 0))
+
+	f.status("n2", "suspect")
+	v = f.view("n1", "n2", "n3", "n4")
+	wantAction(t, "4 voters, one suspect", decide(v), apNone, 0)
+
+	f = newAPFixture()
+	v = f.view("n1", "n2", "n3", "n4")
+	v.Self = replicaID("n4", 0) // n4 leads: it stays
+	wantAction(t, "4 live voters, n4 leading", decide(v), apRemove, replicaID("n3", 0))
+
+	v = f.view("n1", "n2", "n3")
+	wantAction(t, "3 live voters", decide(v), apNone, 0)
+}
+
+// A group created larger than the target (bootstrap-expect 5, raft-voters
+// 3) is not shrunk below its creation size.
+func TestAutopilotKeepsCreatedSize(t *testing.T) {
+	f := newAPFixture()
+	v := f.view("n1", "n2", "n3", "n4", "n5")
+	v.Created = 5
+	wantAction(t, "5 live voters created as 5", decide(v), apNone, 0)
+}
