@@ -281,6 +281,7 @@ func TestResponseCache(t *testing.T) {
 		}
 		c.Nodes[2].Kill()
 		hits, total := 0, 0
+		var misses []string
 		for round := range 3 {
 			for i := range keys {
 				body, xc := svcGet(t, addrs[(i+round)%2], fmt.Sprintf("/v/k%d", i))
@@ -290,11 +291,14 @@ func TestResponseCache(t *testing.T) {
 				total++
 				if xc == "HIT" {
 					hits++
+				} else {
+					misses = append(misses, fmt.Sprintf("k%d via %s: %s", i, c.Nodes[(i+round)%2].Name, xc))
 				}
 			}
 		}
 		if ratio := float64(hits) / float64(total); ratio <= 0.9 {
-			t.Fatalf("after kill -9 of a node, hit ratio %.2f (%d/%d)", ratio, hits, total)
+			t.Fatalf("after kill -9 of a node, hit ratio %.2f (%d/%d); not hits: %s", ratio, hits, total,
+				strings.Join(misses, ", "))
 		}
 		t.Logf("after kill -9 of %s: %d/%d hits", c.Nodes[2].Name, hits, total)
 		// The cleanup role re-places copies: with 2 live nodes left, each
