@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -174,6 +175,16 @@ func runPartition(t *testing.T, sc partScenario) {
 	// The cut itself is the scenario: it holds for a fixed time so that
 	// failure detection, autopilot and any bootstrap decision all run.
 	<-time.After(time.Until(cutAt.Add(detected + cutHold)))
+	if plan.minority >= 0 {
+		// A minority write is refused only once its reads and its
+		// proposal have timed out, which can outlast cutHold on a loaded
+		// machine: hold the cut until the minority has answered one, so
+		// that the refusal checks below are not vacuous.
+		side := plan.sides[plan.minority].nodes
+		if err := eventually(20*time.Second, func() error { return w.refusedWrite(side, cutAt) }); err != nil {
+			t.Errorf("%s %v: %v", plan.sides[plan.minority].label, side, err)
+		}
+	}
 	lab.heal()
 	healAt := time.Now()
 	t.Logf("healed after a %s cut", healAt.Sub(cutAt).Round(10*time.Millisecond))
@@ -457,6 +468,19 @@ func (w *workload) next(prefix string) string {
 	defer w.mu.Unlock()
 	w.seq[prefix]++
 	return fmt.Sprintf("%s-%d", prefix, w.seq[prefix])
+}
+
+// refusedWrite reports (nil) whether a write through one of nodes that
+// started at or after since has been refused.
+func (w *workload) refusedWrite(nodes []string, since time.Time) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, r := range w.ops {
+		if r.kind == "write" && r.out == refused && !r.start.Before(since) && slices.Contains(nodes, r.node) {
+			return nil
+		}
+	}
+	return fmt.Errorf("no write through them refused yet during the cut")
 }
 
 func (w *workload) record(r opRecord) {
