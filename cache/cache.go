@@ -410,7 +410,9 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 // and reports true; otherwise it writes and counts nothing, and the caller
 // goes through Serve (peers' copies, the fill, the miss). It reads r
 // through Request only, so a server other than net/http's answers its
-// hits without building an *http.Request.
+// hits without building an *http.Request; a w that is a StoredWriter
+// gets the entry as stored bytes. A hit allocates nothing unless the
+// policy varies on headers or the key is longer than hitKeyBuf.
 func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string) bool {
 	if !requestCacheable(t, r) {
 		return false
@@ -420,14 +422,44 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string
 	if !ok {
 		return false
 	}
-	k := keyOf(t, r, path)
-	e := c.store.get(k.ID, now)
-	if !entryValid(e, k, t, rec) || !e.fresh(now) {
+	var buf [hitKeyBuf]byte
+	e := c.store.getByKey(appendKeyText(buf[:0], t, r, path), now)
+	if e == nil || e.SvcVersion != t.Version || !rec.Valid(e.Epoch, e.Path) || !e.fresh(now) {
 		return false
 	}
 	c.store.count(t.Service, true)
-	c.writeEntry(w, r.Method(), e, "HIT")
+	method := r.Method()
+	if sw, ok := w.(StoredWriter); ok {
+		var body []byte
+		if method != http.MethodHead {
+			body = e.Body
+		}
+		sw.WriteStored(e.Status, e.fields, c.age(e, now), "HIT", body)
+		return true
+	}
+	c.writeEntry(w, method, e, "HIT")
 	return true
+}
+
+// hitKeyBuf is the key text a hit builds on its stack; a longer one
+// spills to the heap.
+const hitKeyBuf = 512
+
+// StoredWriter is a response writer that takes a cached response as the
+// entry holds it — the data plane's, whose server frames the response —
+// so a hit builds no http.Header and copies the body once, onto the wire.
+type StoredWriter interface {
+	// WriteStored answers with status; fields (canonical name and value,
+	// in order; without Content-Length, Transfer-Encoding and Connection,
+	// which the server sets), an Age of age seconds and X-Cache: xcache;
+	// and body (nil for a HEAD). fields and body are the entry's: read
+	// only, and not kept past the response.
+	WriteStored(status int, fields [][2][]byte, age int, xcache string, body []byte)
+}
+
+// age is e's Age at now, in seconds.
+func (c *Cache) age(e *Entry, now time.Time) int {
+	return max(0, int(now.Sub(e.Stored)/time.Second))
 }
 
 // entryValid: e is k's entry, filled under t's definition and not purged
@@ -629,8 +661,7 @@ func (c *Cache) writeEntry(w http.ResponseWriter, method string, e *Entry, how s
 	for k, vs := range e.Header {
 		h[k] = vs
 	}
-	age := max(0, int(c.cfg.Now().Sub(e.Stored)/time.Second))
-	h.Set("Age", strconv.Itoa(age))
+	h.Set("Age", strconv.Itoa(c.age(e, c.cfg.Now())))
 	h.Set("X-Cache", how)
 	if method != http.MethodHead {
 		h.Set("Content-Length", strconv.Itoa(len(e.Body)))

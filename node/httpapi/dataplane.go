@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -123,7 +124,7 @@ func (d *DataPlane) Shutdown(ctx context.Context) error {
 }
 
 func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
-	w := &fastWriter{ctx: ctx, h: http.Header{}}
+	w := &fastWriter{ctx: ctx}
 	if n := ctx.Request.Header.ContentLength(); int64(n) > d.maxBody {
 		ctx.SetConnectionClose() // the body is not read
 		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody))
@@ -293,11 +294,16 @@ func isTimeout(err error) bool {
 // handed over whole with SetBodyStream (runner.BodyStreamer) and streams.
 type fastWriter struct {
 	ctx   *fasthttp.RequestCtx
-	h     http.Header
+	h     http.Header // made on first use: a cache hit needs none
 	wrote bool
 }
 
-func (w *fastWriter) Header() http.Header { return w.h }
+func (w *fastWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = http.Header{}
+	}
+	return w.h
+}
 
 func (w *fastWriter) WriteHeader(code int) {
 	if w.wrote || code < 200 {
@@ -316,6 +322,30 @@ func (w *fastWriter) WriteHeader(code int) {
 		}
 	}
 }
+
+// WriteStored implements cache.StoredWriter: a cache hit's header fields
+// go into the response as the entry holds them (canonical names, so
+// fasthttp need not normalize them), and its body is referred to, not
+// copied: the server copies it once, onto the connection.
+func (w *fastWriter) WriteStored(status int, fields [][2][]byte, age int, xcache string, body []byte) {
+	if w.wrote {
+		return
+	}
+	w.WriteHeader(status) // and what the handler set before (w.h)
+	rh := &w.ctx.Response.Header
+	rh.DisableNormalizing() // until the response's Reset: every name below is canonical
+	for _, f := range fields {
+		rh.AddBytesKV(f[0], f[1])
+	}
+	var num [20]byte
+	rh.AddBytesKV(ageHeader, strconv.AppendInt(num[:0], int64(age), 10))
+	rh.Add("X-Cache", xcache)
+	if body != nil {
+		w.ctx.Response.SetBodyRaw(body)
+	}
+}
+
+var ageHeader = []byte("Age")
 
 func (w *fastWriter) Write(p []byte) (int, error) {
 	if !w.wrote {
