@@ -100,9 +100,15 @@ func (c Config) Validate() error {
 
 // Cache is this node's cache agent.
 type Cache struct {
-	cfg    Config
-	log    zerolog.Logger
-	store  *store
+	cfg   Config
+	log   zerolog.Logger
+	store *store
+	// near holds copies this node fetched from an owner, for nearTTL at
+	// most: a hot key is answered here as an owner answers, not over
+	// the network per request. Checked as any copy (epoch, definition,
+	// freshness) and swept by purges; not counted in Stats, and not the
+	// cleanup pass's business.
+	near   *store
 	epochs epochView
 
 	mu       sync.Mutex
@@ -143,6 +149,7 @@ func New(cfg Config, log zerolog.Logger) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{cfg: cfg, log: log.With().Str("component", "cache").Logger(), store: newStore(cfg.MaxBytes),
+		near:    newStore(max(cfg.MaxBytes/16, 1<<20)),
 		flights: map[string]*flight{}, local: map[string]*localFlight{}, penalty: map[string]time.Time{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
@@ -187,6 +194,7 @@ func (c *Cache) refresh() {
 	c.epochs.merge(recs)
 	c.epochs.confirm(start)
 	c.store.sweep(c.purged)
+	c.near.sweep(c.purged)
 	c.dropLapsed(start)
 }
 
@@ -369,6 +377,9 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 			if i > 0 || leaseFrom != nil {
 				c.repair(owners[:i], e)
 			}
+			if o.Name != c.cfg.Node {
+				c.keepNear(e)
+			}
 			result = e
 			c.store.count(t.Service, true)
 			c.writeEntry(w, r.Method, e, "HIT")
@@ -423,7 +434,11 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string
 		return false
 	}
 	var buf [hitKeyBuf]byte
-	e := c.store.getByKey(appendKeyText(buf[:0], t, r, path), now)
+	text := appendKeyText(buf[:0], t, r, path)
+	e := c.store.getByKey(text, now)
+	if e == nil {
+		e = c.near.getByKey(text, now)
+	}
 	if e == nil || e.SvcVersion != t.Version || !rec.Valid(e.Epoch, e.Path) || !e.fresh(now) {
 		return false
 	}
@@ -439,6 +454,30 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string
 	}
 	c.writeEntry(w, method, e, "HIT")
 	return true
+}
+
+// nearTTL is the longest a copy fetched from an owner is kept near (and
+// answers hits here) before the owner is asked again.
+const nearTTL = time.Second
+
+// keepNear keeps e, an owner's copy, in the near store for nearTTL (less
+// if it expires sooner), unless this node holds the entry itself. The
+// kept copy is e's struct with shorter lifetimes: header and body are
+// shared, and never written.
+func (c *Cache) keepNear(e *Entry) {
+	if c.store.has(e.ID) {
+		return
+	}
+	until := c.cfg.Now().Add(nearTTL)
+	n := *e
+	n.fields = nil // the near store makes its own (put)
+	if until.Before(n.Expires) {
+		n.Expires = until
+	}
+	if until.Before(n.StaleUntil) {
+		n.StaleUntil = until
+	}
+	c.near.put(&n)
 }
 
 // hitKeyBuf is the key text a hit builds on its stack; a longer one
@@ -831,6 +870,7 @@ func (c *Cache) Purge(ctx context.Context, service, prefix string) (Purge, error
 func (c *Cache) applyEpoch(service string, rec EpochRecord) {
 	c.epochs.merge(map[string]EpochRecord{service: rec})
 	c.store.sweep(c.purged)
+	c.near.sweep(c.purged)
 }
 
 // Stats returns this node's per-service figures.

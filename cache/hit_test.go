@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"net/http"
@@ -208,4 +209,67 @@ func BenchmarkServeHit(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestNonOwnerKeepsANearCopy: a node that holds no copy of a key answers
+// its hits for nearTTL from the copy an owner sent it, with the owners
+// unreachable; it does not count it as an entry; the copy lapses; and a
+// purge leaves no old body on it, near copy or not.
+func TestNonOwnerKeepsANearCopy(t *testing.T) {
+	m := newMesh(t, "a", "b", "c")
+	u := &upstream{body: "old"}
+	get(t, m.nodes["a"], target, "/n", u)
+	var other *Cache
+	var owners []string
+	waitFor(t, func() bool {
+		owners, other = nil, nil
+		for name, c := range m.nodes {
+			if c.Stats()["web"].Entries > 0 {
+				owners = append(owners, name)
+			} else {
+				other = c
+			}
+		}
+		return len(owners) == Replicas
+	})
+	if w := get(t, other, target, "/n", u); w.Header().Get("X-Cache") != "HIT" || w.Body.String() != "old" {
+		t.Fatalf("through the non-owner: %q %q", w.Header().Get("X-Cache"), w.Body)
+	}
+	setDown := func(down bool) {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, o := range owners {
+			m.down[o] = down
+		}
+	}
+	v := viewRequest{method: "GET", hdr: map[string][]string{}}
+	setDown(true)
+	w := newStoredWriter()
+	if !other.ServeHit(w, v, target, "/n") || string(w.body) != "old" {
+		t.Fatal("the non-owner did not answer from its near copy with the owners unreachable")
+	}
+	if st := other.Stats()["web"]; st.Entries != 0 || st.Bytes != 0 {
+		t.Fatalf("a near copy counted as an entry: %+v", st)
+	}
+	waitFor(t, func() bool { return !other.ServeHit(newStoredWriter(), v, target, "/n") })
+	setDown(false)
+
+	// A near copy again, then a purge through an owner: the old body is
+	// gone from the non-owner at once.
+	if w := get(t, other, target, "/n", u); w.Header().Get("X-Cache") != "HIT" {
+		t.Fatal("no hit through the non-owner")
+	}
+	if !other.ServeHit(newStoredWriter(), v, target, "/n") {
+		t.Fatal("no near copy")
+	}
+	u.set("new", 200)
+	if _, err := m.nodes[owners[0]].Purge(context.Background(), "web", ""); err != nil {
+		t.Fatal(err)
+	}
+	if other.ServeHit(newStoredWriter(), v, target, "/n") {
+		t.Fatal("the near copy answered after the purge")
+	}
+	if w := get(t, other, target, "/n", u); w.Body.String() != "new" {
+		t.Fatalf("after the purge: %q %s", w.Body, w.Header().Get("X-Cache"))
+	}
 }
