@@ -130,7 +130,7 @@ backend b
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
 	if *baseline != "" {
-		benchCacheBaseline(hc, up, "http://"+dps[own]+"/svc/web/c", hport, sport, d, &upCalls)
+		benchCacheBaseline(hc, up, "http://"+dps[own]+"/svc/web/c", "http://"+dps[other]+"/svc/web/c", hport, sport, d, &upCalls)
 		return
 	}
 	var sRate, sLat series
@@ -159,10 +159,11 @@ backend b
 }
 
 // benchCacheBaseline (-baseline): hits through an owner's -proxy
-// listener, this build (url) and the baseline build (a mesh of 3 of its
-// own, same upstream), beside HAProxy's cache and the bare fasthttp
-// server, in the same alternated rounds.
-func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d string, upCalls *atomic.Int64) {
+// listener (url) and through the non-owner's (otherURL), this build and
+// the baseline build (a mesh of 3 of its own, same upstream), beside
+// HAProxy's cache and the bare fasthttp server, in the same alternated
+// rounds.
+func benchCacheBaseline(hc *http.Client, up, url, otherURL string, hport, sport int, d string, upCalls *atomic.Int64) {
 	var bps []string
 	for i := 0; i < 3; i++ {
 		bps = append(bps, fmt.Sprintf("127.0.0.1:%d", freePort()))
@@ -172,23 +173,28 @@ func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d str
 		`{"name":"web","type":"http","upstream":"http://`+up+`","cache":{"ttl":"1h"}}`); err != nil {
 		fatal("baseline service: %v", err)
 	}
-	oldURL := ""
+	oldURL, oldOther := "", ""
 	waitFor(20*time.Second, "baseline cache hits", func() error {
 		for _, dp := range bps {
 			if xc, err := xcache("http://" + dp + "/svc/web/c"); err != nil || xc != "HIT" {
 				return fmt.Errorf("%s: X-Cache %q %v", dp, xc, err)
 			}
 		}
+		oldURL, oldOther = "", ""
 		for i, n := range old {
 			if holds(n.http) {
 				oldURL = "http://" + bps[i] + "/svc/web/c"
-				return nil
+			} else {
+				oldOther = "http://" + bps[i] + "/svc/web/c"
 			}
 		}
-		return fmt.Errorf("no owner known")
+		if oldURL == "" || oldOther == "" {
+			return fmt.Errorf("owners not known")
+		}
+		return nil
 	})
 	before := upCalls.Load()
-	var nRate, oRate, hRate, sRate, nLat, oLat, hLat, sLat series
+	var nRate, oRate, hRate, sRate, nLat, oLat, hLat, sLat, nfRate, ofRate series
 	var loads []string
 	for r := 0; r < *rounds; r++ {
 		loads = append(loads, loadavg())
@@ -196,14 +202,19 @@ func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d str
 		h, hl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", hport), d)
 		o, ol := wrk(oldURL, d)
 		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", sport), d)
+		nf, _ := wrk(otherURL, d)
+		of, _ := wrk(oldOther, d)
 		nRate, oRate, hRate, sRate = append(nRate, n), append(oRate, o), append(hRate, h), append(sRate, x)
 		nLat, oLat, hLat, sLat = append(nLat, nl), append(oLat, ol), append(hLat, hl), append(sLat, xl)
+		nfRate, ofRate = append(nfRate, nf), append(ofRate, of)
 	}
 	fmt.Printf("\nwrk -t2 -c64 -d%s, one cached URL (1 KiB), load average at each round's start: %s\n", d, strings.Join(loads, " "))
 	fmt.Printf("| measurement | median [range] | HAProxy cache median [range] | vs HAProxy |\n|---|---|---|---|\n")
 	row("req/s, bare fasthttp server, body from memory", "", sRate, hRate, true)
 	row("hits/s, meshgw owner's -proxy listener, this build", "", nRate, hRate, true)
 	row("hits/s, meshgw owner's -proxy listener, baseline build", "", oRate, hRate, true)
+	row("hits/s, meshgw non-owner's -proxy listener, this build", "", nfRate, hRate, true)
+	row("hits/s, meshgw non-owner's -proxy listener, baseline build", "", ofRate, hRate, true)
 	row("p50, bare fasthttp server", "ms", sLat, hLat, false)
 	row("p50, meshgw owner, this build", "ms", nLat, hLat, false)
 	row("p50, meshgw owner, baseline build", "ms", oLat, hLat, false)
@@ -212,6 +223,9 @@ func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d str
 	ratioRow("baseline build / bare fasthttp server", oRate, sRate)
 	ratioRow("this build / HAProxy cache", nRate, hRate)
 	ratioRow("this build / baseline build", nRate, oRate)
+	ratioRow("non-owner, this build / HAProxy cache", nfRate, hRate)
+	ratioRow("non-owner, baseline build / HAProxy cache", ofRate, hRate)
+	ratioRow("non-owner, this build / baseline build", nfRate, ofRate)
 	fmt.Printf("\nupstream calls during the measurement: %d\n", upCalls.Load()-before)
 }
 
