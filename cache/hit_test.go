@@ -181,7 +181,11 @@ func BenchmarkServeHit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	c.refresh()
+	c.Start() // its refresher keeps the purge records confirmed
+	b.Cleanup(c.Stop)
+	for !c.Serving() {
+		time.Sleep(time.Millisecond)
+	}
 	tg := Target{Service: "web", Version: 1, Policy: Policy{TTL: time.Hour}}
 	body := make([]byte, 1024)
 	now := time.Now()
