@@ -411,12 +411,13 @@ func (l fastLogger) Printf(format string, args ...any) {
 }
 
 // ProxyResult implements ProxyResult for the central log: the status and
-// the body bytes of the response as it will be sent.
+// the body bytes of the response as it will be sent. A body in memory is
+// its length (the server sets Content-Length from it only when writing:
+// the header says 0 until then); a stream, its declared length.
 func (w *fastWriter) ProxyResult() (int, int64) {
 	resp := &w.ctx.Response
-	n := int64(resp.Header.ContentLength())
-	if n < 0 && !resp.IsBodyStream() {
-		n = int64(len(resp.Body()))
+	if !resp.IsBodyStream() {
+		return resp.StatusCode(), int64(len(resp.Body()))
 	}
-	return resp.StatusCode(), max(n, 0)
+	return resp.StatusCode(), max(int64(resp.Header.ContentLength()), 0)
 }
