@@ -100,9 +100,15 @@ func (c Config) Validate() error {
 
 // Cache is this node's cache agent.
 type Cache struct {
-	cfg    Config
-	log    zerolog.Logger
-	store  *store
+	cfg   Config
+	log   zerolog.Logger
+	store *store
+	// near holds copies this node fetched from an owner, for nearTTL at
+	// most: a hot key is answered here as an owner answers, not over
+	// the network per request. Checked as any copy (epoch, definition,
+	// freshness) and swept by purges; not counted in Stats, and not the
+	// cleanup pass's business.
+	near   *store
 	epochs epochView
 
 	mu       sync.Mutex
@@ -143,6 +149,7 @@ func New(cfg Config, log zerolog.Logger) (*Cache, error) {
 		return nil, err
 	}
 	c := &Cache{cfg: cfg, log: log.With().Str("component", "cache").Logger(), store: newStore(cfg.MaxBytes),
+		near:    newStore(max(cfg.MaxBytes/16, 1<<20)),
 		flights: map[string]*flight{}, local: map[string]*localFlight{}, penalty: map[string]time.Time{}}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	return c, nil
@@ -187,6 +194,7 @@ func (c *Cache) refresh() {
 	c.epochs.merge(recs)
 	c.epochs.confirm(start)
 	c.store.sweep(c.purged)
+	c.near.sweep(c.purged)
 	c.dropLapsed(start)
 }
 
@@ -369,6 +377,9 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 			if i > 0 || leaseFrom != nil {
 				c.repair(owners[:i], e)
 			}
+			if o.Name != c.cfg.Node {
+				c.keepNear(e)
+			}
 			result = e
 			c.store.count(t.Service, true)
 			c.writeEntry(w, r.Method, e, "HIT")
@@ -410,7 +421,9 @@ func (c *Cache) Serve(w http.ResponseWriter, r *http.Request, t Target, path str
 // and reports true; otherwise it writes and counts nothing, and the caller
 // goes through Serve (peers' copies, the fill, the miss). It reads r
 // through Request only, so a server other than net/http's answers its
-// hits without building an *http.Request.
+// hits without building an *http.Request; a w that is a StoredWriter
+// gets the entry as stored bytes. A hit allocates nothing unless the
+// policy varies on headers or the key is longer than hitKeyBuf.
 func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string) bool {
 	if !requestCacheable(t, r) {
 		return false
@@ -420,14 +433,72 @@ func (c *Cache) ServeHit(w http.ResponseWriter, r Request, t Target, path string
 	if !ok {
 		return false
 	}
-	k := keyOf(t, r, path)
-	e := c.store.get(k.ID, now)
-	if !entryValid(e, k, t, rec) || !e.fresh(now) {
+	var buf [hitKeyBuf]byte
+	text := appendKeyText(buf[:0], t, r, path)
+	e := c.store.getByKey(text, now)
+	if e == nil {
+		e = c.near.getByKey(text, now)
+	}
+	if e == nil || e.SvcVersion != t.Version || !rec.Valid(e.Epoch, e.Path) || !e.fresh(now) {
 		return false
 	}
 	c.store.count(t.Service, true)
-	c.writeEntry(w, r.Method(), e, "HIT")
+	method := r.Method()
+	if sw, ok := w.(StoredWriter); ok {
+		var body []byte
+		if method != http.MethodHead {
+			body = e.Body
+		}
+		sw.WriteStored(e.Status, e.fields, c.age(e, now), "HIT", body)
+		return true
+	}
+	c.writeEntry(w, method, e, "HIT")
 	return true
+}
+
+// nearTTL is the longest a copy fetched from an owner is kept near (and
+// answers hits here) before the owner is asked again.
+const nearTTL = time.Second
+
+// keepNear keeps e, an owner's copy, in the near store for nearTTL (less
+// if it expires sooner), unless this node holds the entry itself. The
+// kept copy is e's struct with shorter lifetimes: header and body are
+// shared, and never written.
+func (c *Cache) keepNear(e *Entry) {
+	if c.store.has(e.ID) {
+		return
+	}
+	until := c.cfg.Now().Add(nearTTL)
+	n := *e
+	n.fields = nil // the near store makes its own (put)
+	if until.Before(n.Expires) {
+		n.Expires = until
+	}
+	if until.Before(n.StaleUntil) {
+		n.StaleUntil = until
+	}
+	c.near.put(&n)
+}
+
+// hitKeyBuf is the key text a hit builds on its stack; a longer one
+// spills to the heap.
+const hitKeyBuf = 512
+
+// StoredWriter is a response writer that takes a cached response as the
+// entry holds it — the data plane's, whose server frames the response —
+// so a hit builds no http.Header and copies the body once, onto the wire.
+type StoredWriter interface {
+	// WriteStored answers with status; fields (canonical name and value,
+	// in order; without Content-Length, Transfer-Encoding and Connection,
+	// which the server sets), an Age of age seconds and X-Cache: xcache;
+	// and body (nil for a HEAD). fields and body are the entry's: read
+	// only, and not kept past the response.
+	WriteStored(status int, fields [][2][]byte, age int, xcache string, body []byte)
+}
+
+// age is e's Age at now, in seconds.
+func (c *Cache) age(e *Entry, now time.Time) int {
+	return max(0, int(now.Sub(e.Stored)/time.Second))
 }
 
 // entryValid: e is k's entry, filled under t's definition and not purged
@@ -629,8 +700,7 @@ func (c *Cache) writeEntry(w http.ResponseWriter, method string, e *Entry, how s
 	for k, vs := range e.Header {
 		h[k] = vs
 	}
-	age := max(0, int(c.cfg.Now().Sub(e.Stored)/time.Second))
-	h.Set("Age", strconv.Itoa(age))
+	h.Set("Age", strconv.Itoa(c.age(e, c.cfg.Now())))
 	h.Set("X-Cache", how)
 	if method != http.MethodHead {
 		h.Set("Content-Length", strconv.Itoa(len(e.Body)))
@@ -800,6 +870,7 @@ func (c *Cache) Purge(ctx context.Context, service, prefix string) (Purge, error
 func (c *Cache) applyEpoch(service string, rec EpochRecord) {
 	c.epochs.merge(map[string]EpochRecord{service: rec})
 	c.store.sweep(c.purged)
+	c.near.sweep(c.purged)
 }
 
 // Stats returns this node's per-service figures.

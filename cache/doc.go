@@ -43,6 +43,18 @@
 // kill -9 of one node loses no entry: the other owner still has it, and
 // serves it while the role copies it to the new second owner.
 //
+// A node that is not an owner keeps the copy an owner sent it for a
+// second at most (nearTTL), in a small store of its own (a sixteenth of
+// MaxBytes): a hot key is then answered there as on an owner, not with a
+// call per request. A near copy is checked as any copy (the purge record,
+// the definition version, freshness) and dropped by purges, so the purge
+// argument below holds for it unchanged; it is not counted in the node's
+// entries, nor moved by the cleanup pass.
+//
+// A hit looks its entry up by the key's text, built on the stack (no
+// digest, no allocation), and a writer that is a StoredWriter (the data
+// plane's) takes the entry's header fields as the bytes stored with it.
+//
 // # One miss for the mesh
 //
 // Misses are coalesced twice. On a node, concurrent requests for one key

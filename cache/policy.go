@@ -92,23 +92,41 @@ func (n NetRequest) HeaderValues(name string) []string { return n.R.Header.Value
 func KeyOf(t Target, r *http.Request, path string) Key { return keyOf(t, NetRequest{r}, path) }
 
 func keyOf(t Target, r Request, path string) Key {
-	var b strings.Builder
-	b.WriteString(t.Service)
-	b.WriteByte(0)
-	b.WriteString(r.Method())
-	b.WriteByte(0)
-	b.WriteString(path)
-	b.WriteByte('?')
-	b.WriteString(r.RawQuery())
+	text := appendKeyText(nil, t, r, path)
+	sum := sha256.Sum256(text)
+	return Key{ID: hex.EncodeToString(sum[:16]), Text: string(text), Path: path}
+}
+
+// appendKeyText appends r's key text for t (Key.Text) to dst. A hit looks
+// its entry up by this text in a buffer of its own (store.getByKey), so
+// the key costs neither an allocation nor a digest; the digest (the ID)
+// is for placement and the wire.
+func appendKeyText(dst []byte, t Target, r Request, path string) []byte {
+	dst = append(dst, t.Service...)
+	dst = append(dst, 0)
+	dst = append(dst, r.Method()...)
+	dst = append(dst, 0)
+	dst = append(dst, path...)
+	dst = append(dst, '?')
+	dst = append(dst, r.RawQuery()...)
 	for _, h := range t.Policy.Vary {
-		b.WriteByte(0)
-		b.WriteString(strings.ToLower(h))
-		b.WriteByte('=')
-		b.WriteString(strings.Join(r.HeaderValues(h), ","))
+		dst = append(dst, 0)
+		for i := 0; i < len(h); i++ {
+			c := h[i]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			dst = append(dst, c)
+		}
+		dst = append(dst, '=')
+		for i, v := range r.HeaderValues(h) {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = append(dst, v...)
+		}
 	}
-	text := b.String()
-	sum := sha256.Sum256([]byte(text))
-	return Key{ID: hex.EncodeToString(sum[:16]), Text: text, Path: path}
+	return dst
 }
 
 // requestCacheable reports whether r may be answered from the cache or

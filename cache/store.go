@@ -3,6 +3,7 @@ package cache
 import (
 	"container/list"
 	"net/http"
+	"sort"
 	"sync"
 	"time"
 )
@@ -21,6 +22,37 @@ type Entry struct {
 	Expires    time.Time   `json:"expires"`
 	StaleUntil time.Time   `json:"stale_until"` // Expires plus the policy's stale_if_error
 	Body       []byte      `json:"-"`
+
+	// fields is Header as a StoredWriter takes it, set once by the store
+	// before the entry is shared (store.put) and never changed.
+	fields [][2][]byte
+}
+
+// wireSkip are the stored headers a StoredWriter does not get: the server
+// frames the response (Content-Length, Transfer-Encoding, Connection), and
+// a hit sets its own Age and X-Cache.
+var wireSkip = map[string]bool{"Content-Length": true, "Transfer-Encoding": true, "Connection": true,
+	"Age": true, "X-Cache": true}
+
+// wireFields is h as canonical name and value pairs, sorted by name (one
+// order for every hit), without wireSkip's.
+func wireFields(h http.Header) [][2][]byte {
+	keys := make([]string, 0, len(h))
+	for k := range h {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([][2][]byte, 0, len(keys)) // not nil: put computes it once
+	for _, k := range keys {
+		name := http.CanonicalHeaderKey(k)
+		if wireSkip[name] {
+			continue
+		}
+		for _, v := range h[k] {
+			out = append(out, [2][]byte{[]byte(name), []byte(v)})
+		}
+	}
+	return out
 }
 
 // size is what an entry counts against the node's bound.
@@ -52,11 +84,13 @@ type store struct {
 	bytes    int64
 	lru      *list.List // of *Entry, front: most recent
 	byID     map[string]*list.Element
+	byKey    map[string]*list.Element // the same elements by Entry.Key: a hit's lookup (getByKey)
 	stats    map[string]*ServiceStats
 }
 
 func newStore(maxBytes int64) *store {
-	return &store{maxBytes: maxBytes, lru: list.New(), byID: map[string]*list.Element{}, stats: map[string]*ServiceStats{}}
+	return &store{maxBytes: maxBytes, lru: list.New(), byID: map[string]*list.Element{},
+		byKey: map[string]*list.Element{}, stats: map[string]*ServiceStats{}}
 }
 
 func (s *store) svc(name string) *ServiceStats {
@@ -73,6 +107,24 @@ func (s *store) get(id string, now time.Time) *Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	el := s.byID[id]
+	if el == nil {
+		return nil
+	}
+	e := el.Value.(*Entry)
+	if !now.Before(e.StaleUntil) {
+		s.removeLocked(el)
+		return nil
+	}
+	s.lru.MoveToFront(el)
+	return e
+}
+
+// getByKey is get by the entry's key text rather than its ID: a hit
+// builds the text in a buffer of its own and the map reads it in place.
+func (s *store) getByKey(text []byte, now time.Time) *Entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el := s.byKey[string(text)]
 	if el == nil {
 		return nil
 	}
@@ -108,10 +160,17 @@ func (s *store) put(e *Entry) bool {
 		}
 		s.removeLocked(el)
 	}
+	if el := s.byKey[e.Key]; el != nil {
+		s.removeLocked(el) // another ID for this key: only a peer's bad put makes one
+	}
 	for s.bytes+sz > s.maxBytes && s.lru.Len() > 0 {
 		s.removeLocked(s.lru.Back())
 	}
-	s.byID[e.ID] = s.lru.PushFront(e)
+	if e.fields == nil {
+		e.fields = wireFields(e.Header)
+	}
+	el := s.lru.PushFront(e)
+	s.byID[e.ID], s.byKey[e.Key] = el, el
 	s.bytes += sz
 	st := s.svc(e.Service)
 	st.Entries++
@@ -123,6 +182,9 @@ func (s *store) removeLocked(el *list.Element) {
 	e := el.Value.(*Entry)
 	s.lru.Remove(el)
 	delete(s.byID, e.ID)
+	if s.byKey[e.Key] == el {
+		delete(s.byKey, e.Key)
+	}
 	sz := e.size()
 	s.bytes -= sz
 	st := s.svc(e.Service)

@@ -89,6 +89,9 @@ func (s *tokenStore) ACLEnabled(ctx context.Context, cluster string) (bool, erro
 	if on {
 		return true, nil
 	}
+	if on, _, ok := s.flags.cached(cluster, aclFlagKey, s.flags.now()); ok && !on {
+		return false, nil // before the loaders' closures are made: they escape
+	}
 	read := func(get func(key string) (bool, error)) (bool, error) {
 		for _, k := range []string{aclEnabledKey, aclBootstrapKey} {
 			found, err := get(k)

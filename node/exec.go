@@ -56,6 +56,9 @@ func newExecBackend(state *stateBackend, d *dispatch.Dispatcher, down *groupsDow
 // cachedService returns cluster's service name from the cache (found
 // false for none).
 func (b *execBackend) cachedService(ctx context.Context, cluster, name string) (dispatch.Service, bool, error) {
+	if svc, found, ok := b.services.cached(cluster, name, b.services.now()); ok {
+		return svc, found, nil // before the loaders' closures are made: they escape
+	}
 	decode := func(it fsm.Item) (dispatch.Service, int, error) {
 		svc, err := decodeService(it)
 		if err != nil {

@@ -201,8 +201,11 @@ func cacheKey(cluster, key string) string { return cluster + "\x00" + key }
 // (nil: none) from this node's last known state when the group cannot
 // answer.
 func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadFunc[V], stale staleFunc[V]) (V, bool, error) {
-	k := cacheKey(cluster, key)
 	now := c.now()
+	if v, found, ok := c.cached(cluster, key, now); ok {
+		return v, found, nil
+	}
+	k := cacheKey(cluster, key)
 	c.mu.Lock()
 	if e, ok := c.pos[k]; ok {
 		if c.usable(now, e.checked, e.asOf) {
@@ -264,6 +267,27 @@ func (c *freshCache[V]) get(ctx context.Context, cluster, key string, load loadF
 		c.mu.Unlock()
 	}
 	return f.v, f.found, f.err
+}
+
+// cached is get's answer when one is kept that may be used at now as it
+// is (ok), with no read, probe or fallback to decide: a positive answer,
+// or a negative one when no positive is kept. It builds the key on its
+// stack, not the heap: this is every /svc/ call's service lookup, twice.
+func (c *freshCache[V]) cached(cluster, key string, now time.Time) (v V, found, ok bool) {
+	var buf [128]byte
+	k := append(append(append(buf[:0], cluster...), 0), key...)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, hit := c.pos[string(k)]; hit {
+		if c.usable(now, e.checked, e.asOf) {
+			return e.v, true, true
+		}
+		return v, false, false // get decides: probe, fallback or read
+	}
+	if n, hit := c.neg[string(k)]; hit && c.usable(now, n.checked, n.asOf) {
+		return v, false, true
+	}
+	return v, false, false
 }
 
 // run reads k for every caller waiting on f, then records the answer:

@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -40,6 +40,72 @@ type metrics struct {
 
 	gossipEvents *prometheus.CounterVec
 	gossipFlaps  prometheus.Counter
+
+	// The label children a request updates, resolved once per label set:
+	// With(...) hashes the labels and takes the vector's lock per call.
+	childMu   sync.RWMutex
+	proxyKids map[proxyLabels]proxyKids
+	httpKids  map[httpLabels]httpKids
+}
+
+// maxKids bounds each map of resolved children; past it, requests resolve
+// their labels each time (the labels are bounded anyway, see above).
+const maxKids = 4096
+
+type proxyLabels struct {
+	cluster, service, code string
+}
+
+type proxyKids struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+type httpLabels struct{ route, code string }
+
+type httpKids struct {
+	requests prometheus.Counter
+	duration prometheus.Observer
+}
+
+func (m *metrics) proxyChildren(cluster, service, code string) proxyKids {
+	l := proxyLabels{cluster, service, code}
+	m.childMu.RLock()
+	k, ok := m.proxyKids[l]
+	m.childMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = proxyKids{m.proxyRequests.WithLabelValues(cluster, service, code), m.proxyDuration.WithLabelValues(cluster, service)}
+	m.childMu.Lock()
+	if m.proxyKids == nil {
+		m.proxyKids = map[proxyLabels]proxyKids{}
+	}
+	if len(m.proxyKids) < maxKids {
+		m.proxyKids[l] = k
+	}
+	m.childMu.Unlock()
+	return k
+}
+
+func (m *metrics) httpChildren(route, code string) httpKids {
+	l := httpLabels{route, code}
+	m.childMu.RLock()
+	k, ok := m.httpKids[l]
+	m.childMu.RUnlock()
+	if ok {
+		return k
+	}
+	k = httpKids{m.httpRequests.WithLabelValues(route, code), m.httpDuration.WithLabelValues(route)}
+	m.childMu.Lock()
+	if m.httpKids == nil {
+		m.httpKids = map[httpLabels]httpKids{}
+	}
+	if len(m.httpKids) < maxKids {
+		m.httpKids[l] = k
+	}
+	m.childMu.Unlock()
+	return k
 }
 
 func newMetrics() *metrics {
@@ -89,8 +155,10 @@ func codeClass(code int) string {
 	if code < 100 || code > 599 {
 		return "aborted"
 	}
-	return strconv.Itoa(code/100) + "xx"
+	return codeClasses[code/100-1]
 }
+
+var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 var _ dispatch.Observer = (*metrics)(nil)
 
@@ -109,27 +177,18 @@ func (m *metrics) ExecFinished(cluster, service string, status dispatch.Status, 
 
 // observeRequest is the API's httpapi.RequestObserver.
 func (m *metrics) observeRequest(route string, code int, took time.Duration) {
-	m.httpRequests.WithLabelValues(route, codeClass(code)).Inc()
-	m.httpDuration.WithLabelValues(route).Observe(took.Seconds())
+	k := m.httpChildren(route, codeClass(code))
+	k.requests.Inc()
+	k.duration.Observe(took.Seconds())
 }
 
 // observeProxy records one /svc/ request of a known service: code is what
 // the client got (the handler's written status, or err's once mapped).
 func (m *metrics) observeProxy(cluster, service string, code int, took time.Duration, err error) {
-	var he *httpapi.Error
 	reason := ""
 	switch {
-	case errors.Is(err, dispatch.ErrProxyAborted):
-		reason = "aborted"
-	case errors.As(err, &he):
-		if code == 0 {
-			code = he.Status
-		}
-		if he.Status >= 500 || he.Status == http.StatusTooManyRequests {
-			reason = he.Code // no_runner, runner_unreachable, busy, ...
-		}
 	case err != nil:
-		code, reason = http.StatusInternalServerError, "internal"
+		code, reason = proxyFailure(code, err)
 	case code == http.StatusBadGateway:
 		reason = "upstream_unreachable"
 	case code == http.StatusGatewayTimeout:
@@ -138,11 +197,32 @@ func (m *metrics) observeProxy(cluster, service string, code int, took time.Dura
 	if code == 0 && err == nil {
 		code = http.StatusOK
 	}
-	m.proxyRequests.WithLabelValues(cluster, service, codeClass(code)).Inc()
-	m.proxyDuration.WithLabelValues(cluster, service).Observe(took.Seconds())
+	k := m.proxyChildren(cluster, service, codeClass(code))
+	k.requests.Inc()
+	k.duration.Observe(took.Seconds())
 	if reason != "" {
 		m.proxyUpstream.WithLabelValues(cluster, service, reason).Inc()
 	}
+}
+
+// proxyFailure is observeProxy's status and reason for an error: apart,
+// so that an answer without one does not put an *httpapi.Error target on
+// the heap.
+func proxyFailure(code int, err error) (int, string) {
+	var he *httpapi.Error
+	switch {
+	case errors.Is(err, dispatch.ErrProxyAborted):
+		return code, "aborted"
+	case errors.As(err, &he):
+		if code == 0 {
+			code = he.Status
+		}
+		if he.Status >= 500 || he.Status == http.StatusTooManyRequests {
+			return code, he.Code // no_runner, runner_unreachable, busy, ...
+		}
+		return code, ""
+	}
+	return http.StatusInternalServerError, "internal"
 }
 
 // flapTracker counts members that came back alive after gossip declared

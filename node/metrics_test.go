@@ -86,3 +86,30 @@ func TestObserveProxyReasons(t *testing.T) {
 		}
 	}
 }
+
+// A request's metrics resolve their label children once: an answer
+// without an error allocates nothing, and still counts where With(...)
+// would have.
+func TestObserveAllocatesNothing(t *testing.T) {
+	m := newMetrics()
+	m.observeProxy("c", "web", 200, time.Millisecond, nil)
+	m.observeRequest(svcRouteForTest, 200, time.Millisecond)
+	if n := testing.AllocsPerRun(100, func() {
+		m.observeProxy("c", "web", 200, time.Millisecond, nil)
+		m.observeRequest(svcRouteForTest, 200, time.Millisecond)
+	}); n != 0 {
+		t.Errorf("%v allocations per request", n)
+	}
+	if n := counterValue(t, m.proxyRequests.WithLabelValues("c", "web", "2xx")); n != 102 {
+		t.Errorf("proxy 2xx = %v, want 102", n)
+	}
+	if n := counterValue(t, m.httpRequests.WithLabelValues(svcRouteForTest, "2xx")); n != 102 {
+		t.Errorf("http 2xx = %v, want 102", n)
+	}
+	m.observeProxy("c", "web", 0, time.Millisecond, httpapi.Errorf(http.StatusBadGateway, "runner_unreachable", "gone"))
+	if n := counterValue(t, m.proxyRequests.WithLabelValues("c", "web", "5xx")); n != 1 {
+		t.Errorf("proxy 5xx = %v, want 1", n)
+	}
+}
+
+const svcRouteForTest = "/svc/{name}/{path...}"

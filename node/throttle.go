@@ -298,7 +298,7 @@ func specs(svc dispatch.Service) []throttle.Spec {
 }
 
 // Admit implements httpapi.Throttler.
-func (t *throttler) Admit(ctx context.Context, h http.Header, r httpapi.Request, tok *httpapi.Token, cluster, service string) (func(), error) {
+func (t *throttler) Admit(ctx context.Context, w http.ResponseWriter, r httpapi.Request, tok *httpapi.Token, cluster, service string) (func(), error) {
 	if dispatch.ValidateName(service) != nil {
 		return func() {}, nil
 	}
@@ -340,6 +340,7 @@ func (t *throttler) Admit(ctx context.Context, h http.Header, r httpapi.Request,
 		return d.Release, nil
 	}
 	secs := max(1, int((d.Reset+time.Second-1)/time.Second))
+	h := w.Header()
 	if d.InFlight {
 		p.refused[len(p.specs)].Inc()
 		h.Set("RateLimit-Limit", strconv.Itoa(svc.MaxInFlight))

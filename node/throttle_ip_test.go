@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"testing"
 	"time"
@@ -33,7 +32,7 @@ func TestThrottleByIPKeysOnTheClientAddress(t *testing.T) {
 	admit := func(addr string) int {
 		r := httptest.NewRequest("GET", "/svc/perip/x", nil)
 		r.RemoteAddr = addr
-		release, err := a.thr.Admit(ctx, http.Header{}, httpapi.NetRequest(r), nil, a.cfg.Cluster, "perip")
+		release, err := a.thr.Admit(ctx, httptest.NewRecorder(), httpapi.NetRequest(r), nil, a.cfg.Cluster, "perip")
 		var he *httpapi.Error
 		switch {
 		case err == nil:

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -123,7 +124,7 @@ func (d *DataPlane) Shutdown(ctx context.Context) error {
 }
 
 func (d *DataPlane) serve(ctx *fasthttp.RequestCtx) {
-	w := &fastWriter{ctx: ctx, h: http.Header{}}
+	w := &fastWriter{ctx: ctx}
 	if n := ctx.Request.Header.ContentLength(); int64(n) > d.maxBody {
 		ctx.SetConnectionClose() // the body is not read
 		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, "too_large", "request body larger than %d bytes", d.maxBody))
@@ -293,11 +294,16 @@ func isTimeout(err error) bool {
 // handed over whole with SetBodyStream (runner.BodyStreamer) and streams.
 type fastWriter struct {
 	ctx   *fasthttp.RequestCtx
-	h     http.Header
+	h     http.Header // made on first use: a cache hit needs none
 	wrote bool
 }
 
-func (w *fastWriter) Header() http.Header { return w.h }
+func (w *fastWriter) Header() http.Header {
+	if w.h == nil {
+		w.h = http.Header{}
+	}
+	return w.h
+}
 
 func (w *fastWriter) WriteHeader(code int) {
 	if w.wrote || code < 200 {
@@ -316,6 +322,30 @@ func (w *fastWriter) WriteHeader(code int) {
 		}
 	}
 }
+
+// WriteStored implements cache.StoredWriter: a cache hit's header fields
+// go into the response as the entry holds them (canonical names, so
+// fasthttp need not normalize them), and its body is referred to, not
+// copied: the server copies it once, onto the connection.
+func (w *fastWriter) WriteStored(status int, fields [][2][]byte, age int, xcache string, body []byte) {
+	if w.wrote {
+		return
+	}
+	w.WriteHeader(status) // and what the handler set before (w.h)
+	rh := &w.ctx.Response.Header
+	rh.DisableNormalizing() // until the response's Reset: every name below is canonical
+	for _, f := range fields {
+		rh.AddBytesKV(f[0], f[1])
+	}
+	var num [20]byte
+	rh.AddBytesKV(ageHeader, strconv.AppendInt(num[:0], int64(age), 10))
+	rh.Add("X-Cache", xcache)
+	if body != nil {
+		w.ctx.Response.SetBodyRaw(body)
+	}
+}
+
+var ageHeader = []byte("Age")
 
 func (w *fastWriter) Write(p []byte) (int, error) {
 	if !w.wrote {
@@ -381,12 +411,13 @@ func (l fastLogger) Printf(format string, args ...any) {
 }
 
 // ProxyResult implements ProxyResult for the central log: the status and
-// the body bytes of the response as it will be sent.
+// the body bytes of the response as it will be sent. A body in memory is
+// its length (the server sets Content-Length from it only when writing:
+// the header says 0 until then); a stream, its declared length.
 func (w *fastWriter) ProxyResult() (int, int64) {
 	resp := &w.ctx.Response
-	n := int64(resp.Header.ContentLength())
-	if n < 0 && !resp.IsBodyStream() {
-		n = int64(len(resp.Body()))
+	if !resp.IsBodyStream() {
+		return resp.StatusCode(), int64(len(resp.Body()))
 	}
-	return resp.StatusCode(), max(n, 0)
+	return resp.StatusCode(), max(int64(resp.Header.ContentLength()), 0)
 }

@@ -121,7 +121,7 @@ func (a *API) run(w http.ResponseWriter, r *http.Request) error {
 	if len(key) > 128 {
 		return Errorf(http.StatusBadRequest, "bad_request", "Idempotency-Key longer than 128 bytes")
 	}
-	release, err := a.admit(r.Context(), w.Header(), netRequest{r}, tokenOf(r.Context()), c, name)
+	release, err := a.admit(r.Context(), w, netRequest{r}, tokenOf(r.Context()), c, name)
 	if err != nil {
 		return err
 	}
@@ -298,7 +298,7 @@ func (a *API) proxyCall(ctx context.Context, w http.ResponseWriter, r Request, t
 	if err := checkProxyPath(r.EscapedPath(), p); err != nil {
 		return err
 	}
-	release, err := a.admit(ctx, w.Header(), r, tok, cluster, name)
+	release, err := a.admit(ctx, w, r, tok, cluster, name)
 	if err != nil {
 		return err
 	}

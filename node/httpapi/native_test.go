@@ -98,11 +98,22 @@ func TestDataPlaneRulesOnEveryFront(t *testing.T) {
 	log.mu.Lock()
 	defer log.mu.Unlock()
 	byFront := map[string]int{}
+	bytesOut := map[string]map[int64]bool{} // the body bytes each front logged
 	for _, e := range log.entries {
 		if e.Kind != centrallog.KindHTTP || e.Cluster != "home" || e.TokenAccessor != "a1" || e.ClientIP != "127.0.0.1" {
 			t.Errorf("entry %+v", e)
 		}
-		byFront[e.Path+" "+e.Method+" "+http.StatusText(e.Status)]++
+		k := e.Path + " " + e.Method + " " + http.StatusText(e.Status)
+		byFront[k]++
+		if bytesOut[k] == nil {
+			bytesOut[k] = map[int64]bool{}
+		}
+		bytesOut[k][e.BytesOut] = true
+	}
+	for k, outs := range bytesOut {
+		if len(outs) != 1 || (!strings.Contains(k, "Created") && outs[0]) {
+			t.Errorf("%q logged bytes out %v: want one non-zero length on every front", k, outs)
+		}
 	}
 	for k, n := range byFront {
 		if n != 3 {

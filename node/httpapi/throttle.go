@@ -12,8 +12,9 @@ type Throttler interface {
 	// with token tok (nil: none read), before anything runs or is
 	// proxied. Admitted: release ends the request (it frees its
 	// max_in_flight slot). Refused: an *Error (429), with the RateLimit-*
-	// headers already set on h, the response's.
-	Admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (release func(), err error)
+	// headers already set on w's header. An admitted request does not
+	// touch w (the data plane's writer makes its header on first use).
+	Admit(ctx context.Context, w http.ResponseWriter, r Request, tok *Token, cluster, service string) (release func(), err error)
 	// Throttles is the usage per limit and key of service ("" all) of
 	// cluster ("" the local one), from the active manager.
 	Throttles(ctx context.Context, cluster, service string) (any, error)
@@ -23,11 +24,11 @@ type Throttler interface {
 // GET /v1/throttles (policy read, like every GET).
 func WithThrottle(t Throttler) Option { return func(a *API) { a.throttle = t } }
 
-func (a *API) admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (func(), error) {
+func (a *API) admit(ctx context.Context, w http.ResponseWriter, r Request, tok *Token, cluster, service string) (func(), error) {
 	if a.throttle == nil {
 		return func() {}, nil
 	}
-	release, err := a.throttle.Admit(ctx, h, r, tok, cluster, service)
+	release, err := a.throttle.Admit(ctx, w, r, tok, cluster, service)
 	if err != nil {
 		return nil, err
 	}

@@ -16,8 +16,9 @@ import (
 // releases.
 type fakeThrottler struct{ admitted, released atomic.Int64 }
 
-func (f *fakeThrottler) Admit(ctx context.Context, h http.Header, r Request, tok *Token, cluster, service string) (func(), error) {
+func (f *fakeThrottler) Admit(ctx context.Context, w http.ResponseWriter, r Request, tok *Token, cluster, service string) (func(), error) {
 	if service == "hot" {
+		h := w.Header()
 		h.Set("RateLimit-Limit", "5")
 		h.Set("RateLimit-Remaining", "0")
 		h.Set("RateLimit-Reset", "1")

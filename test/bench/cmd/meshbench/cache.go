@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/exec"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -39,7 +41,7 @@ func benchCache(bin string) {
 	for i := 0; i < 3; i++ {
 		dps = append(dps, fmt.Sprintf("127.0.0.1:%d", freePort()))
 	}
-	nodes, _ := startNodes(bin, []string{"b1", "b2", "b3"}, func(i int) []string { return []string{"-proxy", dps[i]} })
+	nodes, cmds := startNodes(bin, []string{"b1", "b2", "b3"}, func(i int) []string { return []string{"-proxy", dps[i]} })
 	hc := httpClient()
 	if err := put(hc, "http://"+nodes[0].http+"/v1/services/web",
 		`{"name":"web","type":"http","upstream":"http://`+up+`","cache":{"ttl":"1h"}}`); err != nil {
@@ -130,7 +132,7 @@ backend b
 
 	d := fmt.Sprintf("%ds", int(dur.Seconds()))
 	if *baseline != "" {
-		benchCacheBaseline(hc, up, "http://"+dps[own]+"/svc/web/c", hport, sport, d, &upCalls)
+		benchCacheBaseline(hc, up, "http://"+dps[own]+"/svc/web/c", "http://"+dps[other]+"/svc/web/c", nodes, cmds, hport, sport, d, &upCalls)
 		return
 	}
 	var sRate, sLat series
@@ -159,51 +161,75 @@ backend b
 }
 
 // benchCacheBaseline (-baseline): hits through an owner's -proxy
-// listener, this build (url) and the baseline build (a mesh of 3 of its
-// own, same upstream), beside HAProxy's cache and the bare fasthttp
-// server, in the same alternated rounds.
-func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d string, upCalls *atomic.Int64) {
+// listener (url) and through the non-owner's (otherURL), this build and
+// the baseline build (a mesh of 3 of its own, same upstream), beside
+// HAProxy's cache and the bare fasthttp server, in the same alternated
+// rounds.
+// CPU per hit is the mesh's three agents' user+system time over the
+// round's requests; misses are the mesh's cacheable requests that went
+// upstream (meshgw_cache_misses_total) during the rounds.
+func benchCacheBaseline(hc *http.Client, up, url, otherURL string, nodes []meshNode, cmds []*exec.Cmd, hport, sport int, d string, upCalls *atomic.Int64) {
 	var bps []string
 	for i := 0; i < 3; i++ {
 		bps = append(bps, fmt.Sprintf("127.0.0.1:%d", freePort()))
 	}
-	old, _ := startNodes(*baseline, []string{"o1", "o2", "o3"}, func(i int) []string { return []string{"-proxy", bps[i]} })
+	old, oldCmds := startNodes(*baseline, []string{"o1", "o2", "o3"}, func(i int) []string { return []string{"-proxy", bps[i]} })
 	if err := put(hc, "http://"+old[0].http+"/v1/services/web",
 		`{"name":"web","type":"http","upstream":"http://`+up+`","cache":{"ttl":"1h"}}`); err != nil {
 		fatal("baseline service: %v", err)
 	}
-	oldURL := ""
+	oldURL, oldOther := "", ""
 	waitFor(20*time.Second, "baseline cache hits", func() error {
 		for _, dp := range bps {
 			if xc, err := xcache("http://" + dp + "/svc/web/c"); err != nil || xc != "HIT" {
 				return fmt.Errorf("%s: X-Cache %q %v", dp, xc, err)
 			}
 		}
+		oldURL, oldOther = "", ""
 		for i, n := range old {
 			if holds(n.http) {
 				oldURL = "http://" + bps[i] + "/svc/web/c"
-				return nil
+			} else {
+				oldOther = "http://" + bps[i] + "/svc/web/c"
 			}
 		}
-		return fmt.Errorf("no owner known")
+		if oldURL == "" || oldOther == "" {
+			return fmt.Errorf("owners not known")
+		}
+		return nil
 	})
 	before := upCalls.Load()
-	var nRate, oRate, hRate, sRate, nLat, oLat, hLat, sLat series
+	newMiss, oldMiss := misses(nodes), misses(old)
+	var nRate, oRate, hRate, sRate, nLat, oLat, hLat, sLat, nfRate, ofRate series
+	var nCPU, oCPU, nfCPU, ofCPU series
+	secs := dur.Seconds()
+	// measure runs wrk on u and the mesh's CPU per request, in µs.
+	measure := func(u string, mesh []*exec.Cmd) (float64, float64, float64) {
+		c0 := cpuOf(mesh)
+		rate, p50 := wrk(u, d)
+		return rate, p50, 1e6 * (cpuOf(mesh) - c0) / (rate * secs)
+	}
 	var loads []string
 	for r := 0; r < *rounds; r++ {
 		loads = append(loads, loadavg())
-		n, nl := wrk(url, d)
+		n, nl, nc := measure(url, cmds)
 		h, hl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", hport), d)
-		o, ol := wrk(oldURL, d)
+		o, ol, oc := measure(oldURL, oldCmds)
 		x, xl := wrk(fmt.Sprintf("http://127.0.0.1:%d/c", sport), d)
+		nf, _, nfc := measure(otherURL, cmds)
+		of, _, ofc := measure(oldOther, oldCmds)
+		nCPU, oCPU, nfCPU, ofCPU = append(nCPU, nc), append(oCPU, oc), append(nfCPU, nfc), append(ofCPU, ofc)
 		nRate, oRate, hRate, sRate = append(nRate, n), append(oRate, o), append(hRate, h), append(sRate, x)
 		nLat, oLat, hLat, sLat = append(nLat, nl), append(oLat, ol), append(hLat, hl), append(sLat, xl)
+		nfRate, ofRate = append(nfRate, nf), append(ofRate, of)
 	}
 	fmt.Printf("\nwrk -t2 -c64 -d%s, one cached URL (1 KiB), load average at each round's start: %s\n", d, strings.Join(loads, " "))
 	fmt.Printf("| measurement | median [range] | HAProxy cache median [range] | vs HAProxy |\n|---|---|---|---|\n")
 	row("req/s, bare fasthttp server, body from memory", "", sRate, hRate, true)
 	row("hits/s, meshgw owner's -proxy listener, this build", "", nRate, hRate, true)
 	row("hits/s, meshgw owner's -proxy listener, baseline build", "", oRate, hRate, true)
+	row("hits/s, meshgw non-owner's -proxy listener, this build", "", nfRate, hRate, true)
+	row("hits/s, meshgw non-owner's -proxy listener, baseline build", "", ofRate, hRate, true)
 	row("p50, bare fasthttp server", "ms", sLat, hLat, false)
 	row("p50, meshgw owner, this build", "ms", nLat, hLat, false)
 	row("p50, meshgw owner, baseline build", "ms", oLat, hLat, false)
@@ -212,7 +238,41 @@ func benchCacheBaseline(hc *http.Client, up, url string, hport, sport int, d str
 	ratioRow("baseline build / bare fasthttp server", oRate, sRate)
 	ratioRow("this build / HAProxy cache", nRate, hRate)
 	ratioRow("this build / baseline build", nRate, oRate)
+	ratioRow("non-owner, this build / HAProxy cache", nfRate, hRate)
+	ratioRow("non-owner, baseline build / HAProxy cache", ofRate, hRate)
+	ratioRow("non-owner, this build / baseline build", nfRate, ofRate)
+	fmt.Printf("\n| the mesh's CPU per hit (µs) | median [range] |\n|---|---|\n")
+	cpuRow("owner, this build", nCPU)
+	cpuRow("owner, baseline build", oCPU)
+	cpuRow("non-owner, this build", nfCPU)
+	cpuRow("non-owner, baseline build", ofCPU)
+	fmt.Printf("\ncache misses during the rounds: this build %d, baseline build %d\n", misses(nodes)-newMiss, misses(old)-oldMiss)
 	fmt.Printf("\nupstream calls during the measurement: %d\n", upCalls.Load()-before)
+}
+
+func cpuRow(name string, s series) {
+	lo, hi := s.span()
+	fmt.Printf("| %s | %.1f [%.1f–%.1f] |\n", name, s.median(), lo, hi)
+}
+
+// misses sums the nodes' meshgw_cache_misses_total for web.
+func misses(nodes []meshNode) int {
+	n := 0
+	for _, nd := range nodes {
+		resp, err := http.Get("http://" + nd.http + "/metrics")
+		if err != nil {
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, `meshgw_cache_misses_total{service="web"} `); ok {
+				f, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += int(f)
+			}
+		}
+	}
+	return n
 }
 
 // xcache GETs url and returns its X-Cache header.
