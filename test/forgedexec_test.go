@@ -20,23 +20,8 @@ import (
 // what its own cluster's state defines, and a client's run of that service
 // forwarded by the same node still works.
 func TestForgedExecFromAnotherClusterRunsNothing(t *testing.T) {
-	c := StartCluster(t, 1, Options{BootstrapExpect: 1})
-	n1 := c.Nodes[0]
-	gw := c.NewNode(t, "g-other", "-gossip-profile", "local", "-cluster", "other", "-roles", "gateway",
-		"-bootstrap-expect", "0", "-join", n1.Gossip)
-	gw.Start()
-	WaitMembers(t, 20*time.Second, []*Node{n1, gw}, map[string]string{"n1": "alive", "g-other": "alive"})
+	n1, gw, forger := foreignGateway(t)
 	putService(t, n1, map[string]any{"name": "legit", "type": "exec", "command": []string{"echo", "legit"}})
-
-	// The forger holds g-other's own certificate: the RPC layer admits it
-	// as the live member g-other.
-	cert, key := tlsutil.CertFileNames("g-other")
-	conf, err := tlsutil.LoadFiles(filepath.Join(c.CA.Dir, tlsutil.CAFile), filepath.Join(c.CA.Dir, cert),
-		filepath.Join(c.CA.Dir, key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	forger := rpcClient(t, conf)
 	marker := filepath.Join(t.TempDir(), "owned")
 	forge := func(req map[string]any) error {
 		t.Helper()
@@ -95,4 +80,25 @@ func TestForgedExecFromAnotherClusterRunsNothing(t *testing.T) {
 	if r.Status != "succeeded" || r.Stdout != "legit\n" || r.Runner != "n1" {
 		t.Fatalf("run through g-other: %+v", r)
 	}
+}
+
+// foreignGateway starts a one-node cluster n1 and a gateway-only node gw
+// (g-other) of another cluster joined to it, and returns them and a
+// transport holding g-other's own certificate: the RPC layer admits its
+// calls as the live member g-other's, as a compromised peer's would be.
+func foreignGateway(t *testing.T) (n1, gw *Node, forger *transport.Transport) {
+	t.Helper()
+	c := StartCluster(t, 1, Options{BootstrapExpect: 1})
+	n1 = c.Nodes[0]
+	gw = c.NewNode(t, "g-other", "-gossip-profile", "local", "-cluster", "other", "-roles", "gateway",
+		"-bootstrap-expect", "0", "-join", n1.Gossip)
+	gw.Start()
+	WaitMembers(t, 20*time.Second, []*Node{n1, gw}, map[string]string{"n1": "alive", "g-other": "alive"})
+	cert, key := tlsutil.CertFileNames("g-other")
+	conf, err := tlsutil.LoadFiles(filepath.Join(c.CA.Dir, tlsutil.CAFile), filepath.Join(c.CA.Dir, cert),
+		filepath.Join(c.CA.Dir, key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n1, gw, rpcClient(t, conf)
 }

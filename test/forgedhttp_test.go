@@ -9,14 +9,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/meshgw/meshgw/transport"
-	"github.com/meshgw/meshgw/transport/tlsutil"
 )
 
 // A member of another cluster, with a valid certificate of the mesh, that
@@ -24,12 +22,7 @@ import (
 // under a defined service's name gets nothing proxied: the target never
 // sees a connection. The upstream the cluster defines is still served.
 func TestForgedHTTPReachesNoUndefinedUpstream(t *testing.T) {
-	c := StartCluster(t, 1, Options{BootstrapExpect: 1})
-	n1 := c.Nodes[0]
-	gw := c.NewNode(t, "g-other", "-gossip-profile", "local", "-cluster", "other", "-roles", "gateway",
-		"-bootstrap-expect", "0", "-join", n1.Gossip)
-	gw.Start()
-	WaitMembers(t, 20*time.Second, []*Node{n1, gw}, map[string]string{"n1": "alive", "g-other": "alive"})
+	n1, _, forger := foreignGateway(t)
 	legit := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "legit")
 	}))
@@ -47,13 +40,6 @@ func TestForgedHTTPReachesNoUndefinedUpstream(t *testing.T) {
 	defer inner.Close()
 	putService(t, n1, map[string]any{"name": "web", "type": "http", "upstream": legit.URL})
 
-	cert, key := tlsutil.CertFileNames("g-other")
-	conf, err := tlsutil.LoadFiles(filepath.Join(c.CA.Dir, tlsutil.CAFile), filepath.Join(c.CA.Dir, cert),
-		filepath.Join(c.CA.Dir, key))
-	if err != nil {
-		t.Fatal(err)
-	}
-	forger := rpcClient(t, conf)
 	// forge sends a JSON header frame (what every build reads) and returns
 	// the response's status, or the call's error.
 	forge := func(hdr map[string]any) (int, error) {
