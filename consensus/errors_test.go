@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/lni/dragonboat/v4"
+	"github.com/rs/zerolog"
 
 	"github.com/meshgw/meshgw/consensus/fsm"
 	"github.com/meshgw/meshgw/transport"
+	"github.com/meshgw/meshgw/transport/tlsutil"
 )
 
 // dragonboatErrs is every error dragonboat's propose and read paths
@@ -119,5 +121,55 @@ func TestMinorityVoterSaysNoQuorum(t *testing.T) {
 		if took > 4*time.Second {
 			t.Errorf("%s took %s, past its 3 s deadline", op, took)
 		}
+	}
+}
+
+// A node that has seen its group, whose only reachable peer answers that
+// it hosts no group (a replica just removed under the request, in CI's
+// partition suite), says no quorum, not "no Raft group on ... yet": it
+// knows the group exists.
+func TestSeenNodeTakesNotBootstrappedPeerAsNoReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-voter group")
+	}
+	mesh, nodes := startMesh(t, 4)
+	n4 := nodes[3]
+	waitFor(t, 10*time.Second, func() error {
+		if !n4.m.isSeen() {
+			return errors.New("n4 has not seen the group")
+		}
+		return nil
+	})
+	ca, cert, key, err := tlsutil.EnsureDevFiles(mesh.caDir, "fake")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tc, err := tlsutil.LoadFiles(ca, cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcfg := transport.DefaultConfig()
+	tcfg.BindAddr, tcfg.TLS = "127.0.0.1:0", tc
+	fake, err := transport.New(tcfg, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.Handle(methodApply, func(ctx context.Context, r *transport.Request) ([]byte, error) {
+		return nil, transport.Errorf(codeNotBootstrapped, "cluster default has no Raft group on fake yet; retry later")
+	})
+	if err := fake.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = fake.Close() })
+	mesh.set(Peer{Name: "fake", Cluster: "default", RPCAddr: fake.Addr().String(), Status: "alive"})
+	mesh.mu.Lock()
+	mesh.visible = map[string]map[string]bool{"n4": {"n4": true, "fake": true}}
+	mesh.mu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_, err = n4.m.Apply(ctx, "default", putCmd("k", "v"))
+	if !errors.Is(err, ErrNoQuorum) || !strings.Contains(err.Error(), "no quorum for cluster default") {
+		t.Fatalf("%v; want ErrNoQuorum saying so", err)
 	}
 }

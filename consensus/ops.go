@@ -423,7 +423,12 @@ func (m *Manager) forward(ctx context.Context, cluster, method string, req, out 
 			case codeNoQuorum:
 				return newOpError(ErrNoQuorum, re, "%s (via %s)", re.Message, p.Name)
 			case codeNotBootstrapped:
-				lastErr = newOpError(ErrNotBootstrapped, re, "%s (via %s)", re.Message, p.Name)
+				// A node that has seen the group knows it exists: a peer
+				// without a replica of it (one just removed, say) is no
+				// replica to ask, and reaching none is no quorum.
+				if !seen {
+					lastErr = newOpError(ErrNotBootstrapped, re, "%s (via %s)", re.Message, p.Name)
+				}
 				continue
 			case codeTimeout:
 				return newOpError(ErrTimeout, re, "%s (via %s)", re.Message, p.Name)
