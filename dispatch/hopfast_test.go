@@ -1,0 +1,74 @@
+package dispatch
+
+import (
+	"bufio"
+	"encoding/json"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// The native hop's header frame reads on the runner as the converted
+// request's would: canonical names, repeated names merged, Host apart.
+func TestHopFrameFromFasthttp(t *testing.T) {
+	raw := "POST /svc/web/a?x=1 HTTP/1.1\r\nHost: example.com\r\ncontent-length: 3\r\n" +
+		"x-custom: one\r\nX-CUSTOM: two\r\nx-odd_name: v\r\nCookie: a=1\r\nConnection: X-Hop\r\n\r\nabc"
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		t.Fatal(err)
+	}
+	hr := HopRequest{Path: "/a", Query: "x=1", Host: "example.com", RemoteAddr: "127.0.0.1:5"}
+	b := appendReqFast(nil, "POST", hr, "http://up", 3, &h)
+	got, legacy, err := decodeReq(b)
+	if err != nil || legacy {
+		t.Fatalf("decode: %v (legacy %v)", err, legacy)
+	}
+	want := http.Header{
+		"Content-Length": {"3"}, "X-Custom": {"one", "two"}, "X-Odd_name": {"v"},
+		"Cookie": {"a=1"}, "Connection": {"X-Hop"},
+	}
+	if !reflect.DeepEqual(got.Header, want) {
+		t.Errorf("header %v, want %v", got.Header, want)
+	}
+	if got.Method != "POST" || got.Path != "/a" || got.Query != "x=1" || got.Host != "example.com" ||
+		got.RemoteAddr != "127.0.0.1:5" || got.Upstream != "http://up" || got.ContentLength != 3 || got.Report {
+		t.Errorf("request %+v", got)
+	}
+}
+
+// A response header frame lands in fasthttp's response without hop-by-hop
+// or framing headers, its length and streaming read apart.
+func TestHopResponseIntoFasthttp(t *testing.T) {
+	h := http.Header{"X-A": {"1", "2"}, "Connection": {"X-Drop"}, "X-Drop": {"x"}, "Keep-Alive": {"5"},
+		"Content-Length": {"12"}, "Content-Type": {"text/plain"}}
+	for _, frame := range [][]byte{appendResp(nil, 201, h), []byte(`{"status":201,"header":` + jsonHeader(h) + `}`)} {
+		var rh fasthttp.ResponseHeader
+		status, size, streamed, err := decodeRespFast(frame, &rh)
+		if err != nil || status != 201 || size != 12 || streamed {
+			t.Fatalf("%d %d %v %v", status, size, streamed, err)
+		}
+		if vs := rh.PeekAll("X-A"); len(vs) != 2 || string(rh.ContentType()) != "text/plain" {
+			t.Errorf("X-A %q, Content-Type %q", vs, rh.ContentType())
+		}
+		for _, k := range []string{"X-Drop", "Keep-Alive"} {
+			if v := rh.Peek(k); len(v) != 0 {
+				t.Errorf("%s passed: %q", k, v)
+			}
+		}
+	}
+	var rh fasthttp.ResponseHeader
+	if _, size, streamed, _ := decodeRespFast(appendResp(nil, 200, http.Header{"Content-Type": {"text/event-stream"}}), &rh); size != -1 || !streamed {
+		t.Errorf("event stream: size %d streamed %v", size, streamed)
+	}
+	if _, _, _, err := decodeRespFast([]byte{httpWireV1, 0, 200, 5}, &rh); err == nil {
+		t.Error("a truncated frame was accepted")
+	}
+}
+
+func jsonHeader(h http.Header) string {
+	b, _ := json.Marshal(h)
+	return string(b)
+}
