@@ -175,7 +175,7 @@ func (d *Dispatcher) hopOnce(ctx context.Context, rc *fasthttp.RequestCtx, rn Ru
 	if err != nil {
 		return false, err
 	}
-	s, err := d.rpc.StreamFirst(ctx, rn.RPCAddr, MethodHTTP, hb, body == nil)
+	s, err := d.rpc.Exchange(ctx, rn.RPCAddr, MethodHTTP, hb, body == nil)
 	if err != nil {
 		return false, d.classify(ctx, rn, err)
 	}

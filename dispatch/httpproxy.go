@@ -340,7 +340,11 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	s, err := d.rpc.StreamFirst(ctx, rn.RPCAddr, MethodHTTP, hb, !hasBody && !upgrade)
+	open := d.rpc.Exchange // on a lane: no stream set up per request
+	if upgrade {
+		open = d.rpc.StreamFirst // a lane would be held as long as the connection
+	}
+	s, err := open(ctx, rn.RPCAddr, MethodHTTP, hb, !hasBody && !upgrade)
 	if err != nil {
 		err = d.classify(ctx, rn, err)
 		cancel()

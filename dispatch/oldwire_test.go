@@ -67,3 +67,32 @@ func TestProxyThroughRunnerOfAnEarlierBuild(t *testing.T) {
 		t.Fatalf("the old runner got %d binary and %d JSON frames, want 1 and 3", binary.Load(), legacy.Load())
 	}
 }
+
+// A runner of a build without lanes (its transport refuses a lane's open,
+// as LanesPerPeer 0 does) is still served, on a stream per request, while
+// a runner with lanes beside it gets its requests on one reused lane.
+func TestProxyThroughRunnerWithoutLanes(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello "+r.URL.Path)
+	}))
+	defer up.Close()
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	c.add("new", true, nil)
+	c.tmod = func(tc *transport.Config) { tc.LanesPerPeer = 0 }
+	c.add("old", true, nil)
+	c.tmod = nil
+	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	for i := 0; i < 6; i++ { // round-robin: 3 each
+		rec := httptest.NewRecorder()
+		if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/p"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		if rec.Code != 200 || rec.Body.String() != "hello /p" {
+			t.Fatalf("request %d: %d %q", i, rec.Code, rec.Body.String())
+		}
+	}
+	if st := gw.tr.LaneStats(); st.Opened != 1 || st.Reused != 2 {
+		t.Fatalf("lanes %+v: want one lane, to the new runner, reused twice", st)
+	}
+}
