@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"encoding/json"
@@ -106,7 +107,7 @@ func (d *Dispatcher) proxyHop(ctx context.Context, rc *fasthttp.RequestCtx, clus
 	if length > 0 {
 		src := rc.RequestBodyStream()
 		if src == nil {
-			return fmt.Errorf("%w: request body of %d bytes not readable", ErrInvalidInput, length)
+			src = bytes.NewReader(rc.Request.Body()) // not streamed: read whole already
 		}
 		body = &replayBody{r: io.NopCloser(io.LimitReader(src, length))}
 		defer func() {

@@ -131,7 +131,9 @@ func (t *Transport) Exchange(ctx context.Context, addr, method string, first []b
 		if errors.Is(err, errLaneless) {
 			return t.StreamFirst(ctx, addr, method, first, closeSend)
 		}
-		t.metrics.calls.Inc()
+		if attempt == 0 {
+			t.metrics.calls.Inc()
+		}
 		if err != nil {
 			t.metrics.callErrors.Inc()
 			return nil, err
