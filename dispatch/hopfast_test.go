@@ -2,12 +2,15 @@ package dispatch
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strings"
 	"testing"
 
+	"github.com/meshgw/meshgw/transport"
 	"github.com/valyala/fasthttp"
 )
 
@@ -71,4 +74,39 @@ func TestHopResponseIntoFasthttp(t *testing.T) {
 func jsonHeader(h http.Header) string {
 	b, _ := json.Marshal(h)
 	return string(b)
+}
+
+// BenchmarkProxyHop: one request at a time through the native hop, gateway
+// and runner in this process, on lanes and on a stream per request.
+func BenchmarkProxyHop(b *testing.B) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("hello"))
+	}))
+	defer up.Close()
+	for _, lanes := range []int{64, 0} {
+		b.Run(map[bool]string{true: "lanes", false: "streams"}[lanes > 0], func(b *testing.B) {
+			c := newTCluster(b)
+			c.tmod = func(tc *transport.Config) { tc.LanesPerPeer = lanes }
+			gw := c.add("gw", false, nil)
+			c.tmod = nil
+			c.add("r1", true, nil)
+			svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+			var rc fasthttp.RequestCtx
+			rc.Request.Header.SetMethod("GET")
+			rc.Request.SetRequestURI("/svc/web/")
+			rc.Request.Header.SetHost("example.com")
+			rc.Request.Header.Set("User-Agent", "bench")
+			hr := HopRequest{Path: "/", Host: "example.com", RemoteAddr: "127.0.0.1:1"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				rc.Response.Reset()
+				served, err := gw.d.ProxyHop(ctx, &rc, testCluster, svc, hr)
+				if !served || err != nil || string(rc.Response.Body()) != "hello" {
+					b.Fatalf("served %v, %v: %d %q", served, err, rc.Response.StatusCode(), rc.Response.Body())
+				}
+			}
+		})
+	}
 }
