@@ -26,7 +26,12 @@ func TestGatewayHopIsNative(t *testing.T) {
 	type seenReq struct{ auth, token, custom, hop, query, sum string }
 	var mu sync.Mutex
 	var seen []seenReq
+	big := bytes.Repeat([]byte("0123456789abcdef"), 16<<10) // 256 KiB, handed to fasthttp as a stream
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/big" {
+			_, _ = w.Write(big)
+			return
+		}
 		b, _ := io.ReadAll(r.Body)
 		sum := sha256.Sum256(b)
 		mu.Lock()
@@ -108,6 +113,26 @@ func TestGatewayHopIsNative(t *testing.T) {
 	}
 	if n := gw.disp.Stats().HopsNative - before; n != 4 {
 		t.Errorf("%d of 4 calls went through the native hop", n)
+	}
+	// A response too long to be read whole, handed to fasthttp as a body
+	// stream (which it reads to the exchange's end), leaves its lane for
+	// the next one.
+	lanes := gw.rpc.LaneStats()
+	for i := 0; i < 3; i++ {
+		req, _ := http.NewRequest("GET", dp+"/svc/web/big", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !bytes.Equal(b, big) {
+			t.Fatalf("big: %d, %d bytes", resp.StatusCode, len(b))
+		}
+	}
+	if st := gw.rpc.LaneStats(); st.Reused-lanes.Reused != 3 || st.Opened != lanes.Opened {
+		t.Errorf("lanes before %+v, after %+v: want 3 reuses, none opened", lanes, st)
 	}
 	mu.Lock()
 	defer mu.Unlock()
