@@ -44,7 +44,8 @@ type HopRequest struct {
 // cuts the client's connection).
 func (d *Dispatcher) ProxyHop(ctx context.Context, rc *fasthttp.RequestCtx, cluster string, svc Service,
 	hr HopRequest) (served bool, err error) {
-	if svc.Type != TypeHTTP || d.rpc == nil || len(svc.Upstreams) != 0 || svc.Upstream == "" || svc.Health != nil {
+	if svc.Type != TypeHTTP || d.rpc == nil || len(svc.Upstreams) != 0 || svc.Upstream == "" ||
+		svc.Health != nil {
 		return false, nil
 	}
 	h := &rc.Request.Header
@@ -99,7 +100,8 @@ func (d *Dispatcher) proxyHop(ctx context.Context, rc *fasthttp.RequestCtx, clus
 			*hb = appendReqFast((*hb)[:0], method, hr, svc.Upstream, length, &rc.Request.Header)
 		}
 		if len(*hb) > d.cfg.MaxHTTPHeaderBytes {
-			return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput, d.cfg.MaxHTTPHeaderBytes)
+			return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput,
+				d.cfg.MaxHTTPHeaderBytes)
 		}
 		return *hb, nil
 	}
@@ -324,7 +326,8 @@ func canonicalKey(k []byte) bool {
 }
 
 // hopWireJSON is the header frame for a runner of an earlier build.
-func hopWireJSON(rc *fasthttp.RequestCtx, method string, hr HopRequest, upstream string, length int64) *httpReqWire {
+func hopWireJSON(rc *fasthttp.RequestCtx, method string, hr HopRequest, upstream string,
+	length int64) *httpReqWire {
 	hdr := &httpReqWire{Method: method, Path: hr.Path, Query: hr.Query, Host: hr.Host,
 		RemoteAddr: hr.RemoteAddr, ContentLength: length, Upstream: upstream, Header: http.Header{}}
 	for k, v := range rc.Request.Header.All() {

@@ -47,7 +47,8 @@ func TestHopFrameFromFasthttp(t *testing.T) {
 func TestHopResponseIntoFasthttp(t *testing.T) {
 	h := http.Header{"X-A": {"1", "2"}, "Connection": {"X-Drop"}, "X-Drop": {"x"}, "Keep-Alive": {"5"},
 		"Content-Length": {"12"}, "Content-Type": {"text/plain"}}
-	for _, frame := range [][]byte{appendResp(nil, 201, h), []byte(`{"status":201,"header":` + jsonHeader(h) + `}`)} {
+	frames := [][]byte{appendResp(nil, 201, h), []byte(`{"status":201,"header":` + jsonHeader(h) + `}`)}
+	for _, frame := range frames {
 		var rh fasthttp.ResponseHeader
 		status, size, streamed, err := decodeRespFast(frame, &rh)
 		if err != nil || status != 201 || size != 12 || streamed {
@@ -63,7 +64,8 @@ func TestHopResponseIntoFasthttp(t *testing.T) {
 		}
 	}
 	var rh fasthttp.ResponseHeader
-	if _, size, streamed, _ := decodeRespFast(appendResp(nil, 200, http.Header{"Content-Type": {"text/event-stream"}}), &rh); size != -1 || !streamed {
+	sse := appendResp(nil, 200, http.Header{"Content-Type": {"text/event-stream"}})
+	if _, size, streamed, _ := decodeRespFast(sse, &rh); size != -1 || !streamed {
 		t.Errorf("event stream: size %d streamed %v", size, streamed)
 	}
 	if _, _, _, err := decodeRespFast([]byte{httpWireV1, 0, 200, 5}, &rh); err == nil {

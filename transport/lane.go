@@ -116,7 +116,8 @@ func (t *Transport) laneless(addr string) bool {
 // With Config.LanesPerPeer 0, or a peer that serves no lanes, it is
 // StreamFirst. Not for an exchange that lasts (an upgraded connection):
 // it would hold a lane that others could use.
-func (t *Transport) Exchange(ctx context.Context, addr, method string, first []byte, closeSend bool) (*Stream, error) {
+func (t *Transport) Exchange(ctx context.Context, addr, method string, first []byte,
+	closeSend bool) (*Stream, error) {
 	if t.cfg.LanesPerPeer == 0 || t.laneless(addr) {
 		return t.StreamFirst(ctx, addr, method, first, closeSend)
 	}
@@ -124,7 +125,8 @@ func (t *Transport) Exchange(ctx context.Context, addr, method string, first []b
 		return nil, err
 	}
 	if len(first) > t.cfg.MaxFrameSize {
-		return nil, fmt.Errorf("stream %s %s: %w: %d bytes > %d", method, addr, ErrFrameTooLarge, len(first), t.cfg.MaxFrameSize)
+		return nil, fmt.Errorf("stream %s %s: %w: %d bytes > %d", method, addr, ErrFrameTooLarge,
+			len(first), t.cfg.MaxFrameSize)
 	}
 	for attempt := 0; ; attempt++ {
 		l, fresh, err := t.takeLane(ctx, addr)
@@ -196,7 +198,8 @@ func (t *Transport) takeLane(ctx context.Context, addr string) (*lane, bool, err
 		l := q[len(q)-1]
 		q[len(q)-1] = nil
 		t.lanes.idle[addr] = q[:len(q)-1]
-		if now.Sub(l.idle) < t.cfg.LaneIdleTimeout && l.conn.Context().Err() == nil && l.str.Context().Err() == nil {
+		live := l.conn.Context().Err() == nil && l.str.Context().Err() == nil
+		if live && now.Sub(l.idle) < t.cfg.LaneIdleTimeout {
 			got = l
 		} else {
 			stale = append(stale, l)

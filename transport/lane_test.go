@@ -141,7 +141,8 @@ func TestLanesCarrySuccessiveExchanges(t *testing.T) {
 		t.Fatalf("upper a b c: %q %v", got, err)
 	}
 	big := string(bytes.Repeat([]byte("x"), 40<<10))
-	if got, err := exchange(ctx, cli, addr, "first", "one", big, big, big); err != nil || fmt.Sprint(got) != "[got one]" {
+	got, err := exchange(ctx, cli, addr, "first", "one", big, big, big)
+	if err != nil || fmt.Sprint(got) != "[got one]" {
 		t.Fatalf("first: %q %v", got, err)
 	}
 	if got, err := exchange(ctx, cli, addr, "upper", "after"); err != nil || fmt.Sprint(got) != "[AFTER]" {
