@@ -347,3 +347,31 @@ func eventually(t *testing.T, d time.Duration, f func() error) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// An exchange closed before its answer was read to the end is not given
+// back: the next exchange must never read the rest of another's answer.
+func TestLaneAbandonedExchangeIsNotReused(t *testing.T) {
+	dir := t.TempDir()
+	srv := laneServer(t, dir, nil)
+	cli := laneClient(t, dir, nil)
+	addr := srv.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 5; i++ {
+		s, err := cli.Exchange(ctx, addr, "upper", []byte(fmt.Sprintf("left%d", i)), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%2 == 1 {
+			if _, err := s.Recv(); err != nil { // the answer, but not its end
+				t.Fatal(err)
+			}
+		}
+		s.Close()
+		want := fmt.Sprintf("[NEXT%d]", i)
+		got, err := exchange(ctx, cli, addr, "upper", fmt.Sprintf("next%d", i))
+		if err != nil || fmt.Sprint(got) != want {
+			t.Fatalf("after an abandoned exchange: %q %v, want %s", got, err, want)
+		}
+	}
+}
