@@ -39,7 +39,10 @@ type HopRequest struct {
 // served is false, with nothing done, in every other case: the caller then
 // goes through ProxyHTTP on the request converted. The retry rules are
 // ProxyHTTP's: a runner lost before any response byte is tried again
-// elsewhere when the request can be resent. Errors are ProxyHTTP's; one
+// elsewhere when the request can be resent; the frame names the service,
+// so the runner checks the upstream against its cluster's definition
+// (verifyhttp.go), and a request refused as service_changed is tried once
+// more with the definition read again. Errors are ProxyHTTP's; one
 // matching ErrProxyAborted means the response had started (the caller
 // cuts the client's connection).
 func (d *Dispatcher) ProxyHop(ctx context.Context, rc *fasthttp.RequestCtx, cluster string, svc Service,
@@ -62,7 +65,16 @@ func (d *Dispatcher) ProxyHop(ctx context.Context, rc *fasthttp.RequestCtx, clus
 	if d.exec != nil && d.localRunner(cluster, &svc) {
 		return false, nil // in place, or ProxyHTTP's choice when that declined
 	}
-	err = d.proxyHop(ctx, rc, cluster, &svc, hr, length)
+	err = proxyRefusal(cluster, svc.Name, d.proxyHop(ctx, rc, cluster, &svc, hr, length))
+	if errors.Is(err, ErrServiceChanged) && length == 0 {
+		// Rewritten since this node read it (verifyhttp.go): once more
+		// with the definition as it is now, nothing having been sent,
+		// when it still needs nothing the converted path does.
+		cur, ok := d.reread(ctx, cluster, svc.Name)
+		if ok && cur.Version > svc.Version && len(cur.Upstreams) == 0 && cur.Upstream != "" && cur.Health == nil {
+			err = proxyRefusal(cluster, cur.Name, d.proxyHop(ctx, rc, cluster, &cur, hr, length))
+		}
+	}
 	if err != nil {
 		d.stats.proxyFailed.Add(1)
 	} else {
@@ -91,13 +103,13 @@ func (d *Dispatcher) proxyHop(ctx context.Context, rc *fasthttp.RequestCtx, clus
 		}
 		hbJSON = want
 		if jsonWire {
-			b, err := json.Marshal(hopWireJSON(rc, method, hr, svc.Upstream, length))
+			b, err := json.Marshal(hopWireJSON(rc, method, hr, cluster, svc, length))
 			if err != nil {
 				return nil, fmt.Errorf("encoding the request header: %w", err)
 			}
 			*hb = append((*hb)[:0], b...)
 		} else {
-			*hb = appendReqFast((*hb)[:0], method, hr, svc.Upstream, length, &rc.Request.Header)
+			*hb = appendReqFast((*hb)[:0], method, hr, cluster, svc, length, &rc.Request.Header)
 		}
 		if len(*hb) > d.cfg.MaxHTTPHeaderBytes {
 			return nil, fmt.Errorf("%w: request headers larger than %d bytes", ErrInvalidInput,
@@ -152,7 +164,7 @@ func (d *Dispatcher) proxyHop(ctx context.Context, rc *fasthttp.RequestCtx, clus
 		switch ae.kind {
 		case "busy":
 			avoid[rn.Name] = true
-			lastErr = fmt.Errorf("%w: %v", ErrBusy, ae.err)
+			lastErr = fmt.Errorf("%w: %w", ErrBusy, ae.err) // its code kept: unverified (verifyhttp.go)
 		case "oldwire":
 			lastErr = ae.err // resent in JSON, to the same runner
 		case "unreachable", "deadline":
@@ -271,12 +283,12 @@ func (d *Dispatcher) markJSONWire(name string) {
 // appendReqFast is appendReq from fasthttp's request header, as the
 // conversion to net/http's request would have framed it: every header but
 // Host (which travels apart) under its canonical name, one entry per
-// value (the reader merges repeated names).
-func appendReqFast(dst []byte, method string, hr HopRequest, upstream string, length int64,
+// value (the reader merges repeated names), then the service fields.
+func appendReqFast(dst []byte, method string, hr HopRequest, cluster string, svc *Service, length int64,
 	h *fasthttp.RequestHeader) []byte {
-	dst = append(dst, httpWireV1, 0)
+	dst = append(dst, httpWireV1, 2) // flags: the service fields follow
 	dst = binary.AppendVarint(dst, length)
-	for _, s := range [...]string{method, hr.Path, hr.Query, hr.Host, hr.RemoteAddr, upstream} {
+	for _, s := range [...]string{method, hr.Path, hr.Query, hr.Host, hr.RemoteAddr, svc.Upstream} {
 		dst = appendStr(dst, s)
 	}
 	n := 0
@@ -297,7 +309,8 @@ func appendReqFast(dst []byte, method string, hr HopRequest, upstream string, le
 		}
 		dst = appendBytesLen(binary.AppendUvarint(dst, 1), v)
 	}
-	return dst
+	dst = appendStr(appendStr(dst, svc.Name), cluster)
+	return binary.AppendUvarint(dst, svc.Version)
 }
 
 // canonicalKey reports whether k is already in the form
@@ -326,10 +339,11 @@ func canonicalKey(k []byte) bool {
 }
 
 // hopWireJSON is the header frame for a runner of an earlier build.
-func hopWireJSON(rc *fasthttp.RequestCtx, method string, hr HopRequest, upstream string,
+func hopWireJSON(rc *fasthttp.RequestCtx, method string, hr HopRequest, cluster string, svc *Service,
 	length int64) *httpReqWire {
 	hdr := &httpReqWire{Method: method, Path: hr.Path, Query: hr.Query, Host: hr.Host,
-		RemoteAddr: hr.RemoteAddr, ContentLength: length, Upstream: upstream, Header: http.Header{}}
+		RemoteAddr: hr.RemoteAddr, ContentLength: length, Upstream: svc.Upstream, Header: http.Header{},
+		Service: svc.Name, Cluster: cluster, ServiceVersion: svc.Version}
 	for k, v := range rc.Request.Header.All() {
 		if string(k) != "Host" {
 			hdr.Header.Add(string(k), string(v))

@@ -4,10 +4,12 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meshgw/meshgw/transport"
@@ -24,7 +26,8 @@ func TestHopFrameFromFasthttp(t *testing.T) {
 		t.Fatal(err)
 	}
 	hr := HopRequest{Path: "/a", Query: "x=1", Host: "example.com", RemoteAddr: "127.0.0.1:5"}
-	b := appendReqFast(nil, "POST", hr, "http://up", 3, &h)
+	svc := &Service{Name: "web", Upstream: "http://up", Version: 7}
+	b := appendReqFast(nil, "POST", hr, "c1", svc, 3, &h)
 	got, legacy, err := decodeReq(b)
 	if err != nil || legacy {
 		t.Fatalf("decode: %v (legacy %v)", err, legacy)
@@ -37,7 +40,8 @@ func TestHopFrameFromFasthttp(t *testing.T) {
 		t.Errorf("header %v, want %v", got.Header, want)
 	}
 	if got.Method != "POST" || got.Path != "/a" || got.Query != "x=1" || got.Host != "example.com" ||
-		got.RemoteAddr != "127.0.0.1:5" || got.Upstream != "http://up" || got.ContentLength != 3 || got.Report {
+		got.RemoteAddr != "127.0.0.1:5" || got.Upstream != "http://up" || got.ContentLength != 3 || got.Report ||
+		got.Service != "web" || got.Cluster != "c1" || got.ServiceVersion != 7 {
 		t.Errorf("request %+v", got)
 	}
 }
@@ -92,7 +96,7 @@ func BenchmarkProxyHop(b *testing.B) {
 			gw := c.add("gw", false, nil)
 			c.tmod = nil
 			c.add("r1", true, nil)
-			svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+			svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 			var rc fasthttp.RequestCtx
 			rc.Request.Header.SetMethod("GET")
 			rc.Request.SetRequestURI("/svc/web/")
@@ -110,5 +114,26 @@ func BenchmarkProxyHop(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// The native hop names its service, so the runner checks the upstream
+// against its cluster's definition: one the state does not define is
+// refused, nothing proxied.
+func TestProxyHopUpstreamChecked(t *testing.T) {
+	var hits atomic.Int32
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { hits.Add(1) }))
+	defer up.Close()
+	c := newTCluster(t)
+	gw := c.add("gw", false, nil)
+	c.add("r1", true, nil)
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: "http://127.0.0.1:1"})
+	svc.Upstream = up.URL // this node's copy is not the cluster's
+	var rc fasthttp.RequestCtx
+	rc.Request.Header.SetMethod("GET")
+	rc.Request.SetRequestURI("/svc/web/")
+	served, err := gw.d.ProxyHop(context.Background(), &rc, testCluster, svc, HopRequest{Path: "/"})
+	if !served || !errors.Is(err, ErrProxyRefused) || hits.Load() != 0 {
+		t.Fatalf("served %v, err %v, upstream hit %d times", served, err, hits.Load())
 	}
 }

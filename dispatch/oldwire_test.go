@@ -83,7 +83,7 @@ func TestProxyThroughRunnerWithoutLanes(t *testing.T) {
 	c.tmod = func(tc *transport.Config) { tc.LanesPerPeer = 0 }
 	c.add("old", true, nil)
 	c.tmod = nil
-	svc := Service{Name: "web", Type: TypeHTTP, Upstream: up.URL}
+	svc := c.define(Service{Name: "web", Type: TypeHTTP, Upstream: up.URL})
 	for i := 0; i < 6; i++ { // round-robin: 3 each
 		rec := httptest.NewRecorder()
 		if err := gw.d.ProxyHTTP(rec, httptest.NewRequest(http.MethodGet, "/x", nil), testCluster, svc, "/p"); err != nil {
