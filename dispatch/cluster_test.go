@@ -95,6 +95,7 @@ func (n *nodeStore) IsLeader(string) bool { return !n.dead.Load() && n.leader.Lo
 
 type tcluster struct {
 	t       testing.TB
+	tmod    func(*transport.Config) // changes the next transports' config
 	dir     string
 	store   *memStore
 	runners *memRunners
@@ -125,6 +126,9 @@ func (c *tcluster) transportWith(name string, authorize func(peer, method string
 	tc.TLS = tlsCfg
 	tc.HandshakeTimeout = time.Second // a dial to a dead runner fails fast
 	tc.Authorize = authorize
+	if c.tmod != nil {
+		c.tmod(&tc)
+	}
 	tr, err := transport.New(tc, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)

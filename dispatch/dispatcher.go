@@ -452,13 +452,14 @@ type Stats struct {
 	TakenOver   int64            // executions taken over by recovery here
 	Proxied     int64            // HTTP requests proxied
 	ProxyFailed int64            // HTTP requests that could not be proxied
+	HopsNative  int64            // of Proxied: gateway hops from fasthttp's request (ProxyHop)
 	InFlight    int              // calls to runners in flight now
 	Async       int              // async executions driven now
 }
 
 type counters struct {
-	accepted, attemptLost, takenOver, proxied, proxyFailed atomic.Int64
-	succeeded, failed, timedOut, lost, cancelled           atomic.Int64
+	accepted, attemptLost, takenOver, proxied, proxyFailed, hopsNative atomic.Int64
+	succeeded, failed, timedOut, lost, cancelled                       atomic.Int64
 }
 
 func (c *counters) terminal(s Status) {
@@ -495,6 +496,7 @@ func (d *Dispatcher) Stats() Stats {
 		TakenOver:   d.stats.takenOver.Load(),
 		Proxied:     d.stats.proxied.Load(),
 		ProxyFailed: d.stats.proxyFailed.Load(),
+		HopsNative:  d.stats.hopsNative.Load(),
 		InFlight:    inflight,
 		Async:       len(d.asyncSem),
 	}

@@ -103,7 +103,12 @@
 // and body frames one way; response header frame and body frames the
 // other; the header frames binary, httpwire.go, and a small exchange one
 // write each way; a request without a body reaches a plain-http upstream
-// through fasthttp's client, httpfast.go). Any member of the mesh may call MethodExec, so a runner runs
+// through fasthttp's client, httpfast.go). A gateway calls MethodHTTP on a
+// transport lane (transport.Exchange: successive requests to a runner
+// reuse a stream; an upgrade takes a stream of its own), and a data-plane
+// request that needs no balancing is framed straight from fasthttp's
+// request and answered into its response (ProxyHop, hopfast.go). Any
+// member of the mesh may call MethodExec, so a runner runs
 // only services of its own cluster (Config.Cluster) as that cluster's
 // replicated state defines them: it resolves the service by name (a copy
 // read linearizably, reused while the request's ServiceVersion is not

@@ -250,6 +250,7 @@ type replayBody struct {
 	buf      []byte // everything read from r, while not overflowed
 	off      int    // replay position in buf
 	overflow bool
+	eof      bool // r said io.EOF: the body was read to its end
 }
 
 const replayMax = 64 << 10
@@ -263,6 +264,9 @@ func (b *replayBody) Read(p []byte) (int, error) {
 		return n, nil
 	}
 	n, err := b.r.Read(p)
+	if err == io.EOF {
+		b.eof = true
+	}
 	if n > 0 {
 		if !b.overflow && len(b.buf)+n <= replayMax {
 			b.buf = append(b.buf, p[:n]...)
@@ -289,6 +293,13 @@ func (b *replayBody) rewind() (kept bool, consumed int) {
 }
 
 func (b *replayBody) Close() error { return b.r.Close() }
+
+// drained reports whether the body was read to its end.
+func (b *replayBody) drained() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.eof
+}
 
 // proxyOnce proxies through one runner. started reports whether anything
 // was written to w.
@@ -329,7 +340,11 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 		return false, err
 	}
 	ctx, cancel := context.WithCancel(r.Context())
-	s, err := d.rpc.StreamFirst(ctx, rn.RPCAddr, MethodHTTP, hb, !hasBody && !upgrade)
+	open := d.rpc.Exchange // on a lane: no stream set up per request
+	if upgrade {
+		open = d.rpc.StreamFirst // a lane would be held as long as the connection
+	}
+	s, err := open(ctx, rn.RPCAddr, MethodHTTP, hb, !hasBody && !upgrade)
 	if err != nil {
 		err = d.classify(ctx, rn, err)
 		cancel()
@@ -379,9 +394,7 @@ func (d *Dispatcher) proxyOnce(w http.ResponseWriter, r *http.Request, rn Runner
 			return false, ae
 		}
 		if !jsonWire && oldWire(err) {
-			d.jsonWire.Store(rn.Name, time.Now().Add(jsonWireFor))
-			d.log.Info().Str("runner", rn.Name).
-				Msg("runner reads only JSON proxy headers (an earlier build): sending it JSON")
+			d.markJSONWire(rn.Name)
 			return false, &attemptError{"oldwire", fmt.Errorf("runner %s: %w", rn.Name, err)}
 		}
 		return false, d.classify(ctx, rn, err)

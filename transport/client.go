@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -149,6 +150,7 @@ func (t *Transport) Disconnect(addr, reason string) {
 		}
 	}
 	t.mu.Unlock()
+	t.dropLanes(addr)
 	if pc != nil && pc.conn != nil {
 		t.metrics.disconnects.Inc()
 		_ = pc.conn.CloseWithError(connPeerFailed, reason)
@@ -162,6 +164,7 @@ func (t *Transport) forget(addr string, c *quic.Conn) {
 		delete(t.conns, addr)
 	}
 	t.mu.Unlock()
+	t.dropLanes(addr)
 }
 
 // watch resets str when ctx ends before the call does.
@@ -414,7 +417,13 @@ func newMetrics() *metrics {
 // Collectors returns the transport's metrics for registration.
 func (t *Transport) Collectors() []prometheus.Collector {
 	m := t.metrics
-	return []prometheus.Collector{m.calls, m.callErrors, m.dials, m.dialErrors, m.accepted, m.served, m.serverErrors, m.panics, m.disconnects}
+	lanes := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "meshgw", Subsystem: "rpc", Name: name, Help: help},
+			func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{m.calls, m.callErrors, m.dials, m.dialErrors, m.accepted, m.served, m.serverErrors, m.panics, m.disconnects,
+		lanes("lanes_opened_total", "Lanes opened to peers (streams kept for successive exchanges).", &t.lanes.opened),
+		lanes("lane_reuses_total", "Exchanges run on a lane that had carried one before.", &t.lanes.reused)}
 }
 
 // wantUDPBuffer is what quic-go asks for (see its receive-buffer warning).

@@ -39,6 +39,14 @@ type Config struct {
 	// certificate) may call it; an error refuses the call with
 	// CodeForbidden and its message. It must not block for long.
 	Authorize func(peer, method string) error
+	// LanesPerPeer bounds the idle lanes (streams kept for the next
+	// exchange, lane.go) kept per peer address for Exchange. 0 turns lanes
+	// off, both ways: Exchange opens a stream per call and a lane's open is
+	// refused as by a build without lanes. Default 64.
+	LanesPerPeer int
+	// LaneIdleTimeout: a lane idle this long is not reused, and the handler
+	// side closes one idle twice as long. Default 15s.
+	LaneIdleTimeout time.Duration
 }
 
 // DefaultConfig returns a complete Config except TLS, which the caller sets.
@@ -49,6 +57,8 @@ func DefaultConfig() Config {
 		MaxIncomingStreams: 4096,
 		HandshakeTimeout:   5 * time.Second,
 		IdleTimeout:        6 * time.Second,
+		LanesPerPeer:       64,
+		LaneIdleTimeout:    15 * time.Second,
 	}
 }
 
@@ -77,6 +87,12 @@ func (c Config) Validate() error {
 	}
 	if c.IdleTimeout < 30*time.Millisecond {
 		return fmt.Errorf("transport: IdleTimeout %s must be at least 30ms", c.IdleTimeout)
+	}
+	if c.LanesPerPeer < 0 || c.LanesPerPeer > 4096 {
+		return fmt.Errorf("transport: LanesPerPeer %d out of range [0, 4096]", c.LanesPerPeer)
+	}
+	if c.LanesPerPeer > 0 && c.LaneIdleTimeout < 10*time.Millisecond {
+		return fmt.Errorf("transport: LaneIdleTimeout %s must be at least 10ms", c.LaneIdleTimeout)
 	}
 	return nil
 }

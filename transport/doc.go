@@ -3,6 +3,13 @@
 // a small length-prefixed framing with a hard size bound (frame.go documents
 // the wire format, ALPN "meshgw/1").
 //
+// Exchange is a streaming call on a lane instead: a stream kept open and
+// reused for one exchange after another to the same peer, one at a time,
+// so a hot path of short exchanges sets up no stream per request (lane.go
+// says how lanes end, break, time out and are bounded — Config.LanesPerPeer,
+// Config.LaneIdleTimeout — and how a peer of an earlier build, which has
+// none, is still served).
+//
 // Payloads are opaque bytes: callers (consensus, dispatch) own their
 // encodings. Buffer ownership: a response returned by Call, a message
 // returned by Stream.Recv and Request.Body belong to the receiver (they are

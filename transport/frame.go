@@ -24,6 +24,16 @@ import (
 // followed by its FIN. A stream starts with frameOpen (body empty); then
 // each side sends frameData frames and half-closes with a FIN; the handler
 // side may end with a frameError instead of a clean FIN.
+//
+// A lane (lane.go) is a stream opened with frameOpen for the method
+// "transport.lane", acknowledged by the handler side with a frameEnd
+// (payload empty). It then carries one exchange after another, each
+// shaped like a stream call with frameEnd in place of each side's FIN:
+// the caller's frameOpen (method and timeout of this exchange), frameData
+// frames, frameEnd; the handler's frameData frames, then frameEnd or
+// frameError. Either side closes an idle lane with a FIN, and resets it to
+// abandon an exchange. frameEnd is sent only on lanes, so only to peers
+// that acknowledged one.
 type frameType uint8
 
 const (
@@ -32,6 +42,7 @@ const (
 	frameData    frameType = 3 // one stream message
 	frameOK      frameType = 4 // unary response body
 	frameError   frameType = 5 // handler error: code + message
+	frameEnd     frameType = 6 // end of one side of an exchange on a lane (lane.go)
 )
 
 const (
@@ -47,7 +58,7 @@ const (
 
 var errBadFrame = errors.New("transport: malformed frame")
 
-func (t frameType) valid() bool { return t >= frameRequest && t <= frameError }
+func (t frameType) valid() bool { return t >= frameRequest && t <= frameEnd }
 
 // putFrameHeader writes the 5-byte header of a frame with an n-byte payload.
 func putFrameHeader(b []byte, t frameType, n int) {

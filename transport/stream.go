@@ -7,13 +7,15 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
 )
 
-// Stream is one bidirectional streaming call. One goroutine may Send while
-// another Recvs; Send and Recv are each not safe for concurrent use with
+// Stream is one bidirectional streaming call, on a stream of its own or
+// an exchange on a lane (lane.go). One goroutine may Send while another
+// Recvs; Send and Recv are each not safe for concurrent use with
 // themselves.
 type Stream struct {
 	t      *Transport
@@ -29,7 +31,23 @@ type Stream struct {
 	stopCtx func() bool // detaches the ctx watcher (client side)
 	once    sync.Once
 	closed  bool
+
+	// On a lane an exchange ends with frameEnd (or, handler side,
+	// frameError) where a plain stream has a FIN.
+	lane    *lane // client side: the lane it runs on
+	onLane  bool
+	got     bool        // Recv returned a frame of this exchange (Recv's own)
+	sentEnd atomic.Bool // this side's end is sent
+	recvEnd atomic.Bool // the other side's end was read
+	broken  atomic.Bool // a read or write failed: the lane cannot be reused
+	// Handler side of a lane: a reader the handler left behind (an
+	// upload pump) must not read the next exchange's frames, so reads
+	// are serialized and the exchange sealed once the handler returned.
+	rmu    sync.Mutex
+	sealed bool
 }
+
+var errExchangeOver = errors.New("transport: read after the end of its exchange")
 
 func newStream(t *Transport, str *quic.Stream, method, peer, addr string) *Stream {
 	return &Stream{t: t, str: str, method: method, peer: peer, addr: addr}
@@ -46,10 +64,14 @@ func (s *Stream) Send(b []byte) error {
 	if len(b) > s.t.cfg.MaxFrameSize {
 		return fmt.Errorf("send %s: %w: %d bytes > %d", s.method, ErrFrameTooLarge, len(b), s.t.cfg.MaxFrameSize)
 	}
+	if s.sentEnd.Load() {
+		return fmt.Errorf("send %s: after the end of the exchange", s.method)
+	}
 	bp := getBuf()
 	err := writeFrame(s.str, (*bp)[:0], frameData, nil, b)
 	putBuf(bp)
 	if err != nil {
+		s.broken.Store(true)
 		return s.wrap("send", err)
 	}
 	return nil
@@ -66,17 +88,29 @@ func (s *Stream) SendLast(closeSend bool, msgs ...[]byte) error {
 		}
 		n += frameHeaderLen + len(b)
 	}
+	if s.sentEnd.Load() {
+		return fmt.Errorf("send %s: after the end of the exchange", s.method)
+	}
 	if n <= 32<<10 {
 		bp := getBuf()
 		buf := (*bp)[:0]
 		for _, b := range msgs {
 			buf = appendFrame(buf, frameData, b)
 		}
+		end := closeSend && s.onLane
+		if end {
+			buf = appendFrame(buf, frameEnd, nil) // in the same write
+		}
 		_, err := s.str.Write(buf)
 		*bp = buf
 		putBuf(bp)
 		if err != nil {
+			s.broken.Store(true)
 			return s.wrap("send", err)
+		}
+		if end {
+			s.sentEnd.Store(true)
+			return nil
 		}
 	} else {
 		for _, b := range msgs {
@@ -101,7 +135,34 @@ func (s *Stream) SetWriteDeadline(t time.Time) error { return s.str.SetWriteDead
 // arrives as *RemoteError; one that ran out of the caller's deadline also
 // matches context.DeadlineExceeded.
 func (s *Stream) Recv() ([]byte, error) {
+	if s.onLane && !s.client {
+		s.rmu.Lock()
+		defer s.rmu.Unlock()
+		if s.sealed {
+			return nil, fmt.Errorf("recv %s: %w", s.method, errExchangeOver)
+		}
+	}
+	return s.recv()
+}
+
+func (s *Stream) recv() ([]byte, error) {
+	if s.onLane && s.recvEnd.Load() {
+		return nil, io.EOF // what follows on the lane is the next exchange's
+	}
 	typ, p, err := readFrame(s.str, &s.hdr, s.t.cfg.MaxFrameSize, nil)
+	if err != nil && s.onLane {
+		s.broken.Store(true)
+		if err == io.EOF {
+			if s.lane != nil && !s.got {
+				// The handler side closed the lane before this exchange
+				// (idle): none of it was served.
+				return nil, fmt.Errorf("recv %s %s: %w: %w: lane closed by the peer", s.method, s.addr,
+					ErrUnreachable, ErrNotSent)
+			}
+			err = io.ErrUnexpectedEOF // a lane ends only between exchanges
+		}
+	}
+	s.got = true
 	if err != nil {
 		if err == io.EOF {
 			return nil, io.EOF
@@ -112,10 +173,14 @@ func (s *Stream) Recv() ([]byte, error) {
 		}
 		return nil, s.wrap("recv", err)
 	}
-	switch typ {
-	case frameData:
+	switch {
+	case typ == frameData:
 		return p, nil
-	case frameError:
+	case typ == frameEnd && s.onLane:
+		s.recvEnd.Store(true)
+		return nil, io.EOF
+	case typ == frameError && (s.client || !s.onLane):
+		s.recvEnd.Store(true)
 		re, derr := decodeError(p)
 		if derr != nil {
 			return nil, fmt.Errorf("recv %s: %w", s.method, derr)
@@ -127,12 +192,26 @@ func (s *Stream) Recv() ([]byte, error) {
 		}
 		return nil, re
 	}
+	s.broken.Store(true)
 	s.str.CancelRead(codeProtocol)
 	return nil, fmt.Errorf("recv %s: %w: unexpected frame type %d", s.method, errBadFrame, typ)
 }
 
 // CloseSend half-closes: the other side's Recv returns io.EOF.
 func (s *Stream) CloseSend() error {
+	if s.onLane {
+		if s.sentEnd.Load() {
+			return nil
+		}
+		var b [frameHeaderLen]byte
+		putFrameHeader(b[:], frameEnd, 0)
+		if _, err := s.str.Write(b[:]); err != nil {
+			s.broken.Store(true)
+			return s.wrap("close", err)
+		}
+		s.sentEnd.Store(true)
+		return nil
+	}
 	if err := s.str.Close(); err != nil {
 		return s.wrap("close", err)
 	}
@@ -140,16 +219,48 @@ func (s *Stream) CloseSend() error {
 }
 
 // Close abandons the stream in both directions (a no-op on a finished one)
-// and releases its resources. Always call it (client side).
+// and releases its resources. Always call it (client side). On a lane, an
+// exchange that ended on both sides gives the lane back for the next one;
+// any other is reset, its lane with it.
 func (s *Stream) Close() error {
 	s.once.Do(func() {
+		stopped := true
 		if s.stopCtx != nil {
-			s.stopCtx()
+			stopped = s.stopCtx()
+		}
+		if s.lane != nil && stopped && s.sentEnd.Load() && s.recvEnd.Load() && !s.broken.Load() {
+			s.t.putLane(s.lane)
+			return
 		}
 		s.str.CancelRead(codeDone)
 		s.str.CancelWrite(codeDone)
 	})
 	return nil
+}
+
+// endExchange ends the handler side of a lane's exchange, an error frame
+// or frameEnd, unless the handler ended it already; false if the lane
+// cannot carry another.
+func (s *Stream) endExchange(err error) bool {
+	if s.sentEnd.Load() {
+		return !s.broken.Load()
+	}
+	bp := getBuf()
+	b := (*bp)[:0]
+	if err != nil {
+		re := toRemote(err)
+		b = appendFrame(b, frameError, appendError(nil, re.Code, re.Message))
+	} else {
+		b = appendFrame(b, frameEnd, nil)
+	}
+	_, werr := s.str.Write(b)
+	*bp = b
+	putBuf(bp)
+	if werr != nil {
+		return false
+	}
+	s.sentEnd.Store(true)
+	return true
 }
 
 // finish ends the handler side: an error frame or a clean FIN.

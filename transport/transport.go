@@ -80,6 +80,8 @@ type Transport struct {
 	mu      sync.Mutex
 	conns   map[string]*peerConn    // outbound, by dialed address
 	inbound map[*quic.Conn]struct{} // accepted
+
+	lanes lanePool // idle lanes to peers (lane.go)
 }
 
 // peerConn is one pooled outbound connection; ready is closed when the dial
@@ -136,6 +138,7 @@ func New(cfg Config, log zerolog.Logger) (*Transport, error) {
 		cancel:  cancel,
 		conns:   map[string]*peerConn{},
 		inbound: map[*quic.Conn]struct{}{},
+		lanes:   lanePool{idle: map[string][]*lane{}, laneless: map[string]time.Time{}},
 	}, nil
 }
 
@@ -158,6 +161,9 @@ func (t *Transport) register(method string) {
 	}
 	if t.started.Load() {
 		panic("transport: Handle after Start")
+	}
+	if method == laneMethod {
+		panic("transport: " + laneMethod + " is the transport's own")
 	}
 	if t.unary[method] != nil || t.streams[method] != nil {
 		panic("transport: duplicate handler for " + method)
@@ -355,10 +361,12 @@ func (t *Transport) serveStream(conn *quic.Conn, peer string, str *quic.Stream) 
 		t.refuse(str, CodeBadRequest, fmt.Sprintf("bad request frame (type %d): %v", typ, err))
 		return
 	}
-	switch typ {
-	case frameRequest:
+	switch {
+	case typ == frameRequest:
 		t.serveUnary(str, peer, method, timeout, body)
-	case frameOpen:
+	case typ == frameOpen && method == laneMethod && len(body) == 0 && t.cfg.LanesPerPeer > 0:
+		t.serveLane(str, peer)
+	case typ == frameOpen:
 		t.serveStreamed(str, peer, method, timeout, len(body))
 	}
 }
