@@ -375,3 +375,34 @@ func TestLaneAbandonedExchangeIsNotReused(t *testing.T) {
 		}
 	}
 }
+
+// Config.Authorize holds on lanes as on streams: every exchange is asked,
+// so a peer it refuses gets CodeForbidden on its first exchange and on the
+// ones after it on the same lane, and no handler runs for it.
+func TestLaneExchangesAreAuthorized(t *testing.T) {
+	dir := t.TempDir()
+	srv := laneServer(t, dir, func(c *Config) {
+		c.Authorize = func(peer, method string) error {
+			if peer != "client" {
+				return fmt.Errorf("%s may not call %s", peer, method)
+			}
+			return nil
+		}
+	})
+	friend := laneClient(t, dir, nil)
+	stranger := laneClient(t, dir, func(c *Config) { c.TLS = tlsFor(t, dir, "stranger") })
+	addr := srv.Addr().String()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		if got, err := exchange(ctx, stranger, addr, "upper", "x"); !errors.Is(err, &RemoteError{Code: CodeForbidden}) {
+			t.Fatalf("stranger's exchange %d: %q %v, want %s", i, got, err, CodeForbidden)
+		}
+	}
+	if st := stranger.LaneStats(); st.Opened != 1 || st.Reused != 2 {
+		t.Fatalf("stranger's lanes %+v, want its 3 exchanges on 1 lane", st)
+	}
+	if got, err := exchange(ctx, friend, addr, "upper", "x"); err != nil || fmt.Sprint(got) != "[X]" {
+		t.Fatalf("friend: %q %v", got, err)
+	}
+}
