@@ -106,17 +106,7 @@ func (s *store) svc(name string) *ServiceStats {
 func (s *store) get(id string, now time.Time) *Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	el := s.byID[id]
-	if el == nil {
-		return nil
-	}
-	e := el.Value.(*Entry)
-	if !now.Before(e.StaleUntil) {
-		s.removeLocked(el)
-		return nil
-	}
-	s.lru.MoveToFront(el)
-	return e
+	return s.liveLocked(s.byID[id], now)
 }
 
 // getByKey is get by the entry's key text rather than its ID: a hit
@@ -124,7 +114,12 @@ func (s *store) get(id string, now time.Time) *Entry {
 func (s *store) getByKey(text []byte, now time.Time) *Entry {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	el := s.byKey[string(text)]
+	return s.liveLocked(s.byKey[string(text)], now)
+}
+
+// liveLocked returns el's entry, made the most recently used, or nil (and
+// drops it) when it is past its stale window. s.mu is held.
+func (s *store) liveLocked(el *list.Element, now time.Time) *Entry {
 	if el == nil {
 		return nil
 	}
