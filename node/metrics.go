@@ -43,68 +43,69 @@ type metrics struct {
 
 	// The label children a request updates, resolved once per label set:
 	// With(...) hashes the labels and takes the vector's lock per call.
-	childMu   sync.RWMutex
-	proxyKids map[proxyLabels]proxyKids
-	httpKids  map[httpLabels]httpKids
+	proxyKids kidCache[proxyLabels]
+	httpKids  kidCache[httpLabels]
 }
 
-// maxKids bounds each map of resolved children; past it, requests resolve
-// their labels each time (the labels are bounded anyway, see above).
+// maxKids bounds each cache of resolved children; past it, requests
+// resolve their labels each time (the labels are bounded anyway, see above).
 const maxKids = 4096
 
 type proxyLabels struct {
 	cluster, service, code string
 }
 
-type proxyKids struct {
-	requests prometheus.Counter
-	duration prometheus.Observer
-}
-
 type httpLabels struct{ route, code string }
 
-type httpKids struct {
+// kids are the children of one label set: its request counter and its
+// duration histogram.
+type kids struct {
 	requests prometheus.Counter
 	duration prometheus.Observer
 }
 
-func (m *metrics) proxyChildren(cluster, service, code string) proxyKids {
+// kidCache keeps resolved children by label set, at most maxKids.
+type kidCache[L comparable] struct {
+	mu sync.RWMutex
+	m  map[L]kids
+}
+
+func (c *kidCache[L]) lookup(l L) (kids, bool) {
+	c.mu.RLock()
+	k, ok := c.m[l]
+	c.mu.RUnlock()
+	return k, ok
+}
+
+func (c *kidCache[L]) keep(l L, k kids) {
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = map[L]kids{}
+	}
+	if len(c.m) < maxKids {
+		c.m[l] = k
+	}
+	c.mu.Unlock()
+}
+
+func (m *metrics) proxyChildren(cluster, service, code string) kids {
 	l := proxyLabels{cluster, service, code}
-	m.childMu.RLock()
-	k, ok := m.proxyKids[l]
-	m.childMu.RUnlock()
-	if ok {
+	if k, ok := m.proxyKids.lookup(l); ok {
 		return k
 	}
-	k = proxyKids{m.proxyRequests.WithLabelValues(cluster, service, code), m.proxyDuration.WithLabelValues(cluster, service)}
-	m.childMu.Lock()
-	if m.proxyKids == nil {
-		m.proxyKids = map[proxyLabels]proxyKids{}
-	}
-	if len(m.proxyKids) < maxKids {
-		m.proxyKids[l] = k
-	}
-	m.childMu.Unlock()
+	k := kids{m.proxyRequests.WithLabelValues(cluster, service, code),
+		m.proxyDuration.WithLabelValues(cluster, service)}
+	m.proxyKids.keep(l, k)
 	return k
 }
 
-func (m *metrics) httpChildren(route, code string) httpKids {
+func (m *metrics) httpChildren(route, code string) kids {
 	l := httpLabels{route, code}
-	m.childMu.RLock()
-	k, ok := m.httpKids[l]
-	m.childMu.RUnlock()
-	if ok {
+	if k, ok := m.httpKids.lookup(l); ok {
 		return k
 	}
-	k = httpKids{m.httpRequests.WithLabelValues(route, code), m.httpDuration.WithLabelValues(route)}
-	m.childMu.Lock()
-	if m.httpKids == nil {
-		m.httpKids = map[httpLabels]httpKids{}
-	}
-	if len(m.httpKids) < maxKids {
-		m.httpKids[l] = k
-	}
-	m.childMu.Unlock()
+	k := kids{m.httpRequests.WithLabelValues(route, code), m.httpDuration.WithLabelValues(route)}
+	m.httpKids.keep(l, k)
 	return k
 }
 
