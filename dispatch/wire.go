@@ -224,11 +224,12 @@ func (d *Dispatcher) callExec(ctx context.Context, r Runner, req execWire, onOut
 	}
 	defer s.Close()
 	body, _ := json.Marshal(req)
-	if err := s.Send(body); err != nil {
-		return runner.ExecResult{}, d.classify(ctx, r, err)
+	err = s.Send(body)
+	if err == nil {
+		err = s.CloseSend()
 	}
-	if err := s.CloseSend(); err != nil {
-		return runner.ExecResult{}, d.classify(ctx, r, err)
+	if err != nil {
+		return runner.ExecResult{}, d.classify(ctx, r, refusalOr(s, err))
 	}
 	acked := false
 	capOut := d.exec0MaxOutput()
@@ -327,6 +328,23 @@ var (
 	errAttemptDeadline = errors.New("attempt deadline")
 	errAckTimeout      = errors.New("no acknowledgement")
 )
+
+// refusalOr is what a runner answered before it read the request, when
+// sending it failed: a refusal (forbidden, busy, no handler) comes back
+// with the runner's end of the stream, which can reset this side's send
+// before the request is written. Any other answer leaves sendErr.
+func refusalOr(s *transport.Stream, sendErr error) error {
+	if !errors.Is(sendErr, transport.ErrUnreachable) {
+		return sendErr // not the peer's doing (a frame too large): no answer to wait for
+	}
+	if _, err := s.Recv(); err != nil {
+		var re *transport.RemoteError
+		if errors.As(err, &re) {
+			return err
+		}
+	}
+	return sendErr
+}
 
 // classify turns a call error into an attemptError and updates the
 // penalty box.
